@@ -1,0 +1,4 @@
+from sage_stream.cli import main
+
+if __name__ == "__main__":
+    main()

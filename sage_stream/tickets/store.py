@@ -1,0 +1,327 @@
+"""Where the ticket index is found, read, and written: the one place that writes it.
+
+Reading keeps the raw JSON objects (key order and unknown keys included) beside the
+typed models. Writing applies field changes to those raw objects under a lock and
+replaces the file atomically, so a save after a change alters only what changed and a
+save without a change gives back the same JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from pydantic import TypeAdapter, ValidationError
+
+from sage_stream.durable import write_atomic
+from sage_stream.errors import SageError
+from sage_stream.tickets.models import Ticket, TicketIndex
+from sage_stream.validation.findings import Finding, Severity
+
+INDEX_RELATIVE = Path(".sage") / "tickets" / "index.json"
+LOCK_TIMEOUT_SECONDS = 60
+
+
+class _Remove:
+    def __repr__(self) -> str:
+        return "REMOVE"
+
+
+REMOVE: Any = _Remove()
+"""A change value that deletes the key from the ticket."""
+
+
+class IndexLoadError(SageError):
+    """The index cannot be used; `findings` holds every problem found, for `--json`."""
+
+    def __init__(self, message: str, findings: list[Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+@dataclass
+class JsonLayout:
+    """How the file was laid out, so that a rewrite looks like the original."""
+
+    indent: int | str | None = 2
+    separators: tuple[str, str] | None = None
+    trailing_newline: bool = True
+
+    @classmethod
+    def of(cls, text: str) -> JsonLayout:
+        match = re.match(r"[ \t\r]*[\[{][ \t\r]*\n([ \t]*)\S", text)
+        if match:
+            whitespace = match.group(1)
+            indent: int | str | None = len(whitespace) if set(whitespace) <= {" "} else whitespace
+            return cls(indent=indent, trailing_newline=text.endswith("\n"))
+        compact = '":' in text and '": ' not in text
+        return cls(
+            indent=None,
+            separators=(",", ":") if compact else None,
+            trailing_newline=text.endswith("\n"),
+        )
+
+    def dumps(self, value: Any) -> str:
+        text = json.dumps(value, indent=self.indent, separators=self.separators, ensure_ascii=False)
+        return text + "\n" if self.trailing_newline else text
+
+
+@dataclass
+class LoadedIndex:
+    path: Path
+    raw: dict[str, Any]
+    index: TicketIndex
+    layout: JsonLayout
+
+    @property
+    def tickets(self) -> list[Ticket]:
+        return self.index.tickets
+
+    @property
+    def tickets_dir(self) -> Path:
+        return self.path.parent
+
+
+# ---------------------------------------------------------------- locating
+
+
+def find_index(start: Path | None = None) -> Path:
+    """`.sage/tickets/index.json` in `start` or the nearest parent, up to the git root."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / INDEX_RELATIVE
+        if candidate.exists():
+            return candidate
+        if (directory / ".git").exists():
+            break
+    raise SageError(
+        f"no ticket index found: looked for {INDEX_RELATIVE} in {here} and its parents"
+        " up to the git root. Run `sage init` to create one, or pass --index PATH."
+    )
+
+
+def resolve_index_path(option: str | Path | None) -> Path:
+    return Path(option).resolve() if option else find_index()
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_raw(path: Path) -> tuple[dict[str, Any], JsonLayout]:
+    """The file parsed as JSON, or an IndexLoadError naming the place that is wrong."""
+    shown = str(path)
+
+    def fail(message: str, code: str) -> IndexLoadError:
+        full = f"{shown}: {message}"
+        return IndexLoadError(full, [Finding(Severity.ERROR, code, full, file=shown)])
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise fail("no such file. Run `sage init` to create an empty index.", "index_missing")
+    except IsADirectoryError:
+        raise fail("is a directory, expected the JSON ticket index file", "index_unreadable")
+    except PermissionError:
+        raise fail("permission denied reading the ticket index", "index_unreadable")
+    except OSError as error:
+        raise fail(f"cannot read: {error.strerror or error}", "index_unreadable")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise fail(
+            f"line {line}: not valid UTF-8 (byte 0x{data[error.start]:02x} at offset {error.start})",
+            "invalid_utf8",
+        )
+    if not text.strip():
+        raise fail("is empty, expected a JSON object with a \"tickets\" list", "invalid_json")
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise fail(f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}", "invalid_json")
+    except ValueError as error:  # NaN / Infinity
+        raise fail(f"invalid JSON: {error}", "invalid_json")
+    except RecursionError:
+        raise fail("invalid JSON: nested too deeply to be a ticket index", "invalid_json")
+    if not isinstance(raw, dict):
+        raise fail(
+            f"expected a JSON object with a \"tickets\" list at the top level, found {_json_type(raw)}",
+            "invalid_schema",
+        )
+    return raw, JsonLayout.of(text)
+
+
+_TICKETS_ADAPTER = TypeAdapter(list[Ticket])
+
+
+def load_index(path: Path) -> LoadedIndex:
+    """Read and type-check the index; every schema problem is reported at once."""
+    raw, layout = read_raw(path)
+    return LoadedIndex(path=path, raw=raw, index=_validate(raw, path), layout=layout)
+
+
+def _validate(raw: dict[str, Any], path: Path) -> TicketIndex:
+    shown = str(path)
+    raw_tickets = raw.get("tickets", [])
+    if not isinstance(raw_tickets, list):
+        message = f"{shown}: field 'tickets': expected a list of tickets, found {_json_type(raw_tickets)}"
+        raise IndexLoadError(
+            message,
+            [Finding(Severity.ERROR, "invalid_schema", message, file=shown, field="tickets",
+                     expected="list", found=_json_type(raw_tickets))],
+        )
+    findings: list[Finding] = []
+    version = raw.get("version")
+    if version is not None and not isinstance(version, str):
+        findings.append(_schema_finding(shown, None, "version", "a string such as \"1.0\"", version))
+    try:
+        tickets = _TICKETS_ADAPTER.validate_python(raw_tickets)
+    except ValidationError as error:
+        tickets = []
+        for problem in error.errors(include_url=False):
+            findings.append(_finding_from_pydantic(shown, raw_tickets, problem))
+    except RecursionError:
+        findings.append(Finding(Severity.ERROR, "invalid_schema",
+                                f"{shown}: tickets are nested too deeply to be read", file=shown))
+    if findings:
+        count = len(findings)
+        lines = "\n".join(f"  {finding.message}" for finding in findings[:200])
+        more = f"\n  ... and {count - 200} more" if count > 200 else ""
+        raise IndexLoadError(
+            f"{shown}: {count} schema error{'s' if count != 1 else ''}:\n{lines}{more}", findings
+        )
+    extras = {key: value for key, value in raw.items() if key not in ("tickets", "version")}
+    return TicketIndex.model_construct(version=version, tickets=tickets, **extras)
+
+
+def _ticket_label(raw_tickets: list[Any], position: int) -> str:
+    item = raw_tickets[position] if 0 <= position < len(raw_tickets) else None
+    ticket_id = item.get("id") if isinstance(item, dict) else None
+    if isinstance(ticket_id, str) and ticket_id:
+        return ticket_id
+    return f"#{position + 1}"
+
+
+def _finding_from_pydantic(shown: str, raw_tickets: list[Any], problem: Mapping[str, Any]) -> Finding:
+    loc = list(problem.get("loc", ()))
+    position = loc.pop(0) if loc and isinstance(loc[0], int) else -1
+    label = _ticket_label(raw_tickets, position)
+    field = ".".join(str(part) for part in loc) or None
+    kind = problem.get("type", "")
+    if kind == "missing":
+        expected, found = "a value (required)", "nothing"
+    elif kind == "model_type" or kind == "dict_type":
+        expected, found = "a JSON object", _json_type(problem.get("input"))
+    else:
+        expected = _expected_from_message(problem.get("msg", ""))
+        found = _shown_value(problem.get("input"))
+    where = f"ticket {label}" + (f", field '{field}'" if field else "")
+    if kind == "missing":
+        message = f"{shown}: {where}: required field is missing"
+    elif kind in ("model_type", "dict_type"):
+        message = f"{shown}: {where}: expected a JSON object, found {found}"
+    else:
+        message = f"{shown}: {where}: expected {expected}, found {found}"
+    return Finding(Severity.ERROR, "invalid_schema", message, file=shown, ticket=label,
+                   field=field, expected=expected, found=found)
+
+
+def _schema_finding(shown: str, label: str | None, field: str, expected: str, value: Any) -> Finding:
+    found = _shown_value(value)
+    message = f"{shown}: field '{field}': expected {expected}, found {found}"
+    return Finding(Severity.ERROR, "invalid_schema", message, file=shown, ticket=label,
+                   field=field, expected=expected, found=found)
+
+
+def _expected_from_message(message: str) -> str:
+    text = message
+    for prefix in ("Input should be ", "Value error, "):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    return text
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _shown_value(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return _json_type(value)
+    text = json.dumps(value, ensure_ascii=False) if value is not None else "null"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- writing
+
+TicketChanges = Mapping[str, Mapping[str, Any]]
+"""ticket id -> {field: new JSON value, or REMOVE}"""
+
+
+class IndexStore:
+    """The only writer of the index. Every write is a locked read-modify-write."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = FileLock(str(self.path.with_name(self.path.name + ".lock")),
+                              timeout=LOCK_TIMEOUT_SECONDS, is_singleton=True)
+
+    def load(self) -> LoadedIndex:
+        return load_index(self.path)
+
+    def update(self, changes: TicketChanges) -> LoadedIndex:
+        """Apply field changes to tickets, by id, and write the file atomically."""
+        return self.modify(lambda raw: _apply_changes(raw, changes))
+
+    def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
+        """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it."""
+        with self._lock:
+            raw, layout = read_raw(self.path)
+            mutate(raw)
+            index = _validate(raw, self.path)
+            write_atomic(self.path, layout.dumps(raw).encode("utf-8"))
+            return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
+
+    def save_unchanged(self, loaded: LoadedIndex) -> None:
+        """Write a loaded index back as it was (used to prove the round trip)."""
+        with self._lock:
+            write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
+
+
+def _apply_changes(raw: dict[str, Any], changes: TicketChanges) -> None:
+    wanted = dict(changes)
+    for item in raw.get("tickets", []):
+        if not isinstance(item, dict):
+            continue
+        fields = wanted.pop(item.get("id"), None)
+        if fields is None:
+            continue
+        for key, value in fields.items():
+            if value is REMOVE:
+                item.pop(key, None)
+            else:
+                item[key] = value  # an existing key keeps its place; a new one goes last
+    if wanted:
+        missing = ", ".join(sorted(str(key) for key in wanted))
+        raise SageError(f"cannot update ticket(s) {missing}: not in the index any more")
