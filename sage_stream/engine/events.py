@@ -1,0 +1,57 @@
+"""What happens during a run, as events: the engine emits them, displays and logs read them.
+
+The display never decides anything; it only renders these. Every event is one JSON
+object with `--json` (see `as_json`), so the field names below are a public contract.
+
+kind               data keys
+-----------------  -------------------------------------------------------------------
+run_started        run_id, target, workers, workers_reason, schedule, agent,
+                   tickets: {id: {title, estimate}} (every ticket this run may start),
+                   ready (ids ready now, in order), predicted_makespan_minutes
+ticket_started     title, slot (0-based worker row), attempt, branch, worktree, log
+agent_output       line (the agent's latest non-empty output line; throttled)
+agent_finished     outcome (exited|timeout|idle_timeout|cancelled|failed_to_start),
+                   returncode, duration_s, success, summary
+ticket_queued      commit queue entry written, waiting to land
+ticket_landed      commit, duration_s
+ticket_requeued    reason, attempt (a conflict: run again on the new tip)
+ticket_deferred    category, message, retryable, not_before
+dispatch_paused    reason, until (epoch seconds or null)
+dispatch_resumed   workers
+message            level (info|warning|error), text
+run_finished       completed, deferred, interrupted, remaining, exit_code, duration_s, summary_path
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+RUN_STARTED = "run_started"
+TICKET_STARTED = "ticket_started"
+AGENT_OUTPUT = "agent_output"
+AGENT_FINISHED = "agent_finished"
+TICKET_QUEUED = "ticket_queued"
+TICKET_LANDED = "ticket_landed"
+TICKET_REQUEUED = "ticket_requeued"
+TICKET_DEFERRED = "ticket_deferred"
+DISPATCH_PAUSED = "dispatch_paused"
+DISPATCH_RESUMED = "dispatch_resumed"
+MESSAGE = "message"
+RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    ticket: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def as_json(self) -> dict[str, Any]:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.time))
+        head: dict[str, Any] = {"event": self.kind, "time": f"{stamp}.{int(self.time % 1 * 1000):03d}Z"}
+        if self.ticket is not None:
+            head["ticket"] = self.ticket
+        return {**head, **self.data}

@@ -1,0 +1,175 @@
+"""The scheduler's decisions: what starts next. Pure: no processes, no files, no clock.
+
+`DispatchPlan` is told what started, landed, failed or must run again, and answers
+which tickets to start when slots are free. Greedy mode starts the best ready ticket
+the moment a slot frees; batch mode reproduces the original's barrier (take N, wait
+for all N). Tickets whose `files` globs overlap never run at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sage_stream.graph.ordering import is_startable, ready_order_key
+from sage_stream.tickets.models import State, Ticket
+
+GREEDY = "greedy"
+BATCH = "batch"
+SCHEDULES = (GREEDY, BATCH)
+
+
+def glob_prefix(pattern: str) -> tuple[str, ...]:
+    """The literal directory segments a glob is confined to (`src/api/*.py` -> src, api)."""
+    segments = [part for part in pattern.strip("/").split("/") if part not in ("", ".")]
+    literal: list[str] = []
+    for index, part in enumerate(segments):
+        if any(char in part for char in "*?[") or index == len(segments) - 1:
+            if not any(char in part for char in "*?[") and index == len(segments) - 1:
+                literal.append(part)  # a plain path names itself (file or directory)
+            break
+        literal.append(part)
+    return tuple(literal)
+
+
+def globs_overlap(left: Sequence[str], right: Sequence[str]) -> bool:
+    """Could some path match a glob of each side? Conservative: when unsure, yes.
+
+    Two globs are disjoint only when their literal prefixes part ways
+    (`calc/add.py` and `docs/**`); `calc/**` and `calc/add.py` overlap, and so does a
+    glob with no literal prefix (`*.md`) with anything. A ticket without `files`
+    declares no scope and so constrains nothing.
+    """
+    for a in left:
+        prefix_a = glob_prefix(a)
+        for b in right:
+            prefix_b = glob_prefix(b)
+            shorter = min(len(prefix_a), len(prefix_b))
+            if prefix_a[:shorter] == prefix_b[:shorter]:
+                return True
+    return False
+
+
+@dataclass
+class DispatchPlan:
+    """Which tickets to start, given what has happened so far in this run."""
+
+    tickets: Mapping[str, Ticket]
+    bottom_levels: Mapping[str, float]
+    now: datetime
+    schedule: str = GREEDY
+    only: frozenset[str] | None = None  # --ticket IDs: run just these
+    max_tickets: int | None = None  # --max-tickets: how many may start in this run
+    max_reruns: int = 2  # reruns after a landing conflict, per ticket per run
+
+    done: set[str] = field(default_factory=set)  # COMPLETED (before or during the run)
+    failed: set[str] = field(default_factory=set)  # deferred or given up in this run
+    running: set[str] = field(default_factory=set)
+    started_count: int = 0
+    reruns: dict[str, int] = field(default_factory=dict)
+    _batch_open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+        self.done = {tid for tid, t in self.tickets.items() if t.state is State.COMPLETED} | self.done
+
+    # ------------------------------------------------------------ decisions
+
+    def is_ready(self, ticket_id: str) -> bool:
+        ticket = self.tickets[ticket_id]
+        if ticket_id in self.done or ticket_id in self.failed or ticket_id in self.running:
+            return False
+        if self.only is not None and ticket_id not in self.only:
+            return False
+        if ticket_id in self.reruns:
+            startable = True  # a conflict rerun: it was started in this run already
+        else:
+            startable = is_startable(ticket, self.now)
+        return startable and all(dep in self.done for dep in ticket.dependencies)
+
+    def ready(self) -> list[str]:
+        """Every ready ticket, best first (priority, then more work waiting behind, then id)."""
+        ids = [tid for tid in self.tickets if self.is_ready(tid)]
+        return sorted(ids, key=lambda tid: ready_order_key(self.tickets[tid], self.bottom_levels.get(tid, 0.0)))
+
+    def next_to_start(self, free_slots: int) -> list[str]:
+        """The tickets to start now into `free_slots` free worker slots."""
+        if free_slots <= 0:
+            return []
+        if self.schedule == BATCH:
+            if self.running:
+                return []  # the barrier: wait for the whole batch
+            self._batch_open = True
+        chosen: list[str] = []
+        budget = self._start_budget()  # reruns of tickets already started do not use it up
+        for ticket_id in self.ready():
+            if len(chosen) >= free_slots:
+                break
+            is_rerun = ticket_id in self.reruns
+            if not is_rerun and budget <= 0:
+                continue
+            if self._overlaps_running(ticket_id, chosen):
+                continue
+            chosen.append(ticket_id)
+            if not is_rerun:
+                budget -= 1
+        return chosen
+
+    def _start_budget(self) -> int:
+        if self.max_tickets is None:
+            return 1 << 30
+        return max(0, self.max_tickets - self.started_count)
+
+    def _overlaps_running(self, ticket_id: str, also: Iterable[str]) -> bool:
+        files = self.tickets[ticket_id].files
+        if not files:
+            return False
+        for other in (*self.running, *also):
+            if globs_overlap(files, self.tickets[other].files):
+                return True
+        return False
+
+    def is_finished(self) -> bool:
+        """Nothing runs and nothing more can start."""
+        return not self.running and not self.next_to_start(1)
+
+    # ------------------------------------------------------------ what happened
+
+    def started(self, ticket_id: str) -> None:
+        self.running.add(ticket_id)
+        if ticket_id not in self.reruns:
+            self.started_count += 1
+
+    def landed(self, ticket_id: str) -> None:
+        self.running.discard(ticket_id)
+        self.done.add(ticket_id)
+
+    def gave_up(self, ticket_id: str) -> None:
+        """Deferred or interrupted: its dependents stay blocked for this run."""
+        self.running.discard(ticket_id)
+        self.failed.add(ticket_id)
+
+    def rerun(self, ticket_id: str) -> bool:
+        """A landing conflict: run it again on the new tip, if it has reruns left."""
+        self.running.discard(ticket_id)
+        count = self.reruns.get(ticket_id, 0)
+        if count >= self.max_reruns:
+            self.failed.add(ticket_id)
+            return False
+        self.reruns[ticket_id] = count + 1
+        return True
+
+    def blocked_by_failures(self) -> dict[str, list[str]]:
+        """Tickets this run could not reach, with the failed tickets they wait on."""
+        result: dict[str, list[str]] = {}
+        for ticket_id, ticket in self.tickets.items():
+            if ticket_id in self.done or ticket_id in self.failed or ticket_id in self.running:
+                continue
+            if self.only is not None and ticket_id not in self.only:
+                continue
+            waiting = [dep for dep in ticket.dependencies if dep in self.failed]
+            if waiting:
+                result[ticket_id] = waiting
+        return result
