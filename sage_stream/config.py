@@ -1,0 +1,69 @@
+"""`.sage/config.toml`: defaults for `sage stream` and the agent, overridden by flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sage_stream.errors import SageError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamConfig(_Section):
+    parallel: int | str | None = None  # N or "auto"
+    timeout_minutes: float = Field(default=30.0, gt=0)
+    idle_timeout_minutes: float = Field(default=10.0, gt=0)
+    grace_seconds: float = Field(default=10.0, ge=0)
+    max_reruns: int = Field(default=2, ge=0)  # landing-conflict reruns per ticket per run
+    max_attempts: int = Field(default=3, ge=1)  # automatic retries of transient failures
+    retry_backoff_minutes: float = Field(default=10.0, ge=0)
+    target: str | None = None
+    schedule: str = "greedy"
+    max_load: float | None = None
+
+
+class AgentConfig(_Section):
+    preset: str | None = None
+    command: str | None = None  # argv template for the `command` agent
+    model: str | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    timeout_minutes: float | None = Field(default=None, gt=0)
+    env: list[str] = Field(default_factory=list)  # names of environment variables passed through
+
+
+class ChecksConfig(_Section):
+    commands: list[str] = Field(default_factory=list)
+
+
+class SageConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+
+
+def load_config(sage_dir: Path) -> SageConfig:
+    """The config in `<sage_dir>/config.toml`, or the defaults when there is none."""
+    path = sage_dir / "config.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return SageConfig()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SageError(f"{path}: cannot read: {error}")
+    except tomllib.TOMLDecodeError as error:
+        raise SageError(f"{path}: invalid TOML: {error}")
+    try:
+        return SageConfig.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors(include_url=False):
+            key = ".".join(str(part) for part in problem["loc"])
+            problems.append(f"{path}: key '{key}': {problem['msg']}")
+        raise SageError("\n".join(problems))

@@ -1,0 +1,75 @@
+"""One `sage stream` per repository: a kernel lock (released even on kill -9) plus an owner file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from filelock import FileLock, Timeout
+
+from sage_stream.durable import write_json_atomic
+
+
+@dataclass
+class RunOwner:
+    pid: int
+    pid_create_time: float
+    run_id: str
+    started: str
+
+
+class RunLock:
+    def __init__(self, sage_dir: Path) -> None:
+        self.lock_path = sage_dir / "stream.lock"
+        self.owner_path = sage_dir / "stream.owner.json"
+        self._lock = FileLock(str(self.lock_path), is_singleton=True)
+
+    def acquire(self, *, wait: bool) -> bool:
+        try:
+            self._lock.acquire(timeout=-1 if wait else 0)
+        except Timeout:
+            return False
+        return True
+
+    def write_owner(self, owner: RunOwner) -> None:
+        write_json_atomic(self.owner_path, owner.__dict__)
+
+    def owner(self) -> RunOwner | None:
+        try:
+            data = json.loads(self.owner_path.read_text())
+            return RunOwner(**{key: data[key] for key in ("pid", "pid_create_time", "run_id", "started")})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            self.owner_path.unlink()
+        self._lock.release()
+
+
+def process_identity() -> tuple[int, float]:
+    pid = os.getpid()
+    return pid, psutil.Process(pid).create_time()
+
+
+def is_alive(pid: int | None, create_time: float | None) -> bool:
+    """True only for that very process (a reused pid with another create time is not it)."""
+    if not pid:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if create_time is not None and abs(process.create_time() - float(create_time)) > 0.01:
+            return False
+        return process.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def describe_owner(owner: RunOwner | None) -> str:
+    if owner is None:
+        return "already running"
+    return f"already running (pid {owner.pid}, since {owner.started}, run {owner.run_id})"

@@ -1,0 +1,143 @@
+"""Ticket state transitions, as edits of the raw ticket JSON (applied by the index store).
+
+UNPROCESSED -> IN_PROGRESS -> COMPLETED | DEFERRED. Every transition stamps `updated`
+and appends to `state_history`. COMPLETED is written only after the commit landed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sage_stream.tickets.models import State, now_iso
+from sage_stream.tickets.store import IndexStore, LoadedIndex
+
+RawTicket = dict[str, Any]
+Edit = Callable[[RawTicket], None]
+
+RUN_KEY = "sage_run"  # who is working on an IN_PROGRESS ticket: {run_id, pid, pid_create_time, started}
+
+
+def _transition(item: RawTicket, state: State, now: str) -> None:
+    item["state"] = state.value
+    item["updated"] = now
+    history = item.get("state_history")
+    if not isinstance(history, list):
+        history = []
+    item["state_history"] = [*history, {"state": state.value, "timestamp": now}]
+
+
+def start(*, run_id: str, pid: int, pid_create_time: float, branch: str) -> Edit:
+    def edit(item: RawTicket) -> None:
+        now = now_iso()
+        _transition(item, State.IN_PROGRESS, now)
+        git = item.get("git") if isinstance(item.get("git"), dict) else {}
+        item["git"] = {**git, "branch": branch}
+        item[RUN_KEY] = {"run_id": run_id, "pid": pid, "pid_create_time": pid_create_time, "started": now}
+
+    return edit
+
+
+def complete(*, commit: str, message: str, branch: str, result: dict[str, Any] | None = None) -> Edit:
+    def edit(item: RawTicket) -> None:
+        now = now_iso()
+        _transition(item, State.COMPLETED, now)
+        item["completed_at"] = now
+        git = item.get("git") if isinstance(item.get("git"), dict) else {}
+        commits = git.get("commits") if isinstance(git.get("commits"), list) else []
+        item["git"] = {
+            **git,
+            "branch": branch,
+            "commits": [*commits, commit] if commit not in commits else commits,
+            "last_commit": {"sha": commit, "message": message.splitlines()[0], "timestamp": now},
+        }
+        item.pop(RUN_KEY, None)
+        item.pop("not_before", None)
+        if result:
+            item["agent_result"] = result
+
+    return edit
+
+
+def defer(
+    *,
+    category: str,
+    message: str,
+    last_error: str | None = None,
+    log: str | None = None,
+    retryable: bool = False,
+    not_before: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> Edit:
+    def edit(item: RawTicket) -> None:
+        now = now_iso()
+        _transition(item, State.DEFERRED, now)
+        attempts = _attempts(item) + 1
+        item["attempts"] = attempts
+        reason: dict[str, Any] = {
+            "category": category,
+            "message": message,
+            "attempts": attempts,
+            "last_error": last_error,
+            "deferred_at": now,
+            "log": log,
+            "retryable": retryable,
+        }
+        item["defer_reason"] = {key: value for key, value in reason.items() if value is not None}
+        if not_before:
+            item["not_before"] = not_before
+        else:
+            item.pop("not_before", None)
+        item.pop(RUN_KEY, None)
+        if result:
+            item["agent_result"] = result
+
+    return edit
+
+
+def release(*, count_attempt: bool, note: str | None = None) -> Edit:
+    """Back to UNPROCESSED: an interrupted or crashed attempt; its branch is kept."""
+
+    def edit(item: RawTicket) -> None:
+        _transition(item, State.UNPROCESSED, now_iso())
+        if count_attempt:
+            item["attempts"] = _attempts(item) + 1
+        item.pop(RUN_KEY, None)
+        if note:
+            item["last_interruption"] = note
+
+    return edit
+
+
+def retry() -> Edit:
+    """`sage retry`: a DEFERRED ticket goes back to the queue; its history stays."""
+
+    def edit(item: RawTicket) -> None:
+        _transition(item, State.UNPROCESSED, now_iso())
+        item.pop("not_before", None)
+        reason = item.pop("defer_reason", None)
+        if reason is not None:
+            item["last_defer_reason"] = reason
+
+    return edit
+
+
+def _attempts(item: RawTicket) -> int:
+    value = item.get("attempts")
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def apply(store: IndexStore, edits: dict[str, Edit]) -> LoadedIndex:
+    """Apply edits to tickets by id in one locked, atomic index write."""
+
+    def mutate(raw: dict[str, Any]) -> None:
+        pending = dict(edits)
+        for item in raw.get("tickets", []):
+            if isinstance(item, dict) and item.get("id") in pending:
+                pending.pop(item["id"])(item)
+        if pending:
+            from sage_stream.errors import SageError
+
+            raise SageError(f"tickets {', '.join(sorted(pending))} are no longer in {store.path}")
+
+    return store.modify(mutate)
