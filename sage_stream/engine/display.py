@@ -1,0 +1,604 @@
+"""Everything the user sees while `sage stream` runs: it renders events, never decides.
+
+Three renderings of the same event stream (see `engine/events.py`):
+
+- live: a table redrawn about four times a second on a terminal, one row per worker
+  slot, totals and an ETA, with landed/deferred lines printed as they happen;
+- plain: one timestamped line per event, for cron jobs and log files;
+- json: one JSON object per line, for programs.
+
+Ticket titles, agent output and error messages are text we did not write: every piece
+is reduced to one line without terminal escapes before it is shown, and the live table
+builds `rich.text.Text` objects so that `[bold]` in a title stays literal.
+
+`rich` is imported only by the live display, so commands that never stream do not
+pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from sage_stream.engine import events as ev
+from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+
+MODES = ("auto", "live", "plain", "json")
+TITLE_WIDTH = 40
+LINE_WIDTH = 300
+
+EXIT_MEANINGS = {
+    EXIT_OK: "no ticket was deferred",
+    EXIT_ERROR: "the run failed",
+    EXIT_DEFERRED: "some tickets were deferred",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
+
+class Display(Protocol):
+    def handle(self, event: ev.Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def make_display(mode: str, *, stream: TextIO | None = None) -> Display:
+    """The display for `--display MODE`: "auto" is live on a terminal, plain otherwise."""
+    out = stream if stream is not None else sys.stdout
+    if mode == "auto":
+        mode = "live" if _is_terminal(out) else "plain"
+    if mode == "live":
+        return LiveDisplay.on_stream(out)
+    if mode == "plain":
+        return PlainDisplay(out)
+    if mode == "json":
+        return JsonDisplay(out)
+    raise ValueError(f"unknown display mode {mode!r}; expected one of {', '.join(MODES)}")
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or a closed file
+        return False
+
+
+# ---------------------------------------------------------------- text we did not write
+
+_ANSI_ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+)
+# C0/C1 controls (newlines, carriage returns, bells) and the bidi overrides that can make
+# a terminal show text in an order other than the one it has.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(value: Any, limit: int = LINE_WIDTH) -> str:
+    """`value` as a single printable line of at most `limit` characters."""
+    text = "" if value is None else str(value)
+    text = _CONTROL.sub(" ", _ANSI_ESCAPE.sub("", text))
+    text = " ".join(text.split())
+    # lone surrogates (undecodable agent output) cannot be written to a UTF-8 stream
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    if len(text) > limit:
+        text = text[: max(limit - 1, 0)] + "…"
+    return text
+
+
+def iso_time(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def format_duration(seconds: float | None) -> str:
+    """12.4s, 3m05s, 1h02m."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def format_minutes(minutes: float) -> str:
+    """A rough span: <1m, ~3m, ~1h05m (rounded up: an ETA should not promise too early)."""
+    if minutes < 1:
+        return "<1m"
+    whole = math.ceil(minutes)
+    if whole < 60:
+        return f"~{whole}m"
+    return f"~{whole // 60}h{whole % 60:02d}m"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _when(value: Any) -> str:
+    """A `not_before`/`until` value, which may be epoch seconds or already ISO text."""
+    number = _number(value)
+    return iso_time(number) if number is not None else one_line(value, 40)
+
+
+# ---------------------------------------------------------------- one line per event
+
+
+def describe(event: ev.Event) -> str | None:
+    """The line a person reads for `event`, without a timestamp; None for agent output."""
+    data = event.data
+    ticket = one_line(event.ticket, 60)
+    kind = event.kind
+    if kind == ev.RUN_STARTED:
+        return _describe_run_started(data)
+    if kind == ev.TICKET_STARTED:
+        slot = data.get("slot")
+        slot_text = f"slot {slot + 1}" if isinstance(slot, int) else "slot ?"
+        return (f'started {ticket} "{one_line(data.get("title"), 80)}" '
+                f'({slot_text}, attempt {one_line(data.get("attempt", "?"))})')
+    if kind == ev.AGENT_OUTPUT:
+        return None
+    if kind == ev.AGENT_FINISHED:
+        return _describe_agent_finished(ticket, data)
+    if kind == ev.TICKET_QUEUED:
+        return f"queued {ticket} to land"
+    if kind == TICKET_LANDING:
+        return f"landing {ticket}"
+    if kind == ev.TICKET_LANDED:
+        commit = one_line(data.get("commit"), 40)[:7] or "?"
+        return f"landed {ticket} as {commit} in {format_duration(_number(data.get('duration_s')))}"
+    if kind == ev.TICKET_REQUEUED:
+        return (f"requeued {ticket}: {one_line(data.get('reason'))} "
+                f"(attempt {one_line(data.get('attempt', '?'))})")
+    if kind == ev.TICKET_DEFERRED:
+        return _describe_deferred(ticket, data)
+    if kind == ev.DISPATCH_PAUSED:
+        until = data.get("until")
+        tail = f" until {_when(until)}" if until is not None else ""
+        return f"paused starting new tickets: {one_line(data.get('reason'))}{tail}"
+    if kind == ev.DISPATCH_RESUMED:
+        return f"resumed starting tickets with {one_line(data.get('workers', '?'))} workers"
+    if kind == ev.MESSAGE:
+        level = one_line(data.get("level") or "info", 10)
+        return f"{level}: {one_line(data.get('text'))}"
+    if kind == ev.RUN_FINISHED:
+        return _describe_run_finished(data)
+    return f"{one_line(kind, 40)}" + (f" {ticket}" if ticket else "")
+
+
+def _describe_run_started(data: dict[str, Any]) -> str:
+    tickets = data.get("tickets")
+    ready = data.get("ready")
+    count = len(tickets) if isinstance(tickets, dict) else 0
+    ready_count = len(ready) if isinstance(ready, list) else 0
+    makespan = _number(data.get("predicted_makespan_minutes"))
+    predicted = f", predicted makespan {format_minutes(makespan)}" if makespan is not None else ""
+    target = f" onto {one_line(data.get('target'), 80)}" if data.get("target") else ""
+    return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'))} "
+            f"workers ({one_line(data.get('workers_reason') or 'no reason given')}), "
+            f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "
+            f"agent {one_line(data.get('agent'), 40)}{predicted}")
+
+
+def _describe_agent_finished(ticket: str, data: dict[str, Any]) -> str:
+    outcome = one_line(data.get("outcome") or "exited", 40)
+    code = data.get("returncode")
+    code_text = f" (exit {code})" if isinstance(code, int) and not isinstance(code, bool) else ""
+    verdict = "succeeded" if data.get("success") else "did not succeed"
+    line = (f"agent for {ticket} {outcome}{code_text} after "
+            f"{format_duration(_number(data.get('duration_s')))}: {verdict}")
+    summary = one_line(data.get("summary"), 160)
+    return f"{line}: {summary}" if summary else line
+
+
+def _describe_deferred(ticket: str, data: dict[str, Any]) -> str:
+    category = one_line(data.get("category") or "error", 40)
+    message = one_line(data.get("message"))
+    reason = f"{category}: {message}" if message else category
+    if data.get("not_before") is not None:
+        tail = f" (will retry after {_when(data.get('not_before'))})"
+    elif data.get("retryable"):
+        tail = " (will retry)"
+    else:
+        tail = f" (`sage retry {ticket}` to try again)"
+    return f"deferred {ticket}: {reason}{tail}"
+
+
+def _describe_run_finished(data: dict[str, Any]) -> str:
+    code = data.get("exit_code")
+    meaning = EXIT_MEANINGS.get(code, "") if isinstance(code, int) else ""
+    exit_text = f"exit {code}" + (f": {meaning}" if meaning else "")
+    parts = []
+    for key in ("completed", "deferred", "interrupted", "remaining"):
+        value = data.get(key, 0)
+        if isinstance(value, bool):  # `interrupted` may be a flag rather than a count
+            parts.extend([key] if value else [])
+        else:
+            parts.append(f"{one_line(value)} {key}")
+    summary = f"; summary {one_line(data.get('summary_path'))}" if data.get("summary_path") else ""
+    return (f"finished: {', '.join(parts)} in {format_duration(_number(data.get('duration_s')))} "
+            f"({exit_text}){summary}")
+
+
+# ---------------------------------------------------------------- plain and json
+
+
+class _LineWriter:
+    """Writes whole lines; after the first failed write (closed pipe, full disk) it goes
+    quiet, because losing the log must not stop tickets from landing."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.broken = False
+
+    def write(self, line: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # ValueError: write to a closed file
+            self.broken = True
+
+
+class PlainDisplay:
+    def __init__(self, stream: TextIO) -> None:
+        self._out = _LineWriter(stream)
+
+    def handle(self, event: ev.Event) -> None:
+        line = describe(event)
+        if line is not None:
+            self._out.write(f"{iso_time(event.time)} {line}")
+
+    def close(self) -> None:
+        pass
+
+
+class JsonDisplay:
+    def __init__(self, stream: TextIO) -> None:
+        self._out = _LineWriter(stream)
+
+    def handle(self, event: ev.Event) -> None:
+        # ASCII-only output survives any locale and undecodable agent output
+        self._out.write(json.dumps(event.as_json(), ensure_ascii=True, default=str))
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the state the live view shows
+
+# A ticket's stage, in the order a ticket moves through them.
+STARTING, RUNNING, CHECKING, QUEUED, LANDING = "starting", "running", "checking", "queued", "landing"
+AGENT_STAGES = (STARTING, RUNNING, CHECKING)
+# Not in events.py yet: if the engine emits it when a queued ticket starts landing,
+# the row says "landing" instead of "queued".
+TICKET_LANDING = "ticket_landing"
+
+
+@dataclass
+class ActiveTicket:
+    ticket: str
+    title: str
+    slot: int | None
+    started: float
+    stage: str = STARTING
+    last_line: str = ""
+
+
+@dataclass
+class RunView:
+    """What the run looks like from its events: a pure fold, no clocks, no I/O."""
+
+    run_id: str = ""
+    target: str = ""
+    workers: int = 0
+    workers_reason: str = ""
+    predicted_minutes: float | None = None
+    estimates: dict[str, float] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
+    active: dict[str, ActiveTicket] = field(default_factory=dict)
+    slots: dict[int, str] = field(default_factory=dict)  # slot -> ticket using it now
+    landed: dict[str, float | None] = field(default_factory=dict)  # ticket -> seconds taken
+    deferred: set[str] = field(default_factory=set)
+    paused: str | None = None
+    finished: bool = False
+
+    def apply(self, event: ev.Event) -> None:
+        handler = _VIEW_UPDATES.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    # -------- totals
+
+    @property
+    def total(self) -> int:
+        return len(self.estimates | dict.fromkeys(self.landed) | dict.fromkeys(self.deferred)
+                   | dict.fromkeys(self.active))
+
+    @property
+    def running(self) -> int:
+        return sum(1 for item in self.active.values() if item.stage in AGENT_STAGES)
+
+    @property
+    def to_land(self) -> int:
+        return sum(1 for item in self.active.values() if item.stage not in AGENT_STAGES)
+
+    @property
+    def remaining(self) -> int:
+        return self.total - len(self.landed) - len(self.deferred)
+
+    @property
+    def waiting(self) -> int:
+        return max(self.remaining - len(self.active), 0)
+
+    def eta_minutes(self, now: float) -> float | None:
+        """Remaining estimated minutes over the workers, scaled by how long finished
+        tickets really took per estimated minute; None until one has landed."""
+        ratio = self.observed_ratio()
+        if ratio is None or self.workers <= 0:
+            return None
+        left = 0.0
+        for ticket, estimate in self.estimates.items():
+            if ticket in self.landed or ticket in self.deferred:
+                continue
+            minutes = estimate * ratio
+            item = self.active.get(ticket)
+            if item is not None:
+                spent = (now - item.started) / 60 if item.stage in AGENT_STAGES else minutes
+                minutes = max(minutes - spent, 0.0)
+            left += minutes
+        return left / self.workers
+
+    def observed_ratio(self) -> float | None:
+        actual = estimated = 0.0
+        for ticket, seconds in self.landed.items():
+            estimate = self.estimates.get(ticket)
+            if seconds is None or not estimate:
+                continue
+            actual += seconds / 60
+            estimated += estimate
+        return actual / estimated if estimated > 0 else None
+
+    def rows(self) -> list[tuple[int | None, ActiveTicket | None]]:
+        """One row per worker slot (idle ones too), then tickets that left their slot
+        to wait for landing while another ticket took it."""
+        slot_count = max([self.workers, *(slot + 1 for slot in self.slots)], default=0)
+        rows: list[tuple[int | None, ActiveTicket | None]] = []
+        for slot in range(slot_count):
+            ticket = self.slots.get(slot)
+            rows.append((slot, self.active.get(ticket) if ticket else None))
+        shown = {item.ticket for _, item in rows if item is not None}
+        rows.extend((None, item) for item in self.active.values() if item.ticket not in shown)
+        return rows
+
+
+def _on_run_started(view: RunView, event: ev.Event) -> None:
+    data = event.data
+    view.run_id = one_line(data.get("run_id"), 60)
+    view.target = one_line(data.get("target"), 80)
+    view.workers = _count(data.get("workers"))
+    view.workers_reason = one_line(data.get("workers_reason"))
+    view.predicted_minutes = _number(data.get("predicted_makespan_minutes"))
+    tickets = data.get("tickets")
+    for ticket, info in (tickets.items() if isinstance(tickets, dict) else ()):
+        info = info if isinstance(info, dict) else {}
+        estimate = _number(info.get("estimate"))
+        view.estimates[str(ticket)] = estimate if estimate is not None and estimate > 0 else 1.0
+        view.titles[str(ticket)] = one_line(info.get("title"), TITLE_WIDTH * 2)
+
+
+def _on_ticket_started(view: RunView, event: ev.Event) -> None:
+    ticket = event.ticket or "?"
+    slot = event.data.get("slot")
+    slot = slot if isinstance(slot, int) and not isinstance(slot, bool) and 0 <= slot < 1024 else None
+    title = one_line(event.data.get("title"), TITLE_WIDTH * 2) or view.titles.get(ticket, "")
+    view.active[ticket] = ActiveTicket(ticket=ticket, title=title, slot=slot, started=event.time)
+    view.deferred.discard(ticket)
+    if slot is not None:
+        view.slots[slot] = ticket
+
+
+def _set_stage(stage: str) -> Callable[[RunView, ev.Event], None]:
+    def update(view: RunView, event: ev.Event) -> None:
+        item = view.active.get(event.ticket or "")
+        if item is not None:
+            item.stage = stage
+    return update
+
+
+def _on_agent_output(view: RunView, event: ev.Event) -> None:
+    item = view.active.get(event.ticket or "")
+    if item is not None:
+        item.last_line = one_line(event.data.get("line"))
+        if item.stage == STARTING:
+            item.stage = RUNNING
+
+
+def _release(view: RunView, ticket: str) -> None:
+    item = view.active.pop(ticket, None)
+    if item is not None and item.slot is not None and view.slots.get(item.slot) == ticket:
+        del view.slots[item.slot]
+
+
+def _on_ticket_landed(view: RunView, event: ev.Event) -> None:
+    ticket = event.ticket or "?"
+    _release(view, ticket)
+    view.landed[ticket] = _number(event.data.get("duration_s"))
+
+
+def _on_ticket_requeued(view: RunView, event: ev.Event) -> None:
+    _release(view, event.ticket or "?")
+
+
+def _on_ticket_deferred(view: RunView, event: ev.Event) -> None:
+    ticket = event.ticket or "?"
+    _release(view, ticket)
+    view.deferred.add(ticket)
+
+
+def _on_dispatch_paused(view: RunView, event: ev.Event) -> None:
+    until = event.data.get("until")
+    tail = f" until {_when(until)}" if until is not None else ""
+    view.paused = f"{one_line(event.data.get('reason'), 120)}{tail}"
+
+
+def _on_dispatch_resumed(view: RunView, event: ev.Event) -> None:
+    view.paused = None
+    workers = _count(event.data.get("workers"))
+    if workers:
+        view.workers = workers
+
+
+def _on_run_finished(view: RunView, event: ev.Event) -> None:
+    view.finished = True
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1024 else 0
+
+
+_VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
+    ev.RUN_STARTED: _on_run_started,
+    ev.TICKET_STARTED: _on_ticket_started,
+    ev.AGENT_OUTPUT: _on_agent_output,
+    ev.AGENT_FINISHED: _set_stage(CHECKING),
+    ev.TICKET_QUEUED: _set_stage(QUEUED),
+    TICKET_LANDING: _set_stage(LANDING),
+    ev.TICKET_LANDED: _on_ticket_landed,
+    ev.TICKET_REQUEUED: _on_ticket_requeued,
+    ev.TICKET_DEFERRED: _on_ticket_deferred,
+    ev.DISPATCH_PAUSED: _on_dispatch_paused,
+    ev.DISPATCH_RESUMED: _on_dispatch_resumed,
+    ev.RUN_FINISHED: _on_run_finished,
+}
+
+
+# ---------------------------------------------------------------- live
+
+
+_LINE_STYLES = {
+    ev.TICKET_LANDED: "green",
+    ev.TICKET_DEFERRED: "yellow",
+    ev.TICKET_REQUEUED: "yellow",
+    ev.DISPATCH_PAUSED: "yellow",
+    ev.RUN_FINISHED: "bold",
+}
+_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, TICKET_LANDING}
+_STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue", LANDING: "green"}
+
+
+class LiveDisplay:
+    """A table of worker slots redrawn in place; event lines are printed above it."""
+
+    def __init__(self, console: Any, *, clock: Callable[[], float] = time.time,
+                 refresh_per_second: float = 4) -> None:
+        from rich.live import Live
+
+        self.console = console
+        self.view = RunView()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._closed = False
+        self._live = Live(console=console, refresh_per_second=refresh_per_second, transient=False,
+                          redirect_stdout=False, redirect_stderr=False, get_renderable=self.render)
+
+    @classmethod
+    def on_stream(cls, stream: TextIO) -> LiveDisplay:
+        from rich.console import Console
+
+        return cls(Console(file=stream, highlight=False))
+
+    def handle(self, event: ev.Event) -> None:
+        if self._closed:
+            return
+        # The state changes under our lock; printing happens outside it, because the
+        # refresh thread holds rich's lock while it asks us for the table.
+        with self._lock:
+            self.view.apply(event)
+        if not self._live.is_started:
+            self._live.start()
+        # the table already shows these; the lines are for what a person wants in scrollback
+        if event.kind not in _SHOWN_IN_TABLE_ONLY:
+            line = describe(event)
+            if line is not None:
+                # rich prints above the last table it drew: draw the updated one first
+                self._live.refresh()
+                self._print_line(event, line)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._live.is_started:
+            self._live.stop()
+
+    def _print_line(self, event: ev.Event, line: str) -> None:
+        from rich.text import Text
+
+        if event.kind == ev.MESSAGE:
+            level = event.data.get("level")
+            style = "red" if level == "error" else "yellow" if level == "warning" else ""
+        else:
+            style = _LINE_STYLES.get(event.kind, "")
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        self._live.console.print(Text(f"{stamp} {line}", style=style), soft_wrap=False, overflow="fold")
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        now = self._clock()
+        with self._lock:
+            view = self.view
+            header = Text(self._header(view), style="bold", no_wrap=True, overflow="ellipsis")
+            table = Table(expand=True, show_edge=False, pad_edge=False, box=None)
+            table.add_column("slot", justify="right", no_wrap=True, min_width=2)
+            table.add_column("ticket", no_wrap=True, overflow="ellipsis", max_width=24)
+            table.add_column("title", no_wrap=True, overflow="ellipsis", ratio=2, max_width=TITLE_WIDTH)
+            table.add_column("elapsed", justify="right", no_wrap=True)
+            table.add_column("state", no_wrap=True)
+            table.add_column("last output", no_wrap=True, overflow="ellipsis", ratio=3)
+            for slot, item in view.rows():
+                slot_text = str(slot + 1) if slot is not None else "-"
+                if item is None:
+                    table.add_row(slot_text, "", "", "", Text("idle", style="dim"), "")
+                    continue
+                table.add_row(slot_text, Text(item.ticket), Text(item.title),
+                              format_duration(max(now - item.started, 0.0)),
+                              Text(item.stage, style=_STAGE_STYLES.get(item.stage, "")),
+                              Text(item.last_line, style="dim"))
+            totals = Text(self._totals(view, now), no_wrap=True, overflow="ellipsis")
+            parts: list[Any] = [header, table, totals]
+            if view.paused:
+                parts.append(Text(f"paused: {view.paused}", style="yellow", no_wrap=True, overflow="ellipsis"))
+        return Group(*parts)
+
+    @staticmethod
+    def _header(view: RunView) -> str:
+        target = f" onto {view.target}" if view.target else ""
+        reason = f" ({view.workers_reason})" if view.workers_reason else ""
+        return f"sage stream {view.run_id}{target}: {view.workers} workers{reason}"
+
+    @staticmethod
+    def _totals(view: RunView, now: float) -> str:
+        eta = view.eta_minutes(now)
+        if view.remaining == 0 and view.total:
+            eta_text = "done"
+        else:
+            eta_text = f"ETA {format_minutes(eta)}" if eta is not None else "ETA unknown"
+        return (f"landed {len(view.landed)} · deferred {len(view.deferred)} · running {view.running}"
+                f" · to land {view.to_land} · waiting {view.waiting} · remaining {view.remaining}"
+                f" · {eta_text}")

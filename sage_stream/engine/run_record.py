@@ -1,0 +1,416 @@
+"""The run summary: `.sage/runs/<run-id>.json`, written during and after each run.
+
+`sage status` reads it; the engine rewrites it atomically as tickets move, so a reader
+sees either the previous or the next version, never half of one. Reading is tolerant:
+a missing or mistyped key becomes its default (an older or newer sage-stream wrote the
+file); only a file that is not a JSON object at all is an error, naming the file.
+
+    {
+      "format": 1,
+      "run_id": "20261121T091403Z-3f2a1c",
+      "pid": 4242, "pid_create_time": 1795252443.12,
+      "started": "2026-11-21T09:14:03Z", "finished": null,
+      "status": "running",                 # running | finished | interrupted | failed
+      "target": "main", "workers": 3, "workers_reason": "...",
+      "schedule": "critical-path", "agent": "claude",
+      "exit_code": null, "total_cost_usd": 0.42,
+      "tickets": {
+        "CALC-002": {"id": "CALC-002", "title": "...",
+                     "outcome": "landed",  # running | queued | landed | deferred | interrupted | requeued
+                     "start": "...", "end": "...", "duration_s": 12.4, "commit": "3f2a1c9...",
+                     "attempts": 1, "category": null, "message": null,
+                     "log": ".sage/workers/CALC-002/agent.log", "summary": "...",
+                     "cost_usd": 0.14, "session_id": "..."}
+      }
+    }
+
+A ticket's outcome "queued" means its agent finished and it waits in the commit queue
+to land; tickets the run has not started yet are not listed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from sage_stream.durable import TEMP_PREFIX, write_json_atomic
+from sage_stream.engine import events as ev
+from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
+
+FORMAT_VERSION = 1
+RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
+# psutil derives a create time from the boot time, which the kernel shifts when the wall
+# clock is stepped; a PID reused within the same second is not a practical risk.
+CREATE_TIME_TOLERANCE_S = 1.0
+
+RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
+RUN_STATUSES = (RUNNING, FINISHED, INTERRUPTED, FAILED)
+TICKET_OUTCOMES = ("running", "queued", "landed", "deferred", "interrupted", "requeued")
+
+
+@dataclass
+class TicketRecord:
+    id: str
+    title: str = ""
+    outcome: str = "running"
+    start: str | None = None
+    end: str | None = None
+    commit: str | None = None
+    attempts: int = 0
+    category: str | None = None
+    message: str | None = None
+    log: str | None = None
+    summary: str | None = None
+    cost_usd: float | None = None
+    session_id: str | None = None
+    duration_s: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_json(cls, ticket_id: str, data: Any) -> TicketRecord:
+        data = data if isinstance(data, dict) else {}
+        return cls(
+            id=_text(data.get("id")) or ticket_id,
+            title=_text(data.get("title")) or "",
+            outcome=_text(data.get("outcome")) or "unknown",
+            start=_text(data.get("start")),
+            end=_text(data.get("end")),
+            commit=_text(data.get("commit")),
+            attempts=_integer(data.get("attempts")) or 0,
+            category=_text(data.get("category")),
+            message=_text(data.get("message")),
+            log=_text(data.get("log")),
+            summary=_text(data.get("summary")),
+            cost_usd=_real(data.get("cost_usd")),
+            session_id=_text(data.get("session_id")),
+            duration_s=_real(data.get("duration_s")),
+        )
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    pid: int | None = None
+    pid_create_time: float | None = None
+    started: str | None = None
+    finished: str | None = None
+    status: str = RUNNING
+    target: str | None = None
+    workers: int | None = None
+    workers_reason: str | None = None
+    schedule: str | None = None
+    agent: str | None = None
+    exit_code: int | None = None
+    tickets: dict[str, TicketRecord] = field(default_factory=dict)
+    total_cost_usd: float | None = None
+
+    @classmethod
+    def for_this_process(cls, run_id: str, *, started: str | None = None) -> RunRecord:
+        """A new record owned by the calling process (pid + create time, for liveness)."""
+        pid, create_time = current_process_identity()
+        return cls(run_id=run_id, pid=pid, pid_create_time=create_time,
+                   started=started or _iso(time.time()))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT_VERSION}
+        for item in fields(self):
+            data[item.name] = getattr(self, item.name)
+        data["tickets"] = {ticket_id: record.to_json() for ticket_id, record in self.tickets.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        """The record in `data`; missing or mistyped keys get defaults. Raises SageError
+        (without a path: `read_run` adds it) when `data` is not a run record at all."""
+        if not isinstance(data, dict):
+            raise SageError(f"not a run record: expected a JSON object, found {type(data).__name__}")
+        run_id = _text(data.get("run_id"))
+        if not run_id:
+            raise SageError("not a run record: no run_id")
+        raw_tickets = data.get("tickets")
+        tickets = {
+            str(ticket_id): TicketRecord.from_json(str(ticket_id), value)
+            for ticket_id, value in (raw_tickets.items() if isinstance(raw_tickets, dict) else ())
+        }
+        return cls(
+            run_id=run_id,
+            pid=_integer(data.get("pid")),
+            pid_create_time=_real(data.get("pid_create_time")),
+            started=_text(data.get("started")),
+            finished=_text(data.get("finished")),
+            status=_text(data.get("status")) or RUNNING,
+            target=_text(data.get("target")),
+            workers=_integer(data.get("workers")),
+            workers_reason=_text(data.get("workers_reason")),
+            schedule=_text(data.get("schedule")),
+            agent=_text(data.get("agent")),
+            exit_code=_integer(data.get("exit_code")),
+            tickets=tickets,
+            total_cost_usd=_real(data.get("total_cost_usd")),
+        )
+
+    def apply(self, event: ev.Event) -> None:
+        """Fold one engine event into the record (the engine writes it after)."""
+        handler = _RECORD_UPDATES.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def ticket(self, ticket_id: str) -> TicketRecord:
+        record = self.tickets.get(ticket_id)
+        if record is None:
+            record = self.tickets[ticket_id] = TicketRecord(id=ticket_id)
+        return record
+
+    def _sum_costs(self) -> None:
+        costs = [record.cost_usd for record in self.tickets.values() if record.cost_usd is not None]
+        self.total_cost_usd = round(sum(costs), 6) if costs else None
+
+
+# ---------------------------------------------------------------- events -> record
+
+
+def record_from_events(run_id: str, events: Iterable[ev.Event], *, pid: int | None = None,
+                       pid_create_time: float | None = None) -> RunRecord:
+    record = RunRecord(run_id=run_id, pid=pid, pid_create_time=pid_create_time)
+    for event in events:
+        record.apply(event)
+    return record
+
+
+def _on_run_started(record: RunRecord, event: ev.Event) -> None:
+    data = event.data
+    record.started = record.started or _iso(event.time)
+    record.status = RUNNING
+    record.target = _text(data.get("target"))
+    record.workers = _integer(data.get("workers"))
+    record.workers_reason = _text(data.get("workers_reason"))
+    record.schedule = _text(data.get("schedule"))
+    record.agent = _text(data.get("agent"))
+
+
+def _on_ticket_started(record: RunRecord, event: ev.Event) -> None:
+    ticket = record.ticket(event.ticket or "?")
+    data = event.data
+    ticket.title = _text(data.get("title")) or ticket.title
+    ticket.outcome = "running"
+    ticket.start = _iso(event.time)
+    ticket.end = None
+    ticket.duration_s = None
+    ticket.attempts = _integer(data.get("attempt")) or ticket.attempts + 1
+    ticket.log = _text(data.get("log")) or ticket.log
+    ticket.category = ticket.message = None
+
+
+def _on_agent_finished(record: RunRecord, event: ev.Event) -> None:
+    ticket = record.ticket(event.ticket or "?")
+    data = event.data
+    ticket.summary = _text(data.get("summary")) or ticket.summary
+    # optional keys: what the agent reported about itself
+    cost = _real(data.get("cost_usd"))
+    if cost is not None:
+        ticket.cost_usd = (ticket.cost_usd or 0.0) + cost  # a requeued ticket pays twice
+        record._sum_costs()
+    ticket.session_id = _text(data.get("session_id")) or ticket.session_id
+
+
+def _on_ticket_queued(record: RunRecord, event: ev.Event) -> None:
+    record.ticket(event.ticket or "?").outcome = "queued"
+
+
+def _finish_ticket(record: RunRecord, event: ev.Event, outcome: str) -> TicketRecord:
+    ticket = record.ticket(event.ticket or "?")
+    ticket.outcome = outcome
+    ticket.end = _iso(event.time)
+    return ticket
+
+
+def _on_ticket_landed(record: RunRecord, event: ev.Event) -> None:
+    ticket = _finish_ticket(record, event, "landed")
+    ticket.commit = _text(event.data.get("commit"))
+    ticket.duration_s = _real(event.data.get("duration_s"))
+
+
+def _on_ticket_requeued(record: RunRecord, event: ev.Event) -> None:
+    ticket = _finish_ticket(record, event, "requeued")
+    ticket.category = "conflict"
+    ticket.message = _text(event.data.get("reason"))
+
+
+def _on_ticket_deferred(record: RunRecord, event: ev.Event) -> None:
+    ticket = _finish_ticket(record, event, "deferred")
+    ticket.category = _text(event.data.get("category"))
+    ticket.message = _text(event.data.get("message"))
+
+
+def _on_run_finished(record: RunRecord, event: ev.Event) -> None:
+    code = _integer(event.data.get("exit_code"))
+    record.exit_code = code
+    record.finished = _iso(event.time)
+    record.status = {EXIT_INTERRUPTED: INTERRUPTED, EXIT_ERROR: FAILED}.get(code, FINISHED)
+    for ticket in record.tickets.values():
+        if ticket.outcome in ("running", "queued", "requeued"):
+            ticket.outcome = "interrupted"
+            ticket.end = ticket.end or record.finished
+
+
+_RECORD_UPDATES = {
+    ev.RUN_STARTED: _on_run_started,
+    ev.TICKET_STARTED: _on_ticket_started,
+    ev.AGENT_FINISHED: _on_agent_finished,
+    ev.TICKET_QUEUED: _on_ticket_queued,
+    ev.TICKET_LANDED: _on_ticket_landed,
+    ev.TICKET_REQUEUED: _on_ticket_requeued,
+    ev.TICKET_DEFERRED: _on_ticket_deferred,
+    ev.RUN_FINISHED: _on_run_finished,
+}
+
+
+# ---------------------------------------------------------------- files
+
+
+def runs_dir(sage_dir: Path) -> Path:
+    return Path(sage_dir) / "runs"
+
+
+def new_run_id() -> str:
+    """Sorts by start time: 20261121T091403Z-3f2a1c."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def run_path(sage_dir: Path, run_id: str) -> Path:
+    if not RUN_ID_PATTERN.match(run_id):
+        raise SageError(f"invalid run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
+    return runs_dir(sage_dir) / f"{run_id}.json"
+
+
+def write_run(sage_dir: Path, record: RunRecord) -> Path:
+    path = run_path(sage_dir, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record.to_json())
+    return path
+
+
+def read_run(path: Path) -> RunRecord:
+    """The record in `path`; SageError naming the file when it is unreadable or garbage."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SageError(f"{path}: cannot read run record: {getattr(error, 'strerror', None) or error}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise SageError(f"{path}: not a run record: invalid JSON ({error}); delete the file to go on")
+    try:
+        return RunRecord.from_json(data)
+    except SageError as error:
+        raise SageError(f"{path}: {error.message}; delete the file to go on")
+
+
+def run_files(sage_dir: Path) -> list[Path]:
+    """Run record files, newest first (by run id, then by modification time)."""
+    directory = runs_dir(sage_dir)
+    try:
+        paths = [path for path in directory.iterdir()
+                 if path.suffix == ".json" and not path.name.startswith((TEMP_PREFIX, "."))]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(paths, key=lambda path: (path.stem[:16], _mtime(path), path.stem), reverse=True)
+
+
+def latest_run(sage_dir: Path) -> RunRecord | None:
+    files = run_files(sage_dir)
+    return read_run(files[0]) if files else None
+
+
+def iter_runs(sage_dir: Path, *, skip_unreadable: bool = True) -> Iterator[RunRecord]:
+    """Records newest first; unreadable files are skipped unless asked otherwise."""
+    for path in run_files(sage_dir):
+        try:
+            yield read_run(path)
+        except SageError:
+            if not skip_unreadable:
+                raise
+
+
+def alive_run(sage_dir: Path) -> RunRecord | None:
+    """The newest run whose process is still alive, if any."""
+    for record in iter_runs(sage_dir):
+        if record.status == RUNNING and is_run_alive(record):
+            return record
+    return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+# ---------------------------------------------------------------- liveness
+
+
+def current_process_identity() -> tuple[int, float]:
+    import psutil
+
+    process = psutil.Process(os.getpid())
+    return process.pid, process.create_time()
+
+
+def is_run_alive(record: RunRecord) -> bool:
+    """Whether the process that wrote `record` still runs: the same pid *and* the same
+    create time, so a recycled pid does not look alive."""
+    import psutil
+
+    if record.pid is None or record.pid <= 0 or record.pid_create_time is None:
+        return False
+    try:
+        process = psutil.Process(record.pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        create_time = process.create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.AccessDenied:
+        # another user's process on this pid: cannot compare; our runs are ours
+        return False
+    return abs(create_time - record.pid_create_time) < CREATE_TIME_TOLERANCE_S
+
+
+# ---------------------------------------------------------------- tolerant field readers
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
