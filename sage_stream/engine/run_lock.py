@@ -56,15 +56,18 @@ def process_identity() -> tuple[int, float]:
     return pid, psutil.Process(pid).create_time()
 
 
+CREATE_TIME_TOLERANCE_S = 1.0  # psutil derives create time from boot time, which moves if the clock steps
+
+
 def is_alive(pid: int | None, create_time: float | None) -> bool:
-    """True only for that very process (a reused pid with another create time is not it)."""
-    if not pid:
+    """True only for that very process: a reused pid with another create time is not it."""
+    if not isinstance(pid, int) or pid <= 0 or create_time is None:
         return False
     try:
         process = psutil.Process(pid)
-        if create_time is not None and abs(process.create_time() - float(create_time)) > 0.01:
+        if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return process.status() != psutil.STATUS_ZOMBIE
+        return abs(process.create_time() - float(create_time)) < CREATE_TIME_TOLERANCE_S
     except (psutil.Error, ValueError, TypeError):
         return False
 

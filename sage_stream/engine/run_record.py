@@ -43,13 +43,13 @@ from typing import Any
 
 from sage_stream.durable import TEMP_PREFIX, write_json_atomic
 from sage_stream.engine import events as ev
+from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 
 FORMAT_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 # psutil derives a create time from the boot time, which the kernel shifts when the wall
 # clock is stepped; a PID reused within the same second is not a practical risk.
-CREATE_TIME_TOLERANCE_S = 1.0
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
 RUN_STATUSES = (RUNNING, FINISHED, INTERRUPTED, FAILED)
@@ -117,7 +117,7 @@ class RunRecord:
     @classmethod
     def for_this_process(cls, run_id: str, *, started: str | None = None) -> RunRecord:
         """A new record owned by the calling process (pid + create time, for liveness)."""
-        pid, create_time = current_process_identity()
+        pid, create_time = process_identity()
         return cls(run_id=run_id, pid=pid, pid_create_time=create_time,
                    started=started or _iso(time.time()))
 
@@ -360,31 +360,10 @@ def _mtime(path: Path) -> float:
 # ---------------------------------------------------------------- liveness
 
 
-def current_process_identity() -> tuple[int, float]:
-    import psutil
-
-    process = psutil.Process(os.getpid())
-    return process.pid, process.create_time()
-
-
 def is_run_alive(record: RunRecord) -> bool:
-    """Whether the process that wrote `record` still runs: the same pid *and* the same
-    create time, so a recycled pid does not look alive."""
-    import psutil
+    """Whether the process that wrote `record` still runs (pid *and* create time)."""
 
-    if record.pid is None or record.pid <= 0 or record.pid_create_time is None:
-        return False
-    try:
-        process = psutil.Process(record.pid)
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return False
-        create_time = process.create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return False
-    except psutil.AccessDenied:
-        # another user's process on this pid: cannot compare; our runs are ours
-        return False
-    return abs(create_time - record.pid_create_time) < CREATE_TIME_TOLERANCE_S
+    return is_alive(record.pid, record.pid_create_time)
 
 
 # ---------------------------------------------------------------- tolerant field readers
