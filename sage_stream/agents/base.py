@@ -1,0 +1,232 @@
+"""What every agent provides (the `Agent` protocol) and the helpers agents share.
+
+An agent is one file in this package, like a language in pre-commit: it turns a job
+into the argv and environment of one process (`invocation`), and that process's exit,
+output log and result file into an `AgentResult` (`parse_result`). An agent whose CLI can
+continue a conversation says so (`supports_sessions`); it then resumes `job.session_id`
+when one is given and reports the session it used in `AgentResult.session_id`, so that a
+chain of dependent tickets can keep one agent's context.
+
+Starting, watching and stopping the process is not an agent's business: the engine does
+that with `engine.agent_process.run_agent`, which never uses a shell.
+
+Shared here: the standard environment, the `SAGE-RESULT` block the prompt asks for, the
+optional JSON result file, and the result of a plain process (exit 0 = success).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sage_stream.agents import environment
+from sage_stream.engine.agent_process import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
+from sage_stream.tickets.models import Ticket
+
+ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
+RESULT_FILE_LIMIT = 1_000_000
+LOG_TAIL_BYTES = 64_000
+RESULT_BLOCK_TAG = "SAGE-RESULT"
+
+
+@dataclass
+class AgentJob:
+    ticket: Ticket
+    worktree: Path
+    prompt_file: Path
+    result_file: Path
+    log_path: Path
+    run_id: str
+    session_id: str | None = None  # a session to continue, for agents that support sessions
+
+
+@dataclass
+class Invocation:
+    argv: list[str]
+    env: dict[str, str]  # the complete environment of the process
+
+
+@dataclass
+class AgentResult:
+    success: bool
+    summary: str | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    tokens: int | None = None
+    turns: int | None = None
+    error_kind: str | None = None  # one of ERROR_KINDS when success is False
+    retryable: bool = False  # worth running again later (rate limit, transient API error)
+    message: str | None = None  # what went wrong, or notes about the result
+    reset_at: str | None = None  # ISO-8601: when a rate limit or quota resets, if the agent said
+
+
+class Agent(Protocol):
+    name: str
+
+    def invocation(self, job: AgentJob) -> Invocation:
+        """The process to run in `job.worktree`; SageError when the job cannot be run."""
+        ...
+
+    def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
+        """The outcome, from the exit and whatever the agent wrote (log, result file)."""
+        ...
+
+    def supports_sessions(self) -> bool: ...
+
+
+def standard_environment(job: AgentJob, passthrough: Sequence[str] = ()) -> dict[str, str]:
+    """Our allow-listed environment plus the job's SAGE_* variables (see agents/environment.py)."""
+    return environment.agent_environment(
+        os.environ,
+        passthrough=passthrough,
+        sage={
+            environment.SAGE_TICKET_ID: job.ticket.id,
+            environment.SAGE_RUN_ID: job.run_id,
+            environment.SAGE_WORKTREE: str(Path(job.worktree).absolute()),
+            environment.SAGE_PROMPT_FILE: str(Path(job.prompt_file).absolute()),
+            environment.SAGE_RESULT_FILE: str(Path(job.result_file).absolute()),
+        },
+    )
+
+
+@dataclass(frozen=True)
+class ResultBlock:
+    """The fenced `SAGE-RESULT` block the prompt asks an agent to end with."""
+
+    status: str | None  # "done" | "blocked" | None when missing or not one of them
+    summary: str | None
+
+
+_BLOCK = re.compile(r"^[ \t]*```+[ \t]*" + RESULT_BLOCK_TAG + r"[^\n]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
+_PLACEHOLDER = re.compile(r"^<.*>$")
+
+
+def find_result_block(text: str) -> ResultBlock | None:
+    """The last SAGE-RESULT block in `text`; a copy of the prompt's template counts as none."""
+    blocks = _BLOCK.findall(text)
+    if not blocks:
+        return None
+    fields: dict[str, str] = {}
+    for line in blocks[-1].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key.strip().lower()] = value.strip()
+    status = fields.get("status", "").lower()
+    summary = fields.get("summary") or None
+    if summary is not None and _PLACEHOLDER.match(summary):
+        summary = None
+    return ResultBlock(status if status in ("done", "blocked") else None, summary)
+
+
+def read_log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    """The end of a log as text ('' when missing); enough to find a final result block."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(0, size - limit))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """What a process wrote to SAGE_RESULT_FILE, or a note on why it was ignored."""
+
+    success: bool | None = None
+    summary: str | None = None
+    note: str | None = None
+
+
+def read_result_file(job: AgentJob, exit: AgentExit) -> ResultFile:
+    """The job's result file, if this run wrote one; never raises on bad content."""
+    path = Path(job.result_file)
+    try:
+        stat = path.stat()
+        data = path.read_bytes()[:RESULT_FILE_LIMIT]
+    except FileNotFoundError:
+        return ResultFile()
+    except OSError as error:
+        return ResultFile(note=f"result file {path} ignored: {error.strerror or error}")
+    started = time.time() - exit.duration_s
+    if stat.st_mtime < started - 2:  # left over from an earlier attempt
+        return ResultFile(note=f"result file {path} ignored: written before this run started")
+    try:
+        value: Any = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return ResultFile(note=f"result file {path} ignored: not valid JSON")
+    if not isinstance(value, dict):
+        return ResultFile(note=f"result file {path} ignored: expected a JSON object")
+    return _result_file_fields(path, value)
+
+
+def _result_file_fields(path: Path, value: Mapping[str, Any]) -> ResultFile:
+    notes = []
+    success = value.get("success")
+    if success is not None and not isinstance(success, bool):
+        notes.append(f"`success` ignored: expected true or false, found {success!r}")
+        success = None
+    summary = value.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        notes.append("`summary` ignored: expected a string")
+        summary = None
+    note = f"result file {path}: " + "; ".join(notes) if notes else None
+    return ResultFile(success=success, summary=(summary or "").strip() or None, note=note)
+
+
+def stopped_result(exit: AgentExit) -> AgentResult:
+    """The result of a run that did not exit by itself (timeout, cancel, failed to start)."""
+    kind = "timeout" if exit.outcome in (TIMEOUT, IDLE_TIMEOUT) else "other"
+    return AgentResult(
+        success=False,
+        summary=exit.last_line or None,
+        error_kind=kind,
+        message=exit.error or exit.outcome,
+    )
+
+
+def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
+    """A plain process: success = it exited 0, unless its result file or block says otherwise.
+
+    The summary is, in order: the result file's `summary`, the last SAGE-RESULT block's
+    summary, the last line of output.
+    """
+    if exit.outcome != EXITED:
+        return stopped_result(exit)
+    written = read_result_file(job, exit)
+    block = find_result_block(read_log_tail(job.log_path))
+    summary = written.summary or (block.summary if block else None) or exit.last_line or None
+    problems = []
+    if exit.returncode != 0:
+        ending = f": {exit.last_line}" if exit.last_line else ""
+        problems.append(describe_returncode(exit.returncode) + ending)
+    if written.success is False:
+        problems.append("the result file says it failed")
+    if block is not None and block.status == "blocked":
+        problems.append("the agent reported it is blocked")
+    notes = [*problems, *([written.note] if written.note else [])]
+    return AgentResult(
+        success=not problems,
+        summary=summary,
+        error_kind="other" if problems else None,
+        message="; ".join(notes) or None,
+    )
+
+
+def describe_returncode(returncode: int | None) -> str:
+    if returncode is None:
+        return "no exit code"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"

@@ -1,0 +1,43 @@
+"""The `exec` agent: runs the ticket's own `command` argv in its worktree.
+
+For backlogs whose work is a program rather than a model (and for `sage demo`): the
+ticket says what to run, as an argv list that never goes through a shell. Success is
+exit code 0; see `base.process_result` for the summary and the optional result file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
+from sage_stream.agents.environment import check_passthrough
+from sage_stream.engine.agent_process import AgentExit
+from sage_stream.errors import SageError
+from sage_stream.tickets.models import Ticket
+
+
+class ExecAgent:
+    name = "exec"
+
+    def __init__(self, *, passthrough: Sequence[str] = ()) -> None:
+        self.passthrough = check_passthrough(passthrough)
+
+    def invocation(self, job: AgentJob) -> Invocation:
+        return Invocation(argv=ticket_command(job.ticket), env=standard_environment(job, self.passthrough))
+
+    def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
+        ticket_command(job.ticket)
+        return process_result(job, exit)
+
+    def supports_sessions(self) -> bool:
+        return False
+
+
+def ticket_command(ticket: Ticket) -> list[str]:
+    """The ticket's argv, or SageError naming the ticket and the field."""
+    if not ticket.command:
+        raise SageError(
+            f"ticket {ticket.id} has no `command`: the exec agent runs a ticket's command argv "
+            '(add e.g. "command": ["python3", "scripts/do_it.py"] to the ticket, or choose another agent)'
+        )
+    return list(ticket.command)

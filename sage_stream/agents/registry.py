@@ -1,0 +1,54 @@
+"""Agents by name: the one place that knows which agents exist.
+
+Adding an agent = one module in this package plus one line in `_FACTORIES`.
+Configuration keys read here (`config` is the `[agent]` section of `.sage/config.toml`
+as a mapping; keys an agent does not use are ignored):
+
+    env   list of environment variable names (or `PREFIX_*`) the agent may inherit
+          beyond the standard allow list (see agents/environment.py)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sage_stream.agents.base import Agent
+from sage_stream.agents.command import CommandAgent
+from sage_stream.agents.exec import ExecAgent
+from sage_stream.errors import SageError
+
+
+def _exec_agent(agent_cmd: str | None, config: Mapping[str, Any]) -> Agent:
+    return ExecAgent(passthrough=env_passthrough(config))
+
+
+def _command_agent(agent_cmd: str | None, config: Mapping[str, Any]) -> Agent:
+    if agent_cmd is None:
+        raise SageError("the command agent needs the command to run: --agent-cmd 'my-agent {prompt_file}'")
+    return CommandAgent(agent_cmd, passthrough=env_passthrough(config))
+
+
+_FACTORIES: dict[str, Callable[[str | None, Mapping[str, Any]], Agent]] = {
+    "command": _command_agent,
+    "exec": _exec_agent,
+}
+
+
+def known_agents() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def get_agent(name: str, *, agent_cmd: str | None = None, config: Mapping[str, Any] | None = None) -> Agent:
+    """The agent called `name`; `agent_cmd` is the command agent's template (ignored by others)."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise SageError(f"unknown agent {name!r}: known agents are {', '.join(known_agents())}")
+    return factory(agent_cmd, config or {})
+
+
+def env_passthrough(config: Mapping[str, Any]) -> list[str]:
+    names = config.get("env") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise SageError(f"[agent] env must be a list of environment variable names, found {names!r}")
+    return names

@@ -1,0 +1,190 @@
+"""How many CPUs this process may really use, and how many workers to run.
+
+`os.cpu_count()` (and `psutil.cpu_count()`) count the machine's CPUs, ignoring both the
+affinity mask (`taskset`, container cpusets) and cgroup CPU quotas (`docker --cpus`,
+Kubernetes limits). Usable CPUs = the affinity mask, capped by the tightest quota found:
+cgroup v2 `cpu.max` ("QUOTA PERIOD" or "max ...") and cgroup v1
+`cpu.cfs_quota_us` / `cpu.cfs_period_us` (-1 = no quota), looked up in the process's own
+cgroup and its ancestors, a quota of 1.5 CPUs counting as 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from sage_stream.errors import SageError
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+MAX_AUTO_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    affinity: int
+    quota: float | None  # CPUs allowed by cgroup quotas; None = no quota
+
+    @property
+    def usable(self) -> int:
+        if self.quota is None:
+            return max(1, self.affinity)
+        return max(1, min(self.affinity, math.ceil(self.quota)))
+
+    def describe(self) -> str:
+        quota = "none" if self.quota is None else f"{self.quota:g}"
+        return f"affinity {self.affinity}, cgroup quota {quota}"
+
+
+def usable_cpus(*, cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> int:
+    """CPUs this process can use: the affinity mask capped by cgroup quotas; at least 1."""
+    return cpu_budget(cgroup_root=cgroup_root, self_cgroup=self_cgroup).usable
+
+
+def cpu_budget(*, cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> CpuBudget:
+    return CpuBudget(affinity=affinity_cpus(), quota=cgroup_cpu_quota(cgroup_root, self_cgroup))
+
+
+def affinity_cpus() -> int:
+    try:
+        return len(psutil.Process().cpu_affinity())
+    except (AttributeError, psutil.Error, OSError):  # cpu_affinity() is missing on macOS
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+    """The tightest CPU quota (in CPUs) over the cgroup v2 and v1 hierarchies, or None."""
+    memberships = _cgroup_memberships(self_cgroup)
+    quotas: list[float] = []
+    for directory in _candidate_dirs(cgroup_root, memberships.get("")):
+        quota = _read_cpu_max(directory / "cpu.max")
+        if quota is not None:
+            quotas.append(quota)
+    for mount in V1_CPU_MOUNTS:
+        for directory in _candidate_dirs(cgroup_root / mount, memberships.get("cpu")):
+            quota = _read_cfs_quota(directory)
+            if quota is not None:
+                quotas.append(quota)
+    return min(quotas) if quotas else None
+
+
+def _cgroup_memberships(self_cgroup: Path) -> dict[str, str]:
+    """From /proc/self/cgroup: "" -> the v2 path, "cpu" -> the v1 cpu controller's path."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        return {}
+    memberships: dict[str, str] = {}
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            memberships[""] = path
+        elif "cpu" in controllers.split(","):
+            memberships["cpu"] = path
+    return memberships
+
+
+def _candidate_dirs(base: Path, relative: str | None) -> Iterator[Path]:
+    """The process's cgroup directory and each ancestor up to `base`, those that exist.
+
+    Inside a container the cgroup namespace usually makes `base` itself the process's
+    cgroup; outside, limits set on any ancestor apply too.
+    """
+    seen: set[Path] = set()
+    directory = base
+    if relative:
+        directory = base / relative.strip("/")
+    while True:
+        if directory not in seen and directory.is_dir():
+            seen.add(directory)
+            yield directory
+        if directory == base or base not in directory.parents:
+            break
+        directory = directory.parent
+
+
+def _read_cpu_max(path: Path) -> float | None:
+    words = _read_words(path)
+    if len(words) != 2 or words[0] == "max":
+        return None
+    return _ratio(words[0], words[1])
+
+
+def _read_cfs_quota(directory: Path) -> float | None:
+    quota = _read_words(directory / "cpu.cfs_quota_us")
+    period = _read_words(directory / "cpu.cfs_period_us")
+    if len(quota) != 1 or len(period) != 1:
+        return None
+    return _ratio(quota[0], period[0])
+
+
+def _read_words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    if quota_us <= 0 or period_us <= 0:  # -1: no quota
+        return None
+    return quota_us / period_us
+
+
+@dataclass(frozen=True)
+class WorkerDecision:
+    workers: int
+    reason: str
+
+
+def decide_workers(requested: int | None, ready_count: int, *, cpus: int | None = None) -> WorkerDecision:
+    """How many agents to run at once.
+
+    `requested` None is Sage's auto rule: usable CPUs // 2, clamped to 1..8 and to the number
+    of ready tickets. An explicit N is capped at the ready count. Never fewer than 1.
+    """
+    if requested is not None:
+        return _explicit_workers(requested, ready_count)
+    if cpus is None:
+        budget = cpu_budget()
+        cpus, detail = budget.usable, f" ({budget.describe()})"
+    else:
+        detail = ""
+    workers = cpus // 2
+    reason = f"auto: {cpus} usable CPU{'s' if cpus != 1 else ''}{detail} // 2 = {workers}"
+    if workers < 1:
+        workers, reason = 1, f"{reason}, raised to 1"
+    if workers > MAX_AUTO_WORKERS:
+        workers, reason = MAX_AUTO_WORKERS, f"{reason}, capped at {MAX_AUTO_WORKERS}"
+    return _cap_at_ready(workers, reason, ready_count)
+
+
+def _explicit_workers(requested: int, ready_count: int) -> WorkerDecision:
+    if requested < 1:
+        raise SageError(f"--parallel must be at least 1, got {requested}")
+    return _cap_at_ready(requested, f"requested {requested}", ready_count)
+
+
+def _cap_at_ready(workers: int, reason: str, ready_count: int) -> WorkerDecision:
+    if ready_count < 1 and workers > 1:
+        return WorkerDecision(1, f"{reason}, 1 as no ticket is ready")
+    if workers > ready_count >= 1:
+        tickets = "ticket" if ready_count == 1 else "tickets"
+        return WorkerDecision(ready_count, f"{reason}, capped at {ready_count} ready {tickets}")
+    return WorkerDecision(workers, reason)

@@ -1,0 +1,150 @@
+"""Usable CPUs (affinity capped by cgroup quotas) and the number of workers to run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sage_stream.engine import cpus
+from sage_stream.engine.cpus import cgroup_cpu_quota, decide_workers, usable_cpus
+from sage_stream.errors import SageError
+
+
+def fake_cgroups(tmp_path: Path, self_cgroup: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "sys-fs-cgroup"
+    root.mkdir()
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(self_cgroup)
+    return root, proc
+
+
+@pytest.fixture
+def two_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 2)
+
+
+@pytest.fixture
+def sixteen_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpus, "affinity_cpus", lambda: 16)
+
+
+class TestCgroupQuota:
+    def test_v2_quota_in_a_container(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
+        assert cgroup_cpu_quota(root, proc) == 1.5
+
+    def test_v2_max_means_no_quota(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "max 100000\n"})
+        assert cgroup_cpu_quota(root, proc) is None
+
+    def test_v2_quota_of_an_ancestor_applies(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(
+            tmp_path,
+            "0::/user.slice/session-1.scope\n",
+            {
+                "user.slice/cpu.max": "200000 100000\n",
+                "user.slice/session-1.scope/cpu.max": "max 100000\n",
+            },
+        )
+        assert cgroup_cpu_quota(root, proc) == 2.0
+
+    def test_the_tightest_quota_wins(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(
+            tmp_path,
+            "0::/a/b\n",
+            {"a/cpu.max": "400000 100000\n", "a/b/cpu.max": "300000 100000\n", "cpu.max": "800000 100000"},
+        )
+        assert cgroup_cpu_quota(root, proc) == 3.0
+
+    def test_v1_cfs_quota(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(
+            tmp_path,
+            "4:memory:/x\n2:cpu,cpuacct:/\n",
+            {"cpu,cpuacct/cpu.cfs_quota_us": "250000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+        )
+        assert cgroup_cpu_quota(root, proc) == 2.5
+
+    def test_v1_minus_one_means_no_quota(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(
+            tmp_path,
+            "1:cpu:/\n",
+            {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"},
+        )
+        assert cgroup_cpu_quota(root, proc) is None
+
+    @pytest.mark.parametrize("text", ["", "garbage", "100000", "abc 100000", "100000 0", "1 2 3"])
+    def test_unreadable_values_are_no_quota(self, tmp_path: Path, text: str) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": text})
+        assert cgroup_cpu_quota(root, proc) is None
+
+    def test_no_cgroup_files_at_all(self, tmp_path: Path) -> None:
+        assert cgroup_cpu_quota(tmp_path / "missing", tmp_path / "missing-proc") is None
+
+
+class TestUsableCpus:
+    def test_quota_caps_affinity_rounding_up(self, tmp_path: Path, sixteen_cpus: None) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "150000 100000\n"})
+        assert usable_cpus(cgroup_root=root, self_cgroup=proc) == 2
+
+    def test_quota_above_affinity_does_not_raise_it(self, tmp_path: Path, two_cpus: None) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "800000 100000\n"})
+        assert usable_cpus(cgroup_root=root, self_cgroup=proc) == 2
+
+    def test_tiny_quota_still_gives_one(self, tmp_path: Path, sixteen_cpus: None) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"cpu.max": "1000 100000\n"})
+        assert usable_cpus(cgroup_root=root, self_cgroup=proc) == 1
+
+    def test_affinity_is_this_process_mask_not_the_machine(self) -> None:
+        assert cpus.affinity_cpus() == len(os.sched_getaffinity(0))
+
+
+class TestDecideWorkers:
+    @pytest.mark.parametrize(
+        ("cpu_count", "ready", "workers"),
+        [(1, 5, 1), (2, 5, 1), (4, 5, 2), (8, 5, 4), (16, 10, 8), (64, 20, 8), (8, 3, 3), (8, 0, 1)],
+    )
+    def test_auto_is_half_the_cpus_clamped(self, cpu_count: int, ready: int, workers: int) -> None:
+        assert decide_workers(None, ready, cpus=cpu_count).workers == workers
+
+    def test_explicit_count_is_capped_at_ready(self) -> None:
+        assert decide_workers(6, 4, cpus=2).workers == 4
+        assert decide_workers(3, 10, cpus=2).workers == 3  # explicit may exceed the CPU rule
+
+    def test_explicit_count_with_nothing_ready(self) -> None:
+        assert decide_workers(4, 0).workers == 1
+
+    def test_explicit_count_below_one_is_a_user_error(self) -> None:
+        with pytest.raises(SageError, match="at least 1"):
+            decide_workers(0, 5)
+
+    def test_reason_explains_auto_from_measured_cpus(self, tmp_path: Path, monkeypatch, two_cpus) -> None:
+        monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *args: None)
+        decision = decide_workers(None, 5)
+        assert decision.workers == 1
+        assert decision.reason == "auto: 2 usable CPUs (affinity 2, cgroup quota none) // 2 = 1"
+
+    def test_reason_names_the_quota(self, monkeypatch, sixteen_cpus) -> None:
+        monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *args: 4.0)
+        decision = decide_workers(None, 5)
+        assert decision.workers == 2
+        assert decision.reason == "auto: 4 usable CPUs (affinity 16, cgroup quota 4) // 2 = 2"
+
+    @pytest.mark.parametrize(
+        ("requested", "ready", "cpu_count", "reason"),
+        [
+            (None, 10, 64, "auto: 64 usable CPUs // 2 = 32, capped at 8"),
+            (None, 3, 16, "auto: 16 usable CPUs // 2 = 8, capped at 3 ready tickets"),
+            (None, 5, 1, "auto: 1 usable CPU // 2 = 0, raised to 1"),
+            (None, 0, 8, "auto: 8 usable CPUs // 2 = 4, 1 as no ticket is ready"),
+            (4, 10, 2, "requested 4"),
+            (4, 1, 2, "requested 4, capped at 1 ready ticket"),
+        ],
+    )
+    def test_reason_says_why(self, requested, ready, cpu_count, reason) -> None:
+        assert decide_workers(requested, ready, cpus=cpu_count).reason == reason
