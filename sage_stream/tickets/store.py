@@ -51,6 +51,7 @@ class JsonLayout:
     indent: int | str | None = 2
     separators: tuple[str, str] | None = None
     trailing_newline: bool = True
+    ensure_ascii: bool = False  # True for files written as \u00e9 (python's json.dump default)
 
     @classmethod
     def of(cls, text: str) -> JsonLayout:
@@ -58,17 +59,40 @@ class JsonLayout:
         if match:
             whitespace = match.group(1)
             indent: int | str | None = len(whitespace) if set(whitespace) <= {" "} else whitespace
-            return cls(indent=indent, trailing_newline=text.endswith("\n"))
-        compact = '":' in text and '": ' not in text
+            return cls(indent=indent, trailing_newline=text.endswith("\n"), ensure_ascii=_is_escaped(text))
         return cls(
             indent=None,
-            separators=(",", ":") if compact else None,
+            separators=(",", ":") if _is_compact(text) else None,
             trailing_newline=text.endswith("\n"),
+            ensure_ascii=_is_escaped(text),
         )
 
     def dumps(self, value: Any) -> str:
-        text = json.dumps(value, indent=self.indent, separators=self.separators, ensure_ascii=False)
+        text = json.dumps(value, indent=self.indent, separators=self.separators,
+                          ensure_ascii=self.ensure_ascii)
         return text + "\n" if self.trailing_newline else text
+
+
+def _is_escaped(text: str) -> bool:
+    """An all-ASCII file with \\u escapes was written with non-ASCII characters escaped."""
+    return text.isascii() and "\\u" in text
+
+
+def _is_compact(text: str) -> bool:
+    """Whether the first key of the top-level object is followed by ':' without a space.
+
+    The key is scanned as a JSON string, so that a `": ` inside some string value later in
+    the file cannot make a compact file look spaced (and be rewritten differently).
+    """
+    start = text.find("{")
+    quote = text.find('"', start + 1) if start >= 0 else -1
+    if quote < 0 or text[start + 1:quote].strip():
+        return False
+    try:
+        _, end = json.decoder.scanstring(text, quote + 1)
+    except ValueError:
+        return False
+    return text.startswith(":", end) and not text.startswith(": ", end)
 
 
 @dataclass

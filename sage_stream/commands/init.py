@@ -1,0 +1,119 @@
+"""`sage init [--path DIR]`: an empty index, a commented config, and .gitignore entries.
+
+Never overwrites: a file that exists is reported as skipped, and `.gitignore` only
+gets the lines it lacks appended.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+INDEX = Path(".sage") / "tickets" / "index.json"
+CONFIG = Path(".sage") / "config.toml"
+GITIGNORE_LINES = (".sage/",)
+"""As Sage: all of .sage/ is local state of this checkout, never part of a commit."""
+
+_EQUIVALENT_IGNORES = {".sage/": {".sage", ".sage/", "/.sage", "/.sage/", ".sage/*", "/.sage/*"}}
+
+EMPTY_INDEX = json.dumps({"version": "1.0", "tickets": []}, indent=2) + "\n"
+
+CONFIG_TEXT = """\
+# sage-stream configuration. Every key is optional: the values shown are the defaults,
+# uncomment a line to change it. Command-line flags override this file.
+
+[stream]
+# Tickets worked on at once: a number, or "auto" (usable CPU cores / 2, clamped to 1..8
+# and to the number of ready tickets). Used with `sage stream --auto`.
+# parallel = "auto"
+# Minutes one agent may work on one ticket before it is stopped and the ticket deferred.
+# timeout_minutes = 30.0
+# Minutes without any agent output before the agent is taken as stuck and stopped.
+# idle_timeout_minutes = 10.0
+# Seconds between asking an agent to stop (SIGTERM) and killing it.
+# grace_seconds = 10.0
+# Automatic attempts of a ticket that failed for a passing reason (timeout, rate limit...).
+# max_attempts = 3
+# Minutes to wait before retrying such a ticket.
+# retry_backoff_minutes = 10.0
+# Reruns of a ticket whose work conflicts with what landed meanwhile.
+# max_reruns = 2
+# The branch finished tickets land on (default: the branch checked out).
+# target = "main"
+# "greedy" (start the next ready ticket as soon as a worker is free) or "batch"
+# (the original /stream: wait for the whole batch).
+# schedule = "greedy"
+# Start no new ticket while the 1-minute load average is above this (default: no limit).
+# max_load = 4.0
+
+[agent]
+# Which agent works on tickets: "exec" (each ticket's own `command`) or "command".
+# preset = "exec"
+# The command agent's command line; {prompt_file} is replaced by the prompt's path.
+# command = "my-agent --prompt-file {prompt_file}"
+# The model to ask for, for agents that take one.
+# model = "sonnet"
+# Extra arguments appended to the agent's command line.
+# extra_args = []
+# Minutes per ticket for this agent (default: [stream] timeout_minutes).
+# timeout_minutes = 30.0
+# Names of environment variables passed to agents, beyond a small standard set
+# (a trailing * passes every variable with that prefix).
+# env = ["ANTHROPIC_API_KEY"]
+
+[checks]
+# Commands run in the ticket's worktree before it lands; a failure defers the ticket.
+# commands = ["python -m pytest -q"]
+"""
+
+
+def ensure_file(path: Path, content: str) -> str:
+    """Create `path` with `content` unless something exists there: 'created' or 'skipped'."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as handle:  # "x": fails instead of overwriting
+            handle.write(content)
+    except FileExistsError:
+        return "skipped (exists)"
+    return "created"
+
+
+def ensure_gitignore(path: Path, lines: tuple[str, ...] = GITIGNORE_LINES) -> str:
+    """Append the missing `lines` to `path` (creating it if needed)."""
+    if path.exists() and not path.is_file():
+        return "skipped (not a file)"
+    existing = path.read_bytes().decode("utf-8", errors="surrogateescape") if path.exists() else ""
+    present = {line.strip() for line in existing.splitlines()}
+    missing = [line for line in lines if not (_EQUIVALENT_IGNORES.get(line, {line}) & present)]
+    if not missing:
+        return "skipped (already ignores " + ", ".join(lines) + ")"
+    prefix = "" if not existing or existing.endswith("\n") else "\n"
+    with path.open("a", encoding="utf-8", errors="surrogateescape") as handle:
+        handle.write(prefix + "".join(f"{line}\n" for line in missing))
+    return ("appended " if existing else "created with ") + ", ".join(missing)
+
+
+def init_sage(root: Path) -> list[tuple[Path, str]]:
+    """Set up `root` for sage; returns (path, what was done) per file."""
+    root.mkdir(parents=True, exist_ok=True)
+    return [
+        (root / INDEX, ensure_file(root / INDEX, EMPTY_INDEX)),
+        (root / CONFIG, ensure_file(root / CONFIG, CONFIG_TEXT)),
+        (root / ".gitignore", ensure_gitignore(root / ".gitignore")),
+    ]
+
+
+@click.command("init")
+@click.option("--path", "path", type=click.Path(file_okay=False), default=".",
+              help="The repository to set up (default: the current directory).")
+def command(path: str) -> int:
+    """Create .sage/ with an empty index and a commented config, and ignore .sage/ in git."""
+    root = Path(path).resolve()
+    for target, action in init_sage(root):
+        click.echo(f"{target}: {action}")
+    if not any(parent.joinpath(".git").exists() for parent in (root, *root.parents)):
+        click.echo(f"note: {root} is not in a git repository; sage stream needs one (git init)")
+    click.echo("next: add tickets to the index, then run `sage validate`")
+    return 0

@@ -1,0 +1,24 @@
+"""`sage validate [--strict] [--json] [--index PATH]`: check the index, graph and prerequisites.
+
+Exit 0 valid, 1 errors (or warnings with --strict), 2 warnings only. Reads only: it
+never writes, locks or creates anything.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sage_stream.validation.checks import validate_index
+from sage_stream.validation.report import render_human, render_json
+
+
+@click.command("validate")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--index", "index_path", type=click.Path(dir_okay=True), default=None,
+              help="The ticket index (default: .sage/tickets/index.json here or above).")
+def command(strict: bool, as_json: bool, index_path: str | None) -> int:
+    """Check the ticket index, the dependency graph and the prerequisites of `sage stream`."""
+    report = validate_index(index_path, strict=strict)
+    click.echo(render_json(report) if as_json else render_human(report))
+    return report.exit_code

@@ -1,0 +1,209 @@
+"""What `sage stream` needs around the index: git, a work tree, a writable `.sage/`.
+
+Everything here only looks: `sage validate` must change nothing on disk, so whether
+`.sage/commit-queue` could be created is answered by `os.access` on the nearest
+directory that exists, never by creating it. Git runs with argv lists and
+GIT_OPTIONAL_LOCKS=0 (no index refresh behind our back).
+
+A failed prerequisite is a warning: the index may still be fine, and `sage stream`
+refuses to start on its own when it truly cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sage_stream.validation.findings import Finding, Severity
+
+MIN_GIT_VERSION = (2, 38)
+"""`git merge-tree --write-tree` (landing without touching a work tree) needs 2.38."""
+
+GIT_TIMEOUT_SECONDS = 30
+PREREQUISITE_PREFIX = "prerequisite_"  # finding codes: prerequisite_<Prerequisite.name>
+RUNTIME_DIRS = ("commit-queue", "workers")
+
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+_OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    name: str  # stable: git_installed, git_version, git_work_tree, sage_dir_writable
+    ok: bool
+    message: str
+    path: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "message": self.message, "path": self.path}
+
+
+@dataclass
+class GitContext:
+    """What validate learned about git once, shared by every check that needs it."""
+
+    executable: str | None = None
+    version: tuple[int, ...] | None = None
+    version_text: str = ""
+    work_tree: Path | None = None
+    prerequisites: list[Prerequisite] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return self.executable is not None and self.work_tree is not None
+
+
+def run_git(
+    executable: str, args: Sequence[str], *, cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str] | None:
+    """`git ARGS` in `cwd`, or None when git cannot be started or hangs."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+    try:
+        return subprocess.run(
+            [executable, *args], cwd=cwd, input=stdin, capture_output=True, text=True,
+            env=env, timeout=GIT_TIMEOUT_SECONDS, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def parse_git_version(text: str) -> tuple[int, ...] | None:
+    """`git version 2.39.2` -> (2, 39, 2); None when there is no version number."""
+    match = _VERSION.search(text)
+    if not match:
+        return None
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(path.anchor or "/")
+
+
+def is_creatable(path: Path) -> bool:
+    """Whether `path` (a directory) exists writable, or could be created, without creating it."""
+    existing = nearest_existing(path)
+    if existing == path:
+        return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def sage_dir_for(index_path: Path, work_tree: Path | None) -> Path:
+    """The `.sage/` directory a run would use for this index."""
+    if index_path.parent.parent.name == ".sage":
+        return index_path.parent.parent
+    if work_tree is not None:
+        return work_tree / ".sage"
+    return index_path.parent / ".sage"
+
+
+def inspect_git(directory: Path) -> GitContext:
+    """git's presence and version, and the work tree holding `directory`."""
+    context = GitContext(executable=shutil.which("git"))
+    if context.executable is None:
+        context.prerequisites.append(Prerequisite(
+            "git_installed", False, "git is not installed (or not on PATH): sage stream needs git"))
+        return context
+    version = run_git(context.executable, ["--version"], cwd=nearest_existing(directory))
+    context.version_text = version.stdout.strip() if version is not None else ""
+    context.version = parse_git_version(context.version_text)
+    context.prerequisites.append(_version_prerequisite(context))
+    shown = str(directory)
+    top = run_git(context.executable, ["rev-parse", "--show-toplevel"], cwd=nearest_existing(directory))
+    if top is not None and top.returncode == 0 and top.stdout.strip():
+        context.work_tree = Path(top.stdout.strip())
+        context.prerequisites.append(Prerequisite(
+            "git_work_tree", True, f"inside the git work tree {context.work_tree}", shown))
+    else:
+        context.prerequisites.append(Prerequisite(
+            "git_work_tree", False,
+            f"{shown} is not inside a git work tree: sage stream runs tickets in git worktrees"
+            " of the repository that holds the index (run `git init` there)", shown))
+    return context
+
+
+def _version_prerequisite(context: GitContext) -> Prerequisite:
+    wanted = ".".join(str(part) for part in MIN_GIT_VERSION)
+    if context.version is None:
+        return Prerequisite("git_version", False,
+                            f"cannot tell the git version from {context.version_text!r}; need >= {wanted}")
+    found = ".".join(str(part) for part in context.version)
+    if context.version[:2] < MIN_GIT_VERSION:
+        return Prerequisite("git_version", False,
+                            f"git {found} is older than {wanted}: landing needs `git merge-tree --write-tree`")
+    return Prerequisite("git_version", True, f"git {found} (>= {wanted}: merge-tree --write-tree)")
+
+
+def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
+    runtime = [sage_dir / name for name in RUNTIME_DIRS]
+    blocked = [path for path in (sage_dir, *runtime) if not is_creatable(path)]
+    names = ", ".join(f".sage/{name}" for name in RUNTIME_DIRS)
+    if blocked:
+        shown = ", ".join(str(path) for path in blocked)
+        return Prerequisite("sage_dir_writable", False,
+                            f"{shown}: not writable and cannot be created; sage stream writes"
+                            f" run state to {names}", str(sage_dir))
+    return Prerequisite("sage_dir_writable", True,
+                        f"{sage_dir} writable; {names} creatable", str(sage_dir))
+
+
+def check_prerequisites(index_path: Path) -> tuple[GitContext, list[Prerequisite]]:
+    """Git, work tree, `.sage/` writability: every prerequisite of `sage stream`, in order."""
+    context = inspect_git(index_path.parent)
+    sage_dir = sage_dir_for(index_path, context.work_tree)
+    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir)]
+
+
+def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:
+    return [
+        Finding(Severity.WARNING, PREREQUISITE_PREFIX + item.name, item.message, file=item.path)
+        for item in prerequisites
+        if not item.ok
+    ]
+
+
+# ---------------------------------------------------------------- read-only git queries
+
+
+def is_tracked(context: GitContext, path: Path) -> bool:
+    """Whether git tracks `path` (`ls-files --error-unmatch`); False when git cannot tell."""
+    if not context.usable:
+        return False
+    assert context.executable is not None and context.work_tree is not None
+    result = run_git(context.executable, ["ls-files", "--error-unmatch", "--", str(path)],
+                     cwd=context.work_tree)
+    return result is not None and result.returncode == 0
+
+
+def unresolved_commits(context: GitContext, revisions: Iterable[str]) -> set[str] | None:
+    """The revisions that do not name a commit in the repository; None when git cannot tell.
+
+    One `git cat-file --batch-check` for all of them. A revision with whitespace or a
+    leading dash could be read as something else, so it is unresolved without asking.
+    """
+    if not context.usable:
+        return None
+    assert context.executable is not None and context.work_tree is not None
+    wanted = list(dict.fromkeys(revisions))
+    unsafe = {rev for rev in wanted if not rev or rev.startswith("-") or any(c.isspace() for c in rev)}
+    asked = [rev for rev in wanted if rev not in unsafe]
+    if not asked:
+        return unsafe
+    stdin = "".join(f"{rev}^{{commit}}\n" for rev in asked)
+    result = run_git(context.executable, ["cat-file", "--batch-check=%(objectname)"],
+                     cwd=context.work_tree, stdin=stdin)
+    if result is None or result.returncode != 0:
+        return None
+    answers = result.stdout.splitlines()
+    if len(answers) != len(asked):
+        return None
+    # a resolved line is just the object name; "<rev> missing" / "<rev> ambiguous" otherwise
+    missing = {rev for rev, answer in zip(asked, answers) if not _OBJECT_NAME.fullmatch(answer)}
+    return missing | unsafe
