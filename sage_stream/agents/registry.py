@@ -1,6 +1,7 @@
 """Agents by name: the one place that knows which agents exist.
 
-Adding an agent = one module in this package plus one line in `_FACTORIES`.
+A CLI agent is one module `sage_stream/agents/<name>.py` with
+`make_agent(config: Mapping[str, Any]) -> Agent`; its name goes in `CLI_AGENTS`.
 Configuration keys read here (`config` is the `[agent]` section of `.sage/config.toml`
 as a mapping; keys an agent does not use are ignored):
 
@@ -9,6 +10,9 @@ as a mapping; keys an agent does not use are ignored):
 """
 
 from __future__ import annotations
+
+import importlib
+import importlib.util
 
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,18 +37,26 @@ _FACTORIES: dict[str, Callable[[str | None, Mapping[str, Any]], Agent]] = {
     "command": _command_agent,
     "exec": _exec_agent,
 }
+CLI_AGENTS = ("claude", "opencode", "codex", "gemini", "aider")
 
 
 def known_agents() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted([*_FACTORIES, *(name for name in CLI_AGENTS if _cli_module_exists(name))])
 
 
 def get_agent(name: str, *, agent_cmd: str | None = None, config: Mapping[str, Any] | None = None) -> Agent:
     """The agent called `name`; `agent_cmd` is the command agent's template (ignored by others)."""
     factory = _FACTORIES.get(name)
-    if factory is None:
-        raise SageError(f"unknown agent {name!r}: known agents are {', '.join(known_agents())}")
-    return factory(agent_cmd, config or {})
+    if factory is not None:
+        return factory(agent_cmd, config or {})
+    if name in CLI_AGENTS and _cli_module_exists(name):
+        module = importlib.import_module(f"sage_stream.agents.{name}")
+        return module.make_agent(config or {})
+    raise SageError(f"unknown agent {name!r}: known agents are {', '.join(known_agents())}")
+
+
+def _cli_module_exists(name: str) -> bool:
+    return importlib.util.find_spec(f"sage_stream.agents.{name}") is not None
 
 
 def env_passthrough(config: Mapping[str, Any]) -> list[str]:
