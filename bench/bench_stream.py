@@ -1,0 +1,235 @@
+"""Benchmarks of `sage stream`: makespan against the lower bound, per-ticket overhead, memory.
+
+    python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4]
+    python bench/bench_stream.py overhead [--tickets 500] [--runs 3]
+    python bench/bench_stream.py memory   [--tickets 200] [--workers 8]
+
+makespan: reference workloads (wide, long chains, diamonds, random layered; 50-200 tickets)
+  run with an exec "sleep agent" whose duration is `estimate * scale` seconds; greedy, batch
+  and sequential (1 worker) wall-clock times against the lower bound
+  max(critical path, total work / workers), computed on the same durations.
+overhead: N no-op tickets (each writes one file) with isolation and landing on a repository
+  of 300 files, against bench_git_baseline.py's plain script doing only the git work each
+  ticket needs, side by side in one run; seconds per ticket, ratio, landings per second.
+memory: peak RSS of the scheduler process (not its agents) with 8 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.bench_git_baseline import baseline_seconds_per_ticket, make_bench_repo  # noqa: E402
+
+PY = sys.executable
+
+
+# ------------------------------------------------------------------ workloads
+
+
+def wide(n: int, rng: random.Random) -> dict[str, tuple[float, list[str]]]:
+    return {f"W-{i}": (rng.randint(1, 4), []) for i in range(n)}
+
+
+def chains(n: int, rng: random.Random, *, count: int = 4) -> dict[str, tuple[float, list[str]]]:
+    jobs: dict[str, tuple[float, list[str]]] = {}
+    per = n // count
+    for c in range(count):
+        for i in range(per):
+            deps = [f"C-{c}-{i - 1}"] if i else []
+            jobs[f"C-{c}-{i}"] = (rng.randint(1, 4), deps)
+    return jobs
+
+
+def diamonds(n: int, rng: random.Random) -> dict[str, tuple[float, list[str]]]:
+    jobs: dict[str, tuple[float, list[str]]] = {}
+    previous: list[str] = []
+    layer = 0
+    while len(jobs) < n:
+        top = f"D-{layer}-top"
+        jobs[top] = (rng.randint(1, 3), previous)
+        sides = [f"D-{layer}-{k}" for k in range(4)]
+        for side in sides:
+            jobs[side] = (rng.randint(1, 4), [top])
+        bottom = f"D-{layer}-bottom"
+        jobs[bottom] = (rng.randint(1, 3), sides)
+        previous = [bottom]
+        layer += 1
+    return jobs
+
+
+def layered(n: int, rng: random.Random, *, layers: int = 6) -> dict[str, tuple[float, list[str]]]:
+    jobs: dict[str, tuple[float, list[str]]] = {}
+    levels: list[list[str]] = [[] for _ in range(layers)]
+    for i in range(n):
+        level = min(layers - 1, i * layers // n)
+        name = f"R-{i}"
+        below = [job for lv in levels[:level] for job in lv]
+        deps = rng.sample(below, k=min(len(below), rng.randint(0, 2))) if below else []
+        jobs[name] = (rng.randint(1, 4), deps)
+        levels[level].append(name)
+    return jobs
+
+
+WORKLOADS = {"wide": (wide, 60), "chains": (chains, 60), "diamonds": (diamonds, 60), "random-layered": (layered, 80)}
+
+
+def lower_bound(jobs: dict[str, tuple[float, list[str]]], workers: int) -> float:
+    finish: dict[str, float] = {}
+
+    def longest(job: str) -> float:
+        if job not in finish:
+            duration, deps = jobs[job]
+            finish[job] = duration + max((longest(d) for d in deps), default=0.0)
+        return finish[job]
+
+    critical = max(longest(job) for job in jobs)
+    return max(critical, sum(d for d, _ in jobs.values()) / workers)
+
+
+# ------------------------------------------------------------------ repositories
+
+
+def make_repo(path: Path, tickets: list[dict]) -> Path:
+    make_bench_repo(path, files=300)
+    (path / ".sage" / "tickets").mkdir(parents=True, exist_ok=True)
+    index = path / ".sage" / "tickets" / "index.json"
+    index.write_text(json.dumps({"version": "1.0", "tickets": tickets}))
+    return index
+
+
+def ticket(tid: str, command: list[str], deps: list[str], estimate: float, **extra) -> dict:
+    return {"id": tid, "title": f"bench {tid}", "state": "UNPROCESSED", "priority": "P2",
+            "type": "implementation", "validation_type": "generic", "dependencies": deps,
+            "estimate": estimate, "command": command, **extra}
+
+
+def run_sage(index: Path, *args: str, peak: list[int] | None = None) -> float:
+    argv = [PY, "-m", "sage_stream", "stream", "--auto", "--plain", "--index", str(index), *args]
+    began = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=index.parent.parent.parent, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    if peak is not None:
+        watcher = threading.Thread(target=_watch_rss, args=(process.pid, peak), daemon=True)
+        watcher.start()
+    _, err = process.communicate()
+    took = time.perf_counter() - began
+    if process.returncode not in (0,):
+        raise RuntimeError(f"sage stream exited {process.returncode}: {err[-2000:]}")
+    return took
+
+
+def _watch_rss(pid: int, peak: list[int]) -> None:
+    try:
+        process = psutil.Process(pid)
+        while process.is_running():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.02)
+    except psutil.Error:
+        pass
+
+
+# ------------------------------------------------------------------ benchmarks
+
+
+def bench_makespan(runs: int, workers: int, scale: float, seed: int) -> None:
+    print(f"| workload | tickets | bound (s) | greedy (s) | greedy / bound | batch (s) | batch / bound "
+          f"| sequential (s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (make, size) in WORKLOADS.items():
+        jobs = make(size, random.Random(seed))
+        scaled = {job: (duration * scale, deps) for job, (duration, deps) in jobs.items()}
+        bound = lower_bound(scaled, workers)
+        times: dict[str, list[float]] = {"greedy": [], "batch": [], "sequential": []}
+        for _ in range(runs):
+            for policy in times:
+                with tempfile.TemporaryDirectory(prefix=f"sage-bench-{name}-") as tmp:
+                    tickets = [ticket(job, ["sleep", f"{d:.3f}"], deps, d / scale, allow_empty=True)
+                               for job, (d, deps) in scaled.items()]
+                    index = make_repo(Path(tmp) / "repo", tickets)
+                    if policy == "sequential":
+                        args = ["--parallel=1"]
+                    else:
+                        args = [f"--parallel={workers}", "--schedule", policy]
+                    times[policy].append(run_sage(index, *args))
+        g, b, s = (statistics.median(times[p]) for p in ("greedy", "batch", "sequential"))
+        print(f"| {name} | {len(jobs)} | {bound:.1f} | {g:.1f} | {g / bound:.3f} | {b:.1f} | {b / bound:.3f} "
+              f"| {s:.1f} |", flush=True)
+
+
+def bench_overhead(n: int, runs: int) -> None:
+    sage_times, plain_fresh, plain_reuse = [], [], []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="sage-bench-overhead-") as tmp:
+            tickets = [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1) for i in range(n)]
+            index = make_repo(Path(tmp) / "sage", tickets)
+            sage_times.append(run_sage(index, "--parallel=1") / n)
+            base = Path(tmp) / "plain"
+            make_bench_repo(base, files=300)
+            plain_fresh.append(baseline_seconds_per_ticket(base, n, runs=1))
+            make_bench_repo(base, files=300)
+            plain_reuse.append(baseline_seconds_per_ticket(base, n, runs=1, reuse_worktree=True))
+    sage, fresh, reuse = (statistics.median(x) for x in (sage_times, plain_fresh, plain_reuse))
+    print(f"| tickets | sage s/ticket | plain script s/ticket (fresh worktree) | ratio | "
+          f"plain script s/ticket (reused worktree) | ratio | sage landings/s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {n} | {sage:.3f} | {fresh:.3f} | {sage / fresh:.2f} | {reuse:.3f} | {sage / reuse:.2f} "
+          f"| {1 / sage:.1f} |")
+    print(f"runs: sage {['%.3f' % x for x in sage_times]}, fresh {['%.3f' % x for x in plain_fresh]}, "
+          f"reused {['%.3f' % x for x in plain_reuse]}")
+
+
+def bench_memory(n: int, workers: int, runs: int) -> None:
+    peaks = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="sage-bench-memory-") as tmp:
+            tickets = [ticket(f"M-{i}", ["sleep", "0.2"], [], 1, allow_empty=True) for i in range(n)]
+            index = make_repo(Path(tmp) / "repo", tickets)
+            peak = [0]
+            run_sage(index, f"--parallel={workers}", peak=peak)
+            peaks.append(peak[0] / 2**20)
+    print(f"| tickets | workers | scheduler peak RSS (MB), median of {runs} | runs |")
+    print("| --- | --- | --- | --- |")
+    print(f"| {n} | {workers} | {statistics.median(peaks):.1f} | {', '.join('%.1f' % p for p in peaks)} |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    makespan = sub.add_parser("makespan")
+    makespan.add_argument("--runs", type=int, default=3)
+    makespan.add_argument("--workers", type=int, default=4)
+    makespan.add_argument("--scale", type=float, default=0.4, help="seconds per estimate minute")
+    makespan.add_argument("--seed", type=int, default=7)
+    overhead = sub.add_parser("overhead")
+    overhead.add_argument("--tickets", type=int, default=500)
+    overhead.add_argument("--runs", type=int, default=3)
+    memory = sub.add_parser("memory")
+    memory.add_argument("--tickets", type=int, default=200)
+    memory.add_argument("--workers", type=int, default=8)
+    memory.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    if args.what == "makespan":
+        bench_makespan(args.runs, args.workers, args.scale, args.seed)
+    elif args.what == "overhead":
+        bench_overhead(args.tickets, args.runs)
+    else:
+        bench_memory(args.tickets, args.workers, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,553 @@
+"""`sage stream`: the loop that joins the plan, the agent runners, landing and the display.
+
+One thread per running agent (blocking in `run_agent`), one main thread that decides,
+lands and writes state. Landing happens in the main thread, one ticket at a time,
+under the commit lock, so the commit queue is serial by construction.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sage_stream.agents.base import Agent, AgentJob, AgentResult
+from sage_stream.agents.prompt import build_prompt, write_prompt_file
+from sage_stream.config import SageConfig
+from sage_stream.engine import events as ev
+from sage_stream.engine import ticket_state
+from sage_stream.engine.agent_process import AgentExit, AgentLaunch, run_agent
+from sage_stream.engine.crashpoints import crash_point
+from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
+from sage_stream.engine.display import Display
+from sage_stream.engine.landing import commit_message, land_ticket
+from sage_stream.engine.run_lock import is_alive, process_identity
+from sage_stream.engine.run_record import RunRecord, TicketRecord, write_run
+from sage_stream.engine.scheduler import DispatchPlan
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.git import Git
+from sage_stream.tickets.models import State, Ticket, now_iso
+from sage_stream.tickets.store import IndexStore
+
+TRAILER_KEY = "Sage-Ticket"
+
+
+@dataclass
+class StreamSettings:
+    """Everything the loop needs to know, already decided from flags and config."""
+
+    repo: Path
+    sage_dir: Path
+    target: str
+    workers: int
+    workers_reason: str
+    schedule: str
+    agent: Agent
+    timeout_s: float
+    idle_timeout_s: float
+    grace_s: float
+    max_reruns: int
+    max_attempts: int
+    retry_backoff_s: float
+    only: frozenset[str] | None = None
+    max_tickets: int | None = None
+    max_load: float | None = None
+    confirm: Callable[[Ticket], str] | None = None  # interactive: "yes" | "skip" | "quit"
+    config: SageConfig = field(default_factory=SageConfig)
+
+
+@dataclass
+class Attempt:
+    ticket: Ticket
+    slot: int
+    workspace: Workspace
+    job: AgentJob
+    cancel: threading.Event
+    started: float
+    attempt: int
+
+
+class StreamRun:
+    def __init__(self, store: IndexStore, git: Git, settings: StreamSettings, display: Display, run_id: str) -> None:
+        self.store = store
+        self.git = git
+        self.settings = settings
+        self.display = display
+        self.run_id = run_id
+        self.run_dir = settings.sage_dir / "workers" / run_id
+        self.queue = CommitQueue(settings.sage_dir / "commit-queue")
+        self.workspaces = TicketWorkspaces(git, settings.sage_dir / "worktrees")
+        self.landing_lock = settings.sage_dir / "commit.lock"
+        self.inbox: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self.attempts: dict[str, Attempt] = {}
+        self.free_slots = list(range(settings.workers))
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.interrupted = False
+        self.deferred: list[str] = []
+        self.landed: list[str] = []
+        self.pid, self.pid_create_time = process_identity()
+        self.started_at = now_iso()
+        self.record = RunRecord(
+            run_id=run_id, pid=self.pid, pid_create_time=self.pid_create_time, started=self.started_at,
+            finished=None, status="running", target=settings.target, workers=settings.workers,
+            workers_reason=settings.workers_reason, schedule=settings.schedule, agent=settings.agent.name,
+            exit_code=None, tickets={}, total_cost_usd=0.0,
+        )
+        self._paused_for_load = False
+        self._last_line_sent: dict[str, float] = {}
+        self.plan: DispatchPlan | None = None  # set by execute(); recovery lands before there is one
+
+    # ---------------------------------------------------------------- entry
+
+    def execute(self, plan: DispatchPlan, tickets_meta: dict[str, dict[str, Any]], ready: list[str],
+                predicted_makespan: float | None) -> int:
+        self.plan = plan
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.emit(ev.RUN_STARTED, None, run_id=self.run_id, target=self.settings.target,
+                  workers=self.settings.workers, workers_reason=self.settings.workers_reason,
+                  schedule=self.settings.schedule, agent=self.settings.agent.name, tickets=tickets_meta,
+                  ready=ready, predicted_makespan_minutes=predicted_makespan)
+        self.save_record()
+        previous = self._install_signal_handlers()
+        try:
+            self._loop()
+        finally:
+            self._restore_signal_handlers(previous)
+        return self._finish()
+
+    def _loop(self) -> None:
+        while True:
+            if not self.stopping:
+                self._dispatch()
+            if not self.attempts:
+                if self.stopping or self.plan.is_finished() or not self._can_ever_dispatch():
+                    return
+            try:
+                kind, ticket_id, payload = self.inbox.get(timeout=0.25)
+            except queue.Empty:
+                self._check_stop_deadline()
+                continue
+            self._handle(kind, ticket_id, payload)
+            self._check_stop_deadline()
+
+    def _can_ever_dispatch(self) -> bool:
+        # With nothing running, a load-average pause is the only thing that can make the loop wait.
+        return self._paused_for_load
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _dispatch(self) -> None:
+        if not self.free_slots:
+            return
+        if self._load_too_high():
+            return
+        for ticket_id in self.plan.next_to_start(len(self.free_slots)):
+            if self.stopping:
+                return
+            ticket = self.plan.tickets[ticket_id]
+            if self.settings.confirm is not None:
+                answer = self.settings.confirm(ticket)
+                if answer == "quit":
+                    self.stopping = True
+                    self.interrupted = False
+                    return
+                if answer == "skip":
+                    self.plan.gave_up(ticket_id)
+                    self.emit(ev.MESSAGE, ticket_id, level="info", text=f"skipped {ticket_id} (its dependents wait)")
+                    continue
+            self._start(ticket)
+
+    def _load_too_high(self) -> bool:
+        limit = self.settings.max_load
+        if limit is None:
+            return False
+        load = os.getloadavg()[0]
+        if load > limit:
+            if not self._paused_for_load:
+                self._paused_for_load = True
+                self.emit(ev.DISPATCH_PAUSED, None, reason=f"load average {load:.2f} is above --max-load {limit}",
+                          until=None)
+            if not self.attempts:
+                time.sleep(1.0)
+            return True
+        if self._paused_for_load:
+            self._paused_for_load = False
+            self.emit(ev.DISPATCH_RESUMED, None, workers=self.settings.workers)
+        return False
+
+    def _start(self, ticket: Ticket) -> None:
+        crash_point("before_start_edit")
+        slot = self.free_slots.pop(0)
+        attempt_number = ticket.attempts + 1 + self.plan.reruns.get(ticket.id, 0)
+        try:
+            start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
+            workspace = self.workspaces.prepare(ticket.id, start, slot=slot)
+            edit = ticket_state.start(run_id=self.run_id, pid=self.pid, pid_create_time=self.pid_create_time,
+                                      branch=workspace.branch)
+            ticket_state.apply(self.store, {ticket.id: edit})
+        except Exception as error:  # a git or disk failure for this one ticket: defer it, go on
+            self.free_slots.insert(0, slot)
+            self.plan.started(ticket.id)
+            self._defer(ticket, category="error", message=f"could not prepare the worktree: {error}",
+                        last_error=str(error))
+            return
+        self.plan.started(ticket.id)
+        crash_point("after_start_edit")
+        rerun = self.plan.reruns.get(ticket.id, 0)
+        stem = ticket.id if not rerun else f"{ticket.id}.rerun-{rerun}"  # each attempt its own files
+        prompt_file = self.run_dir / f"{stem}.prompt.md"
+        log_path = self.run_dir / f"{stem}.log"
+        result_file = self.run_dir / f"{stem}.result.json"
+        result_file.unlink(missing_ok=True)
+        summaries, titles = self._dependency_context(ticket)
+        write_prompt_file(prompt_file, build_prompt(
+            ticket, tickets_dir=self.store.path.parent, repo_root=self.settings.repo,
+            dependency_summaries=summaries, dependency_titles=titles))
+        job = AgentJob(ticket=ticket, worktree=workspace.path, prompt_file=prompt_file, result_file=result_file,
+                       log_path=log_path, run_id=self.run_id)
+        attempt = Attempt(ticket=ticket, slot=slot, workspace=workspace, job=job, cancel=threading.Event(),
+                          started=time.time(), attempt=attempt_number)
+        self.attempts[ticket.id] = attempt
+        self.record.tickets[ticket.id] = TicketRecord(
+            id=ticket.id, title=ticket.title, outcome="running", start=now_iso(), end=None, commit=None,
+            attempts=attempt_number, category=None, message=None, log=str(log_path), summary=None,
+            cost_usd=None, session_id=None)
+        self.emit(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=slot, attempt=attempt_number,
+                  branch=workspace.branch, worktree=str(workspace.path), log=str(log_path))
+        self.save_record()
+        thread = threading.Thread(target=self._run_attempt, args=(attempt,), name=f"agent-{ticket.id}", daemon=True)
+        thread.start()
+
+    def _dependency_context(self, ticket: Ticket) -> tuple[dict[str, str], dict[str, str]]:
+        """What each dependency did (its agent's summary) and its title, for the prompt."""
+        summaries: dict[str, str] = {}
+        titles: dict[str, str] = {}
+        current = self.store.load().index.by_id() if ticket.dependencies else {}
+        for dep in ticket.dependencies:
+            other = current.get(dep)
+            if other is None:
+                continue
+            result = (other.model_extra or {}).get("agent_result")
+            summary = result.get("summary") if isinstance(result, dict) else None
+            summaries[dep] = str(summary or other.summary or "(no summary recorded)")
+            titles[dep] = other.title
+        return summaries, titles
+
+    def _run_attempt(self, attempt: Attempt) -> None:
+        """Worker thread: run the agent to the end and report back. Never raises."""
+        ticket_id = attempt.ticket.id
+        try:
+            invocation = self.settings.agent.invocation(attempt.job)
+            launch = AgentLaunch(argv=invocation.argv, cwd=attempt.workspace.path, env=invocation.env,
+                                 log_path=attempt.job.log_path, timeout_s=self.settings.timeout_s,
+                                 idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
+            exit = run_agent(launch, cancel=attempt.cancel,
+                             on_line=lambda line: self.inbox.put(("line", ticket_id, line)))
+            result = self.settings.agent.parse_result(attempt.job, exit)
+            self.inbox.put(("finished", ticket_id, (exit, result)))
+        except Exception as error:  # includes SageError from an agent that cannot run this ticket
+            from sage_stream.errors import SageError
+
+            detail = error.message if isinstance(error, SageError) else traceback.format_exc()
+            self.inbox.put(("crashed", ticket_id, detail))
+
+    # ---------------------------------------------------------------- results
+
+    def _handle(self, kind: str, ticket_id: str, payload: Any) -> None:
+        attempt = self.attempts.get(ticket_id)
+        if attempt is None:
+            return
+        if kind == "line":
+            now = time.monotonic()
+            if now - self._last_line_sent.get(ticket_id, 0.0) >= 0.25:
+                self._last_line_sent[ticket_id] = now
+                self.emit(ev.AGENT_OUTPUT, ticket_id, line=payload)
+            return
+        del self.attempts[ticket_id]
+        self.free_slots.append(attempt.slot)
+        self.free_slots.sort()
+        if kind == "crashed":
+            self._keep_work(attempt)
+            self._defer(attempt.ticket, category="agent_failed", message=f"the agent could not run: {payload.splitlines()[-1] if payload else ''}",
+                        last_error=payload[-2000:], log=str(attempt.job.log_path))
+            return
+        exit, result = payload
+        crash_point("after_agent_exit")
+        self._record_result(attempt, result)
+        self.emit(ev.AGENT_FINISHED, ticket_id, outcome=exit.outcome, returncode=exit.returncode,
+                  duration_s=round(exit.duration_s, 2), success=result.success, summary=result.summary)
+        if exit.outcome == "cancelled":
+            self._keep_work(attempt)
+            ticket_state.apply(self.store, {ticket_id: ticket_state.release(
+                count_attempt=False, note=f"interrupted in run {self.run_id}")})
+            self.plan.gave_up(ticket_id)
+            self._set_outcome(ticket_id, "interrupted", message="stopped by Ctrl-C / SIGTERM")
+            self.emit(ev.MESSAGE, ticket_id, level="warning", text=f"{ticket_id} stopped; it stays UNPROCESSED (work kept on {attempt.workspace.branch})")
+            self.workspaces.release(attempt.workspace, landed=False)
+            return
+        if exit.outcome in ("timeout", "idle_timeout"):
+            self._keep_work(attempt)
+            what = (f"ran longer than {self.settings.timeout_s / 60:g} min" if exit.outcome == "timeout"
+                    else f"printed nothing for {self.settings.idle_timeout_s / 60:g} min")
+            self._defer_transient(attempt, category="timeout", message=f"the agent {what} and was stopped",
+                                  last_error=exit.last_line)
+            return
+        if not result.success:
+            self._keep_work(attempt)
+            if result.retryable:
+                self._defer_transient(attempt, category=result.error_kind or "agent_failed",
+                                      message=result.message or "the agent hit a transient error",
+                                      last_error=exit.last_line, not_before=result.reset_at)
+                return
+            detail = result.message or (f"exit code {exit.returncode}" if exit.outcome == "exited" else exit.error)
+            self._defer(attempt.ticket, category="agent_failed", message=f"the agent failed: {detail}",
+                        last_error=exit.last_line or exit.error, log=str(attempt.job.log_path), result=result)
+            self.workspaces.release(attempt.workspace, landed=False)
+            return
+        self._queue_and_land(attempt, result)
+
+    def _record_result(self, attempt: Attempt, result: AgentResult) -> None:
+        record = self.record.tickets.get(attempt.ticket.id)
+        if record is not None:
+            record.summary = result.summary
+            record.cost_usd = result.cost_usd
+            record.session_id = result.session_id
+        if result.cost_usd:
+            self.record.total_cost_usd = (self.record.total_cost_usd or 0.0) + result.cost_usd
+
+    def _keep_work(self, attempt: Attempt) -> None:
+        """Commit whatever the agent left in its worktree to its branch, so nothing is lost."""
+        try:
+            self.git.snapshot(attempt.workspace.path, f"wip: {attempt.ticket.id} (unlanded attempt, kept by sage)")
+        except Exception:
+            pass  # the worktree itself is kept; the snapshot is a convenience
+
+    def _queue_and_land(self, attempt: Attempt, result: AgentResult) -> None:
+        ticket = attempt.ticket
+        try:
+            tip = self.git.snapshot(attempt.workspace.path, f"{ticket.id}: {ticket.title}")
+        except Exception as error:
+            self._defer(ticket, category="error", message=f"could not record the agent's changes: {error}",
+                        last_error=str(error), log=str(attempt.job.log_path))
+            return
+        crash_point("after_snapshot")
+        entry = QueueEntry(ticket=ticket.id, branch=attempt.workspace.branch, tip=tip, base=attempt.workspace.base,
+                           run_id=self.run_id, worktree=str(attempt.workspace.path), log=str(attempt.job.log_path),
+                           result=_result_json(result))
+        self.queue.put(entry)
+        crash_point("after_queue_put")
+        self._set_outcome(ticket.id, "queued")
+        self.emit(ev.TICKET_QUEUED, ticket.id)
+        self.land(entry, ticket, attempt=attempt)
+
+    # ---------------------------------------------------------------- landing
+
+    def land(self, entry: QueueEntry, ticket: Ticket, *, attempt: Attempt | None = None) -> str:
+        """Land one queued entry; returns the landing outcome. Used by the loop and by recovery."""
+        message = commit_message(ticket, docs_paths=_docs_paths(ticket), summary=entry.result.get("summary"))
+        started = attempt.started if attempt else entry.finished_at
+        try:
+            result = land_ticket(self.git, target_branch=self.settings.target, ticket_tip=entry.tip,
+                                 base=entry.base, ticket=ticket, message=message, allowed_globs=ticket.files,
+                                 allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
+                                 summary=entry.result.get("summary"))
+        except Exception as error:
+            self.queue.remove(entry)
+            self._defer(ticket, category="error", message=f"landing failed: {error}", last_error=str(error),
+                        log=entry.log)
+            return "error"
+        workspace = attempt.workspace if attempt else None
+        if result.outcome in ("landed", "already_landed"):
+            crash_point("after_land")
+            edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
+                                         result=entry.result or None)
+            ticket_state.apply(self.store, {ticket.id: edit})
+            crash_point("after_complete_edit")
+            self.queue.remove(entry)
+            if workspace is not None:
+                self.workspaces.release(workspace, landed=True)
+            if self.plan is not None:
+                self.plan.landed(ticket.id)
+            self.landed.append(ticket.id)
+            self._set_outcome(ticket.id, "landed", commit=result.commit)
+            self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
+            if result.message and result.brought_along is False:
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
+            return result.outcome
+        self.queue.remove(entry)
+        if workspace is not None:
+            self.workspaces.release(workspace, landed=False)
+        if result.outcome == "conflict":
+            paths = ", ".join(result.paths[:10])
+            if self.plan is not None and self.plan.rerun(ticket.id):
+                self._set_outcome(ticket.id, "requeued", message=f"conflict with what landed: {paths}")
+                self.emit(ev.TICKET_REQUEUED, ticket.id, reason=f"conflict with what landed meanwhile: {paths}",
+                          attempt=self.plan.reruns[ticket.id] + 1)
+                return "requeued"
+            self._defer(ticket, category="conflict", message=f"conflicts with the target branch in {paths}",
+                        last_error=result.message, log=entry.log, retryable=True, not_before=self._backoff(ticket))
+            return "conflict"
+        if result.outcome == "no_changes":
+            self._defer(ticket, category="no_changes",
+                        message="the agent finished without changing anything (set allow_empty to accept that)",
+                        log=entry.log)
+            return "no_changes"
+        paths = ", ".join(result.paths[:20])
+        self._defer(ticket, category="scope_violation",
+                    message=f"changed files outside its `files` globs: {paths}", last_error=result.message,
+                    log=entry.log)
+        return "scope_violation"
+
+    # ---------------------------------------------------------------- deferring
+
+    def _backoff(self, ticket: Ticket) -> str:
+        when = datetime.now(timezone.utc) + timedelta(seconds=self.settings.retry_backoff_s * (2 ** ticket.attempts))
+        return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _defer_transient(self, attempt: Attempt, *, category: str, message: str, last_error: str | None,
+                         not_before: str | None = None) -> None:
+        ticket = attempt.ticket
+        retryable = ticket.attempts + 1 < self.settings.max_attempts
+        if not retryable:
+            message += f" ({ticket.attempts + 1} attempts: waits for `sage retry {ticket.id}`)"
+        self._defer(ticket, category=category, message=message, last_error=last_error,
+                    log=str(attempt.job.log_path), retryable=retryable,
+                    not_before=(not_before or self._backoff(ticket)) if retryable else None)
+        self.workspaces.release(attempt.workspace, landed=False)
+
+    def _defer(self, ticket: Ticket, *, category: str, message: str, last_error: str | None = None,
+               log: str | None = None, retryable: bool = False, not_before: str | None = None,
+               result: AgentResult | None = None) -> None:
+        edit = ticket_state.defer(category=category, message=message, last_error=_clip(last_error), log=log,
+                                  retryable=retryable, not_before=not_before,
+                                  result=_result_json(result) if result else None)
+        ticket_state.apply(self.store, {ticket.id: edit})
+        crash_point("after_defer_edit")
+        if self.plan is not None:
+            self.plan.gave_up(ticket.id)
+        self.deferred.append(ticket.id)
+        self._set_outcome(ticket.id, "deferred", category=category, message=message)
+        self.emit(ev.TICKET_DEFERRED, ticket.id, category=category, message=message, retryable=retryable,
+                  not_before=not_before)
+
+    # ---------------------------------------------------------------- stopping
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if self.stopping:  # a second Ctrl-C: stop the agents now
+            self.stop_deadline = time.monotonic()
+            return
+        self.stopping = True
+        self.stop_deadline = time.monotonic() + self.settings.grace_s
+        self.inbox.put(("wake", "", None))
+
+    def _check_stop_deadline(self) -> None:
+        if self.stopping and self.interrupted and self.stop_deadline is not None:
+            if not getattr(self, "_stop_announced", False):
+                self._stop_announced = True
+                self.emit(ev.MESSAGE, None, level="warning",
+                          text=f"stopping: nothing new starts; running agents get {self.settings.grace_s:g}s to finish")
+            if time.monotonic() >= self.stop_deadline:
+                for attempt in self.attempts.values():
+                    attempt.cancel.set()
+
+    # ---------------------------------------------------------------- reporting
+
+    def emit(self, kind: str, ticket_id: str | None, **data: Any) -> None:
+        self.display.handle(ev.Event(kind=kind, ticket=ticket_id, data=data))
+
+    def _set_outcome(self, ticket_id: str, outcome: str, **fields: Any) -> None:
+        record = self.record.tickets.get(ticket_id)
+        if record is None:
+            ticket = self.plan.tickets.get(ticket_id) if self.plan is not None else None
+            record = TicketRecord(id=ticket_id, title=ticket.title if ticket else "", outcome=outcome,
+                                  start=None, end=None, commit=None, attempts=0, category=None, message=None,
+                                  log=None, summary=None, cost_usd=None, session_id=None)
+            self.record.tickets[ticket_id] = record
+        record.outcome = outcome
+        if outcome in ("landed", "deferred", "interrupted"):
+            record.end = now_iso()
+        for key, value in fields.items():
+            setattr(record, key, value)
+        self.save_record()
+
+    def save_record(self) -> None:
+        try:
+            write_run(self.settings.sage_dir, self.record)
+        except OSError as error:
+            self.emit(ev.MESSAGE, None, level="warning", text=f"could not write the run summary: {error}")
+
+    def _finish(self) -> int:
+        if self.interrupted:
+            code = EXIT_INTERRUPTED
+        elif self.deferred:
+            code = EXIT_DEFERRED
+        else:
+            code = EXIT_OK
+        blocked = self.plan.blocked_by_failures()
+        remaining = [tid for tid, t in self.plan.tickets.items()
+                     if tid not in self.plan.done and (self.plan.only is None or tid in self.plan.only)]
+        self.record.finished = now_iso()
+        self.record.status = "interrupted" if self.interrupted else "finished"
+        self.record.exit_code = code
+        path = write_run(self.settings.sage_dir, self.record)
+        for ticket_id, waiting in sorted(blocked.items()):
+            self.emit(ev.MESSAGE, ticket_id, level="info",
+                      text=f"{ticket_id} not started: blocked by {', '.join(waiting)} (deferred in this run)")
+        self.emit(ev.RUN_FINISHED, None, completed=len(self.landed), deferred=len(self.deferred),
+                  interrupted=self.interrupted, remaining=len(remaining), exit_code=code,
+                  duration_s=round(time.time() - _epoch(self.started_at), 1), summary_path=str(path))
+        return code
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def _docs_paths(ticket: Ticket) -> list[str]:
+    if ticket.docs is None:
+        return []
+    return [path for path in (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown) if path]
+
+
+def _result_json(result: AgentResult | None) -> dict[str, Any]:
+    if result is None:
+        return {}
+    data = {"summary": result.summary, "session_id": result.session_id, "cost_usd": result.cost_usd,
+            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind}
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def _clip(text: str | None, limit: int = 2000) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def is_in_progress_elsewhere(ticket: Ticket) -> bool:
+    info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
+    if ticket.state is not State.IN_PROGRESS or not isinstance(info, dict):
+        return False
+    return is_alive(info.get("pid"), info.get("pid_create_time"))

@@ -1,0 +1,281 @@
+"""`sage stream` end to end with the exec agent, in temporary git repositories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sage_stream.cli import run
+from sage_stream.engine.run_lock import RunLock, RunOwner, process_identity
+
+PY = sys.executable
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def write_file_cmd(path: str, text: str, *, sleep: float = 0.0) -> list[str]:
+    code = (f"import pathlib, time; time.sleep({sleep}); p = pathlib.Path({path!r}); "
+            f"p.parent.mkdir(parents=True, exist_ok=True); p.write_text({text!r}); print('wrote', {path!r})")
+    return [PY, "-c", code]
+
+
+def make_ticket(tid: str, command: list[str], *, deps=(), files=(), priority="P1", **extra) -> dict:
+    return {"id": tid, "title": f"Do {tid}", "state": "UNPROCESSED", "priority": priority,
+            "type": "implementation", "validation_type": "generic", "dependencies": list(deps),
+            "files": list(files), "command": command, **extra}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.name", "Test User")
+    git(root, "config", "user.email", "test@example.invalid")
+    (root / "README.md").write_text("hello\n")
+    (root / ".gitignore").write_text(".sage/\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "initial")
+    (root / ".sage" / "tickets").mkdir(parents=True)
+    return root
+
+
+def write_index(repo: Path, tickets: list[dict]) -> Path:
+    path = repo / ".sage" / "tickets" / "index.json"
+    path.write_text(json.dumps({"version": "1.0", "tickets": tickets}, indent=2) + "\n")
+    return path
+
+
+def read_index(repo: Path) -> dict[str, dict]:
+    data = json.loads((repo / ".sage" / "tickets" / "index.json").read_text())
+    return {t["id"]: t for t in data["tickets"]}
+
+
+def stream(repo: Path, capsys, *args: str) -> tuple[int, list[dict]]:
+    capsys.readouterr()
+    code = run(["stream", "--auto", "--json", "--index", str(repo / ".sage/tickets/index.json"), *args])
+    out = capsys.readouterr().out
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, events
+
+
+def trailer_counts(repo: Path) -> dict[str, int]:
+    out = git(repo, "log", "main", "--format=%(trailers:key=Sage-Ticket,valueonly)%x00")
+    counts: dict[str, int] = {}
+    for chunk in out.split("\x00"):
+        for value in chunk.split():
+            counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+def test_acceptance_case_runs_001_and_002_together_and_003_after_both(repo, capsys):
+    write_index(repo, [
+        make_ticket("TKT-001", write_file_cmd("one.txt", "1\n", sleep=1.0)),
+        make_ticket("TKT-002", write_file_cmd("two.txt", "2\n", sleep=1.0)),
+        make_ticket("TKT-003", write_file_cmd("three.txt", "3\n"), deps=["TKT-001", "TKT-002"]),
+    ])
+    code, events = stream(repo, capsys, "--parallel=2")
+    assert code == 0
+    order = [(e["event"], e.get("ticket")) for e in events if e["event"] in ("ticket_started", "ticket_landed")]
+    started = [t for kind, t in order if kind == "ticket_started"]
+    assert started[:2] == ["TKT-001", "TKT-002"] or started[:2] == ["TKT-002", "TKT-001"]
+    first_landing = next(i for i, (kind, _) in enumerate(order) if kind == "ticket_landed")
+    assert first_landing >= 2  # both started before either landed: they ran together
+    start_003 = order.index(("ticket_started", "TKT-003"))
+    assert order.index(("ticket_landed", "TKT-001")) < start_003
+    assert order.index(("ticket_landed", "TKT-002")) < start_003
+    tickets = read_index(repo)
+    assert {t["state"] for t in tickets.values()} == {"COMPLETED"}
+    assert trailer_counts(repo) == {"TKT-001": 1, "TKT-002": 1, "TKT-003": 1}
+    assert (repo / "three.txt").read_text() == "3\n"  # the user's clean checkout was brought along
+    log = git(repo, "log", "--format=%s", "main")
+    assert "feat(" in log and "#TKT-003" in log
+    assert tickets["TKT-003"]["git"]["commits"] and tickets["TKT-003"]["state_history"][-1]["state"] == "COMPLETED"
+    assert not list((repo / ".sage" / "commit-queue").glob("*.json"))
+
+
+def test_a_failing_agent_defers_its_ticket_and_the_others_go_on(repo, capsys):
+    write_index(repo, [
+        make_ticket("BAD-1", [PY, "-c", "import sys; print('tests failed: 3 errors'); sys.exit(2)"]),
+        make_ticket("BAD-2", write_file_cmd("after.txt", "x"), deps=["BAD-1"]),
+        make_ticket("OK-1", write_file_cmd("ok.txt", "ok")),
+    ])
+    code, events = stream(repo, capsys, "--parallel=2")
+    assert code == 3
+    tickets = read_index(repo)
+    assert tickets["BAD-1"]["state"] == "DEFERRED"
+    reason = tickets["BAD-1"]["defer_reason"]
+    assert reason["category"] == "agent_failed" and "exit code 2" in reason["message"]
+    assert "tests failed" in reason["last_error"] and Path(reason["log"]).is_file()
+    assert tickets["BAD-2"]["state"] == "UNPROCESSED"
+    assert tickets["OK-1"]["state"] == "COMPLETED"
+    assert any(e["event"] == "message" and "blocked by BAD-1" in e["text"] for e in events)
+    capsys.readouterr()
+    assert run(["ready", "--index", str(repo / ".sage/tickets/index.json")]) == 0
+    assert "BAD-1" in capsys.readouterr().out
+
+
+def test_a_timeout_kills_the_agent_and_defers_for_a_later_retry(repo, capsys):
+    write_index(repo, [make_ticket("SLOW-1", [PY, "-c", "import time; print('working', flush=True); time.sleep(60)"])])
+    began = time.monotonic()
+    code, _ = stream(repo, capsys, "--timeout", "0.03")
+    assert time.monotonic() - began < 30
+    assert code == 3
+    ticket = read_index(repo)["SLOW-1"]
+    assert ticket["state"] == "DEFERRED"
+    assert ticket["defer_reason"]["category"] == "timeout" and ticket["defer_reason"]["retryable"] is True
+    assert ticket["not_before"]
+
+
+def test_a_conflict_reruns_the_ticket_on_the_new_tip(repo, capsys):
+    (repo / "shared.txt").write_text("base\n")
+    git(repo, "add", "shared.txt")
+    git(repo, "commit", "-q", "-m", "shared")
+    write_index(repo, [
+        make_ticket("CON-1", write_file_cmd("shared.txt", "from one\n", sleep=0.2), priority="P0"),
+        make_ticket("CON-2", write_file_cmd("shared.txt", "from two\n", sleep=0.8)),
+    ])
+    code, events = stream(repo, capsys, "--parallel=2")
+    assert code == 0
+    assert any(e["event"] == "ticket_requeued" and e["ticket"] == "CON-2" for e in events)
+    assert (repo / "shared.txt").read_text() == "from two\n"
+    assert "<<<<<<<" not in git(repo, "show", "main:shared.txt")
+    assert trailer_counts(repo) == {"CON-1": 1, "CON-2": 1}
+
+
+def test_a_persistent_conflict_is_deferred_with_the_paths(repo, capsys):
+    (repo / ".sage" / "config.toml").write_text("[stream]\nmax_reruns = 0\n")
+    (repo / "shared.txt").write_text("base\n")
+    git(repo, "add", "shared.txt")
+    git(repo, "commit", "-q", "-m", "shared")
+    write_index(repo, [
+        make_ticket("CON-1", write_file_cmd("shared.txt", "from one\n", sleep=0.2), priority="P0"),
+        make_ticket("CON-2", write_file_cmd("shared.txt", "from two\n", sleep=0.8)),
+    ])
+    code, _ = stream(repo, capsys, "--parallel=2")
+    assert code == 3
+    ticket = read_index(repo)["CON-2"]
+    assert ticket["state"] == "DEFERRED" and ticket["defer_reason"]["category"] == "conflict"
+    assert "shared.txt" in ticket["defer_reason"]["message"]
+    assert git(repo, "show", "main:shared.txt") == "from one\n"
+    assert git(repo, "branch", "--list", "sage/CON-2*").strip()  # the unlanded work is kept
+
+
+def test_no_changes_and_scope_violation_are_deferred(repo, capsys):
+    write_index(repo, [
+        make_ticket("NOP-1", [PY, "-c", "print('nothing to do')"]),
+        make_ticket("EMPTY-1", [PY, "-c", "print('ok')"], allow_empty=True),
+        make_ticket("SCOPE-1", write_file_cmd("elsewhere/x.txt", "x"), files=["allowed/**"]),
+    ])
+    code, _ = stream(repo, capsys, "--parallel=2")
+    assert code == 3
+    tickets = read_index(repo)
+    assert tickets["NOP-1"]["defer_reason"]["category"] == "no_changes"
+    assert tickets["EMPTY-1"]["state"] == "COMPLETED"
+    assert tickets["SCOPE-1"]["defer_reason"]["category"] == "scope_violation"
+    assert "elsewhere/x.txt" in tickets["SCOPE-1"]["defer_reason"]["message"]
+    assert not (repo / "elsewhere").exists()
+
+
+def test_a_second_run_exits_at_once_while_one_is_active(repo, capsys):
+    write_index(repo, [make_ticket("ONE-1", write_file_cmd("one.txt", "1"))])
+    lock = RunLock(repo / ".sage")
+    assert lock.acquire(wait=False)
+    pid, created = process_identity()
+    lock.write_owner(RunOwner(pid=pid, pid_create_time=created, run_id="other-run", started="2026-11-21T09:00:00Z"))
+    try:  # another process: flock is per open file, and this process already holds it
+        began = time.monotonic()
+        second = subprocess.run([PY, "-m", "sage_stream", "stream", "--auto", "--index",
+                                 str(repo / ".sage/tickets/index.json")], capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - began
+    finally:
+        lock.release()
+    assert second.returncode == 0, second.stderr
+    assert f"already running (pid {pid}" in second.stdout
+    assert took < 20  # promptly, not after waiting for the lock
+    assert read_index(repo)["ONE-1"]["state"] == "UNPROCESSED"
+
+
+def test_dry_run_touches_nothing(repo, capsys):
+    index = write_index(repo, [make_ticket("DRY-1", write_file_cmd("a.txt", "a")),
+                               make_ticket("DRY-2", write_file_cmd("b.txt", "b"), deps=["DRY-1"])])
+    before = index.read_bytes()
+    listing = sorted(p.name for p in (repo / ".sage").rglob("*"))
+    capsys.readouterr()
+    assert run(["stream", "--auto", "--parallel", "--dry-run", "--index", str(index)]) == 0
+    out = capsys.readouterr().out
+    assert "DRY-1" in out and "predicted makespan" in out
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in (repo / ".sage").rglob("*")) == listing
+
+
+def test_parallel_without_auto_is_an_error(repo, capsys):
+    index = write_index(repo, [make_ticket("P-1", write_file_cmd("a.txt", "a"))])
+    capsys.readouterr()
+    assert run(["stream", "--parallel=2", "--index", str(index)]) == 1
+    assert "--parallel needs --auto" in capsys.readouterr().err
+
+
+def test_user_uncommitted_changes_are_never_touched(repo, capsys):
+    (repo / "README.md").write_text("my local edit\n")
+    write_index(repo, [make_ticket("U-1", write_file_cmd("new.txt", "n"))])
+    code, events = stream(repo, capsys)
+    assert code == 0
+    assert (repo / "README.md").read_text() == "my local edit\n"
+    assert git(repo, "show", "main:new.txt") == "n"
+    assert any(e["event"] == "message" and e.get("level") == "warning" for e in events)
+
+
+# ------------------------------------------------------------------ kill -9 and rerun
+
+CRASH_POINTS = ["after_start_edit", "after_agent_exit", "after_snapshot", "after_queue_put", "after_land",
+                "after_complete_edit", "after_defer_edit"]
+
+
+def run_subprocess(repo: Path, crash_at: str | None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("SAGE_TEST_CRASH_AT", None)
+    if crash_at:
+        env["SAGE_TEST_CRASH_AT"] = crash_at
+    return subprocess.run([PY, "-m", "sage_stream", "stream", "--auto", "--parallel=2", "--plain",
+                           "--index", str(repo / ".sage/tickets/index.json")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_kill_9_at_any_point_then_rerun_lands_every_ticket_exactly_once(repo, point):
+    write_index(repo, [
+        make_ticket("K-1", write_file_cmd("k1.txt", "1")),
+        make_ticket("K-2", write_file_cmd("k2.txt", "2")),
+        make_ticket("K-3", write_file_cmd("k3.txt", "3"), deps=["K-1"]),
+        make_ticket("K-4", [PY, "-c", "import sys; sys.exit(1)"]),
+    ])
+    nth = 1 if point == "after_defer_edit" else 2  # K-4 is the only ticket that defers
+    first = run_subprocess(repo, f"{point}#{nth}")
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    read_index(repo)  # the index parses after the kill
+    rerun = run_subprocess(repo, None)
+    assert rerun.returncode in (0, 3), rerun.stderr
+    assert "Traceback" not in rerun.stderr
+    tickets = read_index(repo)
+    assert all(t["state"] != "IN_PROGRESS" for t in tickets.values())
+    for tid in ("K-1", "K-2", "K-3"):
+        assert tickets[tid]["state"] == "COMPLETED", (tid, tickets[tid])
+    assert tickets["K-4"]["state"] == "DEFERRED"
+    counts = trailer_counts(repo)
+    assert counts == {"K-1": 1, "K-2": 1, "K-3": 1}
+    markers = subprocess.run(["git", "grep", "-n", "<<<<<<<", "main"], cwd=repo, capture_output=True, text=True)
+    assert markers.returncode == 1 and not markers.stdout  # no conflict markers anywhere on the target
+    assert not list((repo / ".sage" / "commit-queue").glob("*.json"))
+    lock = RunLock(repo / ".sage")
+    assert lock.acquire(wait=False)  # no stale lock blocks the next run
+    lock.release()
