@@ -1,0 +1,166 @@
+"""`sage graph`: the dependency graph as mermaid, dot or json, critical path highlighted.
+
+Edges point from a dependency to its dependent: the order work happens in. Ticket text
+is data, never syntax: titles and ids are escaped for each format, so a title with
+quotes, brackets, `#`, `<br>`, backslashes or newlines renders as text.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+import networkx as nx
+
+from sage_stream.errors import EXIT_OK
+from sage_stream.graph.analysis import analyze
+from sage_stream.graph.dependency_graph import build_graph, gc_paused, require_sound_graph
+from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.store import LoadedIndex, load_index, resolve_index_path
+
+FORMATS = ("mermaid", "dot", "json")
+
+# mermaid: one class per unfinished-or-done state; a critical node gets `critical` instead
+MERMAID_CLASSES = {
+    "completed": "fill:#d4edda,stroke:#2e7d32",
+    "in_progress": "fill:#fff3cd,stroke:#b8860b",
+    "deferred": "fill:#f8d7da,stroke:#c62828",
+    "critical": "fill:#ffe0e0,stroke:#d00000,stroke-width:3px",
+}
+CRITICAL_STROKE = "stroke:#d00000,stroke-width:3px"
+DOT_FILL = {
+    State.COMPLETED: "#d4edda",
+    State.IN_PROGRESS: "#fff3cd",
+    State.DEFERRED: "#f8d7da",
+    State.UNPROCESSED: "#ffffff",
+}
+DOT_CRITICAL = 'color="#d00000", penwidth=3'
+# characters a mermaid quoted label shows as they are; any other becomes a #code; entity
+_MERMAID_PLAIN = frozenset(" .,:-_/()[]{}!?'+=*@$%~^|")
+# Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+class GraphView:
+    """What every format draws: tickets in index order, edges, the critical path."""
+
+    def __init__(self, tickets: Sequence[Ticket]) -> None:
+        graph: nx.DiGraph = build_graph(tickets)
+        analysis = analyze(tickets)
+        self.tickets: list[Ticket] = [ticket for _, ticket in graph.nodes(data="ticket")]
+        self.edges: list[tuple[str, str]] = list(graph.edges())
+        self.critical_path = analysis.critical_path
+        self.critical_path_minutes = analysis.critical_path_minutes
+        self.critical_nodes = set(self.critical_path)
+        self.critical_edges = set(zip(self.critical_path, self.critical_path[1:]))
+
+
+@click.command("graph")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="mermaid",
+              show_default=True, help="Output format.")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False), default=None,
+              help="The ticket index (default: .sage/tickets/index.json here or above).")
+def command(output_format: str, index_path: str | None) -> int:
+    """Print the dependency graph (mermaid, dot or json)."""
+    render: Callable[[GraphView], str] = {"mermaid": mermaid, "dot": dot, "json": as_json}[output_format]
+    with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
+        loaded = _load_checked(index_path)
+        output = render(GraphView(loaded.tickets))
+    click.echo(output)
+    return EXIT_OK
+
+
+def _load_checked(index_path: str | None) -> LoadedIndex:
+    loaded = load_index(resolve_index_path(index_path))
+    require_sound_graph(loaded.tickets, file=str(loaded.path))
+    return loaded
+
+
+# ---------------------------------------------------------------- mermaid
+
+
+def mermaid(view: GraphView) -> str:
+    # node ids are n0, n1...: a ticket id such as "end" or "A-B" is not a safe mermaid id
+    node_of = {ticket.id: f"n{number}" for number, ticket in enumerate(view.tickets)}
+    lines = ["flowchart TD"]
+    for ticket in view.tickets:
+        label = f"{mermaid_text(ticket.id)}: {mermaid_text(ticket.title)}<br/>{ticket.state.value}"
+        lines.append(f'    {node_of[ticket.id]}["{label}"]')
+    lines += [f"    {node_of[before]} --> {node_of[after]}" for before, after in view.edges]
+    lines += [f"    classDef {name} {style};" for name, style in MERMAID_CLASSES.items()]
+    by_class: dict[str, list[str]] = {}
+    for ticket in view.tickets:
+        name = "critical" if ticket.id in view.critical_nodes else _state_class(ticket.state)
+        if name:
+            by_class.setdefault(name, []).append(node_of[ticket.id])
+    lines += [f"    class {','.join(nodes)} {name};" for name, nodes in by_class.items()]
+    critical_links = [str(number) for number, edge in enumerate(view.edges) if edge in view.critical_edges]
+    if critical_links:
+        lines.append(f"    linkStyle {','.join(critical_links)} {CRITICAL_STROKE};")
+    return "\n".join(lines)
+
+
+def mermaid_text(text: str) -> str:
+    """Text for a quoted mermaid label: letters, digits and harmless punctuation stay;
+    everything else (quotes, #, <, >, &, `, ;, newlines...) becomes a `#code;` entity."""
+    return "".join(
+        char if char.isalnum() or char in _MERMAID_PLAIN else f"#{ord(char)};"
+        for char in _one_line(text)
+    )
+
+
+def _state_class(state: State) -> str | None:
+    return None if state is State.UNPROCESSED else state.value.lower()
+
+
+# ---------------------------------------------------------------- dot
+
+
+def dot(view: GraphView) -> str:
+    lines = ["digraph dependencies {", "  node [shape=box, style=\"rounded,filled\"];"]
+    for ticket in view.tickets:
+        label = f"{dot_text(ticket.id)}\\n{dot_text(ticket.title)}\\n{ticket.state.value}"
+        attributes = f'label="{label}", fillcolor="{DOT_FILL[ticket.state]}"'
+        if ticket.id in view.critical_nodes:
+            attributes += f", {DOT_CRITICAL}"
+        lines.append(f'  "{dot_text(ticket.id)}" [{attributes}];')
+    for before, after in view.edges:
+        style = f" [{DOT_CRITICAL}]" if (before, after) in view.critical_edges else ""
+        lines.append(f'  "{dot_text(before)}" -> "{dot_text(after)}"{style};')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def dot_text(text: str) -> str:
+    """Text inside a DOT double-quoted string. A backslash is doubled, or graphviz would
+    read `\\n`, `\\l`, `\\N`... in a title as its own escapes; a quote is escaped; `&`
+    becomes `&amp;`, as graphviz decodes entities such as `&amp;` in labels."""
+    return _one_line(text).replace("&", "&amp;").replace("\\", "\\\\").replace('"', '\\"')
+
+
+# ---------------------------------------------------------------- json
+
+
+def as_json(view: GraphView) -> str:
+    data: dict[str, Any] = {
+        "nodes": [
+            {"id": t.id, "title": t.title, "state": t.state.value, "priority": t.priority,
+             "estimate": t.estimate, "critical": t.id in view.critical_nodes}
+            for t in view.tickets
+        ],
+        "edges": [
+            {"from": before, "to": after, "critical": (before, after) in view.critical_edges}
+            for before, after in view.edges
+        ],
+        "critical_path": view.critical_path,
+        "critical_path_minutes": view.critical_path_minutes,
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def _one_line(text: str | None) -> str:
+    """Control characters, newlines included, become spaces: a label is one line."""
+    return "".join(" " if unicodedata.category(char) in _LINE_BREAKING else char for char in text or "")

@@ -1,0 +1,160 @@
+"""`sage ready`: what would start next, in order and why; what waits, and on what."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from sage_stream.errors import EXIT_OK
+from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
+from sage_stream.graph.dependency_graph import gc_paused, require_sound_graph
+from sage_stream.graph.ordering import is_retryable
+from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.store import LoadedIndex, load_index, resolve_index_path
+
+# Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
+_LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+
+
+@click.command("ready")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@click.option("--index", "index_path", type=click.Path(dir_okay=False), default=None,
+              help="The ticket index (default: .sage/tickets/index.json here or above).")
+def command(as_json: bool, index_path: str | None) -> int:
+    """Show what would start next, in order, and why blocked tickets wait."""
+    with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
+        loaded = _load_checked(index_path)
+        first = loaded.index.by_id()
+        analysis = analyze(loaded.tickets)
+        if as_json:
+            output = json.dumps(ready_json(loaded, first, analysis), indent=2, ensure_ascii=False)
+        else:
+            output = ready_text(first, analysis)
+    click.echo(output)
+    return EXIT_OK
+
+
+def _load_checked(index_path: str | None) -> LoadedIndex:
+    """The index, loaded; a SageError if the dependency graph has errors."""
+    loaded = load_index(resolve_index_path(index_path))
+    require_sound_graph(loaded.tickets, file=str(loaded.path))
+    return loaded
+
+
+def ready_reason(ticket: Ticket, bottom_level: float) -> str:
+    """"P1, 7.0 min of work waits on it" (+ why it is retried, for a DEFERRED ticket)."""
+    priority = ticket.priority or "no priority"
+    reason = f"{priority}, {bottom_level:.1f} min of work waits on it"
+    if is_retryable(ticket) and ticket.defer_reason is not None:
+        why = ticket.defer_reason.category or ticket.defer_reason.message or "deferred"
+        reason += f"; a retry after {why}"
+    return reason
+
+
+def one_line(text: str | None) -> str:
+    """Ticket text for a terminal: control characters (newlines, escape sequences) become spaces."""
+    flat = "".join(" " if unicodedata.category(char) in _LINE_BREAKING else char for char in text or "")
+    return flat.strip()
+
+
+# ---------------------------------------------------------------- text
+
+
+def ready_text(first: Mapping[str, Ticket], analysis: Analysis) -> str:
+    in_progress = [t for t in first.values() if t.state is State.IN_PROGRESS]
+    deferred = [t for t in first.values() if t.state is State.DEFERRED and not is_retryable(t)]
+    lines = [_summary(first, analysis, len(in_progress), len(deferred))]
+    if analysis.ready:
+        lines.append(f"\nReady to start ({len(analysis.ready)}), in this order:")
+        width = len(str(len(analysis.ready)))
+        for number, ticket_id in enumerate(analysis.ready, start=1):
+            ticket = first[ticket_id]
+            reason = ready_reason(ticket, analysis.bottom_level.get(ticket_id, ticket.estimate))
+            lines.append(f"  {number:>{width}}. {ticket_id}  {one_line(ticket.title)}  ({reason})")
+    if analysis.blocked:
+        lines.append(f"\nBlocked ({len(analysis.blocked)}):")
+        lines += [f"  {b.ticket_id}  {one_line(first[b.ticket_id].title)}  ({one_line(blocked_reason(b))})"
+                  for b in analysis.blocked]
+    if in_progress:
+        lines.append(f"\nIn progress ({len(in_progress)}):")
+        lines += [f"  {t.id}  {one_line(t.title)}" for t in in_progress]
+    if deferred:
+        lines.append(f"\nDeferred, waiting for `sage retry ID` ({len(deferred)}):")
+        lines += [f"  {t.id}  {one_line(t.title)}  ({one_line(_defer_text(t))})" for t in deferred]
+    return "\n".join(lines)
+
+
+def blocked_reason(blocked: BlockedTicket) -> str:
+    """`describe()`, led by its own dependencies when the root causes are further down."""
+    roots = {cause.ticket_id for cause in blocked.root_causes}
+    if not blocked.waiting_on or set(blocked.waiting_on) == roots:
+        return blocked.describe()
+    return f"waits on {', '.join(blocked.waiting_on)}; {blocked.describe()}"
+
+
+def _summary(first: Mapping[str, Ticket], analysis: Analysis, in_progress: int, deferred: int) -> str:
+    unfinished = len(analysis.bottom_level)
+    if not unfinished:
+        return f"Nothing left to do: all {len(first)} tickets are COMPLETED."
+    parts = [f"{len(analysis.ready)} ready", f"{len(analysis.blocked)} blocked"]
+    parts += [f"{in_progress} in progress"] if in_progress else []
+    parts += [f"{deferred} deferred"] if deferred else []
+    path = " -> ".join(analysis.critical_path)
+    return (
+        f"{unfinished} of {len(first)} tickets unfinished: {', '.join(parts)}.\n"
+        f"Critical path, {analysis.critical_path_minutes:.1f} min: {path}"
+    )
+
+
+def _defer_text(ticket: Ticket) -> str:
+    reason = ticket.defer_reason
+    if reason is None:
+        return "no reason recorded"
+    if reason.category and reason.message:
+        return f"{reason.category}: {reason.message}"
+    return reason.message or reason.category or "no reason recorded"
+
+
+# ---------------------------------------------------------------- json
+
+
+def ready_json(loaded: LoadedIndex, first: Mapping[str, Ticket], analysis: Analysis) -> dict[str, Any]:
+    def ready_item(ticket_id: str) -> dict[str, Any]:
+        ticket = first[ticket_id]
+        level = analysis.bottom_level.get(ticket_id, ticket.estimate)
+        return {"id": ticket_id, "title": ticket.title, "state": ticket.state.value,
+                "priority": ticket.priority, "estimate": ticket.estimate, "bottom_level": level,
+                "reason": ready_reason(ticket, level)}
+
+    return {
+        "index": str(loaded.path),
+        "ready": [ready_item(ticket_id) for ticket_id in analysis.ready],
+        "blocked": [_blocked_json(first, blocked) for blocked in analysis.blocked],
+        "in_progress": [{"id": t.id, "title": t.title}
+                        for t in first.values() if t.state is State.IN_PROGRESS],
+        "deferred": [
+            {"id": t.id, "title": t.title,
+             "category": t.defer_reason.category if t.defer_reason else None,
+             "message": t.defer_reason.message if t.defer_reason else None}
+            for t in first.values() if t.state is State.DEFERRED and not is_retryable(t)
+        ],
+        "critical_path": analysis.critical_path,
+        "critical_path_minutes": analysis.critical_path_minutes,
+        "total_minutes": analysis.total_minutes,
+    }
+
+
+def _blocked_json(first: Mapping[str, Ticket], blocked: BlockedTicket) -> dict[str, Any]:
+    return {
+        "id": blocked.ticket_id,
+        "title": first[blocked.ticket_id].title,
+        "waiting_on": blocked.waiting_on,
+        "root_causes": [{"id": cause.ticket_id, "state": cause.state, "reason": cause.reason}
+                        for cause in blocked.root_causes],
+        "more_root_causes": blocked.more_root_causes,
+        "reason": blocked_reason(blocked),
+    }

@@ -1,0 +1,86 @@
+"""Which tickets may start now, and in which order: pure functions, no I/O.
+
+The order is the one the scheduler uses and `sage ready` shows:
+
+1. priority (P0 first; a missing or unknown priority sorts after P4),
+2. bottom level, largest first: the minutes of work on the longest chain that starts
+   with the ticket, so work that holds up the most remaining work starts early
+   (what ninja does; near-optimal on random DAGs, see notes/engine-facts.md),
+3. id, so that the order is total and the same on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+
+from sage_stream.tickets.models import State, Ticket
+
+TRANSIENT_CATEGORIES = frozenset({"timeout", "conflict", "rate_limit", "interrupted"})
+"""Defer categories that say nothing about the ticket itself: worth an automatic retry."""
+
+
+def is_retryable(ticket: Ticket) -> bool:
+    """A DEFERRED ticket whose `defer_reason` says `"retryable": true` (set by the engine)."""
+    if ticket.state is not State.DEFERRED or ticket.defer_reason is None:
+        return False
+    extra = ticket.defer_reason.model_extra or {}
+    return extra.get("retryable") is True
+
+
+def is_startable_state(ticket: Ticket) -> bool:
+    """UNPROCESSED or retryable DEFERRED: a state the scheduler starts a ticket from."""
+    return ticket.state is State.UNPROCESSED or is_retryable(ticket)
+
+
+def is_startable(ticket: Ticket, now: datetime) -> bool:
+    """UNPROCESSED or retryable DEFERRED, and not told to wait (`not_before`) past `now`.
+
+    Dependencies are not looked at here: see `ready_tickets`.
+    """
+    if not is_startable_state(ticket):
+        return False
+    not_before = ticket.not_before_time()
+    return not_before is None or not_before <= _aware(now)
+
+
+def ready_order_key(ticket: Ticket, bottom_level: float) -> tuple[int, float, str]:
+    """Smaller sorts first: (priority rank, -bottom level, id)."""
+    return (ticket.priority_rank, -bottom_level, ticket.id)
+
+
+def order_ready(tickets: Iterable[Ticket], bottom_levels: Mapping[str, float]) -> list[Ticket]:
+    """`tickets` in start order. A ticket missing from `bottom_levels` counts its own estimate."""
+    return sorted(
+        tickets,
+        key=lambda ticket: ready_order_key(ticket, bottom_levels.get(ticket.id, ticket.estimate)),
+    )
+
+
+def ready_tickets(
+    tickets: Sequence[Ticket],
+    bottom_levels: Mapping[str, float],
+    now: datetime | None = None,
+) -> list[Ticket]:
+    """Tickets that may start now, in start order.
+
+    Ready = startable (see `is_startable`) and every dependency COMPLETED. A dependency
+    that is not in the index is not COMPLETED, so its dependent is never ready. With
+    duplicate ids, the first ticket of an id is the one that counts (as in `build_graph`).
+    """
+    moment = _aware(now) if now is not None else datetime.now(timezone.utc)
+    first: dict[str, Ticket] = {}
+    for ticket in tickets:
+        first.setdefault(ticket.id, ticket)
+    completed = {ticket_id for ticket_id, ticket in first.items() if ticket.state is State.COMPLETED}
+    ready = [
+        ticket
+        for ticket in first.values()
+        if is_startable(ticket, moment) and all(dep in completed for dep in ticket.dependencies)
+    ]
+    return order_ready(ready, bottom_levels)
+
+
+def _aware(moment: datetime) -> datetime:
+    """Naive times are taken as UTC, as `parse_timestamp` does for the index."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)

@@ -1,0 +1,236 @@
+"""The analysis of remaining work: bottom levels, waves, critical path, why tickets wait."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import networkx as nx
+import pytest
+
+from sage_stream.graph.analysis import (
+    ROOT_CAUSES_KEPT,
+    BlockedTicket,
+    RootCause,
+    analyze,
+    bottom_levels,
+    remaining_estimates,
+)
+from sage_stream.graph.dependency_graph import build_graph
+from sage_stream.tickets.models import Ticket
+
+NOW = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
+
+
+def ticket(ticket_id: str, *deps: str, state: str = "UNPROCESSED", **fields: Any) -> Ticket:
+    return Ticket(id=ticket_id, title=f"title of {ticket_id}", state=state, dependencies=list(deps), **fields)
+
+
+def calc_backlog() -> list[Ticket]:
+    """The shape of the built-in example: 001 first, three in parallel, then 005, then two."""
+    return [
+        ticket("CALC-001", priority="P0", estimate=1),
+        ticket("CALC-002", "CALC-001", priority="P1", estimate=2),
+        ticket("CALC-003", "CALC-001", priority="P1", estimate=2),
+        ticket("CALC-004", "CALC-001", priority="P1", estimate=3),
+        ticket("CALC-005", "CALC-002", "CALC-003", "CALC-004", priority="P1", estimate=2),
+        ticket("CALC-006", "CALC-005", priority="P2", estimate=1),
+        ticket("CALC-007", "CALC-005", priority="P1", estimate=2),
+        ticket("CALC-008", priority="P3", estimate=1),
+    ]
+
+
+# ---------------------------------------------------------------- bottom levels
+
+
+def test_bottom_level_is_own_estimate_plus_the_longest_chain_after_it() -> None:
+    graph = nx.DiGraph([("A", "B"), ("B", "D"), ("A", "C"), ("C", "D")])
+    levels = bottom_levels(graph, {"A": 1, "B": 5, "C": 2, "D": 3})
+    assert levels == {"A": 9, "B": 8, "C": 5, "D": 3}
+
+
+def test_bottom_level_weighs_nodes_not_edges() -> None:
+    # one heavy node beats two light ones: dag_longest_path (edge weights) would pick A-B-C
+    graph = nx.DiGraph([("A", "B"), ("B", "C"), ("A", "H")])
+    levels = bottom_levels(graph, {"A": 1, "B": 1, "C": 1, "H": 10})
+    assert levels["A"] == 11
+
+
+def test_completed_tickets_weigh_nothing() -> None:
+    tickets = [ticket("A-1", state="COMPLETED", estimate=50), ticket("A-2", "A-1", estimate=2)]
+    estimates = remaining_estimates(tickets)
+    assert estimates == {"A-2": 2}
+    assert bottom_levels(build_graph(tickets), estimates) == {"A-1": 2, "A-2": 2}
+
+
+def test_bottom_levels_refuse_a_cycle() -> None:
+    with pytest.raises(nx.NetworkXUnfeasible):
+        bottom_levels(nx.DiGraph([("A", "B"), ("B", "A")]), {"A": 1, "B": 1})
+
+
+# ---------------------------------------------------------------- analyze
+
+
+def test_analysis_of_the_example_backlog() -> None:
+    analysis = analyze(calc_backlog(), NOW)
+    assert analysis.ready == ["CALC-001", "CALC-008"]
+    assert analysis.waves == [
+        ["CALC-001", "CALC-008"],
+        ["CALC-004", "CALC-002", "CALC-003"],  # in start order: CALC-004 has more work behind it
+        ["CALC-005"],
+        ["CALC-007", "CALC-006"],
+    ]
+    assert analysis.max_parallelism == 3
+    assert analysis.critical_path == ["CALC-001", "CALC-004", "CALC-005", "CALC-007"]
+    assert analysis.critical_path_minutes == 8
+    assert analysis.total_minutes == 14
+    assert analysis.bottom_level["CALC-001"] == 8
+    assert analysis.bottom_level["CALC-006"] == 1
+    # 2 workers: 9 min; 3 reach the critical path (8 min): the smallest count within 5%
+    assert analysis.recommended_workers == 3
+
+
+def test_the_acceptance_case_of_the_original() -> None:
+    tickets = [ticket("TKT-001"), ticket("TKT-002"), ticket("TKT-003", "TKT-001", "TKT-002")]
+    analysis = analyze(tickets, NOW)
+    assert analysis.ready == ["TKT-001", "TKT-002"]
+    assert analysis.waves == [["TKT-001", "TKT-002"], ["TKT-003"]]
+    assert analysis.recommended_workers == 2
+
+
+def test_completed_work_is_in_no_wave_and_off_the_critical_path() -> None:
+    tickets = [ticket("A-1", state="COMPLETED", estimate=100), ticket("A-2", "A-1"), ticket("A-3", "A-2")]
+    analysis = analyze(tickets, NOW)
+    assert analysis.waves == [["A-2"], ["A-3"]]
+    assert analysis.critical_path == ["A-2", "A-3"]
+    assert analysis.critical_path_minutes == 2
+    assert analysis.total_minutes == 2
+    assert "A-1" not in analysis.bottom_level
+
+
+def test_nothing_left_to_do() -> None:
+    analysis = analyze([ticket("A-1", state="COMPLETED")], NOW)
+    assert (analysis.ready, analysis.blocked, analysis.waves, analysis.critical_path) == ([], [], [], [])
+    assert (analysis.max_parallelism, analysis.critical_path_minutes, analysis.total_minutes) == (0, 0, 0)
+    assert analysis.recommended_workers == 1
+
+
+def test_a_deferred_ticket_is_the_root_cause_of_the_chain_behind_it() -> None:
+    tickets = [
+        ticket(
+            "TKT-004",
+            state="DEFERRED",
+            defer_reason={"category": "persistent_test_failure", "message": "tests failed"},
+        ),
+        ticket("TKT-005", "TKT-004"),
+        ticket("TKT-006", "TKT-005"),
+    ]
+    analysis = analyze(tickets, NOW)
+    assert analysis.ready == []
+    assert [b.ticket_id for b in analysis.blocked] == ["TKT-005", "TKT-006"]
+    last = analysis.blocked[1]
+    assert last.waiting_on == ["TKT-005"]
+    assert last.root_causes == [RootCause("TKT-004", "DEFERRED", "tests failed")]
+    assert last.describe() == "blocked by TKT-004, DEFERRED: tests failed"
+
+
+def test_defer_category_is_the_reason_when_there_is_no_message() -> None:
+    tickets = [ticket("A-1", state="DEFERRED", defer_reason={"category": "timeout"}), ticket("A-2", "A-1")]
+    [blocked] = analyze(tickets, NOW).blocked
+    assert blocked.describe() == "blocked by A-1, DEFERRED: timeout"
+
+
+def test_in_progress_and_ready_roots() -> None:
+    tickets = [
+        ticket("A-1", state="IN_PROGRESS"),
+        ticket("A-2"),
+        ticket("A-3", "A-1", "A-2"),
+    ]
+    [blocked] = analyze(tickets, NOW).blocked
+    assert blocked.root_causes == [
+        RootCause("A-1", "IN_PROGRESS", "in progress"),
+        RootCause("A-2", "UNPROCESSED", "ready, not started yet"),
+    ]
+
+
+def test_a_ticket_waiting_for_its_own_not_before() -> None:
+    tickets = [ticket("A-1", not_before="2026-01-31T13:00:00Z"), ticket("A-2", "A-1")]
+    analysis = analyze(tickets, NOW)
+    assert analysis.ready == []
+    own, behind = analysis.blocked
+    assert own.ticket_id == "A-1" and own.waiting_on == []
+    assert own.describe() == "waiting until 2026-01-31T13:00:00Z"
+    assert behind.describe() == "blocked by A-1, UNPROCESSED: waiting until 2026-01-31T13:00:00Z"
+
+
+def test_a_retryable_deferred_ticket_is_ready_or_waits_for_its_retry_time() -> None:
+    reason = {"category": "rate_limit", "message": "429", "retryable": True}
+    later = [
+        ticket("A-1", state="DEFERRED", defer_reason=reason, not_before="2026-01-31T13:00:00Z"),
+        ticket("A-2", "A-1"),
+    ]
+    analysis = analyze(later, NOW)
+    assert analysis.ready == []
+    assert (
+        analysis.blocked[1].describe() == "blocked by A-1, DEFERRED: retry after 2026-01-31T13:00:00Z (429)"
+    )
+    now_ready = analyze(later, datetime(2026, 1, 31, 13, 0, tzinfo=timezone.utc))
+    assert now_ready.ready == ["A-1"]
+
+
+def test_a_missing_dependency_is_a_root_cause() -> None:
+    [blocked] = analyze([ticket("A-1", "GONE-1")], NOW).blocked
+    assert blocked.waiting_on == ["GONE-1"]
+    assert blocked.root_causes == [RootCause("GONE-1", "MISSING", "not in the index")]
+
+
+def test_a_deferred_ticket_waiting_for_retry_is_a_root_not_a_blocked_ticket() -> None:
+    tickets = [ticket("A-1", state="DEFERRED", defer_reason={"message": "no"}), ticket("A-2", "A-1")]
+    assert [b.ticket_id for b in analyze(tickets, NOW).blocked] == ["A-2"]
+
+
+def test_root_causes_are_unique_and_sorted_across_a_diamond() -> None:
+    tickets = [
+        ticket("R-2", state="IN_PROGRESS"),
+        ticket("R-1", state="IN_PROGRESS"),
+        ticket("M-1", "R-1", "R-2"),
+        ticket("M-2", "R-1"),
+        ticket("Z-1", "M-1", "M-2"),
+    ]
+    blocked = {b.ticket_id: b for b in analyze(tickets, NOW).blocked}
+    assert [c.ticket_id for c in blocked["Z-1"].root_causes] == ["R-1", "R-2"]
+    assert blocked["Z-1"].waiting_on == ["M-1", "M-2"]
+
+
+def test_root_causes_are_capped_and_say_so() -> None:
+    roots = [ticket(f"R-{n}", state="IN_PROGRESS") for n in range(ROOT_CAUSES_KEPT + 2)]
+    tickets = [*roots, ticket("Z-1", *(r.id for r in roots)), ticket("Z-2", "Z-1")]
+    blocked = {b.ticket_id: b for b in analyze(tickets, NOW).blocked}
+    for ticket_id in ("Z-1", "Z-2"):
+        assert len(blocked[ticket_id].root_causes) == ROOT_CAUSES_KEPT
+        assert blocked[ticket_id].more_root_causes
+        assert blocked[ticket_id].describe().endswith("; and more")
+
+
+def test_blocked_ticket_describe_lists_every_root() -> None:
+    blocked = BlockedTicket(
+        "A-9",
+        ["A-1", "A-2"],
+        [RootCause("A-1", "IN_PROGRESS", "in progress"), RootCause("A-2", "MISSING", "not in the index")],
+    )
+    assert blocked.describe() == "blocked by A-1, IN_PROGRESS: in progress; A-2, MISSING: not in the index"
+
+
+def test_blocked_tickets_are_listed_in_start_order() -> None:
+    tickets = [
+        ticket("A-1", state="IN_PROGRESS"),
+        ticket("A-2", "A-1", priority="P3"),
+        ticket("A-3", "A-1", priority="P0"),
+        ticket("A-4", "A-1", priority="P3", estimate=5),
+    ]
+    assert [b.ticket_id for b in analyze(tickets, NOW).blocked] == ["A-3", "A-4", "A-2"]
+
+
+def test_critical_path_prefers_the_smallest_id_on_ties() -> None:
+    tickets = [ticket("B-1"), ticket("A-1"), ticket("C-1", "A-1", "B-1")]
+    assert analyze(tickets, NOW).critical_path == ["A-1", "C-1"]
