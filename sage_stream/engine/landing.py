@@ -1,0 +1,257 @@
+"""Landing a finished ticket: exactly one commit on the target branch, or nothing.
+
+The target branch only ever moves by compare-and-swap (`update-ref REF NEW OLD`), from
+a merge computed without any index or work tree (`merge-tree --write-tree`). So a
+conflict leaves no markers anywhere, a user's uncommitted work is never touched, and a
+commit made on the target meanwhile (by the user, in the main work tree) is never
+overwritten: the ticket is merged again on the new tip.
+
+Landings are serialized by a file lock (the commit queue), which also makes the
+"already landed?" check safe: a crash between moving the ref and recording it in the
+index is recovered by finding the ticket's `Sage-Ticket:` trailer on the target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from sage_stream.engine.scope import outside
+from sage_stream.errors import SageError
+from sage_stream.git import Git, WorktreeInfo
+from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.prose import is_safe_id
+
+LANDED = "landed"
+CONFLICT = "conflict"
+NO_CHANGES = "no_changes"
+SCOPE_VIOLATION = "scope_violation"
+ALREADY_LANDED = "already_landed"
+
+TICKET_TRAILER = "Sage-Ticket"
+LANDING_LOCK_TIMEOUT_S = 300.0  # a landing takes milliseconds; this is a stuck process
+CAS_ATTEMPTS = 5  # merges on a target that keeps moving under us before giving up
+
+# Conventional Commits type for each Sage ticket type; anything else is a chore.
+COMMIT_TYPES = {
+    "implementation": "feat",
+    "enhancement": "feat",
+    "bugfix": "fix",
+    "refactor": "refactor",
+}
+_TRAILER_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*: ")
+
+
+@dataclass
+class LandingResult:
+    outcome: str  # landed | conflict | no_changes | scope_violation | already_landed
+    commit: str | None = None  # the landed commit (or the earlier one, when already landed)
+    paths: list[str] = field(default_factory=list)  # changed, conflicted, or out-of-scope paths
+    message: str = ""  # for the user: what happened and what to do
+    brought_along: bool | None = None  # None: no work tree has the target checked out
+
+
+# -- the commit message -------------------------------------------------------------
+
+
+def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, summary: str | None = None) -> str:
+    """`<type>(<scope>): #<ID> <title lowercased>`, a body, then git trailers.
+
+    scope: the ticket's `component` key when it has one, else the id's prefix in lower
+    case (`AUTH-001` -> `auth`, the Sage convention of naming tickets by component), else
+    `stream`. docs_paths default to the ticket's `docs` (spec, plan, tasks, breakdown).
+    Ticket text cannot add lines: title and scope are collapsed to one line, and the
+    trailers are always the last paragraph.
+    """
+    if not is_safe_id(ticket.id):
+        raise SageError(f"ticket id {ticket.id!r} cannot be written into a commit message")
+    kind = COMMIT_TYPES.get(ticket.type or "", "chore")
+    title = _one_line(ticket.title).lower()
+    subject = f"{kind}({commit_scope(ticket)}): #{ticket.id} {title}".rstrip()
+    paragraphs = [subject]
+    if summary and summary.strip():
+        paragraphs.append(_paragraph(summary))
+    docs = list(docs_paths) if docs_paths is not None else _ticket_docs(ticket)
+    if docs:
+        paragraphs.append("\n".join(["Docs:", *(f"- {_one_line(path)}" for path in docs)]))
+    paragraphs.append(f"Closes: #{ticket.id}\n{TICKET_TRAILER}: {ticket.id}")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def commit_scope(ticket: Ticket) -> str:
+    component = getattr(ticket, "component", None)
+    if isinstance(component, str) and component.strip():
+        scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", _one_line(component)).strip("-")
+        if scope:
+            return scope.lower()
+    prefix = re.match(r"^([A-Za-z0-9]+)-[0-9]+$", ticket.id)
+    return prefix[1].lower() if prefix else "stream"
+
+
+def with_summary(message: str, summary: str | None) -> str:
+    """`message` with a summary paragraph inserted before its trailer paragraph."""
+    if not summary or not summary.strip():
+        return message
+    head, trailers = _split_trailers(message)
+    parts = [head, _paragraph(summary), *([trailers] if trailers else [])]
+    return "\n\n".join(parts) + "\n"
+
+
+def _ensure_ticket_trailer(message: str, ticket_id: str) -> str:
+    """The idempotency check looks for this trailer: make sure the landed commit has it."""
+    trailer = f"{TICKET_TRAILER}: {ticket_id}"
+    head, trailers = _split_trailers(message)
+    if trailers and trailer in trailers.splitlines():
+        return message
+    return "\n\n".join([head, "\n".join(filter(None, [trailers, trailer]))]) + "\n"
+
+
+def _split_trailers(message: str) -> tuple[str, str]:
+    """(everything before the trailer paragraph, the trailer paragraph or "")."""
+    text = message.strip("\n")
+    head, sep, last = text.rpartition("\n\n")
+    if sep and all(_TRAILER_LINE.match(line) for line in last.splitlines()):
+        return head, last
+    return text, ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _paragraph(text: str) -> str:
+    """Free text as one body paragraph group: no blank-line tricks at its end, and no
+    line that git's trailer parser would take for a patch divider (`---`)."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    lines = [f"  {line}" if line.startswith("---") else line for line in lines]
+    return "\n".join(lines)
+
+
+def _ticket_docs(ticket: Ticket) -> list[str]:
+    if ticket.docs is None:
+        return []
+    values = (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown)
+    return [value for value in values if isinstance(value, str) and value.strip()]
+
+
+# -- landing ------------------------------------------------------------------------
+
+
+def land_ticket(
+    git: Git,
+    *,
+    target_branch: str,
+    ticket_tip: str,
+    base: str,
+    ticket: Ticket,
+    message: str,
+    allowed_globs: Sequence[str],
+    allow_empty: bool,
+    landing_lock: Path,
+    summary: str | None = None,
+) -> LandingResult:
+    """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
+
+    `message` is the full commit message (`commit_message`); `summary`, when given, is
+    added as a paragraph before its trailers.
+    """
+    text = _ensure_ticket_trailer(with_summary(message, summary), ticket.id)
+    Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
+            return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty)
+    except Timeout:
+        raise SageError(
+            f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
+            f"{LANDING_LOCK_TIMEOUT_S:.0f} s; is another sage-stream run stuck?"
+        )
+
+
+def _land_locked(
+    git: Git,
+    target: str,
+    tip: str,
+    base: str,
+    ticket_id: str,
+    message: str,
+    globs: Sequence[str],
+    allow_empty: bool,
+) -> LandingResult:
+    ref = f"refs/heads/{target}"
+    if git.rev_parse(ref) is None:
+        raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
+    earlier = git.commits_with_trailer(f"{base}..{ref}", TICKET_TRAILER, ticket_id, limit=1)
+    if earlier:
+        return LandingResult(ALREADY_LANDED, earlier[0], [], f"{ticket_id} is already on {target} as {earlier[0][:12]}")
+
+    for _ in range(CAS_ATTEMPTS):
+        old = git.rev_parse(ref)
+        assert old is not None
+        fork = git.merge_base(old, tip)
+        if fork is None:
+            return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
+        # The ticket's own changes, measured from where it left the target (the agent may
+        # have merged the target into its branch: `base` alone would count those too).
+        changed = git.changed_paths(fork, tip)
+        if not changed and not allow_empty:
+            return LandingResult(NO_CHANGES, None, [], f"{ticket_id} changed no file")
+        stray = outside(changed, globs)
+        if stray:
+            return LandingResult(
+                SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
+            )
+        merged = git.merge_tree(old, tip)
+        if not merged.clean:
+            paths = merged.conflicts
+            return LandingResult(CONFLICT, None, paths, f"{ticket_id} conflicts with {target} in: {', '.join(paths)}")
+        assert merged.tree is not None
+        landed_paths = git.changed_paths(old, merged.tree)
+        if not landed_paths and not allow_empty:
+            return LandingResult(NO_CHANGES, None, [], f"{ticket_id}'s changes are already on {target}")
+        # Which checked-out trees may be brought along is decided before the ref moves:
+        # afterwards every one of them looks dirty.
+        checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
+        clean = {info.path: git.is_clean(info.path) for info in checkouts}
+        commit = git.commit_tree(merged.tree, [old], message)
+        if git.update_ref(ref, commit, old):
+            result = LandingResult(LANDED, commit, landed_paths, f"{ticket_id} landed on {target} as {commit[:12]}")
+            _bring_along(git, result, checkouts, clean, target, old, commit)
+            return result
+    return LandingResult(
+        CONFLICT, None, [], f"{target} moved {CAS_ATTEMPTS} times while {ticket_id} was landing; try again"
+    )
+
+
+def _bring_along(
+    git: Git,
+    result: LandingResult,
+    checkouts: list[WorktreeInfo],
+    clean: dict[Path, bool],
+    target: str,
+    old: str,
+    new: str,
+) -> None:
+    """Update the files of each clean work tree that has the target checked out; leave a
+    dirty one exactly as it is and tell the user how to catch up."""
+    if not checkouts:
+        return
+    notes: list[str] = []
+    for info in checkouts:
+        if clean[info.path] and git.bring_along(info.path, old, new):
+            continue
+        why = "has uncommitted changes" if not clean[info.path] else "could not be updated"
+        notes.append(
+            f"your work tree {info.path} {why}, so it was left untouched; {target} moved from "
+            f"{old[:12]} to {new[:12]} under it, so `git status` there shows the landed changes as "
+            f"reverted: do not commit there before catching up with "
+            f"`git -C {info.path} read-tree -m -u {old[:12]} {new[:12]}` (keeps your changes; if it "
+            f"refuses because you edited the same files: `git diff --binary {old[:12]} > mine.patch`, "
+            f"`git reset --hard`, `git apply -3 mine.patch`)"
+        )
+    result.brought_along = not notes
+    if notes:
+        result.message = "; ".join([result.message, *notes])

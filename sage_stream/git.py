@@ -1,0 +1,375 @@
+"""Every git command sage-stream runs goes through this module.
+
+Rules it enforces for all of them:
+- argv lists only, never a shell: ticket text (titles, messages, paths) reaches git as
+  data, through argv or stdin.
+- `-c core.hooksPath=/dev/null`: no repository hook runs. An agent works inside a
+  worktree of this repository and can write hooks; `worktree add` (post-checkout) or a
+  commit would otherwise run them with our privileges and outside any agent sandbox.
+- `LC_ALL=C` so that messages we parse are English; `GIT_TERMINAL_PROMPT=0` so that git
+  never waits for a password on a terminal nobody is watching.
+- Variables that point git at another repository or index (`GIT_DIR`, `GIT_INDEX_FILE`...,
+  set when sage runs from inside a git hook) are dropped: every call names its repository
+  by its working directory.
+- Commits we create are never GPG-signed (a pinentry prompt would hang an unattended
+  run) and get the identity `sage-stream <sage@localhost>` only when the repository has
+  none configured; a configured user is never overridden.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from sage_stream.errors import SageError
+
+FALLBACK_NAME = "sage-stream"
+FALLBACK_EMAIL = "sage@localhost"
+ZERO_SHA = "0" * 40
+
+# Variables that make git use another repository, work tree or index than the one we name.
+_REPO_LOCATING_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_PREFIX",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+    "GIT_NO_REPLACE_OBJECTS",
+    "GIT_REPLACE_REF_BASE",
+    "GIT_QUARANTINE_PATH",
+)
+_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+class GitError(SageError):
+    """A git command failed; the message names the command, its directory and git's stderr."""
+
+    def __init__(self, args: list[str], cwd: Path, returncode: int, stderr: str) -> None:
+        command = " ".join(["git", *args])
+        detail = stderr.strip() or "(no message)"
+        super().__init__(f"`{command}` failed in {cwd} (exit {returncode}): {detail}")
+        self.command = args
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    path: Path
+    head: str | None  # None for a bare repository or an unborn branch
+    branch: str | None  # short name ("main"); None when detached or bare
+    bare: bool = False
+    prunable: bool = False  # its directory is gone; `worktree prune` would drop it
+
+
+@dataclass(frozen=True)
+class MergeTreeResult:
+    clean: bool
+    tree: str | None  # the merged tree when clean
+    conflicts: list[str]  # conflicted paths when not clean
+
+
+class Git:
+    """One repository, addressed by the root of its main work tree."""
+
+    def __init__(self, repo: Path, *, worktree_lock: Path | None = None) -> None:
+        self.repo = Path(repo)
+        # `worktree add/remove/prune` race each other (16 parallel adds lost up to 9):
+        # they all run under one lock. A file lock also serializes separate processes;
+        # without a path only the threads of this process are serialized.
+        self._worktree_lock: FileLock | threading.RLock
+        if worktree_lock is not None:
+            Path(worktree_lock).parent.mkdir(parents=True, exist_ok=True)
+            self._worktree_lock = FileLock(str(worktree_lock))
+        else:
+            self._worktree_lock = threading.RLock()
+        self._env = _base_env()
+        self._commit_env: dict[str, str] | None = None
+
+    # -- running --------------------------------------------------------------------
+
+    def run(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        check: bool = True,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `git <args>`; output is text (undecodable bytes kept as surrogates)."""
+        where = Path(cwd) if cwd is not None else self.repo
+        if isinstance(input, bytes):
+            input = input.decode("utf-8", errors="surrogateescape")
+        full_env = {**self._env, **env} if env else self._env
+        argv = ["git", "-c", "core.hooksPath=/dev/null", *args]
+        try:
+            result = subprocess.run(
+                argv,
+                cwd=where,
+                input=input,
+                capture_output=True,
+                text=True,
+                encoding="utf-8",
+                errors="surrogateescape",
+                env=full_env,
+                stdin=subprocess.DEVNULL if input is None else None,
+            )
+        except FileNotFoundError as error:
+            if not where.is_dir():
+                raise GitError(list(args), where, -1, f"directory does not exist: {error}")
+            raise SageError("git is not installed or not on PATH: sage-stream needs git >= 2.38")
+        if check and result.returncode != 0:
+            raise GitError(list(args), where, result.returncode, result.stderr)
+        return result
+
+    @contextmanager
+    def worktree_lock(self) -> Iterator[None]:
+        """Hold the worktree lock (reentrant in one thread) across several steps."""
+        with self._worktree_lock:
+            yield
+
+    # -- reading --------------------------------------------------------------------
+
+    def toplevel(self) -> Path:
+        return Path(self.run("rev-parse", "--show-toplevel").stdout.rstrip("\n"))
+
+    def version(self) -> tuple[int, int, int]:
+        text = self.run("version").stdout
+        found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+        if not found:
+            raise SageError(f"cannot read the git version from {text.strip()!r}")
+        return int(found[1]), int(found[2]), int(found[3] or 0)
+
+    def current_branch(self, cwd: Path | None = None) -> str | None:
+        """The checked-out branch's short name; None when HEAD is detached."""
+        result = self.run("symbolic-ref", "--quiet", "HEAD", cwd=cwd, check=False)
+        ref = result.stdout.strip()
+        if result.returncode != 0 or not ref.startswith("refs/heads/"):
+            return None
+        return ref.removeprefix("refs/heads/")
+
+    def rev_parse(self, ref: str, *, cwd: Path | None = None) -> str | None:
+        """The commit `ref` names, or None when it names no commit."""
+        if not ref or ref.startswith("-"):
+            return None
+        result = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=cwd, check=False)
+        sha = result.stdout.strip()
+        return sha if result.returncode == 0 and sha else None
+
+    def tree_of(self, commit: str) -> str:
+        return self.run("rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits; None for unrelated histories."""
+        result = self.run("merge-base", a, b, check=False)
+        if result.returncode == 1:
+            return None
+        if result.returncode != 0:
+            raise GitError(["merge-base", a, b], self.repo, result.returncode, result.stderr)
+        return result.stdout.strip()
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        result = self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False)
+        if result.returncode not in (0, 1):
+            raise GitError(["merge-base", "--is-ancestor"], self.repo, result.returncode, result.stderr)
+        return result.returncode == 0
+
+    def common_dir(self) -> Path:
+        out = self.run("rev-parse", "--path-format=absolute", "--git-common-dir").stdout
+        return Path(out.rstrip("\n"))
+
+    def is_clean(self, cwd: Path, *, include_untracked: bool = False) -> bool:
+        """No staged or unstaged change to tracked files (and no untracked file if asked)."""
+        untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
+        return self.run("status", "--porcelain", "-z", untracked, cwd=cwd).stdout == ""
+
+    def worktrees(self) -> list[WorktreeInfo]:
+        out = self.run("worktree", "list", "--porcelain", "-z").stdout
+        return [_parse_worktree(record) for record in out.split("\0\0") if record.strip("\0")]
+
+    def changed_paths(self, old: str, new: str) -> list[str]:
+        """Paths that differ between two commits or trees; a rename lists both its paths."""
+        out = self.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", old, new).stdout
+        return [path for path in out.split("\0") if path]
+
+    def commits_with_trailer(self, ref: str, key: str, value: str, *, limit: int | None = None) -> list[str]:
+        """Commits reachable from `ref` (or in a range `a..b`) with the trailer `key: value`."""
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"not a trailer key: {key!r}")
+        args = [
+            "log",
+            "-z",
+            "--no-show-signature",
+            "--fixed-strings",
+            f"--grep={key}: {value}",  # a cheap pre-filter; the trailer is checked below
+            f"--format=%H%x1f%(trailers:key={key},valueonly,separator=%x1f)",
+        ]
+        found: list[str] = []
+        for record in self.run(*args, "--end-of-options", ref, "--").stdout.split("\0"):
+            sha, *values = record.strip("\n").split("\x1f")
+            if sha and value in (v.strip() for v in values):
+                found.append(sha)
+                if limit is not None and len(found) >= limit:
+                    break
+        return found
+
+    # -- worktrees ------------------------------------------------------------------
+
+    def worktree_add(self, path: Path, branch: str, start: str) -> None:
+        """A new work tree at `path` on `branch`, (re)set to `start`.
+
+        `-B` resets an existing branch that is not checked out elsewhere: callers that
+        care about the branch's commits keep them first (see engine/worktrees.py).
+        """
+        with self._worktree_lock:
+            self.run("worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start)
+
+    def worktree_add_detached(self, path: Path, start: str) -> None:
+        with self._worktree_lock:
+            self.run("worktree", "add", "--quiet", "--detach", str(path), start)
+
+    def worktree_remove(self, path: Path) -> None:
+        """Remove a work tree even with changes in it; a vanished directory is pruned."""
+        with self._worktree_lock:
+            result = self.run("worktree", "remove", "--force", "--force", str(path), check=False)
+            if result.returncode != 0 and Path(path).exists():
+                raise GitError(["worktree", "remove", str(path)], self.repo, result.returncode, result.stderr)
+            self.run("worktree", "prune")
+
+    def worktree_prune(self) -> None:
+        with self._worktree_lock:
+            self.run("worktree", "prune")
+
+    # -- writing --------------------------------------------------------------------
+
+    def snapshot(self, worktree: Path, message: str, *, allow_unmerged: bool = False) -> str:
+        """Commit everything uncommitted in `worktree` (new, modified, deleted files) on
+        its HEAD and return the new tip; the old tip when there was nothing to commit.
+
+        Plumbing (add, write-tree, commit-tree, update-ref) instead of `git commit`: no
+        hook, no editor, no signing prompt, no commit-msg rewriting. An unresolved merge
+        conflict is refused (its markers are not work to land) unless `allow_unmerged`,
+        for keeping a backup of whatever is there.
+        """
+        old = self.rev_parse("HEAD", cwd=worktree)
+        if old is None:
+            raise GitError(["rev-parse", "HEAD"], worktree, 1, "the work tree has no commit checked out")
+        unmerged = "" if allow_unmerged else self.run("ls-files", "--unmerged", "-z", cwd=worktree).stdout
+        if unmerged:
+            # `add -A` would commit the conflict markers as if they were the work.
+            paths = sorted({entry.split("\t", 1)[-1] for entry in unmerged.split("\0") if entry})
+            raise GitError(["snapshot"], worktree, 1, f"unresolved merge conflict in: {', '.join(paths)}")
+        self.run("add", "--all", cwd=worktree)
+        tree = self.run("write-tree", cwd=worktree).stdout.strip()
+        if tree == self.tree_of(old):
+            return old
+        new = self.commit_tree(tree, [old], message)
+        self.run("update-ref", "-m", "sage-stream: snapshot", "HEAD", new, old, cwd=worktree)
+        return new
+
+    def merge_tree(self, ours: str, theirs: str) -> MergeTreeResult:
+        """A 3-way merge of two commits (merge base found by git) without touching any
+        index or work tree; nothing is written but objects."""
+        args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z", ours, theirs]
+        result = self.run(*args, check=False)
+        fields = result.stdout.split("\0")
+        if result.returncode == 0:
+            return MergeTreeResult(clean=True, tree=fields[0].strip(), conflicts=[])
+        if result.returncode == 1:
+            conflicts = list(dict.fromkeys(path for path in fields[1:] if path))
+            return MergeTreeResult(clean=False, tree=None, conflicts=conflicts)
+        raise GitError(args, self.repo, result.returncode, result.stderr)
+
+    def commit_tree(self, tree: str, parents: list[str], message: str) -> str:
+        """A commit object (no ref moves); the message is taken verbatim from stdin."""
+        args = ["commit-tree", "--no-gpg-sign"]
+        for parent in parents:
+            args += ["-p", parent]
+        text = message if message.endswith("\n") else message + "\n"
+        return self.run(*args, "-F", "-", tree, input=text, env=self._identity_env()).stdout.strip()
+
+    def update_ref(self, ref: str, new: str, old: str) -> bool:
+        """Compare-and-swap `ref` from `old` to `new`; False when the ref was not at `old`."""
+        result = self.run("update-ref", "-m", "sage-stream: land", ref, new, old, check=False)
+        if result.returncode == 0:
+            return True
+        current = self.rev_parse(ref) or ZERO_SHA
+        if current != old:
+            return False
+        raise GitError(["update-ref", ref, new, old], self.repo, result.returncode, result.stderr)
+
+    def bring_along(self, worktree: Path, old: str, new: str) -> bool:
+        """Update the files and index of a work tree whose branch just moved from `old` to
+        `new`, as `git checkout` would. False (nothing changed) when git refuses, e.g.
+        because a local change or an untracked file is in the way."""
+        self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
+        return self.run("read-tree", "-m", "-u", old, new, cwd=worktree, check=False).returncode == 0
+
+    def branch_delete(self, branch: str) -> None:
+        """Delete a branch whose work has landed. A plain ref deletion: `git branch -D`
+        would also lock .git/config, which fails under concurrent workers."""
+        self.run("update-ref", "-d", f"refs/heads/{branch}")
+
+    # -- identity -------------------------------------------------------------------
+
+    def _identity_env(self) -> dict[str, str]:
+        """Fallback author/committer variables, only for what the repository lacks."""
+        if self._commit_env is None:
+            self._commit_env = self._missing_identity()
+        return self._commit_env
+
+    def _missing_identity(self) -> dict[str, str]:
+        roles = ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT")
+        if all(self.run("var", role, check=False).returncode == 0 for role in roles):
+            return {}
+        config = self.run("config", "--get-regexp", r"^user\.(name|email)$", check=False).stdout
+        configured = dict(line.split(" ", 1) for line in config.splitlines() if " " in line)
+        name = configured.get("user.name") or FALLBACK_NAME
+        email = configured.get("user.email") or os.environ.get("EMAIL") or FALLBACK_EMAIL
+        env: dict[str, str] = {}
+        for role in ("AUTHOR", "COMMITTER"):
+            env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
+            env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
+        return env
+
+
+def _base_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in _REPO_LOCATING_VARS}
+    env["LC_ALL"] = "C"
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+def _parse_worktree(record: str) -> WorktreeInfo:
+    path: Path | None = None
+    head = branch = None
+    bare = prunable = False
+    for line in record.split("\0"):
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            path = Path(value)
+        elif key == "HEAD":
+            head = value if value != ZERO_SHA else None
+        elif key == "branch":
+            branch = value.removeprefix("refs/heads/")
+        elif key == "bare":
+            bare = True
+        elif key == "prunable":
+            prunable = True
+    if path is None:
+        raise SageError(f"cannot parse `git worktree list` output: {record!r}")
+    return WorktreeInfo(path=path, head=head, branch=branch, bare=bare, prunable=prunable)

@@ -1,0 +1,212 @@
+"""Ticket workspaces: one reusable worktree per worker slot; unlanded work is never lost."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
+from sage_stream.errors import SageError
+from sage_stream.git import Git
+
+
+def sh(repo: Path, *args: str) -> str:
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"git {args}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def git(git_repo: Path) -> Git:
+    return Git(git_repo, worktree_lock=git_repo / ".sage" / "worktree.lock")
+
+
+@pytest.fixture
+def spaces(git: Git) -> TicketWorkspaces:
+    return TicketWorkspaces(git, git.repo / ".sage" / "worktrees")
+
+
+def branches(git: Git) -> set[str]:
+    return set(sh(git.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
+
+
+def land_by_hand(git: Git, workspace: Workspace) -> None:
+    """What landing does to the target, enough for these tests: move main to the work."""
+    tip = git.snapshot(workspace.path, "work")
+    old = git.rev_parse("main") or ""
+    merged = git.merge_tree(old, tip)
+    assert merged.tree is not None
+    assert git.update_ref("refs/heads/main", git.commit_tree(merged.tree, [old], "landed"), old)
+
+
+def test_prepare_gives_a_clean_slot_on_the_ticket_branch_at_start(git: Git, spaces: TicketWorkspaces) -> None:
+    start = git.rev_parse("main")
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    assert workspace.path == spaces.root / "slot-0"
+    assert workspace.branch == "sage/TKT-001"
+    assert workspace.base == start
+    assert git.current_branch(workspace.path) == "sage/TKT-001"
+    assert git.rev_parse("HEAD", cwd=workspace.path) == start
+    assert (workspace.path / "README.md").read_text() == "test repository\n"
+    assert git.is_clean(workspace.path, include_untracked=True)
+
+
+def test_a_slot_is_reused_and_left_exactly_at_the_next_start(git: Git, spaces: TicketWorkspaces) -> None:
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "feature.txt").write_text("one\n")
+    (first.path / ".sage").mkdir()  # ignored by the repository: build output, not work
+    (first.path / ".sage" / "junk.o").write_text("junk")
+    land_by_hand(git, first)
+    spaces.release(first, landed=True)
+    assert "sage/TKT-001" not in branches(git)  # its work is on main
+    second = spaces.prepare("TKT-002", "main", slot=0)
+    assert second.path == first.path
+    assert git.rev_parse("HEAD", cwd=second.path) == git.rev_parse("main")
+    assert (second.path / "feature.txt").read_text() == "one\n"  # landed work is in main
+    assert not (second.path / ".sage").exists()
+    assert git.is_clean(second.path, include_untracked=True)
+    assert branches(git) == {"main", "sage/TKT-002"}
+
+
+def test_release_without_landing_keeps_uncommitted_work_on_the_branch(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    (workspace.path / "half done.txt").write_text("half\n")
+    (workspace.path / "README.md").unlink()
+    spaces.release(workspace, landed=False)
+    assert "sage/TKT-001" in branches(git)
+    kept = sh(git.repo, "ls-tree", "-r", "--name-only", "sage/TKT-001").splitlines()
+    assert "half done.txt" in kept and "README.md" not in kept
+    assert git.current_branch(workspace.path) is None  # slot detached, ready for the next one
+    assert git.is_clean(workspace.path, include_untracked=True)
+
+
+def test_release_without_any_work_drops_the_empty_branch(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    spaces.release(workspace, landed=False)
+    assert branches(git) == {"main"}
+
+
+def test_a_rerun_keeps_the_earlier_unlanded_attempt(git: Git, spaces: TicketWorkspaces) -> None:
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "attempt1.txt").write_text("first try\n")
+    spaces.release(first, landed=False)
+    first_tip = git.rev_parse("sage/TKT-001")
+    second = spaces.prepare("TKT-001", "main", slot=1)
+    assert git.rev_parse("sage/TKT-001-attempt-1") == first_tip
+    assert git.rev_parse("sage/TKT-001") == git.rev_parse("main")
+    assert not (second.path / "attempt1.txt").exists()
+    (second.path / "attempt2.txt").write_text("second try\n")
+    spaces.release(second, landed=False)
+    spaces.prepare("TKT-001", "main", slot=0)
+    assert git.rev_parse("sage/TKT-001-attempt-1") == first_tip
+    assert "attempt2.txt" in sh(git.repo, "ls-tree", "--name-only", "sage/TKT-001-attempt-2")
+
+
+def test_a_crashed_slot_keeps_its_uncommitted_work_when_reused(git: Git, spaces: TicketWorkspaces) -> None:
+    """A run killed mid-ticket left files in a slot and never released it."""
+    crashed = spaces.prepare("TKT-001", "main", slot=0)
+    (crashed.path / "unsaved.txt").write_text("precious\n")
+    spaces.prepare("TKT-002", "main", slot=0)  # the next run reuses slot 0
+    kept = git.rev_parse("sage/TKT-001-attempt-1") or git.rev_parse("sage/TKT-001")
+    assert kept is not None
+    assert sh(git.repo, "show", f"{kept}:unsaved.txt") == "precious\n"
+
+
+def test_a_ticket_left_checked_out_in_another_slot_moves_safely(git: Git, spaces: TicketWorkspaces) -> None:
+    crashed = spaces.prepare("TKT-001", "main", slot=0)
+    (crashed.path / "unsaved.txt").write_text("precious\n")
+    again = spaces.prepare("TKT-001", "main", slot=1)
+    assert git.current_branch(again.path) == "sage/TKT-001"
+    assert git.current_branch(crashed.path) is None
+    assert sh(git.repo, "show", "sage/TKT-001-attempt-1:unsaved.txt") == "precious\n"
+
+
+def test_detached_commits_made_by_an_agent_are_kept(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    sh(workspace.path, "checkout", "-q", "--detach")
+    (workspace.path / "detached.txt").write_text("x\n")
+    sh(workspace.path, "add", "detached.txt")
+    sh(workspace.path, "commit", "-q", "-m", "detached work")
+    orphan = git.rev_parse("HEAD", cwd=workspace.path)
+    spaces.release(workspace, landed=False)
+    assert git.rev_parse("sage/slot-0-kept-1") == orphan
+
+
+def test_a_stray_directory_in_the_slot_path_is_moved_aside(git: Git, spaces: TicketWorkspaces) -> None:
+    stray = spaces.root / "slot-0"
+    stray.mkdir(parents=True)
+    (stray / "notes.txt").write_text("someone's\n")
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    assert git.current_branch(workspace.path) == "sage/TKT-001"
+    moved = list((spaces.root / ".stale").glob("slot-0-*/slot-0/notes.txt"))
+    assert [path.read_text() for path in moved] == ["someone's\n"]
+
+
+def test_a_deleted_slot_directory_is_recreated(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    spaces.release(workspace, landed=False)
+    shutil.rmtree(workspace.path)
+    again = spaces.prepare("TKT-002", "main", slot=0)
+    assert (again.path / "README.md").is_file()
+    spaces.cleanup_stale()
+
+
+def test_unsafe_ids_never_name_a_branch_or_directory(spaces: TicketWorkspaces) -> None:
+    for bad in ("../escape", "a/b", "x.lock", "-rf", "a..b", "with space"):
+        with pytest.raises(SageError):
+            spaces.prepare(bad, "main", slot=0)
+    assert ticket_branch("AUTH-001") == "sage/AUTH-001"
+
+
+def test_an_unknown_start_is_a_user_error(spaces: TicketWorkspaces) -> None:
+    with pytest.raises(SageError, match="names no commit"):
+        spaces.prepare("TKT-001", "no-such-branch", slot=0)
+
+
+def test_parallel_slots_prepare_and_release_at_once(git: Git, spaces: TicketWorkspaces) -> None:
+    errors: list[BaseException] = []
+    together = threading.Barrier(6)
+
+    def work(slot: int) -> None:
+        together.wait()
+        try:
+            for round_ in range(2):
+                ticket = f"T-{slot}{round_}"
+                workspace = spaces.prepare(ticket, "main", slot=slot)
+                (workspace.path / f"{ticket}.txt").write_text(ticket)
+                spaces.release(workspace, landed=False)
+        except BaseException as error:  # collected: a thread's exception would be lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(slot,)) for slot in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for slot in range(6):
+        for round_ in range(2):
+            ticket = f"T-{slot}{round_}"
+            assert sh(git.repo, "show", f"sage/{ticket}:{ticket}.txt") == ticket
+
+
+def test_remove_slots_keeps_work_and_removes_the_directories(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    (workspace.path / "wip.txt").write_text("wip\n")
+    spaces.remove_slots()
+    assert not workspace.path.exists()
+    assert sh(git.repo, "show", "sage/TKT-001:wip.txt") == "wip\n"
+    assert [info.path for info in git.worktrees()] == [git.repo.resolve()]
+
+
+def test_changes_made_after_landing_are_kept_not_cleaned(git: Git, spaces: TicketWorkspaces) -> None:
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    (workspace.path / "landed.txt").write_text("landed\n")
+    land_by_hand(git, workspace)
+    (workspace.path / "late.txt").write_text("written after the snapshot\n")
+    spaces.release(workspace, landed=True)
+    assert sh(git.repo, "show", "sage/TKT-001:late.txt") == "written after the snapshot\n"
