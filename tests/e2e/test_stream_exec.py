@@ -279,3 +279,39 @@ def test_kill_9_at_any_point_then_rerun_lands_every_ticket_exactly_once(repo, po
     lock = RunLock(repo / ".sage")
     assert lock.acquire(wait=False)  # no stale lock blocks the next run
     lock.release()
+
+
+def test_ctrl_c_lands_what_finished_stops_the_rest_and_exits_130(repo, tmp_path):
+    import psutil
+
+    (repo / ".sage" / "config.toml").write_text("[stream]\ngrace_seconds = 1\n")
+    pid_file = tmp_path / "agent.pid"
+    hang = (f"import os, time, pathlib; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
+            "[(print('still working', flush=True), time.sleep(0.2)) for _ in range(600)]")
+    write_index(repo, [
+        make_ticket("QUICK-1", write_file_cmd("quick.txt", "q")),
+        make_ticket("HANG-1", [PY, "-c", hang]),
+    ])
+    process = subprocess.Popen([PY, "-m", "sage_stream", "stream", "--auto", "--parallel=2", "--json",
+                                "--index", str(repo / ".sage/tickets/index.json")],
+                               cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not {("ticket_landed", "QUICK-1"), ("ticket_started", "HANG-1")} <= seen:
+        line = process.stdout.readline()
+        if line.startswith("{"):
+            event = json.loads(line)
+            seen.add((event["event"], event.get("ticket", "")))
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    agent_pid = int(pid_file.read_text())
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    tickets = read_index(repo)
+    assert tickets["QUICK-1"]["state"] == "COMPLETED"
+    assert tickets["HANG-1"]["state"] == "UNPROCESSED"
+    assert not psutil.pid_exists(agent_pid) or psutil.Process(agent_pid).status() == psutil.STATUS_ZOMBIE
+    finished = [json.loads(line) for line in out.splitlines() if '"run_finished"' in line]
+    assert finished and finished[0]["exit_code"] == 130
