@@ -10,8 +10,13 @@ from sage_stream.agents.registry import get_agent, known_agents
 from sage_stream.errors import SageError
 
 
-def test_known_agents() -> None:
-    assert known_agents() == ["command", "exec"]
+def test_known_agents_include_the_generic_ones_and_every_cli_module_present() -> None:
+    import importlib.util
+
+    from sage_stream.agents.registry import CLI_AGENTS
+
+    present = [name for name in CLI_AGENTS if importlib.util.find_spec(f"sage_stream.agents.{name}")]
+    assert known_agents() == sorted(["command", "exec", *present])
 
 
 def test_exec() -> None:
