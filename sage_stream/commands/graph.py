@@ -17,9 +17,9 @@ import networkx as nx
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import analyze
-from sage_stream.graph.dependency_graph import build_graph, gc_paused, require_sound_graph
+from sage_stream.graph.dependency_graph import build_graph, gc_paused
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.tickets.store import LoadedIndex, load_index, resolve_index_path
+from sage_stream.commands.common import load_sound_index
 
 FORMATS = ("mermaid", "dot", "json")
 
@@ -67,16 +67,11 @@ def command(output_format: str, index_path: str | None) -> int:
     """Print the dependency graph (mermaid, dot or json)."""
     render: Callable[[GraphView], str] = {"mermaid": mermaid, "dot": dot, "json": as_json}[output_format]
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = _load_checked(index_path)
+        loaded = load_sound_index(index_path)
         output = render(GraphView(loaded.tickets))
     click.echo(output)
     return EXIT_OK
 
-
-def _load_checked(index_path: str | None) -> LoadedIndex:
-    loaded = load_index(resolve_index_path(index_path))
-    require_sound_graph(loaded.tickets, file=str(loaded.path))
-    return loaded
 
 
 # ---------------------------------------------------------------- mermaid

@@ -16,7 +16,7 @@ import click
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, analyze, remaining_estimates
-from sage_stream.graph.dependency_graph import gc_paused, require_sound_graph
+from sage_stream.graph.dependency_graph import gc_paused
 from sage_stream.graph.simulate import (
     WITHIN_BEST,
     WorkerPlan,
@@ -25,7 +25,8 @@ from sage_stream.graph.simulate import (
     simulate,
 )
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import LoadedIndex, load_index, resolve_index_path
+from sage_stream.tickets.store import LoadedIndex
+from sage_stream.commands.common import load_sound_index
 
 PLANNED_WORKERS = 8
 _CLOSE = 1e-9
@@ -58,7 +59,7 @@ class Prediction:
 def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
     """Predict the makespan for 1..8 workers and recommend a worker count."""
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = _load_checked(index_path)
+        loaded = load_sound_index(index_path)
         prediction = predict(loaded.tickets, extra_workers=workers)
     shown = [row for row in prediction.rows if workers is None or row.workers == workers]
     if as_json:
@@ -67,11 +68,6 @@ def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
         click.echo(plan_text(prediction, shown))
     return EXIT_OK
 
-
-def _load_checked(index_path: str | None) -> LoadedIndex:
-    loaded = load_index(resolve_index_path(index_path))
-    require_sound_graph(loaded.tickets, file=str(loaded.path))
-    return loaded
 
 
 def predict(tickets: Sequence[Ticket], *, extra_workers: int | None = None) -> Prediction:

@@ -11,10 +11,11 @@ import click
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
-from sage_stream.graph.dependency_graph import gc_paused, require_sound_graph
+from sage_stream.graph.dependency_graph import gc_paused
 from sage_stream.graph.ordering import is_retryable
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.tickets.store import LoadedIndex, load_index, resolve_index_path
+from sage_stream.tickets.store import LoadedIndex
+from sage_stream.commands.common import load_sound_index
 
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
 _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
@@ -27,7 +28,7 @@ _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 def command(as_json: bool, index_path: str | None) -> int:
     """Show what would start next, in order, and why blocked tickets wait."""
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = _load_checked(index_path)
+        loaded = load_sound_index(index_path)
         first = loaded.index.by_id()
         analysis = analyze(loaded.tickets)
         if as_json:
@@ -37,12 +38,6 @@ def command(as_json: bool, index_path: str | None) -> int:
     click.echo(output)
     return EXIT_OK
 
-
-def _load_checked(index_path: str | None) -> LoadedIndex:
-    """The index, loaded; a SageError if the dependency graph has errors."""
-    loaded = load_index(resolve_index_path(index_path))
-    require_sound_graph(loaded.tickets, file=str(loaded.path))
-    return loaded
 
 
 def ready_reason(ticket: Ticket, bottom_level: float) -> str:
