@@ -25,6 +25,12 @@ class StreamConfig(_Section):
     target: str | None = None
     schedule: str = "greedy"
     max_load: float | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)  # start nothing new once spent
+    # rate limits and exhausted quotas: pause dispatch for everyone (engine/dispatch_control.py)
+    rate_limit_backoff_seconds: float = Field(default=30.0, ge=0)
+    rate_limit_max_backoff_seconds: float = Field(default=600.0, ge=0)
+    rate_limit_stop_after: int = Field(default=5, ge=1)  # limits in a row before the run stops starting tickets
+    quota_wait_minutes: float = Field(default=15.0, ge=0)  # a later reset defers the ticket and stops the run
 
 
 class AgentConfig(_Section):
@@ -34,10 +40,15 @@ class AgentConfig(_Section):
     extra_args: list[str] = Field(default_factory=list)
     timeout_minutes: float | None = Field(default=None, gt=0)
     env: list[str] = Field(default_factory=list)  # names of environment variables passed through
+    reuse_sessions: bool = False  # continue the session of a ticket's only dependency
 
 
 class ChecksConfig(_Section):
-    commands: list[str] = Field(default_factory=list)
+    commands: list[str] = Field(default_factory=list)  # run before every ticket lands (never by a shell)
+    timeout_minutes: float = Field(default=10.0, gt=0)  # per check
+    max_fix_turns: int = Field(default=2, ge=0)  # a ticket's validation_config.max_retries overrides it
+    max_parallel: int = Field(default=4, ge=1, le=4)  # checks of one ticket run at once
+    env: list[str] = Field(default_factory=list)  # more environment variables checks may see
 
 
 class SageConfig(BaseModel):

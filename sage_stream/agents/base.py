@@ -17,6 +17,7 @@ optional JSON result file, and the result of a plain process (exit 0 = success).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from sage_stream.agents import environment
 from sage_stream.engine.agent_process import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
-from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.models import Ticket, parse_timestamp
 
 ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
 RESULT_FILE_LIMIT = 1_000_000
@@ -139,11 +140,20 @@ def read_log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
 
 @dataclass(frozen=True)
 class ResultFile:
-    """What a process wrote to SAGE_RESULT_FILE, or a note on why it was ignored."""
+    """What a process wrote to SAGE_RESULT_FILE, or a note on why it was ignored.
+
+    Keys (all optional): `success` (bool), `summary` (string), `cost_usd` (number >= 0),
+    `error_kind` (one of ERROR_KINDS), `retryable` (bool),
+    `reset_at` (ISO-8601 time the rate limit or quota resets).
+    """
 
     success: bool | None = None
     summary: str | None = None
     note: str | None = None
+    cost_usd: float | None = None
+    error_kind: str | None = None
+    retryable: bool | None = None
+    reset_at: str | None = None
 
 
 def read_result_file(job: AgentJob, exit: AgentExit) -> ResultFile:
@@ -178,8 +188,40 @@ def _result_file_fields(path: Path, value: Mapping[str, Any]) -> ResultFile:
     if summary is not None and not isinstance(summary, str):
         notes.append("`summary` ignored: expected a string")
         summary = None
+    cost = value.get("cost_usd")
+    if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))
+                             or not math.isfinite(cost) or cost < 0):
+        notes.append(f"`cost_usd` ignored: expected a number >= 0, found {cost!r}")
+        cost = None
+    error_kind = _optional_text(value, "error_kind", notes)
+    if error_kind is not None and error_kind not in ERROR_KINDS:
+        notes.append(f"`error_kind` ignored: expected one of {', '.join(ERROR_KINDS)}, found {error_kind!r}")
+        error_kind = None
+    retryable = value.get("retryable")
+    if retryable is not None and not isinstance(retryable, bool):
+        notes.append(f"`retryable` ignored: expected true or false, found {retryable!r}")
+        retryable = None
+    reset_at = _optional_text(value, "reset_at", notes)
+    if reset_at is not None:
+        try:
+            parse_timestamp(reset_at)
+        except ValueError as error:
+            notes.append(f"`reset_at` ignored: {error}")
+            reset_at = None
     note = f"result file {path}: " + "; ".join(notes) if notes else None
-    return ResultFile(success=success, summary=(summary or "").strip() or None, note=note)
+    return ResultFile(success=success, summary=(summary or "").strip() or None, note=note,
+                      cost_usd=float(cost) if cost is not None else None,
+                      error_kind=error_kind, retryable=retryable, reset_at=reset_at)
+
+
+def _optional_text(value: Mapping[str, Any], key: str, notes: list[str]) -> str | None:
+    text = value.get(key)
+    if text is None:
+        return None
+    if not isinstance(text, str) or not text.strip():
+        notes.append(f"`{key}` ignored: expected a non-empty string")
+        return None
+    return text.strip()
 
 
 def stopped_result(exit: AgentExit) -> AgentResult:
@@ -197,7 +239,9 @@ def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
     """A plain process: success = it exited 0, unless its result file or block says otherwise.
 
     The summary is, in order: the result file's `summary`, the last SAGE-RESULT block's
-    summary, the last line of output.
+    summary, the last line of output. The result file may also give `cost_usd`, and for a
+    failure `error_kind`, `retryable` and `reset_at` (a wrapper around a model API can say
+    it was rate limited: the engine then pauses dispatch instead of deferring the ticket).
     """
     if exit.outcome != EXITED:
         return stopped_result(exit)
@@ -213,11 +257,17 @@ def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
     if block is not None and block.status == "blocked":
         problems.append("the agent reported it is blocked")
     notes = [*problems, *([written.note] if written.note else [])]
+    failed = bool(problems)
+    kind = (written.error_kind or "other") if failed else None
+    retryable = written.retryable if written.retryable is not None else kind in ("rate_limit", "quota", "api")
     return AgentResult(
-        success=not problems,
+        success=not failed,
         summary=summary,
-        error_kind="other" if problems else None,
+        cost_usd=written.cost_usd,
+        error_kind=kind,
+        retryable=failed and retryable,
         message="; ".join(notes) or None,
+        reset_at=written.reset_at if failed else None,
     )
 
 

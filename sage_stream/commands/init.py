@@ -47,9 +47,24 @@ CONFIG_TEXT = """\
 # schedule = "greedy"
 # Start no new ticket while the 1-minute load average is above this (default: no limit).
 # max_load = 4.0
+# Start no new ticket once the agents of this run have cost this many US dollars (as the
+# agents report it); running agents finish and land (default: no limit).
+# max_cost_usd = 5.0
+# A rate limit or exhausted quota pauses dispatch for every worker: first for this many
+# seconds, doubling with each further limit in a row up to the maximum (or until the reset
+# time the agent reported); dispatch resumes with half the workers and adds one back after
+# every 2 successful agent runs.
+# rate_limit_backoff_seconds = 30.0
+# rate_limit_max_backoff_seconds = 600.0
+# Rate limits in a row after which the run starts no more tickets (they stay UNPROCESSED).
+# rate_limit_stop_after = 5
+# A quota that resets later than this many minutes from now defers the ticket until the
+# reset and stops starting tickets in this run.
+# quota_wait_minutes = 15.0
 
 [agent]
-# Which agent works on tickets: "exec" (each ticket's own `command`) or "command".
+# Which agent works on tickets: "exec" (each ticket's own `command`), "command", or an
+# agent CLI ("claude", "opencode", "codex", "gemini", "aider").
 # preset = "exec"
 # The command agent's command line; {prompt_file} is replaced by the prompt's path.
 # command = "my-agent --prompt-file {prompt_file}"
@@ -62,10 +77,27 @@ CONFIG_TEXT = """\
 # Names of environment variables passed to agents, beyond a small standard set
 # (a trailing * passes every variable with that prefix).
 # env = ["ANTHROPIC_API_KEY"]
+# Continue the agent's session of a ticket's only dependency, when it landed in the same
+# run (agents that support sessions; like `sage stream --reuse-sessions`).
+# reuse_sessions = false
 
 [checks]
-# Commands run in the ticket's worktree before it lands; a failure defers the ticket.
+# Commands run in the ticket's worktree before it lands, besides the ticket's own
+# validation_config.verification_scripts and sub-task validation_script. Each string is
+# split into arguments like a shell would, but never run by a shell: no pipes, &&,
+# redirections or $VARIABLES (put those in a script file and run the script).
 # commands = ["python -m pytest -q"]
+# Minutes one check may run before it is stopped (and counts as failed).
+# timeout_minutes = 10.0
+# When checks fail, the agent gets their output and another turn, this many times;
+# then the ticket is deferred (persistent_test_failure). A ticket's
+# validation_config.max_retries overrides it.
+# max_fix_turns = 2
+# Checks of one ticket that run at the same time (1 to 4).
+# max_parallel = 4
+# Names of environment variables checks may see, beyond the agents' standard set and
+# [agent] env.
+# env = ["DATABASE_URL"]
 """
 
 

@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,6 +14,10 @@ from sage_stream.config import SageConfig, load_config
 from sage_stream.errors import EXIT_OK, SageError
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
+
+if TYPE_CHECKING:
+    from sage_stream.engine.dispatch_control import RateLimitPolicy
+    from sage_stream.engine.verification import Check
 
 MIN_GIT = (2, 38, 0)
 
@@ -35,6 +40,8 @@ class StreamOptions:
     target: str | None = None
     wait: bool = False
     max_load: float | None = None
+    max_cost: float | None = None  # US dollars
+    reuse_sessions: bool = False
 
 
 def run_stream(options: StreamOptions) -> int:
@@ -68,6 +75,7 @@ def run_stream(options: StreamOptions) -> int:
         raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     agent = get_agent(options.agent or config.agent.preset or ("command" if (options.agent_cmd or config.agent.command) else "exec"),
                       agent_cmd=options.agent_cmd or config.agent.command, config=config.agent.model_dump())
+    checks = _project_checks(config, sage_dir)
     only = frozenset(options.tickets) if options.tickets else None
     _check_selected(loaded, only)
 
@@ -115,6 +123,11 @@ def run_stream(options: StreamOptions) -> int:
             only=only, max_tickets=options.max_tickets,
             max_load=options.max_load if options.max_load is not None else config.stream.max_load,
             confirm=_ask_before_start if options.interactive else None, config=config,
+            max_cost_usd=options.max_cost if options.max_cost is not None else config.stream.max_cost_usd,
+            reuse_sessions=options.reuse_sessions or config.agent.reuse_sessions,
+            checks=checks, check_timeout_s=60 * config.checks.timeout_minutes,
+            max_fix_turns=config.checks.max_fix_turns, check_parallel=config.checks.max_parallel,
+            check_env=[*config.agent.env, *config.checks.env], rate_limits=_rate_limit_policy(config),
         )
         store = IndexStore(index_path)
         run = StreamRun(store, git, settings, display, run_id)
@@ -129,6 +142,27 @@ def run_stream(options: StreamOptions) -> int:
             display.close()
     finally:
         run_lock.release()
+
+
+def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:
+    """`[checks] commands`, parsed now: a check that cannot run stops the run before it starts."""
+    from sage_stream.agents.environment import check_passthrough
+    from sage_stream.engine.verification import project_checks
+
+    try:
+        check_passthrough(config.checks.env)
+    except SageError as error:
+        raise SageError(f"{sage_dir / 'config.toml'}: [checks] {error.message.removeprefix('[agent] ')}") from None
+    return project_checks(config.checks.commands, config_path=str(sage_dir / "config.toml"))
+
+
+def _rate_limit_policy(config: SageConfig) -> RateLimitPolicy:
+    from sage_stream.engine.dispatch_control import RateLimitPolicy
+
+    stream = config.stream
+    return RateLimitPolicy(backoff_s=stream.rate_limit_backoff_seconds,
+                           max_backoff_s=max(stream.rate_limit_max_backoff_seconds, stream.rate_limit_backoff_seconds),
+                           stop_after=stream.rate_limit_stop_after, far_reset_s=60 * stream.quota_wait_minutes)
 
 
 def _startable_count(plan) -> int:
@@ -285,20 +319,31 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], decision, schedu
 @click.option("--wait", is_flag=True, help="If another run holds this repository, wait for it instead of exiting.")
 @click.option("--max-load", type=click.FloatRange(min=0), default=None, metavar="L",
               help="Start nothing new while the 1-minute load average is above L.")
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+              help="Start nothing new once the agents of this run have cost USD dollars (as they report it);"
+                   " running agents finish and land.")
+@click.option("--reuse-sessions", is_flag=True,
+              help="A ticket whose only dependency landed in this run continues that agent session"
+                   " (agents with sessions).")
 def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, schedule: str | None,
             agent: str | None, agent_cmd: str | None, tickets: tuple[str, ...], max_tickets: int | None,
             timeout_minutes: float | None, idle_timeout_minutes: float | None, as_json: bool, plain: bool,
-            index: str | None, target: str | None, wait: bool, max_load: float | None) -> int:
+            index: str | None, target: str | None, wait: bool, max_load: float | None, max_cost: float | None,
+            reuse_sessions: bool) -> int:
     """Run ready tickets with sub-agents in parallel worktrees and land each as one commit.
 
-    Exit codes: 0 nothing failed (including nothing to do, or another run is active),
-    1 error, 3 some tickets deferred, 130 interrupted.
+    Before a ticket lands, its checks run in its worktree (validation_config.verification_scripts,
+    sub-task validation_script, [checks] commands); a failing check gives the agent another turn.
+
+    Exit codes: 0 nothing failed (including nothing to do, another run is active, or
+    --max-cost reached), 1 error, 3 some tickets deferred or rate limits stopped the run,
+    130 interrupted.
     """
     output = "json" if as_json else "plain" if plain else "auto"
     return run_stream(StreamOptions(
         auto=auto, interactive=interactive, parallel=parallel, dry_run=dry_run, schedule=schedule, agent=agent,
         agent_cmd=agent_cmd, tickets=tickets, max_tickets=max_tickets, timeout_minutes=timeout_minutes,
         idle_timeout_minutes=idle_timeout_minutes, output=output, index=index, target=target, wait=wait,
-        max_load=max_load,
+        max_load=max_load, max_cost=max_cost, reuse_sessions=reuse_sessions,
     ))
 

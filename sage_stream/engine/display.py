@@ -151,6 +151,10 @@ def describe(event: ev.Event) -> str | None:
         return None
     if kind == ev.AGENT_FINISHED:
         return _describe_agent_finished(ticket, data)
+    if kind == ev.TICKET_CHECKING:
+        return _describe_checking(ticket, data)
+    if kind == ev.TICKET_CHECKED:
+        return _describe_checked(ticket, data)
     if kind == ev.TICKET_QUEUED:
         return f"queued {ticket} to land"
     if kind == TICKET_LANDING:
@@ -202,6 +206,25 @@ def _describe_agent_finished(ticket: str, data: dict[str, Any]) -> str:
     return f"{line}: {summary}" if summary else line
 
 
+def _names(value: Any) -> str:
+    return ", ".join(one_line(item, 60) for item in value) if isinstance(value, list) else ""
+
+
+def _describe_checking(ticket: str, data: dict[str, Any]) -> str:
+    checks = data.get("checks")
+    count = len(checks) if isinstance(checks, list) else 0
+    turn = data.get("turn")
+    after = f" after fix turn {one_line(turn)}" if isinstance(turn, int) and turn > 0 else ""
+    return f"checking {ticket}{after}: {count} check{'s' if count != 1 else ''} ({_names(checks)})"
+
+
+def _describe_checked(ticket: str, data: dict[str, Any]) -> str:
+    if data.get("passed"):
+        return f"checks passed for {ticket}"
+    tail = ": the agent gets another turn" if data.get("fix_turn_next") else ""
+    return f"checks failed for {ticket} ({_names(data.get('failed'))}){tail}"
+
+
 def _describe_deferred(ticket: str, data: dict[str, Any]) -> str:
     category = one_line(data.get("category") or "error", 40)
     message = one_line(data.get("message"))
@@ -227,8 +250,11 @@ def _describe_run_finished(data: dict[str, Any]) -> str:
         else:
             parts.append(f"{one_line(value)} {key}")
     summary = f"; summary {one_line(data.get('summary_path'))}" if data.get("summary_path") else ""
-    return (f"finished: {', '.join(parts)} in {format_duration(_number(data.get('duration_s')))} "
-            f"({exit_text}){summary}")
+    cost = _number(data.get("total_cost_usd"))
+    cost_text = f", ${cost:.2f} spent" if cost else ""
+    stopped = f"; {one_line(data.get('stopped'))}" if data.get("stopped") else ""
+    return (f"finished: {', '.join(parts)} in {format_duration(_number(data.get('duration_s')))}{cost_text} "
+            f"({exit_text}){stopped}{summary}")
 
 
 # ---------------------------------------------------------------- plain and json
@@ -418,6 +444,12 @@ def _set_stage(stage: str) -> Callable[[RunView, ev.Event], None]:
     return update
 
 
+def _on_ticket_checked(view: RunView, event: ev.Event) -> None:
+    item = view.active.get(event.ticket or "")
+    if item is not None and event.data.get("fix_turn_next"):
+        item.stage = RUNNING  # the agent's fix turn
+
+
 def _on_agent_output(view: RunView, event: ev.Event) -> None:
     item = view.active.get(event.ticket or "")
     if item is not None:
@@ -474,6 +506,8 @@ _VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
     ev.TICKET_STARTED: _on_ticket_started,
     ev.AGENT_OUTPUT: _on_agent_output,
     ev.AGENT_FINISHED: _set_stage(CHECKING),
+    ev.TICKET_CHECKING: _set_stage(CHECKING),
+    ev.TICKET_CHECKED: _on_ticket_checked,
     ev.TICKET_QUEUED: _set_stage(QUEUED),
     TICKET_LANDING: _set_stage(LANDING),
     ev.TICKET_LANDED: _on_ticket_landed,
@@ -495,7 +529,7 @@ _LINE_STYLES = {
     ev.DISPATCH_PAUSED: "yellow",
     ev.RUN_FINISHED: "bold",
 }
-_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, TICKET_LANDING}
+_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, TICKET_LANDING, ev.TICKET_CHECKING}
 _STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue", LANDING: "green"}
 
 

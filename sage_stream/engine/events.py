@@ -8,18 +8,26 @@ kind               data keys
 run_started        run_id, target, workers, workers_reason, schedule, agent,
                    tickets: {id: {title, estimate}} (every ticket this run may start),
                    ready (ids ready now, in order), predicted_makespan_minutes
-ticket_started     title, slot (0-based worker row), attempt, branch, worktree, log
+ticket_started     title, slot (0-based worker row), attempt, branch, worktree, log,
+                   continues (the dependency whose agent session it continues, or null)
 agent_output       line (the agent's latest non-empty output line; throttled)
 agent_finished     outcome (exited|timeout|idle_timeout|cancelled|failed_to_start),
-                   returncode, duration_s, success, summary
+                   returncode, duration_s, success, summary, turn (0 = the ticket's
+                   first turn, n = the n-th fix turn), cost_usd, session_id, error_kind
+                   (one per agent turn; cost and session may be null)
+ticket_checking    checks (names), turn (the agent turn being checked)
+ticket_checked     passed, failed (names of failing checks), turn, fix_turn_next
+                   (bool: the agent gets another turn), duration_s
 ticket_queued      commit queue entry written, waiting to land
 ticket_landed      commit, duration_s
-ticket_requeued    reason, attempt (a conflict: run again on the new tip)
+ticket_requeued    reason, attempt (a conflict: run again on the new tip; a rate limit:
+                   run again after the pause), category (conflict|rate_limit|quota)
 ticket_deferred    category, message, retryable, not_before
 dispatch_paused    reason, until (epoch seconds or null)
-dispatch_resumed   workers
+dispatch_resumed   workers, reason (a pause ended, or a worker was given back)
 message            level (info|warning|error), text
-run_finished       completed, deferred, interrupted, remaining, exit_code, duration_s, summary_path
+run_finished       completed, deferred, interrupted, remaining, exit_code, duration_s, summary_path,
+                   total_cost_usd, stopped (why the run stopped starting tickets, or null)
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ RUN_STARTED = "run_started"
 TICKET_STARTED = "ticket_started"
 AGENT_OUTPUT = "agent_output"
 AGENT_FINISHED = "agent_finished"
+TICKET_CHECKING = "ticket_checking"
+TICKET_CHECKED = "ticket_checked"
 TICKET_QUEUED = "ticket_queued"
 TICKET_LANDED = "ticket_landed"
 TICKET_REQUEUED = "ticket_requeued"

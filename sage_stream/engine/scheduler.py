@@ -68,6 +68,7 @@ class DispatchPlan:
     running: set[str] = field(default_factory=set)
     started_count: int = 0
     reruns: dict[str, int] = field(default_factory=dict)
+    requeued: set[str] = field(default_factory=set)  # rate-limited in this run: ready again
     _batch_open: bool = False
 
     def __post_init__(self) -> None:
@@ -83,8 +84,8 @@ class DispatchPlan:
             return False
         if self.only is not None and ticket_id not in self.only:
             return False
-        if ticket_id in self.reruns:
-            startable = True  # a conflict rerun: it was started in this run already
+        if self._started_before(ticket_id):
+            startable = True  # a conflict rerun or a requeue: it was started in this run already
         else:
             startable = is_startable(ticket, self.now)
         return startable and all(dep in self.done for dep in ticket.dependencies)
@@ -107,7 +108,7 @@ class DispatchPlan:
         for ticket_id in self.ready():
             if len(chosen) >= free_slots:
                 break
-            is_rerun = ticket_id in self.reruns
+            is_rerun = self._started_before(ticket_id)
             if not is_rerun and budget <= 0:
                 continue
             if self._overlaps_running(ticket_id, chosen):
@@ -121,6 +122,9 @@ class DispatchPlan:
         if self.max_tickets is None:
             return 1 << 30
         return max(0, self.max_tickets - self.started_count)
+
+    def _started_before(self, ticket_id: str) -> bool:
+        return ticket_id in self.reruns or ticket_id in self.requeued
 
     def _overlaps_running(self, ticket_id: str, also: Iterable[str]) -> bool:
         files = self.tickets[ticket_id].files
@@ -138,9 +142,9 @@ class DispatchPlan:
     # ------------------------------------------------------------ what happened
 
     def started(self, ticket_id: str) -> None:
-        self.running.add(ticket_id)
-        if ticket_id not in self.reruns:
+        if not self._started_before(ticket_id):
             self.started_count += 1
+        self.running.add(ticket_id)
 
     def landed(self, ticket_id: str) -> None:
         self.running.discard(ticket_id)
@@ -160,6 +164,11 @@ class DispatchPlan:
             return False
         self.reruns[ticket_id] = count + 1
         return True
+
+    def requeue(self, ticket_id: str) -> None:
+        """A rate limit: ready again, as if never started (no rerun used, no new start)."""
+        self.running.discard(ticket_id)
+        self.requeued.add(ticket_id)
 
     def blocked_by_failures(self) -> dict[str, list[str]]:
         """Tickets this run could not reach, with the failed tickets they wait on."""

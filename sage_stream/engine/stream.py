@@ -1,8 +1,17 @@
 """`sage stream`: the loop that joins the plan, the agent runners, landing and the display.
 
-One thread per running agent (blocking in `run_agent`), one main thread that decides,
+One thread per running ticket (blocking in `run_agent`), one main thread that decides,
 lands and writes state. Landing happens in the main thread, one ticket at a time,
 under the commit lock, so the commit queue is serial by construction.
+
+A ticket's thread runs its agent and then its checks (engine/verification.py): when a
+check fails, the agent gets the failing output and another turn (continuing its session
+when it has one), up to the ticket's fix turns; the thread hands back the last turn and
+the verdict, and only a ticket whose checks passed is queued to land. Checks run in the
+ticket's thread, so its worker slot stays busy and other tickets go on meanwhile.
+
+Dispatch is gated by `DispatchControl` (rate limits pause it for everyone and shrink the
+worker count), by `--max-cost` (once spent, nothing new starts) and by `--max-load`.
 """
 
 from __future__ import annotations
@@ -13,29 +22,46 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from sage_stream.agents import environment
 from sage_stream.agents.base import Agent, AgentJob, AgentResult
 from sage_stream.agents.prompt import build_prompt, write_prompt_file
 from sage_stream.config import SageConfig
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.agent_process import AgentExit, AgentLaunch, run_agent
+from sage_stream.engine.agent_process import CANCELLED, AgentExit, AgentLaunch, run_agent
 from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
+from sage_stream.engine.dispatch_control import (
+    DEFER,
+    RATE_LIMIT_KINDS,
+    STOP,
+    DispatchControl,
+    RateLimitPolicy,
+)
 from sage_stream.engine.display import Display
 from sage_stream.engine.landing import commit_message, land_ticket
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.run_record import RunRecord, TicketRecord, write_run
 from sage_stream.engine.scheduler import DispatchPlan
+from sage_stream.engine.verification import (
+    Check,
+    CheckDefinitionError,
+    Verification,
+    fix_prompt,
+    fix_turns_allowed,
+    run_checks,
+    ticket_checks,
+)
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
 from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
 from sage_stream.git import Git
-from sage_stream.tickets.models import State, Ticket, now_iso
+from sage_stream.tickets.models import State, Ticket, now_iso, parse_timestamp
 from sage_stream.tickets.store import IndexStore
 
 TRAILER_KEY = "Sage-Ticket"
@@ -63,6 +89,25 @@ class StreamSettings:
     max_load: float | None = None
     confirm: Callable[[Ticket], str] | None = None  # interactive: "yes" | "skip" | "quit"
     config: SageConfig = field(default_factory=SageConfig)
+    max_cost_usd: float | None = None  # start nothing new once the run's agents cost this much
+    reuse_sessions: bool = False  # continue the session of a ticket's only dependency
+    checks: Sequence[Check] = ()  # the project's [checks] commands, for every ticket
+    check_timeout_s: float = 600.0
+    max_fix_turns: int = 2  # when the ticket does not say (validation_config.max_retries)
+    check_parallel: int = 4
+    check_env: Sequence[str] = ()  # names passed to checks beyond the standard set
+    rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
+    clock: Callable[[], float] = time.time  # the dispatch controller's clock
+
+
+@dataclass
+class Continuation:
+    """A landed ticket's agent session that a dependent ticket may continue."""
+
+    ticket: str
+    title: str
+    session_id: str
+    slot: int  # the worker slot (and so the working directory) the session ran in
 
 
 @dataclass
@@ -74,6 +119,22 @@ class Attempt:
     cancel: threading.Event
     started: float
     attempt: int
+    stem: str = ""  # file names of this attempt in the run directory: <stem>.log, .prompt.md...
+    checks: Sequence[Check] = ()
+    max_fix_turns: int = 0
+    continued_from: str | None = None  # the dependency whose session this attempt continues
+
+
+@dataclass
+class TicketWork:
+    """What a ticket's thread hands back: its last agent turn and the checks' verdict."""
+
+    exit: AgentExit
+    result: AgentResult  # the last turn's, with cost and tokens summed over all turns
+    turn_started: float  # when the last turn started (time.time())
+    verification: Verification | None = None  # None: no checks, or the agent did not succeed
+    fix_turns: int = 0
+    cancelled: bool = False
 
 
 class StreamRun:
@@ -106,6 +167,14 @@ class StreamRun:
         self._paused_for_load = False
         self._last_line_sent: dict[str, float] = {}
         self.plan: DispatchPlan | None = None  # set by execute(); recovery lands before there is one
+        self.control = DispatchControl(settings.workers, settings.rate_limits, clock=settings.clock)
+        self.halted: str | None = None  # why this run starts no more tickets (cost, rate limits)
+        self.halt_exit: int | None = None  # the exit code the halt asks for, at least
+        self.spent_usd = 0.0
+        self.starts: dict[str, int] = {}  # agent starts per ticket in this run (file names)
+        self.rate_limited: dict[str, int] = {}  # rate limits per ticket in this run
+        self.sessions: dict[str, Continuation] = {}  # landed in this run, by ticket id
+        self.continued: dict[str, str] = {}  # session id -> the ticket that continues it
 
     # ---------------------------------------------------------------- entry
 
@@ -130,28 +199,37 @@ class StreamRun:
             if not self.stopping:
                 self._dispatch()
             if not self.attempts:
-                if self.stopping or self.plan.is_finished() or not self._can_ever_dispatch():
+                if self.stopping or self.halted or self.plan.is_finished() or not self._waiting_to_dispatch():
                     return
             try:
-                kind, ticket_id, payload = self.inbox.get(timeout=0.25)
+                kind, ticket_id, payload = self.inbox.get(timeout=self._wait_s())
             except queue.Empty:
                 self._check_stop_deadline()
                 continue
             self._handle(kind, ticket_id, payload)
             self._check_stop_deadline()
 
-    def _can_ever_dispatch(self) -> bool:
-        # With nothing running, a load-average pause is the only thing that can make the loop wait.
-        return self._paused_for_load
+    def _waiting_to_dispatch(self) -> bool:
+        # With nothing running, only a pause (load average, rate limit) makes the loop wait.
+        return self._paused_for_load or self.control.paused_until is not None
+
+    def _wait_s(self) -> float:
+        until_resume = self.control.seconds_to_resume()
+        return 0.25 if until_resume is None else min(0.25, max(0.01, until_resume))
 
     # ---------------------------------------------------------------- dispatch
 
     def _dispatch(self) -> None:
-        if not self.free_slots:
+        if self.halted:
+            return
+        if self.control.take_resume():
+            self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the rate-limit pause is over")
+        capacity = min(len(self.free_slots), self.control.startable(len(self.attempts)))
+        if capacity <= 0:
             return
         if self._load_too_high():
             return
-        for ticket_id in self.plan.next_to_start(len(self.free_slots)):
+        for ticket_id in self.plan.next_to_start(capacity):
             if self.stopping:
                 return
             ticket = self.plan.tickets[ticket_id]
@@ -182,13 +260,21 @@ class StreamRun:
             return True
         if self._paused_for_load:
             self._paused_for_load = False
-            self.emit(ev.DISPATCH_RESUMED, None, workers=self.settings.workers)
+            self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the load average is down")
         return False
 
     def _start(self, ticket: Ticket) -> None:
         crash_point("before_start_edit")
-        slot = self.free_slots.pop(0)
+        continuation = self._continuation(ticket)
+        slot = self._take_slot(continuation.slot if continuation else None)
         attempt_number = ticket.attempts + 1 + self.plan.reruns.get(ticket.id, 0)
+        try:
+            checks = [*ticket_checks(ticket), *self.settings.checks]
+        except CheckDefinitionError as error:  # found before any agent spends anything
+            self._return_slot(slot)
+            self.plan.started(ticket.id)
+            self._defer(ticket, category="error", message=error.message)
+            return
         try:
             start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
             workspace = self.workspaces.prepare(ticket.id, start, slot=slot)
@@ -196,37 +282,67 @@ class StreamRun:
                                       branch=workspace.branch)
             ticket_state.apply(self.store, {ticket.id: edit})
         except Exception as error:  # a git or disk failure for this one ticket: defer it, go on
-            self.free_slots.insert(0, slot)
+            self._return_slot(slot)
             self.plan.started(ticket.id)
             self._defer(ticket, category="error", message=f"could not prepare the worktree: {error}",
                         last_error=str(error))
             return
         self.plan.started(ticket.id)
         crash_point("after_start_edit")
-        rerun = self.plan.reruns.get(ticket.id, 0)
-        stem = ticket.id if not rerun else f"{ticket.id}.rerun-{rerun}"  # each attempt its own files
+        count = self.starts[ticket.id] = self.starts.get(ticket.id, 0) + 1
+        stem = ticket.id if count == 1 else f"{ticket.id}.rerun-{count - 1}"  # each attempt its own files
         prompt_file = self.run_dir / f"{stem}.prompt.md"
         log_path = self.run_dir / f"{stem}.log"
         result_file = self.run_dir / f"{stem}.result.json"
         result_file.unlink(missing_ok=True)
         summaries, titles = self._dependency_context(ticket)
-        write_prompt_file(prompt_file, build_prompt(
-            ticket, tickets_dir=self.store.path.parent, repo_root=self.settings.repo,
-            dependency_summaries=summaries, dependency_titles=titles))
+        prompt = build_prompt(ticket, tickets_dir=self.store.path.parent, repo_root=self.settings.repo,
+                              dependency_summaries=summaries, dependency_titles=titles)
+        if continuation is not None:
+            prompt += continuation_note(continuation)
+            self.continued[continuation.session_id] = ticket.id
+        write_prompt_file(prompt_file, prompt)
         job = AgentJob(ticket=ticket, worktree=workspace.path, prompt_file=prompt_file, result_file=result_file,
-                       log_path=log_path, run_id=self.run_id)
+                       log_path=log_path, run_id=self.run_id,
+                       session_id=continuation.session_id if continuation else None)
         attempt = Attempt(ticket=ticket, slot=slot, workspace=workspace, job=job, cancel=threading.Event(),
-                          started=time.time(), attempt=attempt_number)
+                          started=time.time(), attempt=attempt_number, stem=stem, checks=checks,
+                          max_fix_turns=fix_turns_allowed(ticket, self.settings.max_fix_turns),
+                          continued_from=continuation.ticket if continuation else None)
         self.attempts[ticket.id] = attempt
         self.record.tickets[ticket.id] = TicketRecord(
             id=ticket.id, title=ticket.title, outcome="running", start=now_iso(), end=None, commit=None,
             attempts=attempt_number, category=None, message=None, log=str(log_path), summary=None,
-            cost_usd=None, session_id=None)
+            cost_usd=None, session_id=continuation.session_id if continuation else None)
         self.emit(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=slot, attempt=attempt_number,
-                  branch=workspace.branch, worktree=str(workspace.path), log=str(log_path))
+                  branch=workspace.branch, worktree=str(workspace.path), log=str(log_path),
+                  continues=continuation.ticket if continuation else None)
         self.save_record()
         thread = threading.Thread(target=self._run_attempt, args=(attempt,), name=f"agent-{ticket.id}", daemon=True)
         thread.start()
+
+    def _take_slot(self, preferred: int | None) -> int:
+        """A free worker slot: `preferred` when it is free (a continued session's directory)."""
+        if preferred is not None and preferred in self.free_slots:
+            self.free_slots.remove(preferred)
+            return preferred
+        return self.free_slots.pop(0)
+
+    def _return_slot(self, slot: int) -> None:
+        self.free_slots.append(slot)
+        self.free_slots.sort()
+
+    def _continuation(self, ticket: Ticket) -> Continuation | None:
+        """The session to continue: its only dependency's, landed in this run, not yet
+        continued by another ticket (two tickets continuing one session would fork it)."""
+        if not self.settings.reuse_sessions or not self.settings.agent.supports_sessions():
+            return None
+        if len(ticket.dependencies) != 1:
+            return None
+        landed = self.sessions.get(ticket.dependencies[0])
+        if landed is None or self.continued.get(landed.session_id, ticket.id) != ticket.id:
+            return None
+        return landed
 
     def _dependency_context(self, ticket: Ticket) -> tuple[dict[str, str], dict[str, str]]:
         """What each dependency did (its agent's summary) and its title, for the prompt."""
@@ -243,23 +359,91 @@ class StreamRun:
             titles[dep] = other.title
         return summaries, titles
 
+    # ---------------------------------------------------------------- a ticket's thread
+
     def _run_attempt(self, attempt: Attempt) -> None:
-        """Worker thread: run the agent to the end and report back. Never raises."""
+        """Worker thread: agent turns and checks to the end, then report back. Never raises."""
         ticket_id = attempt.ticket.id
         try:
-            invocation = self.settings.agent.invocation(attempt.job)
-            launch = AgentLaunch(argv=invocation.argv, cwd=attempt.workspace.path, env=invocation.env,
-                                 log_path=attempt.job.log_path, timeout_s=self.settings.timeout_s,
-                                 idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
-            exit = run_agent(launch, cancel=attempt.cancel,
-                             on_line=lambda line: self.inbox.put(("line", ticket_id, line)))
-            result = self.settings.agent.parse_result(attempt.job, exit)
-            self.inbox.put(("finished", ticket_id, (exit, result)))
+            self.inbox.put(("finished", ticket_id, self._work_on_ticket(attempt)))
         except Exception as error:  # includes SageError from an agent that cannot run this ticket
             from sage_stream.errors import SageError
 
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(("crashed", ticket_id, detail))
+
+    def _work_on_ticket(self, attempt: Attempt) -> TicketWork:
+        """The agent's turn, then the checks; while they fail and fix turns are left, the
+        agent gets their output and another turn."""
+        job, turn, results = attempt.job, 0, []
+        while True:
+            turn_started = time.time()
+            exit, result = self._agent_turn(attempt, job)
+            results.append(result)
+            self.inbox.put(("turn", attempt.ticket.id, (exit, result, turn, turn_started)))
+            work = TicketWork(exit=exit, result=_over_turns(results), turn_started=turn_started, fix_turns=turn)
+            if not result.success or not attempt.checks:
+                return work
+            work.verification = self._verify(attempt, turn)
+            if work.verification.cancelled or attempt.cancel.is_set():
+                work.cancelled = True
+                return work
+            fix_next = not work.verification.passed and turn < attempt.max_fix_turns
+            self._post(ev.TICKET_CHECKED, attempt.ticket.id, passed=work.verification.passed,
+                       failed=[item.check.name for item in work.verification.failed], turn=turn,
+                       fix_turn_next=fix_next,
+                       duration_s=round(max((item.duration_s for item in work.verification.results), default=0), 2))
+            if not fix_next:
+                return work
+            turn += 1
+            job = self._fix_job(attempt, result, work.verification, turn)
+
+    def _agent_turn(self, attempt: Attempt, job: AgentJob) -> tuple[AgentExit, AgentResult]:
+        ticket_id = attempt.ticket.id
+        invocation = self.settings.agent.invocation(job)
+        launch = AgentLaunch(argv=invocation.argv, cwd=attempt.workspace.path, env=invocation.env,
+                             log_path=job.log_path, timeout_s=self.settings.timeout_s,
+                             idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
+        exit = run_agent(launch, cancel=attempt.cancel, on_line=lambda line: self.inbox.put(("line", ticket_id, line)))
+        return exit, self.settings.agent.parse_result(job, exit)
+
+    def _verify(self, attempt: Attempt, turn: int) -> Verification:
+        """Run the checks on exactly what would land: the agent's work is committed first,
+        and whatever the checks leave behind (caches, reports) is removed after them."""
+        path = attempt.workspace.path
+        checked = self.git.snapshot(path, f"{attempt.ticket.id}: {attempt.ticket.title}")
+        self._post(ev.TICKET_CHECKING, attempt.ticket.id, checks=[check.name for check in attempt.checks], turn=turn)
+        env = environment.agent_environment(os.environ, passthrough=self.settings.check_env, sage={
+            environment.SAGE_TICKET_ID: attempt.ticket.id,
+            environment.SAGE_RUN_ID: self.run_id,
+            environment.SAGE_WORKTREE: str(Path(path).absolute()),
+        })
+        try:
+            return run_checks(attempt.checks, worktree=path, env=env, log_dir=self.run_dir, stem=attempt.stem,
+                              timeout_s=self.settings.check_timeout_s, cancel=attempt.cancel,
+                              max_parallel=self.settings.check_parallel, label=f"turn {turn}")
+        finally:
+            self.git.run("reset", "--quiet", "--hard", checked, cwd=path)
+            self.git.run("clean", "-q", "-fd", cwd=path)  # not -x: ignored files never land anyway
+
+    def _fix_job(self, attempt: Attempt, previous: AgentResult, verification: Verification, turn: int) -> AgentJob:
+        """The next turn: the failing output as its prompt, in the same session when the
+        agent has one (else after the ticket's own prompt, for an agent that starts cold)."""
+        session = previous.session_id if self.settings.agent.supports_sessions() else None
+        stem = f"{attempt.stem}.fix-{turn}"
+        original = None if session else attempt.job.prompt_file.read_text(encoding="utf-8")
+        prompt_file = self.run_dir / f"{stem}.prompt.md"
+        write_prompt_file(prompt_file, fix_prompt(attempt.ticket, verification, fix_turn=turn,
+                                                  max_fix_turns=attempt.max_fix_turns, original_prompt=original))
+        result_file = self.run_dir / f"{stem}.result.json"
+        result_file.unlink(missing_ok=True)
+        return AgentJob(ticket=attempt.ticket, worktree=attempt.workspace.path, prompt_file=prompt_file,
+                        result_file=result_file, log_path=self.run_dir / f"{stem}.log", run_id=self.run_id,
+                        session_id=session)
+
+    def _post(self, kind: str, ticket_id: str, **data: Any) -> None:
+        """An event from a ticket's thread: the main thread emits it (displays are not shared)."""
+        self.inbox.put(("event", ticket_id, (kind, data)))
 
     # ---------------------------------------------------------------- results
 
@@ -273,20 +457,24 @@ class StreamRun:
                 self._last_line_sent[ticket_id] = now
                 self.emit(ev.AGENT_OUTPUT, ticket_id, line=payload)
             return
+        if kind == "event":
+            event_kind, data = payload
+            self.emit(event_kind, ticket_id, **data)
+            return
+        if kind == "turn":
+            self._turn_finished(attempt, *payload)
+            return
         del self.attempts[ticket_id]
-        self.free_slots.append(attempt.slot)
-        self.free_slots.sort()
+        self._return_slot(attempt.slot)
         if kind == "crashed":
             self._keep_work(attempt)
             self._defer(attempt.ticket, category="agent_failed", message=f"the agent could not run: {payload.splitlines()[-1] if payload else ''}",
                         last_error=payload[-2000:], log=str(attempt.job.log_path))
             return
-        exit, result = payload
+        work: TicketWork = payload
+        exit, result = work.exit, work.result
         crash_point("after_agent_exit")
-        self._record_result(attempt, result)
-        self.emit(ev.AGENT_FINISHED, ticket_id, outcome=exit.outcome, returncode=exit.returncode,
-                  duration_s=round(exit.duration_s, 2), success=result.success, summary=result.summary)
-        if exit.outcome == "cancelled":
+        if work.cancelled or exit.outcome == CANCELLED:
             self._keep_work(attempt)
             ticket_state.apply(self.store, {ticket_id: ticket_state.release(
                 count_attempt=False, note=f"interrupted in run {self.run_id}")})
@@ -300,30 +488,120 @@ class StreamRun:
             what = (f"ran longer than {self.settings.timeout_s / 60:g} min" if exit.outcome == "timeout"
                     else f"printed nothing for {self.settings.idle_timeout_s / 60:g} min")
             self._defer_transient(attempt, category="timeout", message=f"the agent {what} and was stopped",
-                                  last_error=exit.last_line)
+                                  last_error=exit.last_line, log=work_log(attempt, work))
             return
         if not result.success:
             self._keep_work(attempt)
+            if result.error_kind in RATE_LIMIT_KINDS:
+                self._rate_limited(attempt, work)
+                return
             if result.retryable:
                 self._defer_transient(attempt, category=result.error_kind or "agent_failed",
                                       message=result.message or "the agent hit a transient error",
-                                      last_error=exit.last_line, not_before=result.reset_at)
+                                      last_error=exit.last_line, not_before=result.reset_at, result=result,
+                                      log=work_log(attempt, work))
                 return
             detail = result.message or (f"exit code {exit.returncode}" if exit.outcome == "exited" else exit.error)
             self._defer(attempt.ticket, category="agent_failed", message=f"the agent failed: {detail}",
-                        last_error=exit.last_line or exit.error, log=str(attempt.job.log_path), result=result)
+                        last_error=exit.last_line or exit.error, log=str(work_log(attempt, work)), result=result)
             self.workspaces.release(attempt.workspace, landed=False)
             return
-        self._queue_and_land(attempt, result)
+        if work.verification is not None and not work.verification.passed:
+            self._checks_failed(attempt, work)
+            return
+        self._queue_and_land(attempt, result, fix_turns=work.fix_turns)
 
-    def _record_result(self, attempt: Attempt, result: AgentResult) -> None:
-        record = self.record.tickets.get(attempt.ticket.id)
+    def _turn_finished(self, attempt: Attempt, exit: AgentExit, result: AgentResult, turn: int,
+                       turn_started: float) -> None:
+        """One agent turn is over: its cost counts now (for --max-cost), whatever follows."""
+        ticket_id = attempt.ticket.id
+        record = self.record.tickets.get(ticket_id)
         if record is not None:
-            record.summary = result.summary
-            record.cost_usd = result.cost_usd
-            record.session_id = result.session_id
+            record.summary = result.summary or record.summary
+            record.session_id = result.session_id or record.session_id
+            if result.cost_usd is not None:
+                record.cost_usd = round((record.cost_usd or 0.0) + result.cost_usd, 6)
         if result.cost_usd:
-            self.record.total_cost_usd = (self.record.total_cost_usd or 0.0) + result.cost_usd
+            self.spent_usd += result.cost_usd
+            self.record.total_cost_usd = round(self.spent_usd, 6)
+        self.emit(ev.AGENT_FINISHED, ticket_id, outcome=exit.outcome, returncode=exit.returncode,
+                  duration_s=round(exit.duration_s, 2), success=result.success, summary=result.summary,
+                  turn=turn, cost_usd=result.cost_usd, session_id=result.session_id, error_kind=result.error_kind)
+        if result.success:
+            workers = self.control.on_success(started_at=turn_started)
+            if workers is not None:
+                self.emit(ev.DISPATCH_RESUMED, None, workers=workers,
+                          reason=f"{self.settings.rate_limits.raise_after} agent runs in a row without a rate limit")
+        limit = self.settings.max_cost_usd
+        if limit is not None and self.spent_usd >= limit:
+            self._halt(f"cost ${self.spent_usd:.2f} reached --max-cost ${limit:.2f}")
+        self.save_record()
+
+    def _halt(self, reason: str, *, exit_code: int | None = None) -> None:
+        """Start no more tickets in this run; running ones finish and land."""
+        if exit_code is not None:
+            self.halt_exit = max(self.halt_exit or 0, exit_code)
+        if self.halted is not None:
+            return
+        self.halted = reason
+        running = f"; {len(self.attempts)} running ticket(s) finish and land" if self.attempts else ""
+        self.emit(ev.MESSAGE, None, level="warning", text=f"stopped starting tickets: {reason}{running}")
+
+    # ---------------------------------------------------------------- rate limits
+
+    def _rate_limited(self, attempt: Attempt, work: TicketWork) -> None:
+        """Not the ticket's fault: back to ready and pause dispatch for everyone, or, when
+        the limit resets far in the future, defer it until then and stop starting tickets."""
+        ticket, result = attempt.ticket, work.result
+        kind = result.error_kind or "rate_limit"
+        detail = result.message or kind.replace("_", " ")
+        decision = self.control.on_rate_limit(kind=kind, started_at=work.turn_started,
+                                              reset_at=_epoch_or_none(result.reset_at))
+        if decision.action == DEFER:
+            self._defer(ticket, category=kind, message=f"{detail}: {decision.reason}", last_error=work.exit.last_line,
+                        log=str(work_log(attempt, work)), retryable=True, not_before=_iso(decision.not_before),
+                        result=result)
+            self.workspaces.release(attempt.workspace, landed=False)
+            self._halt(decision.reason)
+            return
+        count = self.rate_limited[ticket.id] = self.rate_limited.get(ticket.id, 0) + 1
+        if decision.action == STOP:
+            self._requeue(attempt, category=kind, reason=f"{detail}: {decision.reason}")
+            self._halt(decision.reason, exit_code=EXIT_DEFERRED)
+            return
+        if count >= self.settings.rate_limits.stop_after:  # this one keeps failing while others get through
+            self._defer_transient(attempt, category=kind, message=f"{detail} ({count} times in this run)",
+                                  last_error=work.exit.last_line, not_before=result.reset_at, result=result,
+                                  log=work_log(attempt, work))
+            return
+        if decision.pause_s > 0:
+            self.emit(ev.DISPATCH_PAUSED, None, reason=decision.reason, until=decision.until)
+        self._requeue(attempt, category=kind, reason=f"{detail}: {decision.reason}")
+
+    def _requeue(self, attempt: Attempt, *, category: str, reason: str) -> None:
+        """Back to UNPROCESSED and ready in this run; not an attempt (its work is kept on its branch)."""
+        ticket_id = attempt.ticket.id
+        ticket_state.apply(self.store, {ticket_id: ticket_state.release(
+            count_attempt=False, note=f"{category} in run {self.run_id}: {reason}")})
+        self.plan.requeue(ticket_id)
+        self.workspaces.release(attempt.workspace, landed=False)
+        self._set_outcome(ticket_id, "requeued", category=category, message=reason)
+        self.emit(ev.TICKET_REQUEUED, ticket_id, reason=reason, attempt=attempt.attempt, category=category)
+
+    # ---------------------------------------------------------------- checks
+
+    def _checks_failed(self, attempt: Attempt, work: TicketWork) -> None:
+        verification = work.verification
+        assert verification is not None
+        failed = verification.failed
+        names = ", ".join(item.check.name for item in failed)
+        turns = work.fix_turns
+        after = f"after {turns} fix turn{'s' if turns != 1 else ''}" if turns else "(no fix turns allowed)"
+        self._keep_work(attempt)
+        self._defer(attempt.ticket, category="persistent_test_failure", message=f"checks still fail {after}: {names}",
+                    last_error=verification.failure_tail(), log=str(failed[0].log_path) if failed else None,
+                    result=work.result, clip=4096)
+        self.workspaces.release(attempt.workspace, landed=False)
 
     def _keep_work(self, attempt: Attempt) -> None:
         """Commit whatever the agent left in its worktree to its branch, so nothing is lost."""
@@ -332,7 +610,7 @@ class StreamRun:
         except Exception:
             pass  # the worktree itself is kept; the snapshot is a convenience
 
-    def _queue_and_land(self, attempt: Attempt, result: AgentResult) -> None:
+    def _queue_and_land(self, attempt: Attempt, result: AgentResult, *, fix_turns: int = 0) -> None:
         ticket = attempt.ticket
         try:
             tip = self.git.snapshot(attempt.workspace.path, f"{ticket.id}: {ticket.title}")
@@ -343,7 +621,8 @@ class StreamRun:
         crash_point("after_snapshot")
         entry = QueueEntry(ticket=ticket.id, branch=attempt.workspace.branch, tip=tip, base=attempt.workspace.base,
                            run_id=self.run_id, worktree=str(attempt.workspace.path), log=str(attempt.job.log_path),
-                           result=_result_json(result))
+                           result=_result_json(result, fix_turns=fix_turns or None,
+                                               continued_from=attempt.continued_from))
         self.queue.put(entry)
         crash_point("after_queue_put")
         self._set_outcome(ticket.id, "queued")
@@ -378,6 +657,10 @@ class StreamRun:
                 self.workspaces.release(workspace, landed=True)
             if self.plan is not None:
                 self.plan.landed(ticket.id)
+            session = entry.result.get("session_id")
+            if attempt is not None and isinstance(session, str) and session:
+                self.sessions[ticket.id] = Continuation(ticket=ticket.id, title=ticket.title, session_id=session,
+                                                        slot=attempt.slot)
             self.landed.append(ticket.id)
             self._set_outcome(ticket.id, "landed", commit=result.commit)
             self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
@@ -392,7 +675,7 @@ class StreamRun:
             if self.plan is not None and self.plan.rerun(ticket.id):
                 self._set_outcome(ticket.id, "requeued", message=f"conflict with what landed: {paths}")
                 self.emit(ev.TICKET_REQUEUED, ticket.id, reason=f"conflict with what landed meanwhile: {paths}",
-                          attempt=self.plan.reruns[ticket.id] + 1)
+                          attempt=self.plan.reruns[ticket.id] + 1, category="conflict")
                 return "requeued"
             self._defer(ticket, category="conflict", message=f"conflicts with the target branch in {paths}",
                         last_error=result.message, log=entry.log, retryable=True, not_before=self._backoff(ticket))
@@ -415,20 +698,21 @@ class StreamRun:
         return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _defer_transient(self, attempt: Attempt, *, category: str, message: str, last_error: str | None,
-                         not_before: str | None = None) -> None:
+                         not_before: str | None = None, result: AgentResult | None = None,
+                         log: Path | None = None) -> None:
         ticket = attempt.ticket
         retryable = ticket.attempts + 1 < self.settings.max_attempts
         if not retryable:
             message += f" ({ticket.attempts + 1} attempts: waits for `sage retry {ticket.id}`)"
         self._defer(ticket, category=category, message=message, last_error=last_error,
-                    log=str(attempt.job.log_path), retryable=retryable,
-                    not_before=(not_before or self._backoff(ticket)) if retryable else None)
+                    log=str(log or attempt.job.log_path), retryable=retryable,
+                    not_before=(not_before or self._backoff(ticket)) if retryable else None, result=result)
         self.workspaces.release(attempt.workspace, landed=False)
 
     def _defer(self, ticket: Ticket, *, category: str, message: str, last_error: str | None = None,
                log: str | None = None, retryable: bool = False, not_before: str | None = None,
-               result: AgentResult | None = None) -> None:
-        edit = ticket_state.defer(category=category, message=message, last_error=_clip(last_error), log=log,
+               result: AgentResult | None = None, clip: int = 2000) -> None:
+        edit = ticket_state.defer(category=category, message=message, last_error=_clip(last_error, clip), log=log,
                                   retryable=retryable, not_before=not_before,
                                   result=_result_json(result) if result else None)
         ticket_state.apply(self.store, {ticket.id: edit})
@@ -502,7 +786,7 @@ class StreamRun:
     def _finish(self) -> int:
         if self.interrupted:
             code = EXIT_INTERRUPTED
-        elif self.deferred:
+        elif self.deferred or self.halt_exit == EXIT_DEFERRED:
             code = EXIT_DEFERRED
         else:
             code = EXIT_OK
@@ -518,7 +802,9 @@ class StreamRun:
                       text=f"{ticket_id} not started: blocked by {', '.join(waiting)} (deferred in this run)")
         self.emit(ev.RUN_FINISHED, None, completed=len(self.landed), deferred=len(self.deferred),
                   interrupted=self.interrupted, remaining=len(remaining), exit_code=code,
-                  duration_s=round(time.time() - _epoch(self.started_at), 1), summary_path=str(path))
+                  duration_s=round(time.time() - _epoch(self.started_at), 1), summary_path=str(path),
+                  total_cost_usd=self.record.total_cost_usd,
+                  stopped=f"stopped starting tickets: {self.halted}" if self.halted else None)
         return code
 
 
@@ -532,12 +818,58 @@ def _docs_paths(ticket: Ticket) -> list[str]:
     return [path for path in (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown) if path]
 
 
-def _result_json(result: AgentResult | None) -> dict[str, Any]:
+def _result_json(result: AgentResult | None, **extra: Any) -> dict[str, Any]:
+    """What the index keeps of an agent's result (`agent_result`), without empty keys."""
     if result is None:
         return {}
     data = {"summary": result.summary, "session_id": result.session_id, "cost_usd": result.cost_usd,
-            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind}
+            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind, **extra}
     return {key: value for key, value in data.items() if value is not None}
+
+
+def _over_turns(results: list[AgentResult]) -> AgentResult:
+    """The last turn's result, with cost, tokens and turns summed over every turn."""
+    def total(values: list[Any]) -> Any:
+        present = [value for value in values if value is not None]
+        return sum(present) if present else None
+
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    session = next((r.session_id for r in reversed(results) if r.session_id), None)
+    return replace(last, cost_usd=total([r.cost_usd for r in results]), tokens=total([r.tokens for r in results]),
+                   turns=total([r.turns for r in results]), session_id=session)
+
+
+def work_log(attempt: Attempt, work: TicketWork) -> Path:
+    """The log of the ticket's last agent turn."""
+    if work.fix_turns:
+        return attempt.job.log_path.parent / f"{attempt.stem}.fix-{work.fix_turns}.log"
+    return attempt.job.log_path
+
+
+def continuation_note(continuation: Continuation) -> str:
+    """Appended to the prompt of a ticket that continues its dependency's session."""
+    title = " ".join(continuation.title.split())
+    return (f"\n## Continuing from {continuation.ticket}\n\n"
+            f"This session continues from ticket {continuation.ticket} (\"{title}\"), which you finished "
+            "earlier in this run. It has landed: this worktree starts from it. Work on the ticket above now; "
+            "what was asked for the earlier ticket no longer applies.\n")
+
+
+def _epoch_or_none(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return parse_timestamp(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _clip(text: str | None, limit: int = 2000) -> str | None:

@@ -6,19 +6,27 @@ directory that exists, never by creating it. Git runs with argv lists and
 GIT_OPTIONAL_LOCKS=0 (no index refresh behind our back).
 
 A failed prerequisite is a warning: the index may still be fine, and `sage stream`
-refuses to start on its own when it truly cannot run.
+refuses to start on its own when it truly cannot run. Two are errors (`blocking`):
+a `.sage/config.toml` that does not load, and an `[agent] preset` naming an agent CLI
+that is not installed (or that sage-stream has no module for) - every run would fail.
+
+The agent check runs only when the config names an agent: the CLI's `--version` (through
+its module's `cli_version()`), shown as "claude 2.1.3 at /usr/bin/claude".
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sage_stream.errors import SageError
 from sage_stream.validation.findings import Finding, Severity
 
 MIN_GIT_VERSION = (2, 38)
@@ -34,10 +42,11 @@ _OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class Prerequisite:
-    name: str  # stable: git_installed, git_version, git_work_tree, sage_dir_writable
+    name: str  # stable: git_installed, git_version, git_work_tree, sage_dir_writable, config_valid, agent_cli
     ok: bool
     message: str
     path: str | None = None
+    blocking: bool = False  # when not ok: an error (no run could work), not a warning
 
     def as_json(self) -> dict[str, object]:
         return {"name": self.name, "ok": self.ok, "message": self.message, "path": self.path}
@@ -154,16 +163,93 @@ def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
                         f"{sage_dir} writable; {names} creatable", str(sage_dir))
 
 
+def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
+    """The configured agent, when `.sage/config.toml` names one: its CLI installed, and which
+    version. Nothing when no agent is configured (`sage stream` then runs `exec`)."""
+    from sage_stream.config import load_config
+
+    config_path = str(sage_dir / "config.toml")
+    try:
+        config = load_config(sage_dir)
+    except SageError as error:
+        return [Prerequisite("config_valid", False, error.message, config_path, blocking=True)]
+    preset = config.agent.preset
+    if preset is None and config.agent.command:
+        return [_command_prerequisite(config.agent.command, config_path)]
+    if preset is None or preset == "exec":
+        return []
+    if preset == "command":
+        if not config.agent.command:
+            return [Prerequisite("agent_command", False, "[agent] preset is \"command\" but [agent] command is not"
+                                 " set: pass --agent-cmd to sage stream, or set it", config_path)]
+        return [_command_prerequisite(config.agent.command, config_path)]
+    return [cli_prerequisite(preset, config_path)]
+
+
+def cli_prerequisite(preset: str, config_path: str | None = None) -> Prerequisite:
+    """Whether the agent CLI `preset` is installed: its module's `cli_version()`."""
+    from sage_stream.agents.registry import CLI_AGENTS, known_agents
+
+    if preset not in CLI_AGENTS:
+        return Prerequisite("agent_cli", False, f"[agent] preset {preset!r} is not an agent sage-stream knows:"
+                            f" known agents are {', '.join(known_agents())}", config_path, blocking=True)
+    try:
+        module = importlib.import_module(f"sage_stream.agents.{preset}")
+    except ImportError:
+        return Prerequisite("agent_cli", False, f"[agent] preset {preset!r}: this sage-stream has no {preset}"
+                            " agent module", config_path, blocking=True)
+    cli_version = getattr(module, "cli_version", None)
+    if cli_version is None:
+        return Prerequisite("agent_cli", False, f"{preset}: cannot tell whether its CLI is installed"
+                            " (its agent module has no cli_version())", config_path)
+    try:
+        version = cli_version()
+    except Exception as error:  # a module's bug must not break validate
+        version, problem = None, f": `{preset} --version` failed ({error})"
+    else:
+        problem = ""
+    executable = shutil.which(getattr(module, "EXECUTABLE", preset))
+    if not version:
+        where = f" ({executable} does not answer --version)" if executable else " (not found on PATH)"
+        return Prerequisite("agent_cli", False, f"{preset} is not installed{where}{problem}: [agent] preset"
+                            f" {preset!r} needs it (see the README's section on {preset})", config_path,
+                            blocking=True)
+    version = version.strip()
+    if version.lower().startswith(preset.lower()):
+        version = version[len(preset):].strip()
+    return Prerequisite("agent_cli", True, f"{preset} {version}" + (f" at {executable}" if executable else ""),
+                        executable)
+
+
+def _command_prerequisite(template: str, config_path: str) -> Prerequisite:
+    """The `command` agent's program, found on PATH (a warning only: --agent-cmd may differ)."""
+    try:
+        program = shlex.split(template)[0]
+    except (ValueError, IndexError):
+        return Prerequisite("agent_command", False, f"[agent] command {template!r} cannot be split into"
+                            " arguments", config_path)
+    if "/" in program:
+        return Prerequisite("agent_command", True, f"command agent: {program} (a path; it runs in each worktree)",
+                            config_path)
+    found = shutil.which(program)
+    if found is None:
+        return Prerequisite("agent_command", False, f"[agent] command runs {program!r}, which is not on PATH",
+                            config_path)
+    return Prerequisite("agent_command", True, f"command agent: {program} at {found}", found)
+
+
 def check_prerequisites(index_path: Path) -> tuple[GitContext, list[Prerequisite]]:
-    """Git, work tree, `.sage/` writability: every prerequisite of `sage stream`, in order."""
+    """Git, work tree, `.sage/` writability, the configured agent: every prerequisite of
+    `sage stream`, in order."""
     context = inspect_git(index_path.parent)
     sage_dir = sage_dir_for(index_path, context.work_tree)
-    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir)]
+    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir), *agent_prerequisites(sage_dir)]
 
 
 def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:
     return [
-        Finding(Severity.WARNING, PREREQUISITE_PREFIX + item.name, item.message, file=item.path)
+        Finding(Severity.ERROR if item.blocking else Severity.WARNING, PREREQUISITE_PREFIX + item.name,
+                item.message, file=item.path)
         for item in prerequisites
         if not item.ok
     ]

@@ -178,6 +178,21 @@ def test_max_tickets_limits_how_many_start_but_reruns_do_not_count():
     assert sum(1 for _, event, _ in runner.log if event == "start") == 3  # M-1 twice
 
 
+def test_a_requeued_ticket_is_ready_again_without_using_a_start_or_a_rerun():
+    # a rate limit: the ticket goes back to ready; it uses up neither --max-tickets nor a rerun
+    limited = ticket("Q-1", priority="P0")
+    plan = make_plan([limited, ticket("Q-2"), ticket("Q-3")], max_tickets=2, max_reruns=0)
+    assert plan.next_to_start(1) == ["Q-1"]
+    plan.started("Q-1")
+    plan.requeue("Q-1")
+    assert "Q-1" not in plan.running and plan.reruns == {}
+    assert plan.next_to_start(3) == ["Q-1", "Q-2"]  # Q-3 would be a third new start
+    plan.started("Q-1")
+    assert plan.started_count == 1
+    plan.landed("Q-1")
+    assert plan.next_to_start(3) == ["Q-2"]
+
+
 def test_only_selected_tickets_run():
     tickets = [ticket("O-1"), ticket("O-2"), ticket("O-3", deps=["O-1"])]
     plan = make_plan(tickets, only=frozenset({"O-1", "O-3"}))

@@ -1,0 +1,88 @@
+"""`sage validate` checks the agent named in `.sage/config.toml`: its CLI installed, its version."""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sage_stream.validation import prerequisites
+from sage_stream.validation.checks import validate_index
+from sage_stream.validation.findings import Severity
+
+MakeIndex = Callable[..., Path]
+MakeTicket = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def index(git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex) -> Path:
+    path = make_index(git_repo, [make_ticket("TKT-001")])
+    (path.parent / "TKT-001.md").write_text("prose\n")
+    return path
+
+
+def configure(index: Path, text: str) -> None:
+    (index.parent.parent / "config.toml").write_text(text)
+
+
+def fake_cli(monkeypatch: pytest.MonkeyPatch, version: str | None, *, on_path: bool = True) -> None:
+    """A `claude` agent module whose `cli_version()` answers `version`; `claude` on PATH or not."""
+    module = types.ModuleType("sage_stream.agents.claude")
+    module.cli_version = lambda executable=None: version  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sage_stream.agents.claude", module)
+    real_which = prerequisites.shutil.which
+    monkeypatch.setattr(prerequisites.shutil, "which",
+                        lambda name: ("/opt/bin/claude" if on_path else None) if name == "claude" else real_which(name))
+
+
+def agent_items(report) -> list:
+    return [item for item in report.prerequisites if item.name.startswith(("agent", "config"))]
+
+
+def test_an_installed_cli_is_shown_with_its_version_and_path(monkeypatch, index: Path) -> None:
+    configure(index, '[agent]\npreset = "claude"\n')
+    fake_cli(monkeypatch, "2.1.3 (Claude Code)")
+    report = validate_index(index)
+    (item,) = agent_items(report)
+    assert item.ok and item.message == "claude 2.1.3 (Claude Code) at /opt/bin/claude"
+    assert report.exit_code == 0
+
+
+def test_a_configured_cli_that_is_not_installed_is_an_error(monkeypatch, index: Path) -> None:
+    configure(index, '[agent]\npreset = "claude"\n')
+    fake_cli(monkeypatch, None, on_path=False)
+    report = validate_index(index)
+    (finding,) = [f for f in report.errors if f.code == "prerequisite_agent_cli"]
+    assert "claude is not installed (not found on PATH)" in finding.message
+    assert finding.severity is Severity.ERROR and finding.file == str(index.parent.parent / "config.toml")
+    assert report.exit_code == 1
+
+
+def test_a_preset_sage_does_not_know_is_an_error(index: Path) -> None:
+    configure(index, '[agent]\npreset = "clippy"\n')
+    (finding,) = [f for f in validate_index(index).errors if f.code == "prerequisite_agent_cli"]
+    assert "'clippy' is not an agent sage-stream knows" in finding.message and "exec" in finding.message
+
+
+def test_a_command_agent_whose_program_is_missing_is_a_warning(index: Path) -> None:
+    configure(index, '[agent]\ncommand = "no-such-agent-for-sage --prompt {prompt_file}"\n')
+    report = validate_index(index)
+    (finding,) = [f for f in report.warnings if f.code == "prerequisite_agent_command"]
+    assert "'no-such-agent-for-sage', which is not on PATH" in finding.message
+    assert report.exit_code == 2
+
+
+def test_an_invalid_config_is_an_error_naming_the_key(index: Path) -> None:
+    configure(index, "[checks]\ntimeout_minutes = -1\n")
+    (finding,) = [f for f in validate_index(index).errors if f.code == "prerequisite_config_valid"]
+    assert "checks.timeout_minutes" in finding.message
+
+
+def test_nothing_to_check_without_a_configured_agent(index: Path) -> None:
+    assert agent_items(validate_index(index)) == []
+    configure(index, '[agent]\npreset = "exec"\n')
+    assert agent_items(validate_index(index)) == []
