@@ -34,7 +34,7 @@ from sage_stream.agents.prompt import build_prompt, write_prompt_file
 from sage_stream.config import SageConfig
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.agent_process import CANCELLED, AgentExit, AgentLaunch, run_agent
+from sage_stream.engine.agent_process import CANCELLED, EXITED, AgentExit, AgentLaunch, run_agent
 from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.dispatch_control import (
@@ -58,7 +58,7 @@ from sage_stream.engine.verification import (
     run_checks,
     ticket_checks,
 )
-from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
 from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
 from sage_stream.git import Git
 from sage_stream.tickets.models import State, Ticket, now_iso, parse_timestamp
@@ -114,7 +114,7 @@ class Continuation:
 class Attempt:
     ticket: Ticket
     slot: int
-    workspace: Workspace
+    workspace: Workspace | None  # set by the ticket's thread once the slot is switched to its branch
     job: AgentJob
     cancel: threading.Event
     started: float
@@ -135,6 +135,8 @@ class TicketWork:
     verification: Verification | None = None  # None: no checks, or the agent did not succeed
     fix_turns: int = 0
     cancelled: bool = False
+    tip: str | None = None  # the branch commit holding all of the ticket's work (snapshot)
+    snapshot_error: str | None = None
 
 
 class StreamRun:
@@ -175,6 +177,9 @@ class StreamRun:
         self.rate_limited: dict[str, int] = {}  # rate limits per ticket in this run
         self.sessions: dict[str, Continuation] = {}  # landed in this run, by ticket id
         self.continued: dict[str, str] = {}  # session id -> the ticket that continues it
+        self._tickets_now: dict[str, Ticket] | None = None  # the index as of our last write
+        self._record_saved_at = 0.0
+        self._record_pending = False
 
     # ---------------------------------------------------------------- entry
 
@@ -205,6 +210,8 @@ class StreamRun:
                 kind, ticket_id, payload = self.inbox.get(timeout=self._wait_s())
             except queue.Empty:
                 self._check_stop_deadline()
+                if self._record_pending:
+                    self.save_record()
                 continue
             self._handle(kind, ticket_id, payload)
             self._check_stop_deadline()
@@ -275,16 +282,15 @@ class StreamRun:
             self.plan.started(ticket.id)
             self._defer(ticket, category="error", message=error.message)
             return
+        branch = ticket_branch(ticket.id)
         try:
-            start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
-            workspace = self.workspaces.prepare(ticket.id, start, slot=slot)
             edit = ticket_state.start(run_id=self.run_id, pid=self.pid, pid_create_time=self.pid_create_time,
-                                      branch=workspace.branch)
-            ticket_state.apply(self.store, {ticket.id: edit})
-        except Exception as error:  # a git or disk failure for this one ticket: defer it, go on
+                                      branch=branch)
+            self._apply({ticket.id: edit})
+        except Exception as error:  # a disk failure for this one ticket: defer it, go on
             self._return_slot(slot)
             self.plan.started(ticket.id)
-            self._defer(ticket, category="error", message=f"could not prepare the worktree: {error}",
+            self._defer(ticket, category="error", message=f"could not mark it IN_PROGRESS: {error}",
                         last_error=str(error))
             return
         self.plan.started(ticket.id)
@@ -302,10 +308,10 @@ class StreamRun:
             prompt += continuation_note(continuation)
             self.continued[continuation.session_id] = ticket.id
         write_prompt_file(prompt_file, prompt)
-        job = AgentJob(ticket=ticket, worktree=workspace.path, prompt_file=prompt_file, result_file=result_file,
+        job = AgentJob(ticket=ticket, worktree=Path(), prompt_file=prompt_file, result_file=result_file,
                        log_path=log_path, run_id=self.run_id,
                        session_id=continuation.session_id if continuation else None)
-        attempt = Attempt(ticket=ticket, slot=slot, workspace=workspace, job=job, cancel=threading.Event(),
+        attempt = Attempt(ticket=ticket, slot=slot, workspace=None, job=job, cancel=threading.Event(),
                           started=time.time(), attempt=attempt_number, stem=stem, checks=checks,
                           max_fix_turns=fix_turns_allowed(ticket, self.settings.max_fix_turns),
                           continued_from=continuation.ticket if continuation else None)
@@ -314,9 +320,6 @@ class StreamRun:
             id=ticket.id, title=ticket.title, outcome="running", start=now_iso(), end=None, commit=None,
             attempts=attempt_number, category=None, message=None, log=str(log_path), summary=None,
             cost_usd=None, session_id=continuation.session_id if continuation else None)
-        self.emit(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=slot, attempt=attempt_number,
-                  branch=workspace.branch, worktree=str(workspace.path), log=str(log_path),
-                  continues=continuation.ticket if continuation else None)
         self.save_record()
         thread = threading.Thread(target=self._run_attempt, args=(attempt,), name=f"agent-{ticket.id}", daemon=True)
         thread.start()
@@ -344,11 +347,21 @@ class StreamRun:
             return None
         return landed
 
+    def _apply(self, edits: dict[str, ticket_state.Edit]) -> None:
+        """Write ticket edits to the index (the store re-reads it under its lock) and keep
+        the result, so that reading it back costs nothing."""
+        self._tickets_now = ticket_state.apply(self.store, edits).index.by_id()
+
+    def _current_tickets(self) -> dict[str, Ticket]:
+        if self._tickets_now is None:
+            self._tickets_now = self.store.load().index.by_id()
+        return self._tickets_now
+
     def _dependency_context(self, ticket: Ticket) -> tuple[dict[str, str], dict[str, str]]:
         """What each dependency did (its agent's summary) and its title, for the prompt."""
         summaries: dict[str, str] = {}
         titles: dict[str, str] = {}
-        current = self.store.load().index.by_id() if ticket.dependencies else {}
+        current = self._current_tickets() if ticket.dependencies else {}
         for dep in ticket.dependencies:
             other = current.get(dep)
             if other is None:
@@ -372,9 +385,42 @@ class StreamRun:
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(("crashed", ticket_id, detail))
 
+    def _prepare(self, attempt: Attempt) -> None:
+        """Switch the slot's worktree to the ticket's branch at the target's tip (in the
+        ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
+        ticket = attempt.ticket
+        start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
+        workspace = self.workspaces.prepare(ticket.id, start, slot=attempt.slot)
+        attempt.workspace = workspace
+        attempt.job = replace(attempt.job, worktree=workspace.path)
+        self._post(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=attempt.slot, attempt=attempt.attempt,
+                   branch=workspace.branch, worktree=str(workspace.path), log=str(attempt.job.log_path),
+                   continues=attempt.continued_from)
+
     def _work_on_ticket(self, attempt: Attempt) -> TicketWork:
-        """The agent's turn, then the checks; while they fail and fix turns are left, the
-        agent gets their output and another turn."""
+        """Prepare the worktree; the agent's turn, then the checks; while they fail and fix
+        turns are left, the agent gets their output and another turn. Then everything the
+        agent left is committed on the ticket's branch."""
+        self._prepare(attempt)
+        work = self._agent_turns(attempt)
+        self._snapshot(attempt, work)
+        return work
+
+    def _snapshot(self, attempt: Attempt, work: TicketWork) -> None:
+        """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
+        ticket = attempt.ticket
+        succeeded = work.result.success and work.exit.outcome == EXITED and (
+            work.verification is None or work.verification.passed)
+        message = f"{ticket.id}: {ticket.title}" if succeeded else f"wip: {ticket.id} (unlanded attempt, kept by sage)"
+        try:
+            work.tip = self.git.snapshot(attempt.workspace.path, message)
+        except Exception as error:
+            work.snapshot_error = str(error)
+            return
+        if succeeded:
+            crash_point("after_snapshot")
+
+    def _agent_turns(self, attempt: Attempt) -> TicketWork:
         job, turn, results = attempt.job, 0, []
         while True:
             turn_started = time.time()
@@ -468,30 +514,36 @@ class StreamRun:
         self._return_slot(attempt.slot)
         if kind == "crashed":
             self._keep_work(attempt)
-            self._defer(attempt.ticket, category="agent_failed", message=f"the agent could not run: {payload.splitlines()[-1] if payload else ''}",
-                        last_error=payload[-2000:], log=str(attempt.job.log_path))
+            last = payload.strip().splitlines()[-1] if payload.strip() else "unknown error"
+            if attempt.workspace is None:
+                category, message = "error", f"could not prepare the worktree: {last}"
+            else:
+                category, message = "agent_failed", f"the agent could not run: {last}"
+            self._defer(attempt.ticket, category=category, message=message, last_error=payload[-2000:],
+                        log=str(attempt.job.log_path))
+            self._release(attempt, landed=False)
             return
         work: TicketWork = payload
         exit, result = work.exit, work.result
         crash_point("after_agent_exit")
         if work.cancelled or exit.outcome == CANCELLED:
-            self._keep_work(attempt)
-            ticket_state.apply(self.store, {ticket_id: ticket_state.release(
+            self._keep_work(attempt, work)
+            self._apply({ticket_id: ticket_state.release(
                 count_attempt=False, note=f"interrupted in run {self.run_id}")})
             self.plan.gave_up(ticket_id)
             self._set_outcome(ticket_id, "interrupted", message="stopped by Ctrl-C / SIGTERM")
             self.emit(ev.MESSAGE, ticket_id, level="warning", text=f"{ticket_id} stopped; it stays UNPROCESSED (work kept on {attempt.workspace.branch})")
-            self.workspaces.release(attempt.workspace, landed=False)
+            self._release(attempt, landed=False)
             return
         if exit.outcome in ("timeout", "idle_timeout"):
-            self._keep_work(attempt)
+            self._keep_work(attempt, work)
             what = (f"ran longer than {self.settings.timeout_s / 60:g} min" if exit.outcome == "timeout"
                     else f"printed nothing for {self.settings.idle_timeout_s / 60:g} min")
             self._defer_transient(attempt, category="timeout", message=f"the agent {what} and was stopped",
                                   last_error=exit.last_line, log=work_log(attempt, work))
             return
         if not result.success:
-            self._keep_work(attempt)
+            self._keep_work(attempt, work)
             if result.error_kind in RATE_LIMIT_KINDS:
                 self._rate_limited(attempt, work)
                 return
@@ -504,12 +556,12 @@ class StreamRun:
             detail = result.message or (f"exit code {exit.returncode}" if exit.outcome == "exited" else exit.error)
             self._defer(attempt.ticket, category="agent_failed", message=f"the agent failed: {detail}",
                         last_error=exit.last_line or exit.error, log=str(work_log(attempt, work)), result=result)
-            self.workspaces.release(attempt.workspace, landed=False)
+            self._release(attempt, landed=False)
             return
         if work.verification is not None and not work.verification.passed:
             self._checks_failed(attempt, work)
             return
-        self._queue_and_land(attempt, result, fix_turns=work.fix_turns)
+        self._queue_and_land(attempt, work)
 
     def _turn_finished(self, attempt: Attempt, exit: AgentExit, result: AgentResult, turn: int,
                        turn_started: float) -> None:
@@ -561,7 +613,7 @@ class StreamRun:
             self._defer(ticket, category=kind, message=f"{detail}: {decision.reason}", last_error=work.exit.last_line,
                         log=str(work_log(attempt, work)), retryable=True, not_before=_iso(decision.not_before),
                         result=result)
-            self.workspaces.release(attempt.workspace, landed=False)
+            self._release(attempt, landed=False)
             self._halt(decision.reason)
             return
         count = self.rate_limited[ticket.id] = self.rate_limited.get(ticket.id, 0) + 1
@@ -581,10 +633,10 @@ class StreamRun:
     def _requeue(self, attempt: Attempt, *, category: str, reason: str) -> None:
         """Back to UNPROCESSED and ready in this run; not an attempt (its work is kept on its branch)."""
         ticket_id = attempt.ticket.id
-        ticket_state.apply(self.store, {ticket_id: ticket_state.release(
+        self._apply({ticket_id: ticket_state.release(
             count_attempt=False, note=f"{category} in run {self.run_id}: {reason}")})
         self.plan.requeue(ticket_id)
-        self.workspaces.release(attempt.workspace, landed=False)
+        self._release(attempt, landed=False)
         self._set_outcome(ticket_id, "requeued", category=category, message=reason)
         self.emit(ev.TICKET_REQUEUED, ticket_id, reason=reason, attempt=attempt.attempt, category=category)
 
@@ -597,31 +649,38 @@ class StreamRun:
         names = ", ".join(item.check.name for item in failed)
         turns = work.fix_turns
         after = f"after {turns} fix turn{'s' if turns != 1 else ''}" if turns else "(no fix turns allowed)"
-        self._keep_work(attempt)
+        self._keep_work(attempt, work)
         self._defer(attempt.ticket, category="persistent_test_failure", message=f"checks still fail {after}: {names}",
                     last_error=verification.failure_tail(), log=str(failed[0].log_path) if failed else None,
                     result=work.result, clip=4096)
-        self.workspaces.release(attempt.workspace, landed=False)
+        self._release(attempt, landed=False)
 
-    def _keep_work(self, attempt: Attempt) -> None:
-        """Commit whatever the agent left in its worktree to its branch, so nothing is lost."""
+    def _release(self, attempt: Attempt, *, landed: bool) -> None:
+        if attempt.workspace is not None:
+            self.workspaces.release(attempt.workspace, landed=landed)
+
+    def _keep_work(self, attempt: Attempt, work: TicketWork | None = None) -> None:
+        """Commit whatever the agent left in its worktree to its branch, so nothing is lost
+        (the ticket's thread did already, unless it could not)."""
+        if attempt.workspace is None or (work is not None and work.tip is not None):
+            return
         try:
             self.git.snapshot(attempt.workspace.path, f"wip: {attempt.ticket.id} (unlanded attempt, kept by sage)")
         except Exception:
             pass  # the worktree itself is kept; the snapshot is a convenience
 
-    def _queue_and_land(self, attempt: Attempt, result: AgentResult, *, fix_turns: int = 0) -> None:
-        ticket = attempt.ticket
-        try:
-            tip = self.git.snapshot(attempt.workspace.path, f"{ticket.id}: {ticket.title}")
-        except Exception as error:
-            self._defer(ticket, category="error", message=f"could not record the agent's changes: {error}",
-                        last_error=str(error), log=str(attempt.job.log_path))
+    def _queue_and_land(self, attempt: Attempt, work: TicketWork) -> None:
+        ticket, result = attempt.ticket, work.result
+        tip = work.tip
+        if tip is None:
+            self._defer(ticket, category="error",
+                        message=f"could not record the agent's changes: {work.snapshot_error}",
+                        last_error=work.snapshot_error, log=str(attempt.job.log_path))
+            self._release(attempt, landed=False)
             return
-        crash_point("after_snapshot")
         entry = QueueEntry(ticket=ticket.id, branch=attempt.workspace.branch, tip=tip, base=attempt.workspace.base,
                            run_id=self.run_id, worktree=str(attempt.workspace.path), log=str(attempt.job.log_path),
-                           result=_result_json(result, fix_turns=fix_turns or None,
+                           result=_result_json(result, fix_turns=work.fix_turns or None,
                                                continued_from=attempt.continued_from))
         self.queue.put(entry)
         crash_point("after_queue_put")
@@ -650,7 +709,7 @@ class StreamRun:
             crash_point("after_land")
             edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
                                          result=entry.result or None)
-            ticket_state.apply(self.store, {ticket.id: edit})
+            self._apply({ticket.id: edit})
             crash_point("after_complete_edit")
             self.queue.remove(entry)
             if workspace is not None:
@@ -707,7 +766,7 @@ class StreamRun:
         self._defer(ticket, category=category, message=message, last_error=last_error,
                     log=str(log or attempt.job.log_path), retryable=retryable,
                     not_before=(not_before or self._backoff(ticket)) if retryable else None, result=result)
-        self.workspaces.release(attempt.workspace, landed=False)
+        self._release(attempt, landed=False)
 
     def _defer(self, ticket: Ticket, *, category: str, message: str, last_error: str | None = None,
                log: str | None = None, retryable: bool = False, not_before: str | None = None,
@@ -715,7 +774,7 @@ class StreamRun:
         edit = ticket_state.defer(category=category, message=message, last_error=_clip(last_error, clip), log=log,
                                   retryable=retryable, not_before=not_before,
                                   result=_result_json(result) if result else None)
-        ticket_state.apply(self.store, {ticket.id: edit})
+        self._apply({ticket.id: edit})
         crash_point("after_defer_edit")
         if self.plan is not None:
             self.plan.gave_up(ticket.id)
@@ -777,7 +836,14 @@ class StreamRun:
             setattr(record, key, value)
         self.save_record()
 
-    def save_record(self) -> None:
+    def save_record(self, *, force: bool = False) -> None:
+        """Write the run summary; at most twice a second unless forced (it is a report:
+        the index is what recovery trusts)."""
+        now = time.monotonic()
+        if not force and now - self._record_saved_at < 0.5:
+            self._record_pending = True  # written by the loop when it is idle
+            return
+        self._record_saved_at, self._record_pending = now, False
         try:
             write_run(self.settings.sage_dir, self.record)
         except OSError as error:
