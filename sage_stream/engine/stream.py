@@ -123,6 +123,7 @@ class Attempt:
     checks: Sequence[Check] = ()
     max_fix_turns: int = 0
     continued_from: str | None = None  # the dependency whose session this attempt continues
+    cleanup: list[tuple[Workspace, bool]] = field(default_factory=list)  # releases to finish first
 
 
 @dataclass
@@ -180,6 +181,9 @@ class StreamRun:
         self._tickets_now: dict[str, Ticket] | None = None  # the index as of our last write
         self._record_saved_at = 0.0
         self._record_pending = False
+        # Slot releases wait for the next ticket that takes the slot, so that resetting a
+        # worktree never delays the loop (it sits between one landing and the next start).
+        self.pending_release: dict[int, tuple[Workspace, bool]] = {}
 
     # ---------------------------------------------------------------- entry
 
@@ -197,6 +201,9 @@ class StreamRun:
             self._loop()
         finally:
             self._restore_signal_handlers(previous)
+            releases = list(self.pending_release.values())
+            self.pending_release.clear()
+            self._finish_releases(releases, report=self.emit)
         return self._finish()
 
     def _loop(self) -> None:
@@ -312,6 +319,7 @@ class StreamRun:
                        log_path=log_path, run_id=self.run_id,
                        session_id=continuation.session_id if continuation else None)
         attempt = Attempt(ticket=ticket, slot=slot, workspace=None, job=job, cancel=threading.Event(),
+                          cleanup=self._take_releases(slot, branch),
                           started=time.time(), attempt=attempt_number, stem=stem, checks=checks,
                           max_fix_turns=fix_turns_allowed(ticket, self.settings.max_fix_turns),
                           continued_from=continuation.ticket if continuation else None)
@@ -389,6 +397,7 @@ class StreamRun:
         """Switch the slot's worktree to the ticket's branch at the target's tip (in the
         ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
         ticket = attempt.ticket
+        self._finish_releases(attempt.cleanup)
         start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
         workspace = self.workspaces.prepare(ticket.id, start, slot=attempt.slot)
         attempt.workspace = workspace
@@ -657,7 +666,22 @@ class StreamRun:
 
     def _release(self, attempt: Attempt, *, landed: bool) -> None:
         if attempt.workspace is not None:
-            self.workspaces.release(attempt.workspace, landed=landed)
+            self.pending_release[attempt.slot] = (attempt.workspace, landed)
+
+    def _take_releases(self, slot: int, branch: str) -> list[tuple[Workspace, bool]]:
+        """The pending releases a new attempt on `slot` for `branch` must finish first."""
+        due = [key for key, (workspace, _) in self.pending_release.items()
+               if key == slot or workspace.branch == branch]
+        return [self.pending_release.pop(key) for key in due]
+
+    def _finish_releases(self, releases: list[tuple[Workspace, bool]], *,
+                         report: Callable[..., None] | None = None) -> None:
+        for workspace, landed in releases:
+            try:
+                self.workspaces.release(workspace, landed=landed)
+            except Exception as error:  # the next prepare secures and resets the slot anyway
+                (report or self._post)(ev.MESSAGE, workspace.ticket, level="warning",
+                                       text=f"could not reset worktree {workspace.path}: {error}")
 
     def _keep_work(self, attempt: Attempt, work: TicketWork | None = None) -> None:
         """Commit whatever the agent left in its worktree to its branch, so nothing is lost
@@ -704,7 +728,6 @@ class StreamRun:
             self._defer(ticket, category="error", message=f"landing failed: {error}", last_error=str(error),
                         log=entry.log)
             return "error"
-        workspace = attempt.workspace if attempt else None
         if result.outcome in ("landed", "already_landed"):
             crash_point("after_land")
             edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
@@ -712,8 +735,8 @@ class StreamRun:
             self._apply({ticket.id: edit})
             crash_point("after_complete_edit")
             self.queue.remove(entry)
-            if workspace is not None:
-                self.workspaces.release(workspace, landed=True)
+            if attempt is not None:
+                self._release(attempt, landed=True)
             if self.plan is not None:
                 self.plan.landed(ticket.id)
             session = entry.result.get("session_id")
@@ -727,8 +750,8 @@ class StreamRun:
                 self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
             return result.outcome
         self.queue.remove(entry)
-        if workspace is not None:
-            self.workspaces.release(workspace, landed=False)
+        if attempt is not None:
+            self._release(attempt, landed=False)
         if result.outcome == "conflict":
             paths = ", ".join(result.paths[:10])
             if self.plan is not None and self.plan.rerun(ticket.id):
