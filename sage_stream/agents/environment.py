@@ -29,7 +29,8 @@ Set for every agent:
 - `SAGE_RUN_ID`        the run's id
 - `SAGE_WORKTREE`      the absolute path of the ticket's worktree (also the working directory)
 - `SAGE_PROMPT_FILE`   the absolute path of the prompt written for the ticket
-- `SAGE_RESULT_FILE`   where the agent may write `{"success": bool, "summary": "..."}`
+- `SAGE_RESULT_FILE`   where the agent may write `{"success": bool, "summary": "...", "cost_usd": 0.12,
+                      "error_kind": "rate_limit", "retryable": true, "reset_at": "<ISO-8601>"}`
 """
 
 from __future__ import annotations

@@ -241,7 +241,7 @@ def _on_ticket_landed(record: RunRecord, event: ev.Event) -> None:
 
 def _on_ticket_requeued(record: RunRecord, event: ev.Event) -> None:
     ticket = _finish_ticket(record, event, "requeued")
-    ticket.category = "conflict"
+    ticket.category = _text(event.data.get("category")) or "conflict"
     ticket.message = _text(event.data.get("reason"))
 
 
