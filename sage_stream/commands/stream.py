@@ -133,6 +133,7 @@ def run_stream(options: StreamOptions) -> int:
         run = StreamRun(store, git, settings, display, run_id)
         try:
             recover(run)
+            _warn_about_dirty_checkouts(run, git, target)
             plan, ready = make_plan(store.load())
             tickets_meta = {tid: {"title": t.title, "estimate": t.estimate} for tid, t in plan.tickets.items()
                             if tid not in plan.done and (only is None or tid in only)}
@@ -163,6 +164,19 @@ def _rate_limit_policy(config: SageConfig) -> RateLimitPolicy:
     return RateLimitPolicy(backoff_s=stream.rate_limit_backoff_seconds,
                            max_backoff_s=max(stream.rate_limit_max_backoff_seconds, stream.rate_limit_backoff_seconds),
                            stop_after=stream.rate_limit_stop_after, far_reset_s=60 * stream.quota_wait_minutes)
+
+
+def _warn_about_dirty_checkouts(run, git, target: str) -> None:
+    """Landings move the target by ref; a checkout of it with uncommitted changes is never
+    touched, so it falls behind - and a later `git commit -a` there would undo landed work."""
+    from sage_stream.engine import events as ev
+
+    for tree in git.worktrees():
+        if tree.branch == target and tree.path.is_dir() and not git.is_clean(tree.path):
+            run.emit(ev.MESSAGE, None, level="warning", text=(
+                f"{tree.path} has '{target}' checked out with uncommitted changes: sage lands on '{target}' "
+                "by ref and never touches that work tree, so it will fall behind (each landing says how "
+                "to catch up). Commit or stash first, or land on another branch with --target."))
 
 
 def _startable_count(plan) -> int:
