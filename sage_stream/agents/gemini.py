@@ -1,0 +1,517 @@
+"""The `gemini` agent: Google's Gemini CLI, headless (`gemini -p ... -o stream-json`).
+
+The command, run in the ticket's worktree (its workspace):
+
+    gemini -p PROMPT -o stream-json --approval-mode yolo [-m MODEL] [EXTRA_ARGS...] [--session-file FILE]
+
+with `GEMINI_CLI_TRUST_WORKSPACE=true` in its environment (the worktree is trusted for this
+run only; nothing is written to Gemini's trusted-folders list).
+
+- Edits: `--approval-mode yolo` approves every tool call; Gemini's file tools stay inside
+  the workspace (the worktree). `extra_args` with `--approval-mode MODE` or `-y/--yolo`
+  replace ours (e.g. `auto_edit`, which approves edits only: a shell command then fails
+  instead of waiting, since nobody can answer).
+- The prompt is an argument: Linux allows one argument 128 KiB, so a longer prompt keeps
+  its beginning and its end (what "done" means) and says where the whole one is.
+- Sessions: the id is `session_id` of the result. Gemini files a session under the
+  directory it ran in, and `--resume ID` only finds sessions of the current directory, but
+  a chain's next ticket may run in another worktree slot. So the session is continued with
+  `--session-file` naming the session's own file (`<gemini home>/.gemini/tmp/*/chats/
+  session-*-<first 8 of id>.json[l]`), which Gemini imports under a new id (the text of the
+  conversation; the next result reports the new id). When the file cannot be found the
+  ticket starts a new session and the log says so.
+
+Configuration (`[agent]` in `.sage/config.toml`):
+
+    preset = "gemini"
+    model = "gemini-2.5-pro"       # -> -m
+    extra_args = [...]             # after ours
+    env = ["GOOGLE_GEMINI_BASE_URL"]  # more environment variable names to pass
+    timeout_minutes = 30
+
+The environment is the standard allow list plus Gemini's credentials and home:
+`GEMINI_API_KEY`, `GOOGLE_API_KEY`, `GOOGLE_GENAI_USE_VERTEXAI`, `GOOGLE_GENAI_USE_GCA`,
+`GOOGLE_CLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`, `GOOGLE_APPLICATION_CREDENTIALS`,
+`GEMINI_CLI_HOME` (where `.gemini/` lives instead of `$HOME`). What a user needs: a
+`GEMINI_API_KEY` (or Vertex / Google login) that works for `gemini -p hi` in a terminal.
+Another endpoint: list `GOOGLE_GEMINI_BASE_URL` in `env`, and select API-key auth in
+`~/.gemini/settings.json` (`{"security": {"auth": {"selectedType": "gemini-api-key"}}}`):
+with a base URL but no selected auth Gemini refuses to start ("Invalid auth method
+selected", exit 41). sage-stream writes nothing under `$HOME`; tests point
+`GEMINI_CLI_HOME` at a temporary directory holding that settings.json.
+
+The output: `stream-json` rather than `json`, because `-o json` prints nothing until the
+very end, so a ticket working longer than the idle timeout (10 min by default) would be
+stopped as silent. Events, one JSON object per line among the other lines of the log:
+`init{session_id, model}`, `message{role, content, delta}`, `tool_use`, `tool_result`, and
+last `result{status: success|error, error{type, message}, stats{total_tokens, ...}}`. The
+response is the assistant's text (the summary: its SAGE-RESULT block); tokens
+`stats.total_tokens`; turns the assistant's replies (text or tool calls after a prompt or
+tool result); Gemini reports no cost.
+
+Errors: the `result` event's message, and the exit code, which is the error's code & 0xFF
+(a 429 exits 173, a 401 145, a 500 244; 41 is Gemini's own auth failure), read back into
+the HTTP status. 429 is a rate limit unless the daily quota or the model's capacity is
+exhausted (quota); 401/403 and exit 41 are auth; 5xx api; the rest other. Also read (the
+trap of `-o json`, which an older run or another path may print): the error object
+`{session_id, error: {type, message, code}}` on stderr with nothing on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sage_stream.agents.base import (
+    AgentJob,
+    AgentResult,
+    Invocation,
+    find_result_block,
+    read_result_file,
+    standard_environment,
+    stopped_result,
+)
+from sage_stream.agents.environment import check_passthrough
+from sage_stream.engine.agent_process import EXITED, NOTE_PREFIX, AgentExit
+from sage_stream.errors import SageError
+
+EXECUTABLE = "gemini"
+OWN_ENVIRONMENT = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA",
+                   "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS",
+                   "GEMINI_CLI_HOME")
+TRUST_WORKSPACE = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
+APPROVAL = ("--approval-mode", "yolo")
+APPROVAL_FLAGS = ("--approval-mode", "-y", "--yolo")
+MODEL_FLAGS = ("-m", "--model")
+OUTPUT = ("-o", "stream-json")
+OUTPUT_FLAGS = ("-o", "--output-format")
+SESSION_FLAGS = ("-r", "--resume", "--session-id", "--session-file")
+ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument
+RESULT_SEARCH_BYTES = 4_000_000  # the result JSON is near the end of the log
+SUMMARY_CHARS = 2000
+VERSION_TIMEOUT_S = 15
+EXIT_AUTH = 41  # Gemini's FATAL_AUTHENTICATION_ERROR
+API_ERROR = "[API Error: "
+_SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+
+
+def make_agent(config: Mapping[str, Any]) -> GeminiAgent:
+    extra_args = config.get("extra_args") or []
+    if not isinstance(extra_args, list) or not all(isinstance(arg, str) for arg in extra_args):
+        raise SageError(f"[agent] extra_args must be a list of strings, found {extra_args!r}")
+    for flags, why in ((OUTPUT_FLAGS, "sage-stream reads Gemini's JSON events (-o stream-json)"),
+                       (SESSION_FLAGS, "sage-stream chooses the session (see --reuse-sessions)")):
+        if _has_flag(extra_args, flags):
+            raise SageError(f"[agent] extra_args for gemini may not contain {'/'.join(flags)}: {why}")
+    model = config.get("model")
+    if model is not None and not isinstance(model, str):
+        raise SageError(f"[agent] model must be a string, found {model!r}")
+    if model and _has_flag(extra_args, MODEL_FLAGS):
+        raise SageError("[agent] model is set and extra_args has -m/--model too: keep one of them")
+    env = config.get("env") or []
+    if not isinstance(env, list):
+        raise SageError(f"[agent] env must be a list of environment variable names, found {env!r}")
+    return GeminiAgent(model=model or None, extra_args=extra_args, passthrough=env)
+
+
+def cli_version(executable: str | None = None) -> str | None:
+    """What `gemini --version` prints (e.g. "0.61.0"); None when it does not run."""
+    path = shutil.which(executable or EXECUTABLE)
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = done.stdout.strip().splitlines()
+    return lines[-1].strip() if done.returncode == 0 and lines else None
+
+
+class GeminiAgent:
+    name = "gemini"
+
+    def __init__(self, *, model: str | None = None, extra_args: Sequence[str] = (),
+                 passthrough: Sequence[str] = (), executable: str = EXECUTABLE) -> None:
+        self.model = model
+        self.extra_args = list(extra_args)
+        self.passthrough = [*OWN_ENVIRONMENT, *check_passthrough(passthrough)]
+        self.executable = executable
+
+    def invocation(self, job: AgentJob) -> Invocation:
+        env = {**standard_environment(job, self.passthrough), **TRUST_WORKSPACE}
+        argv = [self.executable, "-p", prompt_argument(job), *OUTPUT]
+        if not _has_flag(self.extra_args, APPROVAL_FLAGS):
+            argv += APPROVAL
+        if self.model:
+            argv += ["-m", self.model]
+        argv += self.extra_args
+        if job.session_id:
+            argv += _continue_session(job, env)
+        return Invocation(argv=argv, env=env)
+
+    def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
+        stream = read_stream(Path(job.log_path))
+        found = None if stream.result is not None else find_result_json(Path(job.log_path))
+        if exit.outcome != EXITED:
+            result = stopped_result(exit)
+            result.session_id = stream.session_id or _session_of(found)
+            return result
+        if stream.result is not None:
+            return result_from_stream(job, exit, stream)
+        if found is not None:
+            return result_from_json(job, exit, found)
+        return _no_result(job, exit, stream)
+
+    def supports_sessions(self) -> bool:
+        return True
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _has_flag(args: Sequence[str], flags: Sequence[str]) -> bool:
+    return any(arg in flags or any(arg.startswith(f"{flag}=") for flag in flags if flag.startswith("--"))
+               for arg in args)
+
+
+def prompt_argument(job: AgentJob, limit_bytes: int = ARGUMENT_LIMIT_BYTES) -> str:
+    """The prompt as one argument; a longer one keeps its start and end and names the whole file."""
+    path = Path(job.prompt_file).absolute()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SageError(f"ticket {job.ticket.id}: cannot read the prompt {path}: {error}") from None
+    if text.startswith("-"):  # would be read as an option
+        text = "\n" + text
+    data = text.encode("utf-8")
+    if len(data) <= limit_bytes:
+        return text
+    note = (f"[sage-stream: this prompt ({len(data)} bytes) was shortened to fit in a command-line argument. "
+            f"The whole prompt is in the file {path}: read it before you start.]\n\n")
+    gap = "\n\n[... part of the prompt omitted here: read the whole prompt in the file named above ...]\n\n"
+    room = limit_bytes - len(note.encode()) - len(gap.encode())
+    head = data[: room * 2 // 3].decode("utf-8", errors="ignore")
+    tail = data[len(data) - (room - room * 2 // 3):].decode("utf-8", errors="ignore")
+    return note + head + gap + tail
+
+
+def _continue_session(job: AgentJob, env: Mapping[str, str]) -> list[str]:
+    session = str(job.session_id)
+    if not _SESSION_ID.match(session):
+        raise SageError(f"ticket {job.ticket.id}: session id {session!r} is not a Gemini session id (a UUID)")
+    found = session_file(session, gemini_home(env))
+    if found is not None:
+        return ["--session-file", str(found)]
+    _note(job, f"gemini session {session} not found under {gemini_home(env)}: starting a new session")
+    return []
+
+
+def gemini_home(env: Mapping[str, str]) -> Path:
+    """Where Gemini keeps `.gemini/`: `GEMINI_CLI_HOME`, else `HOME`, of the agent's environment."""
+    return Path(env.get("GEMINI_CLI_HOME") or env.get("HOME") or Path.home()) / ".gemini"
+
+
+def session_file(session: str, home: Path) -> Path | None:
+    """The newest file of that session under `home/tmp/*/chats/`, checked by its recorded id."""
+    candidates = [*home.glob(f"tmp/*/chats/session-*-{session[:8]}.json"),
+                  *home.glob(f"tmp/*/chats/session-*-{session[:8]}.jsonl")]
+    for path in sorted(candidates, key=_mtime, reverse=True):
+        if _recorded_session(path) == session:
+            return path
+    return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _recorded_session(path: Path) -> str | None:
+    """The `sessionId` of a session file: its first line (JSON lines) or the whole (JSON)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline()
+            value = json.loads(first) if first.strip().endswith("}") else None
+            if not isinstance(value, dict) or "sessionId" not in value:
+                handle.seek(0)
+                value = json.loads(handle.read(RESULT_SEARCH_BYTES))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value.get("sessionId") if isinstance(value, dict) else None
+
+
+def _note(job: AgentJob, text: str) -> None:
+    try:
+        Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log_path, "a", encoding="utf-8") as log:
+            log.write(f"{NOTE_PREFIX} {text}\n")
+    except OSError:
+        pass  # only a note
+
+
+# ---------------------------------------------------------------- the result (stream-json)
+
+# Gemini's exit code is its error's code & 0xFF: the HTTP statuses it stands for
+STATUS_OF_EXIT = {173: 429, 145: 401, 147: 403, 148: 404, 244: 500, 246: 502, 247: 503, 248: 504}
+
+
+@dataclass
+class GeminiStream:
+    """What the stream-json events of the last run in the log said."""
+
+    session_id: str | None = None
+    text: str = ""  # everything the assistant said
+    reply: str = ""  # its last reply (after the last prompt or tool result)
+    replies: int = 0
+    result: dict[str, Any] | None = None  # the final `result` event
+    _replying: bool = False
+
+
+def iter_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every `{"type": ...}` object on a line of the log."""
+    decoder = json.JSONDecoder()
+    try:
+        with open(path, "rb") as log:
+            for raw in log:
+                line = raw.decode("utf-8", errors="replace")
+                start = line.find('{"type"')
+                if start < 0:
+                    continue
+                try:
+                    value, _ = decoder.raw_decode(line, start)
+                except ValueError:
+                    continue  # a truncated line: not an event
+                if isinstance(value, dict) and isinstance(value.get("type"), str):
+                    yield value
+    except OSError:
+        return
+
+
+def read_stream(path: Path) -> GeminiStream:
+    """The events after the last `init` (a ticket retried in the same run appends to its log)."""
+    stream = GeminiStream()
+    for event in iter_events(path):
+        kind = event["type"]
+        if kind == "init":
+            stream = GeminiStream(session_id=event.get("session_id") if isinstance(event.get("session_id"), str)
+                                  else None)
+        elif kind == "message" and event.get("role") == "assistant" and isinstance(event.get("content"), str):
+            _start_reply(stream)
+            stream.text += event["content"]
+            stream.reply += event["content"]
+        elif kind == "tool_use":
+            _start_reply(stream)
+        elif kind in ("tool_result", "message"):  # a tool's result or the user's prompt: the next reply is new
+            stream._replying = False
+        elif kind == "result":
+            stream.result = event
+    return stream
+
+
+def _start_reply(stream: GeminiStream) -> None:
+    if not stream._replying:
+        stream._replying, stream.replies = True, stream.replies + 1
+        stream.reply = ""
+
+
+def result_from_stream(job: AgentJob, exit: AgentExit, stream: GeminiStream) -> AgentResult:
+    result = stream.result or {}
+    written = read_result_file(job, exit)
+    block = find_result_block(stream.text) if stream.text else None
+    summary = written.summary or (block.summary if block else None) or _shorten(stream.reply)
+    stats = result.get("stats") if isinstance(result.get("stats"), dict) else {}
+    tokens = stats.get("total_tokens") if isinstance(stats.get("total_tokens"), int) else None
+    common = {"summary": summary, "session_id": stream.session_id, "tokens": tokens or None,
+              "turns": stream.replies or None}
+    if result.get("status") != "success":
+        message, code = _error_fields(result.get("error") or "the run ended with an error")
+        code = code or STATUS_OF_EXIT.get(exit.returncode or 0) or (EXIT_AUTH if exit.returncode == EXIT_AUTH else None)
+        kind, retryable = classify_error(message, code)
+        return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"gemini: {message}",
+                           reset_at=retry_time(message) if retryable else None, **common)
+    return _judged(exit, written, block, common)
+
+
+def _judged(exit: AgentExit, written: Any, block: Any, common: dict[str, Any]) -> AgentResult:
+    """A run that reported success: unless it exited non-zero, or says it failed or is blocked."""
+    problems = []
+    if exit.returncode != 0:
+        problems.append(f"gemini exited with code {exit.returncode}")
+    if written.success is False:
+        problems.append("the result file says it failed")
+    if block is not None and block.status == "blocked":
+        problems.append("the agent reported it is blocked")
+    notes = [*problems, *([written.note] if written.note else [])]
+    return AgentResult(success=not problems, error_kind="other" if problems else None,
+                       message="; ".join(notes) or None, **common)
+
+
+# ---------------------------------------------------------------- the result (-o json)
+
+
+def find_result_json(path: Path) -> dict[str, Any] | None:
+    """The last JSON object in the log that is a Gemini result or error (it may be pretty-printed)."""
+    text = _log_end(path)
+    decoder = json.JSONDecoder()
+    starts = [match.start() for match in re.finditer(r"(?m)^[ \t]*\{", text)]
+    for start in reversed(starts):
+        try:
+            value, _ = decoder.raw_decode(text, text.index("{", start))
+        except ValueError:
+            continue
+        if isinstance(value, dict) and ("response" in value or "error" in value) and (
+                "session_id" in value or "stats" in value or isinstance(value.get("error"), dict)):
+            return value
+    return None
+
+
+def _log_end(path: Path) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, 2)
+            size = log.tell()
+            log.seek(max(0, size - RESULT_SEARCH_BYTES))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _session_of(found: Mapping[str, Any] | None) -> str | None:
+    session = found.get("session_id") if found else None
+    return session if isinstance(session, str) and session else None
+
+
+def result_from_json(job: AgentJob, exit: AgentExit, found: dict[str, Any]) -> AgentResult:
+    written = read_result_file(job, exit)
+    response = found.get("response") if isinstance(found.get("response"), str) else None
+    block = find_result_block(response) if response else None
+    summary = written.summary or (block.summary if block else None) or _shorten(response)
+    tokens, turns = _usage(found.get("stats"))
+    common = {"summary": summary, "session_id": _session_of(found), "tokens": tokens, "turns": turns}
+    error = found.get("error")
+    if error is not None:
+        message, code = _error_fields(error)
+        kind, retryable = classify_error(message, code)
+        return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"gemini: {message}",
+                           reset_at=retry_time(message) if retryable else None, **common)
+    return _judged(exit, written, block, common)
+
+
+def _no_result(job: AgentJob, exit: AgentExit, stream: GeminiStream) -> AgentResult:
+    """No result event and no error object: it crashed, or was not Gemini CLI. Classified
+    from its exit code, else from what it printed besides events (never the prompt's words)."""
+    said = f": {exit.last_line}" if exit.last_line else ""
+    code = EXIT_AUTH if exit.returncode == EXIT_AUTH else STATUS_OF_EXIT.get(exit.returncode or 0)
+    printed = "\n".join(line for line in _log_end(Path(job.log_path)).splitlines()[-200:]
+                        if '{"type"' not in line)
+    kind, retryable = classify_error(printed[-4000:], code)
+    return AgentResult(success=False, error_kind=kind, retryable=retryable, session_id=stream.session_id,
+                       message=f"gemini printed no result (exit code {exit.returncode}){said}")
+
+
+def _error_fields(error: Any) -> tuple[str, int | None]:
+    if not isinstance(error, dict):
+        return str(error), None
+    message = str(error.get("message") or error.get("type") or "unknown error")
+    code = error.get("code")
+    inner = _google_error(message)  # the message is often the API's error JSON itself
+    if inner is not None:
+        message = str(inner.get("message") or message)
+        code = inner.get("code", code)
+    elif message.startswith(API_ERROR):  # "[API Error: what the API said]\nGemini's advice"
+        message = message[len(API_ERROR):].rpartition("]")[0] or message
+    return message.strip(), code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def _google_error(message: str) -> dict[str, Any] | None:
+    """The API's own error object when the message holds one (`{"error": {...}}`, also inside
+    Gemini's "[API Error: ...]")."""
+    start = message.find('{"error"')
+    if start < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(message, start)
+    except ValueError:
+        return None
+    inner = value.get("error") if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else None
+
+
+def _usage(stats: Any) -> tuple[int | None, int | None]:
+    """(total tokens, API requests) over all models in `stats.models`."""
+    models = stats.get("models") if isinstance(stats, dict) else None
+    if not isinstance(models, dict) or not models:
+        return None, None
+    tokens = requests = 0
+    for entry in models.values():
+        if not isinstance(entry, dict):
+            continue
+        counts = entry.get("tokens") if isinstance(entry.get("tokens"), dict) else {}
+        total = counts.get("total")
+        if not isinstance(total, int):
+            total = sum(value for key in ("prompt", "candidates") if isinstance(value := counts.get(key), int))
+        tokens += total
+        api = entry.get("api") if isinstance(entry.get("api"), dict) else {}
+        requests += api.get("totalRequests") if isinstance(api.get("totalRequests"), int) else 0
+    return tokens or None, requests or None
+
+
+def _shorten(text: str | None) -> str | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+
+
+# ---------------------------------------------------------------- errors
+
+# a 429 is a rate limit (Gemini's RetryableQuotaError: "exceeded your current quota ... retry in 41s")
+# unless the day's quota or the model's capacity is gone (its TerminalQuotaError)
+_QUOTA = re.compile(r"daily quota|per ?day|exhausted your capacity|capacity exceeded|MODEL_CAPACITY_EXHAUSTED"
+                    r"|QUOTA_EXHAUSTED|credits? balance", re.IGNORECASE)
+_TEXT_KINDS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
+    ("quota", True, re.compile(_QUOTA.pattern + r"|billing", re.IGNORECASE)),
+    ("rate_limit", True, re.compile(r"\b429\b|RESOURCE_EXHAUSTED|too many requests|rate.?limit|quota", re.IGNORECASE)),
+    ("auth", False, re.compile(r"\b40[13]\b|UNAUTHENTICATED|PERMISSION_DENIED|api key not valid|invalid api key"
+                               r"|auth method|authenticat|credentials", re.IGNORECASE)),
+    ("api", True, re.compile(r"\b5\d\d\b|\b499\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
+                             r"|ECONNRESET|ETIMEDOUT|fetch failed|socket hang up|network", re.IGNORECASE)),
+)
+
+
+def classify_error(message: str, code: int | None) -> tuple[str, bool]:
+    """(error kind, retryable) of a Gemini error: its code first, then its words."""
+    if code == 429:
+        return ("quota", True) if _QUOTA.search(message) else ("rate_limit", True)
+    if code in (401, 403, EXIT_AUTH):
+        return "auth", False
+    if code is not None and (500 <= code < 600 or code == 499):
+        return "api", True
+    for kind, retryable, pattern in _TEXT_KINDS:
+        if pattern.search(message):
+            return kind, retryable
+    return "other", False
+
+
+_RETRY_DELAY = re.compile(r"retry (?:in|after) (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
+
+
+def retry_time(message: str, now: datetime | None = None) -> str | None:
+    """When to try again (UTC, ISO-8601), from "Please retry in 41.8s" / "Suggested retry after 60s"."""
+    found = _RETRY_DELAY.search(message)
+    if found is None:
+        return None
+    seconds = float(found.group(1)) / (1000 if found.group(2).lower() == "ms" else 1)
+    moment = (now or datetime.now(UTC)) + timedelta(seconds=math.ceil(seconds))
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
