@@ -3,7 +3,9 @@
 Shape: a layered DAG (about sqrt(N) layers), each ticket depending on about 1.5
 tickets of earlier layers (mostly the layer just before), the first ~30% of the
 tickets COMPLETED, the rest UNPROCESSED, priorities P0-P4, estimates 1-30 minutes.
-One ticket per line, about 190 bytes per ticket: 100k tickets is about 19 MB.
+One ticket per line, about 200 bytes per ticket: 100k tickets is about 20 MB.
+`--shuffled` writes the same tickets in random order (most dependencies then come after
+their dependents, as they never do in a Sage file grown by appending).
 
     python bench/gen_index.py 100000 /tmp/index-100k.json
 """
@@ -85,9 +87,12 @@ def render_index(tickets: list[dict]) -> str:
     return f'{{"version": "1.0", "tickets": [\n{body}\n]}}\n'
 
 
-def write_index(path: Path, count: int, *, seed: int = 7) -> Path:
+def write_index(path: Path, count: int, *, seed: int = 7, shuffled: bool = False) -> Path:
+    tickets = generate_tickets(count, seed=seed)
+    if shuffled:
+        random.Random(seed).shuffle(tickets)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_index(generate_tickets(count, seed=seed)), encoding="utf-8")
+    path.write_text(render_index(tickets), encoding="utf-8")
     return path
 
 
@@ -96,10 +101,12 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("path", type=Path)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--shuffled", action="store_true", help="write the tickets in random order")
     args = parser.parse_args()
-    write_index(args.path, args.count, seed=args.seed)
+    write_index(args.path, args.count, seed=args.seed, shuffled=args.shuffled)
     size = args.path.stat().st_size
-    print(f"{args.path}: {args.count} tickets, {size / 1e6:.1f} MB, {size / max(args.count, 1):.0f} bytes/ticket")
+    per_ticket = size / max(args.count, 1)
+    print(f"{args.path}: {args.count} tickets, {size / 1e6:.1f} MB, {per_ticket:.0f} bytes/ticket")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from sage_stream.tickets.store import gc_paused
 from sage_stream.validation.checks import validate_index
 from sage_stream.validation.report import render_human, render_json
 
@@ -19,6 +20,14 @@ from sage_stream.validation.report import render_human, render_json
               help="The ticket index (default: .sage/tickets/index.json here or above).")
 def command(strict: bool, as_json: bool, index_path: str | None) -> int:
     """Check the ticket index, the dependency graph and the prerequisites of `sage stream`."""
+    # The collector stays paused until the report is printed and freed: re-enabled while
+    # the report still holds the tickets, its first pass would walk all of them again
+    # (0.2 s at 100,000 tickets) for no garbage.
+    with gc_paused():
+        return _validate_and_print(strict=strict, as_json=as_json, index_path=index_path)
+
+
+def _validate_and_print(*, strict: bool, as_json: bool, index_path: str | None) -> int:
     report = validate_index(index_path, strict=strict)
     click.echo(render_json(report) if as_json else render_human(report))
     return report.exit_code

@@ -4,26 +4,33 @@ An edge goes from a dependency to its dependent (`TKT-001 -> TKT-003` when TKT-0
 depends on TKT-001), so a topological order is a valid work order. `parent` and
 `children` are hierarchy, not scheduling edges: they are only checked for consistency.
 
-Everything here is linear in the size of the index (about a second for 100,000 tickets
-and 150,000 dependencies): a cycle is detected by a failed topological sort, and only then named, one
-per strongly connected component, by a breadth-first search inside that component.
-`nx.find_cycle` / `simple_cycles` on the whole graph are super-linear (minutes at 100k,
-see notes/engine-facts.md) and are never used.
+`DependencyGraph` is the graph as the checks and the analysis use it: plain dicts of
+ids, built in one pass and shared (`sage validate` builds it once for `graph_findings`
+and `analysis.analyze`). `build_graph` gives the same graph as a networkx DiGraph, for
+drawing (`sage graph`) and for naming cycles; networkx is only imported for those.
+
+Everything here is linear in the size of the index (about 0.3 s for 100,000 tickets and
+150,000 dependencies): a cycle is detected by a topological sort that does not reach
+every ticket, and only then named, one per strongly connected component, by a
+breadth-first search inside that component. `nx.find_cycle` / `simple_cycles` on the
+whole graph are super-linear (minutes at 100k, see notes/engine-facts.md) and are never used.
 """
 
 from __future__ import annotations
 
 import difflib
-import gc
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-
-import networkx as nx
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from sage_stream.errors import SageError
 from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.store import gc_paused
 from sage_stream.validation.findings import Finding, Severity
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 DIFFLIB_BUDGET = 100_000
 """Id comparisons difflib may make for "did you mean" suggestions in one check (~0.2 s)."""
@@ -32,15 +39,90 @@ CYCLE_MEMBERS_SHOWN = 10
 ERRORS_SHOWN = 20
 
 
-def build_graph(tickets: Sequence[Ticket]) -> nx.DiGraph:
-    """A node per ticket id (the first ticket of a duplicated id wins, with its `ticket`
-    attribute), and an edge dependency -> dependent for every dependency that is in the
-    index. Unknown dependencies and self-dependencies get no edge: `graph_findings`
-    reports them."""
-    first = _first_by_id(tickets)
+class DependencyGraph:
+    """The dependency graph of an index, built once and shared by its readers.
+
+    - `first`: ticket id -> ticket, in index order; with duplicate ids the first ticket
+      of an id is the one that counts (`graph_findings` reports the others).
+    - `dependents`: id -> the ids that depend on it (the edges dependency -> dependent),
+      each once; only ids with dependents have an entry. Unknown dependencies and
+      self-dependencies are no edge (`graph_findings` reports them).
+    - `order`: every id in a topological order (dependencies before dependents), or None
+      when the dependencies contain a cycle; `in_index_order` when that is the order of
+      `first`, as it is in a file that only ever had tickets appended.
+    - `every_dependency_known`: every dependency of those tickets names another ticket
+      of the index (no unknown id, no self-dependency): then `graph_findings` need not
+      look for those.
+
+    Plain dicts and lists rather than networkx: an nx.DiGraph of 100,000 tickets took
+    0.4-0.6 s to build (a dict per node and per edge), more than every check and the whole
+    analysis together.
+    """
+
+    def __init__(self, tickets: Sequence[Ticket]) -> None:
+        self.tickets = tickets
+        self.first = _first_by_id(tickets)
+        self.dependents, self.in_index_order, self.every_dependency_known = _edges(self.first)
+        # Sage appends tickets as they are created, after what they depend on: then the
+        # index order is a topological order already and the sort is skipped (0.1 s at 100k)
+        self.order: list[str] | None = (
+            list(self.first) if self.in_index_order else _sorted(self.first, self.dependents)
+        )
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The same graph as a networkx DiGraph (see `build_graph`)."""
+        return _networkx_graph(self.first)
+
+    def check_built_from(self, tickets: Sequence[Ticket]) -> None:
+        """A graph handed to `graph_findings` or `analyze` must be of the tickets they get."""
+        if tickets is not self.tickets:
+            raise ValueError("this DependencyGraph was built from another ticket list")
+
+
+def _edges(first: Mapping[str, Ticket]) -> tuple[dict[str, list[str]], bool, bool]:
+    """(dependents, whether every dependency comes before its dependent in the index,
+    whether every dependency names another ticket of the index)."""
+    dependents: defaultdict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    in_order = known = True
+    for ticket_id, ticket in first.items():
+        seen.add(ticket_id)
+        dependencies: Iterable[str] = ticket.dependencies
+        if len(ticket.dependencies) > 1:
+            dependencies = dict.fromkeys(dependencies)  # a repeated id is one edge
+        for dependency in dependencies:
+            if dependency in seen:
+                if dependency != ticket_id:
+                    dependents[dependency].append(ticket_id)
+                else:  # a self-dependency is no edge
+                    known = False
+            elif dependency in first:  # later in the index
+                dependents[dependency].append(ticket_id)
+                in_order = False
+            else:  # not in the index: no edge
+                known = False
+    return dict(dependents), in_order, known
+
+
+def _sorted(first: Mapping[str, Ticket], dependents: Mapping[str, list[str]]) -> list[str] | None:
+    """Kahn's algorithm; None when some tickets are never freed (a cycle)."""
+    waiting = Counter(dependent for after in dependents.values() for dependent in after)
+    order = [ticket_id for ticket_id in first if ticket_id not in waiting]
+    for ticket_id in order:  # grows while iterating
+        for dependent in dependents.get(ticket_id, ()):
+            left = waiting[dependent] - 1
+            waiting[dependent] = left
+            if not left:
+                order.append(dependent)
+    return order if len(order) == len(first) else None
+
+
+def _networkx_graph(first: Mapping[str, Ticket]) -> nx.DiGraph:
+    import networkx as nx
+
     graph = nx.DiGraph()
     graph.add_nodes_from((ticket_id, {"ticket": ticket}) for ticket_id, ticket in first.items())
-    graph.add_edges_from(
+    graph.add_edges_from(  # in the order of each ticket's dependencies, as written
         (dependency, ticket_id)
         for ticket_id, ticket in first.items()
         for dependency in ticket.dependencies
@@ -49,49 +131,46 @@ def build_graph(tickets: Sequence[Ticket]) -> nx.DiGraph:
     return graph
 
 
-def graph_findings(tickets: Sequence[Ticket], *, file: str | None = None) -> list[Finding]:
+def build_graph(tickets: Sequence[Ticket]) -> nx.DiGraph:
+    """A node per ticket id (the first ticket of a duplicated id wins, with its `ticket`
+    attribute), and an edge dependency -> dependent for every dependency that is in the
+    index. Unknown dependencies and self-dependencies get no edge: `graph_findings`
+    reports them."""
+    return _networkx_graph(_first_by_id(tickets))
+
+
+def graph_findings(
+    tickets: Sequence[Ticket], *, file: str | None = None, graph: DependencyGraph | None = None
+) -> list[Finding]:
     """Every problem of the dependency graph and the hierarchy, errors first in index order.
 
     Errors: duplicate_id, unknown_dependency, self_dependency, cycle, unknown_parent,
-    completed_depends_on_unfinished. Warning: parent_children_mismatch.
+    completed_depends_on_unfinished. Warning: parent_children_mismatch. `graph`, when
+    given, must be `DependencyGraph(tickets)` (built once, shared with `analyze`).
     """
     with gc_paused():
-        first = _first_by_id(tickets)
+        if graph is None:
+            graph = DependencyGraph(tickets)
+        graph.check_built_from(tickets)
+        first = graph.first
         suggest = _Suggester(first)
         findings: list[Finding] = []
-        findings += _duplicate_findings(tickets, file)
-        findings += _dependency_findings(tickets, first, suggest, file)
-        findings += _cycle_findings(build_graph(tickets), file)
+        findings += _duplicate_findings(tickets, first, file)
+        findings += _dependency_findings(tickets, graph, suggest, file)
+        findings += _cycle_findings(graph, file)
         findings += _parent_findings(tickets, first, suggest, file)
         findings += _hierarchy_warnings(first, file)
         return findings
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one allocation-heavy pass over the index.
-
-    A graph of 100,000 tickets allocates millions of objects that all stay alive, and
-    every full collection walks everything alive (the raw JSON, the models, the graph)
-    again: measured, collections were 40% of `sage plan` on 100k tickets. Nothing
-    here makes cyclic garbage worth collecting early; the collector resumes afterwards
-    (unless the caller had paused it already).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-def require_sound_graph(tickets: Sequence[Ticket], *, file: str | None = None) -> list[Finding]:
+def require_sound_graph(
+    tickets: Sequence[Ticket], *, file: str | None = None, graph: DependencyGraph | None = None
+) -> list[Finding]:
     """The warnings of `graph_findings`; its errors raise one SageError that lists them.
 
     For commands that need an acyclic graph of known ids (`ready`, `graph`, `plan`).
     """
-    findings = graph_findings(tickets, file=file)
+    findings = graph_findings(tickets, file=file, graph=graph)
     errors = [finding for finding in findings if finding.severity is Severity.ERROR]
     if errors:
         where = f"{file}: " if file else ""
@@ -108,7 +187,11 @@ def require_sound_graph(tickets: Sequence[Ticket], *, file: str | None = None) -
 # ---------------------------------------------------------------- errors
 
 
-def _duplicate_findings(tickets: Sequence[Ticket], file: str | None) -> list[Finding]:
+def _duplicate_findings(
+    tickets: Sequence[Ticket], first: Mapping[str, Ticket], file: str | None
+) -> list[Finding]:
+    if len(first) == len(tickets):
+        return []
     positions: dict[str, list[int]] = {}
     for position, ticket in enumerate(tickets, start=1):
         positions.setdefault(ticket.id, []).append(position)
@@ -126,25 +209,34 @@ def _duplicate_findings(tickets: Sequence[Ticket], file: str | None) -> list[Fin
 
 
 def _dependency_findings(
-    tickets: Sequence[Ticket], first: Mapping[str, Ticket], suggest: _Suggester, file: str | None
+    tickets: Sequence[Ticket], graph: DependencyGraph, suggest: _Suggester, file: str | None
 ) -> list[Finding]:
+    first = graph.first
+    completed = State.COMPLETED
+    if graph.every_dependency_known and len(first) == len(tickets):
+        # no unknown id, no self-dependency: only a COMPLETED ticket can have a finding here
+        tickets = [ticket for ticket in tickets if ticket.state is completed and ticket.dependencies]
     findings = []
     for ticket in tickets:
+        if not ticket.dependencies:
+            continue
+        ticket_completed = ticket.state is completed
         for dependency in ticket.dependencies:
+            before = first.get(dependency)
             if dependency == ticket.id:
                 findings.append(_error(
                     "self_dependency", f"{ticket.id} depends on itself", file, ticket.id,
                     "dependencies", expected="other ticket ids", found=dependency,
                 ))
-            elif dependency not in first:
+            elif before is None:
                 findings.append(_error(
                     "unknown_dependency",
                     f"{ticket.id} depends on {dependency}, which is not in the index"
                     + suggest.hint(dependency),
                     file, ticket.id, "dependencies", expected="an id in the index", found=dependency,
                 ))
-            elif ticket.state is State.COMPLETED and first[dependency].state is not State.COMPLETED:
-                state = first[dependency].state
+            elif ticket_completed and before.state is not completed:
+                state = before.state
                 findings.append(_error(
                     "completed_depends_on_unfinished",
                     f"{ticket.id} is COMPLETED but depends on {dependency}, which is {state}",
@@ -154,14 +246,13 @@ def _dependency_findings(
     return findings
 
 
-def _cycle_findings(graph: nx.DiGraph, file: str | None) -> list[Finding]:
+def _cycle_findings(dependencies: DependencyGraph, file: str | None) -> list[Finding]:
     """One finding per strongly connected component of more than one ticket."""
-    try:
-        for _ in nx.topological_sort(graph):
-            pass
+    if dependencies.order is not None:
         return []
-    except nx.NetworkXUnfeasible:
-        pass
+    import networkx as nx
+
+    graph = dependencies.to_networkx()
     tangles = [component for component in nx.strongly_connected_components(graph) if len(component) > 1]
     findings = []
     for component in sorted(tangles, key=min):
@@ -214,6 +305,10 @@ def _cycle_path(reached_from: Mapping[str, str], last: str, start: str) -> list[
 def _parent_findings(
     tickets: Sequence[Ticket], first: Mapping[str, Ticket], suggest: _Suggester, file: str | None
 ) -> list[Finding]:
+    parents = set(map(attrgetter("parent"), tickets))
+    parents.discard(None)
+    if first.keys() >= parents:  # the usual case: every parent is known (or none is named)
+        return []
     return [
         _error(
             "unknown_parent",
@@ -234,7 +329,10 @@ def _hierarchy_warnings(first: Mapping[str, Ticket], file: str | None) -> list[F
 
     A parent whose `children` list is empty is not checked against its children's
     `parent` fields: many Sage files only fill `parent`, and that is not a contradiction.
+    So an index where no ticket lists children has nothing to warn about.
     """
+    if not any(map(attrgetter("children"), first.values())):
+        return []
     findings = []
     for ticket_id, ticket in first.items():
         for child_id in ticket.children:
@@ -330,8 +428,11 @@ def _split_number(ticket_id: str) -> tuple[str, int | None]:
     return (prefix, int(digits)) if digits.isascii() and digits else (ticket_id, None)
 
 
-def _first_by_id(tickets: Iterable[Ticket]) -> dict[str, Ticket]:
-    first: dict[str, Ticket] = {}
+def _first_by_id(tickets: Sequence[Ticket]) -> dict[str, Ticket]:
+    first = dict(zip(map(attrgetter("id"), tickets), tickets, strict=True))
+    if len(first) == len(tickets):
+        return first
+    first = {}  # duplicate ids: the comprehension kept the last ticket of each, we want the first
     for ticket in tickets:
         first.setdefault(ticket.id, ticket)
     return first

@@ -8,34 +8,38 @@ exists; priority P0-P4; valid type; valid validation_type; sub-task fields; empt
 whether the index is tracked by git (Sage keeps `.sage/` ignored).
 
 Parsing, the JSON types, valid states, `command`, `estimate > 0` and `not_before` are
-checked by `tickets.store.load_index` through the models; the dependency graph by
-`graph.dependency_graph.graph_findings`. Each check here is one pass over the tickets,
-and nothing here writes to disk.
+checked by `tickets.store.read_index` through the models; the dependency graph by
+`graph.dependency_graph.graph_findings`, on a `DependencyGraph` built once and shared
+with the analysis. Each check here is one pass over the typed tickets (validate keeps
+no raw JSON: unknown keys such as `checkpoint_id` are the models' extras), and nothing
+here writes to disk. The garbage collector is paused for the whole run (`gc_paused`).
 """
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
+import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import compress, count, repeat
+from operator import attrgetter, is_not
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sage_stream.errors import SageError
-from sage_stream.tickets.models import PRIORITIES, TICKET_TYPES, VALIDATION_TYPES, State, Ticket
+from sage_stream.tickets.models import PRIORITIES, TICKET_TYPES, VALIDATION_TYPES, Docs, State, Ticket
 from sage_stream.tickets.prose import SAGE_ID, is_safe_id
 from sage_stream.tickets.store import (
     INDEX_RELATIVE,
     IndexLoadError,
-    LoadedIndex,
+    IndexView,
     find_index,
-    load_index,
+    gc_paused,
+    read_index,
 )
 from sage_stream.validation.findings import Finding, Severity
 from sage_stream.validation.prerequisites import (
@@ -47,6 +51,9 @@ from sage_stream.validation.prerequisites import (
     unresolved_commits,
 )
 from sage_stream.validation.report import ValidationReport
+
+if TYPE_CHECKING:
+    from sage_stream.graph.dependency_graph import DependencyGraph
 
 CHECK_ORDER = (
     # the index exists and parses (tickets/store.py)
@@ -83,13 +90,94 @@ _TYPES_BY_LOWER = {name.lower(): name for name in TICKET_TYPES}
 _VALIDATION_TYPES_BY_LOWER = {name.lower(): name for name in VALIDATION_TYPES}
 
 
-class Row(NamedTuple):
-    """One ticket as written (`raw`) and as typed (`ticket`), with how messages name it."""
+_VALID_PRIORITIES = frozenset({None, *PRIORITIES})
+_VALID_TYPES = frozenset({None, *TICKET_TYPES})
+_VALID_VALIDATION_TYPES = frozenset({None, *VALIDATION_TYPES})
+_LONGEST_SAFE_ID = 128  # tickets.prose.SAFE_ID
 
-    raw: dict[str, Any]
+
+class Row(NamedTuple):
+    """A ticket a check has something to say about, with its place in the ticket list."""
+
+    position: int  # 1-based
     ticket: Ticket
-    label: str  # the id, or "#N" (1-based position) when the id is empty or unprintable
-    safe_id: bool  # tickets.prose.is_safe_id, asked once per ticket
+
+    @property
+    def label(self) -> str:
+        """How messages name the ticket: its id, or "#N" when the id is empty or unprintable."""
+        ticket_id = self.ticket.id
+        return ticket_id if ticket_id.isprintable() and ticket_id.strip() else f"#{self.position}"
+
+
+class Columns(NamedTuple):
+    """The fields the checks read, one tuple per field in index order, read in one pass.
+
+    At 100,000 tickets a loop of Python code over the tickets costs 15-20 ms, a whole
+    column read together with the others ~6 ms, and a test over a column
+    (`set(priorities) <= valid`) a few ms. So each check first asks its columns whether
+    there is anything to report - on a clean index there is not - and only then walks
+    the tickets.
+    """
+
+    tickets: Sequence[Ticket]
+    ids: Sequence[str]
+    titles: Sequence[str]
+    states: Sequence[State]
+    priorities: Sequence[str | None]
+    types: Sequence[str | None]
+    validation_types: Sequence[str | None]
+    tasks: Sequence[list[Any]]
+    docs: Sequence[Docs | None]
+    files: Sequence[list[str]]
+    estimates: Sequence[float]
+    extras: Sequence[dict[str, Any] | None]  # unknown keys (`model_extra`), e.g. checkpoint_id
+
+    @classmethod
+    def of(cls, tickets: Sequence[Ticket]) -> Columns:
+        fields = ("id", "title", "state", "priority", "type", "validation_type", "tasks", "docs",
+                  "files", "estimate", "__pydantic_extra__")  # what `model_extra` returns
+        read = attrgetter(*fields)
+        columns = list(zip(*map(read, tickets), strict=True)) if tickets else [()] * len(fields)
+        return cls(tickets, *columns)
+
+    def unfinished(self) -> Iterator[int]:
+        """Positions (1-based) of the tickets that are not COMPLETED."""
+        return compress(count(1), map(is_not, self.states, repeat(State.COMPLETED)))
+
+
+class OddIds(NamedTuple):
+    """Tickets whose id is not plainly in Sage's format, by position: whether it is safe.
+
+    Asked once per index and shared by the id and prose checks. A Sage-format id of at
+    most 128 characters is always safe (letters, digits and one '-'), so on a clean index
+    this is one regex match over all ids.
+    """
+
+    safe: dict[int, bool]
+
+    @classmethod
+    def of(cls, columns: Columns) -> OddIds:
+        ids = columns.ids
+        if _all_sage_ids(ids):
+            return cls({})
+        sage = SAGE_ID.match
+        return cls({
+            position: is_safe_id(ticket_id)
+            for position, ticket_id in enumerate(ids, start=1)
+            if not sage(ticket_id) or len(ticket_id) > _LONGEST_SAFE_ID
+        })
+
+
+_SAGE_ID_LINES = re.compile(r"(?:[A-Z0-9]+-[0-9]+\n)*[A-Z0-9]+-[0-9]+")
+
+
+def _all_sage_ids(ids: Sequence[str]) -> bool:
+    """Whether every id matches SAGE_ID and is at most 128 characters long: one match over
+    the ids joined by newlines (an id with a newline of its own makes the line count wrong)."""
+    if not ids or max(map(len, ids)) > _LONGEST_SAFE_ID:
+        return False
+    joined = "\n".join(ids)
+    return joined.count("\n") == len(ids) - 1 and _SAGE_ID_LINES.fullmatch(joined) is not None
 
 
 # ---------------------------------------------------------------- entry point
@@ -107,22 +195,8 @@ def validate_index(
     Never raises for a problem of the index: a file that cannot be loaded is a report
     with its load findings and no analysis.
     """
-    with gc_paused():
+    with gc_paused():  # millions of long-lived objects, no cyclic garbage worth collecting
         return _validate(index_option, strict=strict, now=now, cwd=cwd)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Validation builds millions of long-lived objects (models, graphs) and frees almost
-    none before it returns; the cyclic GC would rescan them all again and again. At 100k
-    tickets that is 3 of the 3.5 s of `load_index` and half of the whole run."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _validate(
@@ -136,18 +210,25 @@ def _validate(
         return ValidationReport(index=finding.file, tickets=None, findings=[finding], strict=strict)
     context, prerequisites = check_prerequisites(path)
     try:
-        loaded = load_index(path)
+        loaded = read_index(path)
     except IndexLoadError as error:
         findings = order_findings([*error.findings, *prerequisite_findings(prerequisites)])
         return ValidationReport(index=str(path), tickets=None,
                                 findings=as_strict(findings) if strict else findings,
                                 prerequisites=prerequisites, strict=strict)
-    findings = [*index_findings(loaded, context), *prerequisite_findings(prerequisites)]
-    return _report(loaded, order_findings(findings), prerequisites, strict=strict, now=now)
+    from sage_stream.graph.dependency_graph import DependencyGraph
+
+    graph = DependencyGraph(loaded.tickets)
+    columns = Columns.of(loaded.tickets)
+    findings = [*index_findings(loaded, context, graph=graph, columns=columns),
+                *prerequisite_findings(prerequisites)]
+    return _report(loaded, graph, columns, order_findings(findings), prerequisites, strict=strict, now=now)
 
 
 def _report(
-    loaded: LoadedIndex,
+    loaded: IndexView,
+    graph: DependencyGraph,
+    columns: Columns,
     findings: list[Finding],
     prerequisites: list[Prerequisite],
     *,
@@ -160,37 +241,36 @@ def _report(
     if not any(finding.severity is Severity.ERROR for finding in findings):
         from sage_stream.graph.analysis import analyze
 
-        analysis = analyze(tickets, now=now)
+        analysis = analyze(tickets, now=now, graph=graph)
     return ValidationReport(
         index=str(loaded.path), tickets=len(tickets),
         findings=as_strict(findings) if strict else findings,
-        prerequisites=prerequisites, strict=strict, states=_count_states(tickets),
+        prerequisites=prerequisites, strict=strict, states=_count_states(columns.states),
         analysis=analysis,
     )
 
 
-def _count_states(tickets: Iterable[Ticket]) -> dict[str, int]:
-    counts = Counter(ticket.state for ticket in tickets)
+def _count_states(states: Iterable[State]) -> dict[str, int]:
+    counts = Counter(states)
     return {state.value: counts[state] for state in State}
 
 
-def index_findings(loaded: LoadedIndex, context: GitContext | None = None) -> list[Finding]:
-    """Every finding about a loaded index, in Sage's order; `context` is None without git."""
+def index_findings(
+    loaded: IndexView,
+    context: GitContext | None = None,
+    *,
+    graph: DependencyGraph | None = None,
+    columns: Columns | None = None,
+) -> list[Finding]:
+    """Every finding about a loaded index (`order_findings` puts them in Sage's order);
+    `context` is None without git. `graph` and `columns`, when given, are
+    `DependencyGraph(loaded.tickets)` and `Columns.of(loaded.tickets)`, built once by the caller."""
     from sage_stream.graph.dependency_graph import graph_findings
 
     file = str(loaded.path)
-    rows = _rows(loaded)
-    findings: list[Finding] = []
-    findings += required_field_findings(rows, file)
-    findings += graph_findings(loaded.tickets, file=file)
-    findings += id_findings(rows, file)
-    findings += prose_findings(rows, loaded.tickets_dir, file)
-    findings += priority_findings(rows, file)
-    findings += type_findings(rows, file)
-    findings += subtask_findings(rows, file)
-    findings += checkpoint_findings(rows, context, file)
-    findings += path_findings(rows, file)
-    findings += estimate_findings(rows, file)
+    columns = columns if columns is not None else Columns.of(loaded.tickets)
+    findings = ticket_findings(columns, loaded.tickets_dir, context, file)
+    findings += graph_findings(loaded.tickets, file=file, graph=graph)
     if context is not None and is_tracked(context, loaded.path):
         findings.append(Finding(
             Severity.WARNING, "index_tracked",
@@ -199,6 +279,24 @@ def index_findings(loaded: LoadedIndex, context: GitContext | None = None) -> li
             " (git rm --cached the file and ignore .sage/)",
             file=file,
         ))
+    return findings
+
+
+def ticket_findings(
+    columns: Columns, tickets_dir: Path, context: GitContext | None, file: str
+) -> list[Finding]:
+    """The findings about single tickets (everything but the dependency graph), in Sage's order."""
+    odd_ids = OddIds.of(columns)
+    findings: list[Finding] = []
+    findings += required_field_findings(columns, file)
+    findings += id_findings(columns, odd_ids, file)
+    findings += prose_findings(columns, odd_ids, tickets_dir, file)
+    findings += priority_findings(columns, file)
+    findings += type_findings(columns, file)
+    findings += subtask_findings(columns, file)
+    findings += checkpoint_findings(columns, context, file)
+    findings += path_findings(columns, file)
+    findings += estimate_findings(columns, file)
     return findings
 
 
@@ -224,16 +322,6 @@ def as_strict(findings: Iterable[Finding]) -> list[Finding]:
     ]
 
 
-def _rows(loaded: LoadedIndex) -> list[Row]:
-    # load_index succeeded, so raw["tickets"] is a list of objects in the models' order
-    raw_tickets = loaded.raw.get("tickets", [])
-    return [
-        Row(raw, ticket, ticket.id if ticket.id.isprintable() and ticket.id.strip() else f"#{position}",
-            is_safe_id(ticket.id))
-        for position, (raw, ticket) in enumerate(zip(raw_tickets, loaded.tickets), start=1)
-    ]
-
-
 def _finding(
     severity: Severity, code: str, file: str, row: Row, field: str | None, text: str,
     *, expected: str | None = None, found: str | None = None,
@@ -253,12 +341,27 @@ def _shown(value: Any, limit: int = 60) -> str:
 
 
 # ---------------------------------------------------------------- Sage's checks
+#
+# Each check is one pass over the tickets: a comprehension picks the few tickets it has
+# something to say about (100,000 tickets: a few milliseconds), then only those are
+# looked at closely.
 
 
-def required_field_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
+def required_field_findings(columns: Columns, file: str) -> Iterator[Finding]:
     """id, state and title always (the models enforce presence); priority, type and
     validation_type unless the ticket is COMPLETED or a legacy record."""
-    for row in rows:
+    titles = columns.titles
+    if not ("" in titles or any(map(str.isspace, titles)) or None in columns.priorities
+            or None in columns.types or None in columns.validation_types):
+        return
+    completed = State.COMPLETED
+    suspects = [
+        Row(position, ticket) for position, ticket in enumerate(columns.tickets, start=1)
+        if not ticket.title or ticket.title.isspace()
+        or (ticket.state is not completed and ticket.type != "legacy"
+            and (ticket.priority is None or ticket.type is None or ticket.validation_type is None))
+    ]
+    for row in suspects:
         if not row.ticket.title.strip():
             yield _finding(Severity.ERROR, "missing_field", file, row, "title",
                            "is empty; a ticket needs a one-line title",
@@ -266,18 +369,19 @@ def required_field_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]
         if row.ticket.state is State.COMPLETED or row.ticket.type == "legacy":
             continue
         for field, expected in REQUIRED_UNLESS_COMPLETED:
-            if row.raw.get(field) is None:
+            if getattr(row.ticket, field) is None:  # absent or null: the models keep None
                 yield _finding(Severity.ERROR, "missing_field", file, row, field,
                                f"required field is missing (on a ticket that is not COMPLETED):"
                                f" expected {expected}", expected=expected, found="nothing")
 
 
-def id_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
+def id_findings(columns: Columns, odd_ids: OddIds, file: str) -> Iterator[Finding]:
     """Unsafe ids are errors (ids name files, logs and branches); ids outside Sage's
     `^[A-Z0-9]+-[0-9]+$` format are warnings."""
-    for row in rows:
+    for position, safe in odd_ids.safe.items():
+        row = Row(position, columns.tickets[position - 1])
         ticket_id = row.ticket.id
-        if not row.safe_id:
+        if not safe:
             yield _finding(
                 Severity.ERROR, "unsafe_id", file, row, "id",
                 f"{_shown(ticket_id)} cannot be used: ids name files, logs and git branches, so"
@@ -293,7 +397,7 @@ def id_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
             )
 
 
-def prose_findings(rows: Sequence[Row], tickets_dir: Path, file: str) -> list[Finding]:
+def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: str) -> list[Finding]:
     """A suggestion, as in Sage: `<ID>.md` beside the index gives the agent the ticket's
     Description, Acceptance Criteria and Context. COMPLETED tickets need none any more.
 
@@ -301,13 +405,17 @@ def prose_findings(rows: Sequence[Row], tickets_dir: Path, file: str) -> list[Fi
     has one, a single warning says so instead of one identical line per ticket.
     """
     with_prose = {name[:-3] for name in _file_names(tickets_dir) if name.endswith(".md")}
-    unfinished = [row for row in rows if row.safe_id and row.ticket.state is not State.COMPLETED]
-    missing = [row for row in unfinished if row.ticket.id not in with_prose]
+    ids, tickets = columns.ids, columns.tickets
+    unsafe = {position for position, safe in odd_ids.safe.items() if not safe}
+    missing = [
+        position for position in columns.unfinished()
+        if position not in unsafe and ids[position - 1] not in with_prose
+    ] if with_prose or unsafe else list(columns.unfinished())
     if not missing:
         return []
-    uses_prose = any(row.ticket.id in with_prose for row in rows)
-    if len(missing) == len(unfinished) and len(missing) > 1 and not uses_prose:
-        shown = ", ".join(row.label for row in missing[:5])
+    if len(missing) > 1 and with_prose.isdisjoint(ids):
+        # no ticket has prose: every unfinished ticket is missing one; say it once
+        shown = ", ".join(Row(position, tickets[position - 1]).label for position in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         return [Finding(
             Severity.WARNING, "missing_prose",
@@ -315,12 +423,13 @@ def prose_findings(rows: Sequence[Row], tickets_dir: Path, file: str) -> list[Fi
             " Sage suggests one per ticket: Description, Acceptance Criteria, Context",
             file=file, expected="<ID>.md per ticket", found=f"none for {len(missing)} tickets",
         )]
+    rows = [Row(position, tickets[position - 1]) for position in missing]
     return [
         _finding(Severity.WARNING, "missing_prose", file, row, None,
                  f"no {row.ticket.id}.md beside the index (optional; Sage suggests one per ticket:"
                  " Description, Acceptance Criteria, Context)",
                  expected=f"{row.ticket.id}.md", found="nothing")
-        for row in missing
+        for row in rows
     ]
 
 
@@ -333,18 +442,22 @@ def _file_names(directory: Path) -> frozenset[str]:
         return frozenset()
 
 
-def priority_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
-    for row in rows:
-        priority = row.ticket.priority
-        if priority is not None and priority not in PRIORITIES:
-            yield _finding(Severity.WARNING, "priority", file, row, "priority",
+def priority_findings(columns: Columns, file: str) -> Iterator[Finding]:
+    if set(columns.priorities) <= _VALID_PRIORITIES:
+        return
+    for position, ticket in enumerate(columns.tickets, start=1):
+        if ticket.priority not in _VALID_PRIORITIES:
+            priority = ticket.priority
+            yield _finding(Severity.WARNING, "priority", file, Row(position, ticket), "priority",
                            f"{_shown(priority)} is not P0..P4; it sorts after P4",
                            expected="P0..P4", found=_shown(priority))
 
 
-def type_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
-    for row in rows:
-        ticket = row.ticket
+def type_findings(columns: Columns, file: str) -> Iterator[Finding]:
+    if set(columns.types) <= _VALID_TYPES and set(columns.validation_types) <= _VALID_VALIDATION_TYPES:
+        return
+    for position, ticket in enumerate(columns.tickets, start=1):
+        row = Row(position, ticket)
         if ticket.type is not None and ticket.type not in TICKET_TYPES:
             yield _unknown_name(file, row, "type", "invalid_type", ticket.type, TICKET_TYPES,
                                 _TYPES_BY_LOWER)
@@ -362,9 +475,10 @@ def _unknown_name(file: str, row: Row, field: str, code: str, value: str,
                     expected="one of " + ", ".join(names), found=_shown(value))
 
 
-def subtask_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
+def subtask_findings(columns: Columns, file: str) -> Iterator[Finding]:
     """Each sub-task needs an id and a description; an empty validation_script is a warning."""
-    for row in rows:
+    with_tasks = [Row(position, ticket) for position, ticket in _where(columns.tickets, columns.tasks)]
+    for row in with_tasks:
         for position, task in enumerate(row.ticket.tasks):
             for field in ("id", "description"):
                 value = getattr(task, field)
@@ -382,12 +496,13 @@ def subtask_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
                                expected="a command", found='""')
 
 
-def checkpoint_findings(rows: Sequence[Row], context: GitContext | None, file: str) -> list[Finding]:
+def checkpoint_findings(columns: Columns, context: GitContext | None, file: str) -> list[Finding]:
     """`checkpoint_id` (on the ticket, or on each of its `components`) must name a commit."""
+    with_extras = [Row(position, ticket) for position, ticket in _where(columns.tickets, columns.extras)]
     wanted: list[tuple[Row, str, str]] = []
     findings: list[Finding] = []
-    for row in rows:
-        for field, value in _checkpoints(row.raw):
+    for row in with_extras:
+        for field, value in _checkpoints(row.ticket.model_extra):
             if isinstance(value, str) and value.strip():
                 wanted.append((row, field, value.strip()))
             else:
@@ -409,10 +524,14 @@ def checkpoint_findings(rows: Sequence[Row], context: GitContext | None, file: s
     return findings
 
 
-def _checkpoints(raw: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    if "checkpoint_id" in raw:
-        yield "checkpoint_id", raw["checkpoint_id"]
-    components = raw.get("components")
+def _checkpoints(extras: Mapping[str, Any] | None) -> Iterator[tuple[str, Any]]:
+    """`checkpoint_id` of the ticket and of its `components`: keys the models do not type,
+    so they are in the ticket's extras, as written."""
+    if not extras:
+        return
+    if "checkpoint_id" in extras:
+        yield "checkpoint_id", extras["checkpoint_id"]
+    components = extras.get("components")
     if isinstance(components, list):
         for position, component in enumerate(components):
             if isinstance(component, dict) and "checkpoint_id" in component:
@@ -422,17 +541,35 @@ def _checkpoints(raw: dict[str, Any]) -> Iterator[tuple[str, Any]]:
 # ---------------------------------------------------------------- our checks
 
 
-def path_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
+def path_findings(columns: Columns, file: str) -> Iterator[Finding]:
     """`docs` paths and `files` globs are repository-relative and must stay inside it."""
-    for row in rows:
-        docs = row.raw.get("docs")
-        if isinstance(docs, dict):
-            for key, value in docs.items():
+    if not any(columns.files) and not any(map(is_not, columns.docs, repeat(None))):
+        return
+    with_paths = [
+        Row(position, ticket) for position, ticket in enumerate(columns.tickets, start=1)
+        if ticket.docs is not None or ticket.files
+    ]
+    for row in with_paths:
+        docs = row.ticket.docs
+        if docs is not None:
+            for key, value in _docs_paths(docs):
                 if isinstance(value, str) and escapes_repository(value):
                     yield _unsafe_path(file, row, f"docs.{key}", value, "path")
         for position, pattern in enumerate(row.ticket.files):
             if escapes_repository(pattern):
                 yield _unsafe_path(file, row, f"files[{position}]", pattern, "glob")
+
+
+def _docs_paths(docs: Docs) -> Iterator[tuple[str, Any]]:
+    """Every key of `docs`: spec, plan, tasks, breakdown, then unknown keys as written."""
+    yield from docs.__dict__.items()
+    if docs.model_extra:
+        yield from docs.model_extra.items()
+
+
+def _where(tickets: Sequence[Ticket], column: Sequence[Any]) -> Iterator[tuple[int, Ticket]]:
+    """(position, ticket) of the tickets whose value in `column` is truthy."""
+    return compress(enumerate(tickets, start=1), column)
 
 
 def _unsafe_path(file: str, row: Row, field: str, value: str, kind: str) -> Finding:
@@ -459,10 +596,14 @@ def escapes_repository(path: str) -> bool:
     return False
 
 
-def estimate_findings(rows: Iterable[Row], file: str) -> Iterator[Finding]:
+def estimate_findings(columns: Columns, file: str) -> Iterator[Finding]:
     """The models take any estimate > 0; 1e400 parses as infinity and would break planning."""
-    for row in rows:
-        if not math.isfinite(row.ticket.estimate):
-            yield _finding(Severity.ERROR, "estimate_not_finite", file, row, "estimate",
-                           f"expected a finite number of minutes, found {row.raw.get('estimate')!r}",
-                           expected="a finite number > 0", found=str(row.raw.get("estimate")))
+    isfinite = math.isfinite
+    if all(map(isfinite, columns.estimates)):
+        return
+    for position, ticket in enumerate(columns.tickets, start=1):
+        estimate = ticket.estimate
+        if not isfinite(estimate):
+            yield _finding(Severity.ERROR, "estimate_not_finite", file, Row(position, ticket), "estimate",
+                           f"expected a finite number of minutes, found {estimate!r}",
+                           expected="a finite number > 0", found=str(estimate))

@@ -7,11 +7,14 @@ JSON shape (a public contract; keys are only ever added):
      "errors": [finding...], "warnings": [finding...],
      "analysis": {"ready", "ready_count", "blocked_count", "waves", "max_parallelism",
                   "critical_path", "critical_path_minutes", "total_minutes",
-                  "recommended_workers"} or null,
+                  "recommended_workers", "recommended_workers_rule"} or null,
      "prerequisites": [{"name", "ok", "message", "path"}...]}
 
 A finding is `Finding.as_json()`: severity, code, message, file, ticket, field,
-expected, found.
+expected, found. `recommended_workers_rule` says how the count was chosen: "simulation"
+(the smallest count whose simulated makespan is within 5% of the best) or, above
+`graph.simulate.SIMULATED_UP_TO` unfinished tickets, "lower_bound" (the smallest count
+whose lower bound max(critical path, work / workers) is within 5% of the best bound).
 """
 
 from __future__ import annotations
@@ -105,13 +108,14 @@ def analysis_json(analysis: Analysis) -> dict[str, Any]:
     return {
         "ready": analysis.ready,
         "ready_count": len(analysis.ready),
-        "blocked_count": len(analysis.blocked),
-        "waves": len(analysis.waves),
+        "blocked_count": analysis.blocked_count,
+        "waves": analysis.wave_count,
         "max_parallelism": analysis.max_parallelism,
         "critical_path": analysis.critical_path,
         "critical_path_minutes": analysis.critical_path_minutes,
         "total_minutes": analysis.total_minutes,
         "recommended_workers": analysis.recommended_workers,
+        "recommended_workers_rule": analysis.recommended_workers_rule,
     }
 
 
@@ -187,12 +191,19 @@ def summary_line(report: ValidationReport) -> str:
     analysis = report.analysis
     if analysis is None:
         return f"{line}; no schedule analysis until the errors are fixed"
-    from sage_stream.graph.simulate import WITHIN_BEST
+    return (f"{line}; ready now: {len(analysis.ready)}; recommended workers:"
+            f" {analysis.recommended_workers} ({worker_rule_text(analysis.recommended_workers_rule)})")
+
+
+def worker_rule_text(rule: str) -> str:
+    """How the recommended worker count was chosen, in words."""
+    from sage_stream.graph.simulate import RULE_LOWER_BOUND, SIMULATED_UP_TO, WITHIN_BEST
 
     within = round((WITHIN_BEST - 1) * 100)
-    return (f"{line}; ready now: {len(analysis.ready)}; recommended workers:"
-            f" {analysis.recommended_workers} (smallest count within {within}% of the best"
-            " predicted makespan)")
+    if rule == RULE_LOWER_BOUND:
+        return (f"smallest count whose lower bound max(critical path, work / workers) is within"
+                f" {within}% of the best; not simulated above {SIMULATED_UP_TO:,} unfinished tickets")
+    return f"smallest count within {within}% of the best predicted makespan"
 
 
 def _plural(count: int, noun: str) -> str:

@@ -51,6 +51,8 @@ def test_json_report_of_the_example(git_repo: Path, capsys: pytest.CaptureFixtur
     assert analysis["ready_count"] == 2 and analysis["blocked_count"] == 6
     assert analysis["critical_path"][0] == "CALC-001"
     assert analysis["recommended_workers"] == report["summary"]["recommended_workers"] >= 1
+    assert analysis["recommended_workers_rule"] == "simulation"
+    assert analysis["waves"] == 4 and analysis["max_parallelism"] == 3
     assert {item["name"] for item in report["prerequisites"]} == {"git_version", "git_work_tree",
                                                                   "sage_dir_writable"}
 
@@ -132,3 +134,14 @@ def test_validate_leaves_the_repository_as_it_was(
         run([*args, "--index", str(index)])
     capsys.readouterr()
     assert listing() == before
+
+
+def test_the_garbage_collector_is_back_on_after_the_command(
+    git_repo: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gc
+
+    index = copy_example(git_repo)
+    assert gc.isenabled()
+    run(["validate", "--json", "--index", str(index)])
+    assert gc.isenabled()

@@ -8,6 +8,7 @@ from typing import Any
 import networkx as nx
 import pytest
 
+from sage_stream.graph import analysis as analysis_module
 from sage_stream.graph.analysis import (
     ROOT_CAUSES_KEPT,
     BlockedTicket,
@@ -16,7 +17,8 @@ from sage_stream.graph.analysis import (
     bottom_levels,
     remaining_estimates,
 )
-from sage_stream.graph.dependency_graph import build_graph
+from sage_stream.graph.dependency_graph import DependencyGraph, build_graph
+from sage_stream.graph.simulate import RULE_LOWER_BOUND, RULE_SIMULATION, recommend_by_lower_bound
 from sage_stream.tickets.models import Ticket
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
@@ -234,3 +236,51 @@ def test_blocked_tickets_are_listed_in_start_order() -> None:
 def test_critical_path_prefers_the_smallest_id_on_ties() -> None:
     tickets = [ticket("B-1"), ticket("A-1"), ticket("C-1", "A-1", "B-1")]
     assert analyze(tickets, NOW).critical_path == ["A-1", "C-1"]
+
+
+# ---------------------------------------------------------------- one graph, computed once, read lazily
+
+
+def test_the_counts_are_those_of_the_lists() -> None:
+    chain = [ticket("X-1", state="IN_PROGRESS"), ticket("X-2", "X-1"), ticket("X-3", "X-2")]
+    tickets = [*calc_backlog(), *chain]
+    analysis = analyze(tickets, NOW)
+    assert analysis.blocked_count == len(analysis.blocked) == 8
+    assert analysis.wave_count == len(analysis.waves) == 4
+    assert analysis.max_parallelism == max(len(wave) for wave in analysis.waves) == 4
+
+
+def test_root_causes_are_only_computed_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    tickets = [ticket("A-1", state="IN_PROGRESS"), ticket("A-2", "A-1")]
+    analysis = analyze(tickets, NOW)
+    calls = []
+    reason = analysis_module.root_reason
+    monkeypatch.setattr(analysis_module, "root_reason", lambda *args: calls.append(args) or reason(*args))
+    assert analysis.blocked_count == 1 and calls == []
+    assert analysis.blocked[0].root_causes == [RootCause("A-1", "IN_PROGRESS", "in progress")]
+    assert len(calls) == 1
+
+
+def test_a_shared_graph_gives_the_same_analysis() -> None:
+    tickets = calc_backlog()
+    alone, shared = analyze(tickets, NOW), analyze(tickets, NOW, graph=DependencyGraph(tickets))
+    assert (alone.ready, alone.waves, alone.blocked, alone.bottom_level, alone.critical_path) == (
+        shared.ready, shared.waves, shared.blocked, shared.bottom_level, shared.critical_path)
+
+
+def test_a_cycle_is_refused() -> None:
+    with pytest.raises(nx.NetworkXUnfeasible):
+        analyze([ticket("A-1", "A-2"), ticket("A-2", "A-1")], NOW)
+
+
+def test_small_backlogs_simulate_the_worker_count() -> None:
+    analysis = analyze(calc_backlog(), NOW)
+    assert (analysis.recommended_workers, analysis.recommended_workers_rule) == (3, RULE_SIMULATION)
+
+
+def test_huge_backlogs_take_the_worker_count_from_the_lower_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analysis_module, "SIMULATED_UP_TO", 7)  # the example has 8 unfinished tickets
+    analysis = analyze(calc_backlog(), NOW)
+    assert analysis.recommended_workers_rule == RULE_LOWER_BOUND
+    # critical path 8 min, 14 min of work: 2 workers (bound 8) already reach the path
+    assert analysis.recommended_workers == recommend_by_lower_bound(8, 14) == 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gc
+import random
 from typing import Any
 
 import pytest
@@ -10,9 +10,9 @@ import pytest
 from sage_stream.errors import SageError
 from sage_stream.graph import dependency_graph
 from sage_stream.graph.dependency_graph import (
+    DependencyGraph,
     build_graph,
     dependency_cycle,
-    gc_paused,
     graph_findings,
     require_sound_graph,
 )
@@ -279,22 +279,67 @@ def test_require_sound_graph_returns_the_warnings() -> None:
     assert codes(warnings) == ["parent_children_mismatch"]
 
 
-# ---------------------------------------------------------------- gc_paused
+# ---------------------------------------------------------------- DependencyGraph
 
 
-def test_gc_paused_restores_the_collector_even_on_error() -> None:
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), gc_paused():
-        assert not gc.isenabled()
-        raise RuntimeError("boom")
-    assert gc.isenabled()
+def is_topological(order: list[str], graph: DependencyGraph) -> bool:
+    place = {ticket_id: position for position, ticket_id in enumerate(order)}
+    edges = [(before, after) for before, afters in graph.dependents.items() for after in afters]
+    return all(place[before] < place[after] for before, after in edges)
 
 
-def test_gc_paused_leaves_a_collector_paused_by_the_caller_paused() -> None:
-    gc.disable()
-    try:
-        with gc_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+def layered(count: int) -> list[Ticket]:
+    """Each ticket depends on one or two earlier ones: dependencies first, as Sage appends."""
+    return [ticket(f"T-{n}", *{f"T-{n // 2}", f"T-{n - 1}"} - {f"T-{n}"}) if n else ticket("T-0")
+            for n in range(count)]
+
+
+def test_an_index_written_in_dependency_order_is_its_own_topological_order() -> None:
+    tickets = layered(50)
+    graph = DependencyGraph(tickets)
+    assert graph.order == [t.id for t in tickets]
+    assert graph.every_dependency_known
+
+
+def test_any_other_order_is_sorted_dependencies_first() -> None:
+    tickets = layered(50)
+    random.Random(3).shuffle(tickets)
+    graph = DependencyGraph(tickets)
+    assert graph.order is not None and sorted(graph.order) == sorted(t.id for t in tickets)
+    assert graph.order != [t.id for t in tickets]
+    assert is_topological(graph.order, graph)
+
+
+def test_a_cycle_leaves_no_order() -> None:
+    graph = DependencyGraph([ticket("A-1", "A-3"), ticket("A-2", "A-1"), ticket("A-3", "A-2"), ticket("B-1")])
+    assert graph.order is None
+
+
+def test_edges_are_known_dependencies_each_once() -> None:
+    graph = DependencyGraph([
+        ticket("A-1"), ticket("A-2", "A-1", "A-1", "A-2", "GONE-1"), ticket("A-3", "A-2", "A-1"),
+    ])
+    assert graph.dependents == {"A-1": ["A-2", "A-3"], "A-2": ["A-3"]}
+    assert not graph.every_dependency_known  # A-2 names itself and GONE-1
+    assert graph.order == ["A-1", "A-2", "A-3"]
+
+
+def test_the_networkx_view_is_build_graph() -> None:
+    tickets = layered(30)
+    random.Random(5).shuffle(tickets)
+    view, built = DependencyGraph(tickets).to_networkx(), build_graph(tickets)
+    assert list(view.nodes) == list(built.nodes)
+    assert list(view.edges) == list(built.edges)
+    assert all(view.nodes[node]["ticket"] is built.nodes[node]["ticket"] for node in view)
+
+
+def test_a_shared_graph_gives_the_same_findings() -> None:
+    tickets = [ticket("A-1", "A-2"), ticket("A-2", "A-1"), ticket("A-3", "GONE-1"), ticket("A-3"),
+               ticket("A-4", "A-4", parent="EPIC-1")]
+    assert graph_findings(tickets, graph=DependencyGraph(tickets)) == graph_findings(tickets)
+
+
+def test_a_graph_of_other_tickets_is_refused() -> None:
+    tickets = [ticket("A-1")]
+    with pytest.raises(ValueError, match="another ticket list"):
+        graph_findings(list(tickets), graph=DependencyGraph(tickets))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from datetime import datetime, timezone
 from functools import cache
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sage_stream.graph.analysis import bottom_levels, remaining_estimates
-from sage_stream.graph.dependency_graph import build_graph, graph_findings
-from sage_stream.graph.ordering import ready_tickets
+from sage_stream.graph.analysis import Analysis, analyze, bottom_levels, remaining_estimates
+from sage_stream.graph.dependency_graph import DependencyGraph, build_graph, graph_findings
+from sage_stream.graph.ordering import is_startable_state, ready_order_key, ready_tickets
 from sage_stream.graph.simulate import (
     lower_bound,
     plan_workers,
@@ -222,6 +224,71 @@ def test_bottom_levels_agree_with_a_recursive_reference(
     levels = bottom_levels(build_graph(tickets), remaining_estimates(tickets))
     remaining = {job: (0 if states[job] == "COMPLETED" else durations[job]) for job in durations}
     assert levels == reference_bottom_levels(remaining, deps)
+
+
+# ---------------------------------------------------------------- the analysis, whatever the ticket order
+
+
+@st.composite
+def sound_backlog(draw: st.DrawFn) -> list[Ticket]:
+    """An acyclic backlog in any ticket order, with any states (a missing dependency too)."""
+    durations, deps = draw(dag())
+    tickets = []
+    for job, duration in durations.items():
+        state = draw(STATES)
+        fields: dict[str, object] = {"priority": draw(st.sampled_from([*PRIORITIES, None])),
+                                     "estimate": duration, "not_before": draw(TIMES)}
+        if state == "DEFERRED":
+            fields["defer_reason"] = {"message": "failed", "retryable": draw(st.booleans())}
+        tickets.append(ticket(job, deps[job], state, **fields))
+    random.Random(draw(st.integers(0, 1000))).shuffle(tickets)
+    return tickets
+
+
+def reference_waves(tickets: list[Ticket]) -> dict[str, int]:
+    """Wave 0 when no unfinished ticket of the index comes before; else one after the latest."""
+    unfinished = {t.id: t for t in tickets if t.state.value != "COMPLETED"}
+
+    @cache
+    def wave(ticket_id: str) -> int:
+        before = [d for d in unfinished[ticket_id].dependencies if d in unfinished and d != ticket_id]
+        return 1 + max((wave(d) for d in before), default=-1)
+
+    return {ticket_id: wave(ticket_id) for ticket_id in unfinished}
+
+
+def everything(analysis: Analysis) -> tuple[object, ...]:
+    return (analysis.ready, analysis.waves, analysis.blocked, analysis.critical_path,
+            analysis.critical_path_minutes, analysis.total_minutes, analysis.bottom_level,
+            analysis.recommended_workers, analysis.blocked_count, analysis.wave_count,
+            analysis.max_parallelism)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sound_backlog(), st.randoms(use_true_random=False))
+def test_the_analysis_does_not_depend_on_the_ticket_order(tickets: list[Ticket], rng: random.Random) -> None:
+    shuffled = list(tickets)
+    rng.shuffle(shuffled)
+    assert DependencyGraph(shuffled).order is not None
+    assert everything(analyze(tickets, NOW)) == everything(analyze(shuffled, NOW))
+
+
+@settings(max_examples=300, deadline=None)
+@given(sound_backlog())
+def test_the_analysis_agrees_with_references(tickets: list[Ticket]) -> None:
+    analysis = analyze(tickets, NOW)
+    assert analysis.ready == [t.id for t in ready_tickets(tickets, analysis.bottom_level, NOW)]
+    waves = reference_waves(tickets)
+    assert {ticket_id: number for number, wave in enumerate(analysis.waves) for ticket_id in wave} == waves
+    assert (analysis.wave_count, analysis.max_parallelism) == (
+        len(set(waves.values())), max(list(Counter(waves.values()).values()), default=0))
+    by_id = {t.id: t for t in tickets}
+    blocked = [t for t in tickets
+               if t.state.value != "COMPLETED" and is_startable_state(t) and t.id not in analysis.ready]
+    blocked.sort(key=lambda t: ready_order_key(t, analysis.bottom_level[t.id]))
+    assert [b.ticket_id for b in analysis.blocked] == [t.id for t in blocked]
+    assert analysis.blocked_count == len(blocked)
+    assert all(by_id[b.ticket_id].state.value != "COMPLETED" for b in analysis.blocked)
 
 
 # ---------------------------------------------------------------- schedules

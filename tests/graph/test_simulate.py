@@ -8,6 +8,7 @@ from sage_stream.graph.simulate import (
     WorkerPlan,
     lower_bound,
     plan_workers,
+    recommend_by_lower_bound,
     recommend_worker_count,
     recommend_workers,
     simulate,
@@ -128,6 +129,21 @@ def test_recommend_count_skips_counts_that_cannot_qualify() -> None:
     durations = {f"J{n}": 1 for n in range(80)}
     assert recommend_worker_count(durations, {}) == 8
     assert recommend_worker_count(durations, {}, max_workers=4) == 4
+
+
+@pytest.mark.parametrize(("critical_path", "total", "workers"), [
+    (10, 1000, 8),  # work-bound: every worker counts
+    (100, 1000, 8),  # 1000 / 8 = 125 is the best bound; 7 workers: 142.9, more than 5% above
+    (130, 1000, 8),  # the best bound is 130 (the path); 8 workers: 130, 7: 142.9 -> 8
+    (140, 1000, 7),  # 7 workers: 142.9 is within 5% of 140
+    (200, 1000, 5),  # the path dominates from 5 workers on
+    (50, 40, 1),  # one worker already reaches the critical path
+    (0, 0, 1),  # nothing to do
+])
+def test_recommend_by_lower_bound(critical_path: float, total: float, workers: int) -> None:
+    assert recommend_by_lower_bound(critical_path, total) == workers
+    bounds = [WorkerPlan(n, max(critical_path, total / n)) for n in range(1, 9)]
+    assert recommend_workers(bounds) == workers  # the simulated rule, were makespans the bounds
 
 
 def test_every_slot_that_frees_at_one_moment_is_freed_before_choosing() -> None:

@@ -3,7 +3,9 @@ and an update changes only the fields it names."""
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sage_stream.errors import SageError
-from sage_stream.tickets.store import REMOVE, IndexLoadError, IndexStore, load_index
+from sage_stream.tickets import store
+from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.store import REMOVE, IndexLoadError, IndexStore, gc_paused, load_index, read_index
 
 LAYOUTS = {
     "indent 2": {"indent": 2},
@@ -167,3 +171,148 @@ def test_unknown_keys_at_every_level_survive_save_and_update(tmp_path: Path, dat
     expected["tickets"][0]["state"] = "IN_PROGRESS"
     assert json.loads(path.read_text(encoding="utf-8")) == expected
     assert path.read_bytes() == write(tmp_path / "expected.json", expected, layout)
+
+
+# ---------------------------------------------------------------- read_index: the read-only fast path
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+
+
+def load_either(reader: Callable[[Path], Any], path: Path) -> tuple[str, Any]:
+    """What a reader makes of a file, comparable between readers: the models in full
+    (repr tells 1 from 1.0 and True from 1, and shows key order), or the load error."""
+    try:
+        return "models", repr(reader(path).index.model_dump())
+    except IndexLoadError as error:
+        return "error", (error.message, [finding.as_json() for finding in error.findings])
+
+
+def assert_same_reading(path: Path) -> None:
+    assert load_either(read_index, path) == load_either(load_index, path)
+
+
+@pytest.mark.parametrize("name", sorted(entry.name for entry in CORPUS.iterdir()
+                                         if entry.name != "expected.json"))
+def test_read_index_reads_every_corpus_file_as_load_index_does(name: str) -> None:
+    assert_same_reading(CORPUS / name)
+
+
+TICKET = '{"id": "A-1", "title": "%s", "state": "UNPROCESSED"%s}'
+
+
+@pytest.mark.parametrize("text", [
+    '\ufeff{"tickets": [%s]}' % (TICKET % ("bom", "")),  # a byte order mark is fine
+    '{"tickets": [%s]}' % (TICKET % ("NaN handling", "")),  # the word, not the literal
+    '{"tickets": [%s]}' % (TICKET % ("x", ', "x_v": NaN')),  # json.loads refuses NaN
+    '{"tickets": [%s]}' % (TICKET % ("x", ', "x_v": -Infinity')),
+    '{"tickets": [%s]}' % (TICKET % ("x", ', "estimate": 1e400')),  # infinity, as json.loads reads it
+    '{"tickets": [%s]}' % (TICKET % ("x", ', "attempts": 1' + "0" * 400)),
+    '{"tickets": [%s]}' % (TICKET % ("\\ud800 lone surrogate", "")),  # json.loads takes it
+    '{"tickets": [%s]}' % (TICKET % ("x", ', "title": "second", "x_v": 1, "x_v": [2]')),  # repeated keys
+    '{"tickets": [], "tickets": [%s]}' % (TICKET % ("x", "")),
+    '{"tickets": [%s]}' % (TICKET % ("tab\there", "")),  # a raw control character
+    '{"tickets": [%s]} trailing' % (TICKET % ("x", "")),
+    '{"tickets": [%s], "version": 1}' % (TICKET % ("x", "")),
+    '{"version": "1.0"}',
+    '[]',
+    '',
+])
+def test_read_index_agrees_with_load_index_on_the_edges_of_json(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "index.json"
+    path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    assert_same_reading(path)
+
+
+def test_read_index_agrees_on_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    path.write_bytes(('{"tickets": [%s]}' % (TICKET % ("x", ""))).encode().replace(b'"x"', b'"\xff"'))
+    kind, (message, _) = load_either(read_index, path)
+    assert (kind, "not valid UTF-8" in message) == ("error", True)
+    assert_same_reading(path)
+
+
+FIELD_VALUES = st.sampled_from([
+    None, True, False, 0, 1, -1, 2.5, 1e300, "", " ", "x", "1", "2.5", "true", "P1", "COMPLETED",
+    "UNPROCESSED", "2026-01-31T12:00:00Z", [], ["A-1"], [1], ["x", "x"], {}, {"command": "pytest"},
+    {"sha": "abc", "x": [1]}, [{"id": "T1"}], [{"command": "make"}],
+])
+TICKET_FIELDS = [name for name in Ticket.model_fields] + ["x_unknown", "checkpoint_id"]
+
+
+@st.composite
+def tickets_of_any_shape(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Tickets with any JSON value in any field: valid, coercible (\"2\" for a number) or wrong."""
+    tickets = []
+    for number in range(draw(st.integers(min_value=1, max_value=3))):
+        ticket: dict[str, Any] = {"id": f"A-{number}", "title": "t", "state": "UNPROCESSED"}
+        for name in draw(st.lists(st.sampled_from(TICKET_FIELDS), max_size=5, unique=True)):
+            ticket[name] = draw(FIELD_VALUES)
+        tickets.append(ticket)
+    return tickets
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tickets=tickets_of_any_shape(),
+       top=st.dictionaries(st.sampled_from(["version", "x_top"]), FIELD_VALUES))
+def test_read_index_gives_the_same_models_or_the_same_errors_as_load_index(
+    tmp_path: Path, tickets: list[dict[str, Any]], top: dict[str, Any]
+) -> None:
+    path = tmp_path / "index.json"
+    path.write_text(json.dumps({**top, "tickets": tickets}), encoding="utf-8")
+    assert_same_reading(path)
+
+
+def test_read_index_keeps_no_raw_json(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    write(path, rich_index(), {"indent": 2})
+    view = read_index(path)
+    assert not hasattr(view, "raw")
+    assert view.tickets[0].model_extra == {"x_custom": rich_index()["tickets"][0]["x_custom"]}
+    assert view.tickets_dir == tmp_path
+
+
+# ---------------------------------------------------------------- the garbage collector
+
+
+def test_one_gc_pause_helper_for_every_module() -> None:
+    from sage_stream.graph import dependency_graph
+    from sage_stream.validation import checks
+
+    assert dependency_graph.gc_paused is checks.gc_paused is gc_paused
+
+
+def test_loading_pauses_the_collector_and_restores_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "index.json"
+    write(path, rich_index(), {"indent": 2})
+    seen = []
+    original = store._validate_json
+
+    def spy(data: bytes) -> Any:
+        seen.append(gc.isenabled())
+        return original(data)
+
+    monkeypatch.setattr(store, "_validate_json", spy)
+    assert gc.isenabled()
+    read_index(path)
+    load_index(path)
+    assert seen == [False] and gc.isenabled()
+
+
+def test_gc_paused_restores_the_collector_even_on_error() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("boom")
+    assert gc.isenabled()
+
+
+def test_gc_paused_leaves_a_collector_paused_by_the_caller_paused() -> None:
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

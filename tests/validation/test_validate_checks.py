@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +84,34 @@ def test_unsafe_ids_are_errors_and_non_sage_ids_are_warnings(
     report = validate_index(index)
     by_ticket = {(f.ticket, f.code) for f in report.findings if f.field == "id"}
     assert by_ticket == {("../x", "unsafe_id"), ("feature_7", "id_format")}
+
+
+@pytest.mark.parametrize(("ticket_id", "code"), [
+    ("AUTH-" + "1" * 130, "unsafe_id"),  # Sage's format, but longer than a file name may be
+    ("AUTH-1\nAUTH-2", "unsafe_id"),  # two Sage ids on two lines are not one id
+    ("auth-1", "id_format"),
+])
+def test_one_odd_id_among_many_sage_ids_is_found(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex, ticket_id: str, code: str,
+) -> None:
+    tickets = [make_ticket(f"AUTH-{n}") for n in range(1, 50)]
+    tickets.insert(20, make_ticket(ticket_id))
+    report = validate_index(make_index(git_repo, tickets))
+    [finding] = [f for f in report.findings if f.field == "id"]
+    assert finding.code == code and json.dumps(ticket_id).startswith(finding.found.rstrip("."))
+    assert finding.ticket == (ticket_id if ticket_id.isprintable() else "#21")
+
+
+def test_lightweight_completed_records_do_not_hide_a_missing_field(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
+) -> None:
+    index = make_index(git_repo, [
+        {"id": "OLD-1", "title": "Done", "state": "COMPLETED"},  # no priority: fine when COMPLETED
+        make_ticket("NEW-1", validation_type=None),
+        {**make_ticket("NEW-2"), "title": "  "},
+    ])
+    found = [(f.ticket, f.field) for f in validate_index(index).findings if f.code == "missing_field"]
+    assert found == [("NEW-1", "validation_type"), ("NEW-2", "title")]
 
 
 @pytest.mark.parametrize("path, escapes", [

@@ -123,3 +123,21 @@ def test_large_json_reports_are_one_line_and_say_the_same() -> None:
     text = render_json(large)
     assert "\n" not in text
     assert json.loads(text) == large.as_json()
+
+
+def test_the_summary_says_which_rule_chose_the_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sage_stream.graph import analysis as analysis_module
+    from sage_stream.tickets.models import Ticket
+
+    tickets = [Ticket(id=f"T-{n}", title="t", state="UNPROCESSED") for n in range(4)]
+    analysis = analysis_module.analyze(tickets)
+    simulated = ValidationReport(index=FILE, tickets=4, findings=[], analysis=analysis)
+    assert summary_line(simulated).endswith("(smallest count within 5% of the best predicted makespan)")
+    assert json.loads(render_json(simulated))["analysis"]["recommended_workers_rule"] == "simulation"
+
+    monkeypatch.setattr(analysis_module, "SIMULATED_UP_TO", 3)
+    bounded = ValidationReport(index=FILE, tickets=4, findings=[], analysis=analysis_module.analyze(tickets))
+    assert summary_line(bounded).endswith(
+        "recommended workers: 4 (smallest count whose lower bound max(critical path, work / workers)"
+        " is within 5% of the best; not simulated above 20,000 unfinished tickets)")
+    assert json.loads(render_json(bounded))["analysis"]["recommended_workers_rule"] == "lower_bound"
