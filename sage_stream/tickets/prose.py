@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-SAGE_ID = re.compile(r"^[A-Z0-9]+-[0-9]+$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SAGE_ID = re.compile(r"[A-Z0-9]+-[0-9]+")  # used with fullmatch: `$` would accept a newline
 
 
 def is_safe_id(ticket_id: str) -> bool:
     """An id that can name a file, a log and a git branch without escaping its directory."""
     return (
-        bool(SAFE_ID.match(ticket_id))
+        bool(SAFE_ID.fullmatch(ticket_id))
         and ".." not in ticket_id
         and not ticket_id.endswith((".", ".lock"))
     )

@@ -160,7 +160,7 @@ class OddIds(NamedTuple):
         ids = columns.ids
         if _all_sage_ids(ids):
             return cls({})
-        sage = SAGE_ID.match
+        sage = SAGE_ID.fullmatch
         return cls({
             position: is_safe_id(ticket_id)
             for position, ticket_id in enumerate(ids, start=1)
@@ -389,7 +389,7 @@ def id_findings(columns: Columns, odd_ids: OddIds, file: str) -> Iterator[Findin
                 " and not contain '..' or end with '.' or '.lock'",
                 expected="a safe id such as AUTH-001", found=_shown(ticket_id),
             )
-        elif not SAGE_ID.match(ticket_id):
+        elif not SAGE_ID.fullmatch(ticket_id):
             yield _finding(
                 Severity.WARNING, "id_format", file, row, "id",
                 f"{_shown(ticket_id)} is not in Sage's id format ^[A-Z0-9]+-[0-9]+$ (e.g. AUTH-001)",
