@@ -216,14 +216,17 @@ def _requested_workers(options: StreamOptions, config: SageConfig) -> int | str 
 
 
 def _load_valid(index_path: Path) -> LoadedIndex:
-    from sage_stream.graph.dependency_graph import graph_findings
+    """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
+    unknown dependencies, missing fields...); else a SageError and nothing is started."""
+    from sage_stream.validation.checks import index_findings
     from sage_stream.validation.findings import Severity
 
     loaded = load_index(index_path)
-    errors = [f for f in graph_findings(loaded.tickets, file=str(index_path)) if f.severity is Severity.ERROR]
+    errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]
     if errors:
         lines = "\n".join(f"  {finding.message}" for finding in errors[:20])
-        raise SageError(f"{index_path}: the ticket graph has errors; nothing was started:\n{lines}\n"
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise SageError(f"{index_path}: the ticket index has errors; nothing was started:\n{lines}{more}\n"
                         "Run `sage validate` for the full report.")
     return loaded
 

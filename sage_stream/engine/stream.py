@@ -47,6 +47,7 @@ from sage_stream.engine.dispatch_control import (
 from sage_stream.engine.display import Display
 from sage_stream.engine.landing import commit_message, land_ticket
 from sage_stream.engine.run_lock import is_alive, process_identity
+from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.run_record import RunRecord, TicketRecord, write_run
 from sage_stream.engine.scheduler import DispatchPlan
 from sage_stream.engine.verification import (
@@ -124,6 +125,7 @@ class Attempt:
     max_fix_turns: int = 0
     continued_from: str | None = None  # the dependency whose session this attempt continues
     cleanup: list[tuple[Workspace, bool]] = field(default_factory=list)  # releases to finish first
+    git_link: bytes | None = None  # the worktree's `.git` file as sage made it
 
 
 @dataclass
@@ -137,6 +139,7 @@ class TicketWork:
     fix_turns: int = 0
     cancelled: bool = False
     tip: str | None = None  # the branch commit holding all of the ticket's work (snapshot)
+    tampered: list[str] = field(default_factory=list)  # git control files the agent changed (undone)
     snapshot_error: str | None = None
 
 
@@ -190,6 +193,7 @@ class StreamRun:
     def execute(self, plan: DispatchPlan, tickets_meta: dict[str, dict[str, Any]], ready: list[str],
                 predicted_makespan: float | None) -> int:
         self.plan = plan
+        self.guard = RepoGuard.start(self.git.common_dir())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.emit(ev.RUN_STARTED, None, run_id=self.run_id, target=self.settings.target,
                   workers=self.settings.workers, workers_reason=self.settings.workers_reason,
@@ -199,6 +203,9 @@ class StreamRun:
         previous = self._install_signal_handlers()
         try:
             self._loop()
+        except BaseException:
+            self._stop_agents_after_failure()
+            raise
         finally:
             self._restore_signal_handlers(previous)
             releases = list(self.pending_release.values())
@@ -222,6 +229,27 @@ class StreamRun:
                 continue
             self._handle(kind, ticket_id, payload)
             self._check_stop_deadline()
+
+    def _stop_agents_after_failure(self) -> None:
+        """The loop itself failed (say, the index cannot be written): stop every agent and
+        wait for its process tree to be gone. Their tickets stay IN_PROGRESS in the index;
+        the next run's recovery keeps their work on their branches and puts them back."""
+        for attempt in self.attempts.values():
+            attempt.cancel.set()
+        deadline = time.monotonic() + self.settings.grace_s + 15
+        while self.attempts and time.monotonic() < deadline:
+            try:
+                kind, ticket_id, _ = self.inbox.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            if kind in ("finished", "crashed"):
+                self.attempts.pop(ticket_id, None)
+        self.record.status = "failed"
+        self.record.finished = now_iso()
+        try:
+            write_run(self.settings.sage_dir, self.record)
+        except OSError:
+            pass  # the same disk failure, most likely; the index is what recovery trusts
 
     def _waiting_to_dispatch(self) -> bool:
         # With nothing running, only a pause (load average, rate limit) makes the loop wait.
@@ -401,6 +429,7 @@ class StreamRun:
         start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
         workspace = self.workspaces.prepare(ticket.id, start, slot=attempt.slot)
         attempt.workspace = workspace
+        attempt.git_link = worktree_link(workspace.path)
         attempt.job = replace(attempt.job, worktree=workspace.path)
         self._post(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=attempt.slot, attempt=attempt.attempt,
                    branch=workspace.branch, worktree=str(workspace.path), log=str(attempt.job.log_path),
@@ -418,7 +447,7 @@ class StreamRun:
     def _snapshot(self, attempt: Attempt, work: TicketWork) -> None:
         """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
         ticket = attempt.ticket
-        succeeded = work.result.success and work.exit.outcome == EXITED and (
+        succeeded = work.result.success and work.exit.outcome == EXITED and not work.tampered and (
             work.verification is None or work.verification.passed)
         message = f"{ticket.id}: {ticket.title}" if succeeded else f"wip: {ticket.id} (unlanded attempt, kept by sage)"
         try:
@@ -437,7 +466,8 @@ class StreamRun:
             results.append(result)
             self.inbox.put(("turn", attempt.ticket.id, (exit, result, turn, turn_started)))
             work = TicketWork(exit=exit, result=_over_turns(results), turn_started=turn_started, fix_turns=turn)
-            if not result.success or not attempt.checks:
+            work.tampered = self._undo_tampering(attempt)  # before any git command touches its work
+            if work.tampered or not result.success or not attempt.checks:
                 return work
             work.verification = self._verify(attempt, turn)
             if work.verification.cancelled or attempt.cancel.is_set():
@@ -452,6 +482,15 @@ class StreamRun:
                 return work
             turn += 1
             job = self._fix_job(attempt, result, work.verification, turn)
+
+    def _undo_tampering(self, attempt: Attempt) -> list[str]:
+        """Git control files changed during the turn, put back as they were (see repo_guard)."""
+        changed = self.guard.check_and_restore()
+        path = attempt.workspace.path
+        if attempt.git_link is not None and worktree_link(path) != attempt.git_link:
+            restore_worktree_link(path, attempt.git_link)
+            changed.append(f"{path}/.git")
+        return changed
 
     def _agent_turn(self, attempt: Attempt, job: AgentJob) -> tuple[AgentExit, AgentResult]:
         ticket_id = attempt.ticket.id
@@ -535,6 +574,16 @@ class StreamRun:
         work: TicketWork = payload
         exit, result = work.exit, work.result
         crash_point("after_agent_exit")
+        if work.tampered:
+            # with several agents at work, the change is caught by the first turn that ends
+            # after it: the message says so rather than claim more than sage knows
+            shown = ", ".join(work.tampered[:10])
+            self._defer(attempt.ticket, category="scope_violation", message=(
+                f"the repository's git control files changed while its agent ran: {shown} (undone: hooks and "
+                "config written there would run code in your next git command); its work is kept on "
+                f"{attempt.workspace.branch}"), log=str(work_log(attempt, work)), result=result)
+            self._release(attempt, landed=False)
+            return
         if work.cancelled or exit.outcome == CANCELLED:
             self._keep_work(attempt, work)
             self._apply({ticket_id: ticket_state.release(
@@ -768,8 +817,10 @@ class StreamRun:
                         log=entry.log)
             return "no_changes"
         paths = ", ".join(result.paths[:20])
-        self._defer(ticket, category="scope_violation",
-                    message=f"changed files outside its `files` globs: {paths}", last_error=result.message,
+        # landing says what was wrong (outside the `files` globs, or symbolic links leaving
+        # the repository); without its words, name the paths
+        message = result.message or f"changed files outside its `files` globs: {paths}"
+        self._defer(ticket, category="scope_violation", message=message, last_error=result.message,
                     log=entry.log)
         return "scope_violation"
 
@@ -912,7 +963,9 @@ def _result_json(result: AgentResult | None, **extra: Any) -> dict[str, Any]:
     if result is None:
         return {}
     data = {"summary": result.summary, "session_id": result.session_id, "cost_usd": result.cost_usd,
-            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind, **extra}
+            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind,
+            "note": result.message if result.success else None,  # e.g. why a result file was ignored
+            **extra}
     return {key: value for key, value in data.items() if value is not None}
 
 

@@ -408,8 +408,12 @@ class IndexStore:
         return self.modify(lambda raw: _apply_changes(raw, changes))
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
-        """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it."""
-        with self._lock, gc_paused():
+        """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
+
+        A read-only file system, a full disk or a missing permission is an IndexWriteError
+        (a SageError naming the file): the index on disk is then unchanged.
+        """
+        with self._writing(), gc_paused():
             raw, layout = read_raw(self.path)
             mutate(raw)
             index = _validate(raw, self.path)
@@ -418,8 +422,21 @@ class IndexStore:
 
     def save_unchanged(self, loaded: LoadedIndex) -> None:
         """Write a loaded index back as it was (used to prove the round trip)."""
-        with self._lock:
+        with self._writing():
             write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            with self._lock:
+                yield
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
+
+
+class IndexWriteError(SageError):
+    """The index could not be written (read-only, disk full, permissions): nothing changed."""
 
 
 def _apply_changes(raw: dict[str, Any], changes: TicketChanges) -> None:
