@@ -69,22 +69,23 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
     Invocation,
     find_result_block,
+    read_log_tail,
     read_result_file,
     standard_environment,
     stopped_result,
 )
-from sage_stream.agents.environment import check_passthrough
+from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, CliAgent, ErrorRule, words
 from sage_stream.engine.agent_process import EXITED, AgentExit
 from sage_stream.errors import SageError
 
@@ -94,6 +95,7 @@ OWN_ENVIRONMENT = ("AIDER_*", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API
 HEADLESS = ("--yes-always", "--no-auto-commits", "--no-dirty-commits", "--no-stream", "--no-pretty",
             "--no-fancy-input", "--no-check-update", "--no-analytics", "--no-show-model-warnings",
             "--no-gitignore", "--no-detect-urls")
+MODEL_FLAGS = ("--model",)
 EDIT_FORMAT = ("--edit-format", "diff")
 EDIT_FORMAT_FLAGS = ("--edit-format", "--chat-mode", "--architect")
 CHAT_SUFFIX = ".aider.chat.md"
@@ -106,49 +108,25 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def make_agent(config: Mapping[str, Any]) -> AiderAgent:
-    extra_args = config.get("extra_args") or []
-    if not isinstance(extra_args, list) or not all(isinstance(arg, str) for arg in extra_args):
-        raise SageError(f"[agent] extra_args must be a list of strings, found {extra_args!r}")
-    model = config.get("model")
-    if model is not None and not isinstance(model, str):
-        raise SageError(f"[agent] model must be a string, found {model!r}")
-    model_in_args = any(arg == "--model" or arg.startswith("--model=") for arg in extra_args)
-    if model and model_in_args:
-        raise SageError("[agent] model is set and extra_args has --model too: keep one of them")
-    if not model and not model_in_args and not os.environ.get("AIDER_MODEL"):
+    settings = cli_support.read_cli_config(config, cli="aider", model_flags=MODEL_FLAGS)
+    model_in_args = cli_support.has_flag(settings.extra_args, MODEL_FLAGS)
+    if not settings.model and not model_in_args and not os.environ.get("AIDER_MODEL"):
         raise SageError(
             'aider needs a model: set [agent] model in .sage/config.toml (e.g. model = "sonnet" or '
             '"openai/gpt-4o") - without one, headless aider offers an OpenRouter browser login and waits'
         )
-    env = config.get("env") or []
-    if not isinstance(env, list):
-        raise SageError(f"[agent] env must be a list of environment variable names, found {env!r}")
-    return AiderAgent(model=model or None, extra_args=extra_args, passthrough=env)
+    return AiderAgent.configured(settings)
 
 
 def cli_version(executable: str | None = None) -> str | None:
     """What `aider --version` prints (e.g. "aider 0.86.2"); None when it does not run."""
-    path = shutil.which(executable or EXECUTABLE)
-    if path is None:
-        return None
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = done.stdout.strip().splitlines()
-    return lines[-1].strip() if done.returncode == 0 and lines else None
+    return cli_support.version_line(executable or EXECUTABLE, last=True, timeout_s=VERSION_TIMEOUT_S)
 
 
-class AiderAgent:
+class AiderAgent(CliAgent):
     name = "aider"
-
-    def __init__(self, *, model: str | None = None, extra_args: Sequence[str] = (),
-                 passthrough: Sequence[str] = (), executable: str = EXECUTABLE) -> None:
-        self.model = model
-        self.extra_args = list(extra_args)
-        self.passthrough = [*OWN_ENVIRONMENT, *check_passthrough(passthrough)]
-        self.executable = executable
+    executable = EXECUTABLE
+    own_environment = OWN_ENVIRONMENT
 
     def invocation(self, job: AgentJob) -> Invocation:
         prompt = Path(job.prompt_file).absolute()
@@ -160,7 +138,7 @@ class AiderAgent:
             argv.append("--restore-chat-history")
         if self.model:
             argv += ["--model", self.model]
-        if not any(arg.split("=", 1)[0] in EDIT_FORMAT_FLAGS for arg in self.extra_args):
+        if not cli_support.has_flag(self.extra_args, EDIT_FORMAT_FLAGS):
             argv += EDIT_FORMAT
         argv += self.extra_args
         argv += ticket_files(job)
@@ -170,15 +148,10 @@ class AiderAgent:
         remove_tags_cache(Path(job.worktree))
         session = session_id(job)
         if exit.outcome != EXITED:
-            result = stopped_result(exit)
-            result.session_id = session
-            return result
+            return stopped_result(exit, session_id=session)
         result = result_from_output(job, exit, read_output(Path(job.log_path)))
         result.session_id = session
         return result
-
-    def supports_sessions(self) -> bool:
-        return True
 
 
 # ---------------------------------------------------------------- the command
@@ -251,13 +224,7 @@ _ADVICE = ("The API provider has rate limited you. Try again later or check your
 
 
 def read_output(path: Path) -> AiderOutput:
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, 2)
-            log.seek(max(0, log.tell() - LOG_SEARCH_BYTES))
-            text = log.read().decode("utf-8", errors="replace").replace("\r\n", "\n")
-    except OSError:
-        text = ""
+    text = read_log_tail(path, LOG_SEARCH_BYTES).replace("\r\n", "\n")
     banners = list(_BANNER.finditer(text))
     start = banners[-1].start() if banners else 0
     # the no-model warning comes before the banner, which then never comes
@@ -295,9 +262,8 @@ def result_from_output(job: AgentJob, exit: AgentExit, output: AiderOutput) -> A
     written = read_result_file(job, exit)
     block = find_result_block(output.text)
     edited = f"edited {', '.join(output.edited[:10])}" if output.edited else None
-    summary = written.summary or (block.summary if block else None) or edited
-    common = {"summary": summary, "cost_usd": output.cost_usd, "tokens": output.tokens,
-              "turns": output.answers or None}
+    common = {"summary": cli_support.summary_of(written, block, edited), "cost_usd": output.cost_usd,
+              "tokens": output.tokens, "turns": output.answers or None}
     if output.error is not None:
         kind, retryable = classify_error(output.error_name or "", output.error)
         return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"aider: {output.error}",
@@ -310,14 +276,7 @@ def result_from_output(job: AgentJob, exit: AgentExit, output: AiderOutput) -> A
                 else "aider got no answer from the model")
         kind, retryable = classify_error("", exit.last_line) if exit.returncode != 0 else ("other", False)
         return AgentResult(success=False, error_kind=kind, retryable=retryable, message=what + said, **common)
-    problems = []
-    if written.success is False:
-        problems.append("the result file says it failed")
-    if block is not None and block.status == "blocked":
-        problems.append("the agent reported it is blocked")
-    notes = [*problems, *([written.note] if written.note else [])]
-    return AgentResult(success=not problems, error_kind="other" if problems else None,
-                       message="; ".join(notes) or None, **common)
+    return cli_support.finished_result(written, block, **common)
 
 
 # ---------------------------------------------------------------- errors
@@ -332,12 +291,12 @@ _KIND_OF_ERROR = {
 }
 _QUOTA = re.compile(r"insufficient_quota|exceeded your current quota|quota exceeded|insufficient credits"
                     r"|credit balance|billing", re.IGNORECASE)
-_TEXT_KINDS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
-    ("quota", True, _QUOTA),
-    ("rate_limit", True, re.compile(r"\b429\b|too many requests|rate.?limit", re.IGNORECASE)),
-    ("auth", False, re.compile(r"\b40[13]\b|unauthori[sz]ed|invalid.?api.?key|authenticat", re.IGNORECASE)),
-    ("api", True, re.compile(r"\b5\d\d\b|overloaded|server error|service unavailable|connection (error|refused)"
-                             r"|timed? ?out", re.IGNORECASE)),
+_TEXT_RULES = (
+    ErrorRule("quota", True, _QUOTA),
+    ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS)),
+    ErrorRule("auth", False, words(r"\b40[13]\b|unauthori[sz]ed|invalid.?api.?key|authenticat")),
+    ErrorRule("api", True, words(r"\b5\d\d\b|overloaded|server error|service unavailable|connection (error|refused)"
+                                 r"|timed? ?out")),
 )
 
 
@@ -349,7 +308,4 @@ def classify_error(name: str, message: str) -> tuple[str, bool]:
         return _KIND_OF_ERROR[name]
     if name:
         return "other", False  # NotFound, BadRequest, ContextWindowExceeded...: running again won't help
-    for kind, retryable, pattern in _TEXT_KINDS:
-        if pattern.search(message):
-            return kind, retryable
-    return "other", False
+    return cli_support.classify(_TEXT_RULES, message)

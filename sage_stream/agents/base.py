@@ -10,8 +10,9 @@ chain of dependent tickets can keep one agent's context.
 Starting, watching and stopping the process is not an agent's business: the engine does
 that with `engine.agent_process.run_agent`, which never uses a shell.
 
-Shared here: the standard environment, the `SAGE-RESULT` block the prompt asks for, the
-optional JSON result file, and the result of a plain process (exit 0 = success).
+Shared here: the `[agent] env` names, the standard environment, the `SAGE-RESULT` block the
+prompt asks for, the optional JSON result file, and the result of a plain process (exit 0 =
+success). What only the CLI agents share is in agents/cli_support.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 
 from sage_stream.agents import environment
 from sage_stream.engine.agent_process import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
+from sage_stream.errors import SageError
 from sage_stream.tickets.models import Ticket, parse_timestamp
 
 ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
@@ -80,6 +82,14 @@ class Agent(Protocol):
         ...
 
     def supports_sessions(self) -> bool: ...
+
+
+def env_passthrough(config: Mapping[str, Any]) -> list[str]:
+    """The names `[agent] env` lists (checked later by environment.check_passthrough)."""
+    names = config.get("env") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise SageError(f"[agent] env must be a list of environment variable names, found {names!r}")
+    return names
 
 
 def standard_environment(job: AgentJob, passthrough: Sequence[str] = ()) -> dict[str, str]:
@@ -224,15 +234,33 @@ def _optional_text(value: Mapping[str, Any], key: str, notes: list[str]) -> str 
     return text.strip()
 
 
-def stopped_result(exit: AgentExit) -> AgentResult:
-    """The result of a run that did not exit by itself (timeout, cancel, failed to start)."""
+def stopped_result(exit: AgentExit, *, session_id: str | None = None, cost_usd: float | None = None) -> AgentResult:
+    """The result of a run that did not exit by itself (timeout, cancel, failed to start),
+    with the session it used and what it cost so far when the agent knows them."""
     kind = "timeout" if exit.outcome in (TIMEOUT, IDLE_TIMEOUT) else "other"
     return AgentResult(
         success=False,
         summary=exit.last_line or None,
+        session_id=session_id,
+        cost_usd=cost_usd,
         error_kind=kind,
         message=exit.error or exit.outcome,
     )
+
+
+def reported_problems(written: ResultFile, block: ResultBlock | None) -> list[str]:
+    """Why the agent itself says it did not succeed: its result file or its SAGE-RESULT block."""
+    problems = []
+    if written.success is False:
+        problems.append("the result file says it failed")
+    if block is not None and block.status == "blocked":
+        problems.append("the agent reported it is blocked")
+    return problems
+
+
+def join_notes(notes: Sequence[str | None]) -> str | None:
+    """Notes as one message ("a; b"); None when there are none."""
+    return "; ".join(note for note in notes if note) or None
 
 
 def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
@@ -252,11 +280,7 @@ def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
     if exit.returncode != 0:
         ending = f": {exit.last_line}" if exit.last_line else ""
         problems.append(describe_returncode(exit.returncode) + ending)
-    if written.success is False:
-        problems.append("the result file says it failed")
-    if block is not None and block.status == "blocked":
-        problems.append("the agent reported it is blocked")
-    notes = [*problems, *([written.note] if written.note else [])]
+    problems += reported_problems(written, block)
     failed = bool(problems)
     kind = (written.error_kind or "other") if failed else None
     retryable = written.retryable if written.retryable is not None else kind in ("rate_limit", "quota", "api")
@@ -266,7 +290,7 @@ def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
         cost_usd=written.cost_usd,
         error_kind=kind,
         retryable=failed and retryable,
-        message="; ".join(notes) or None,
+        message=join_notes([*problems, written.note]),
         reset_at=written.reset_at if failed else None,
     )
 

@@ -55,31 +55,29 @@ billing error is `quota`, 429 `rate_limit`, 401/403 `auth`, 5xx / overloaded / n
 from __future__ import annotations
 
 import json
-import math
-import os
 import re
-import shutil
-import subprocess
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
     Invocation,
     find_result_block,
+    read_log_tail,
     read_result_file,
     standard_environment,
     stopped_result,
 )
-from sage_stream.agents.environment import check_passthrough
-from sage_stream.engine.agent_process import EXITED, NOTE_PREFIX, AgentExit
-from sage_stream.errors import SageError
+from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
+from sage_stream.engine.agent_process import EXITED, AgentExit
 
 EXECUTABLE = "claude"
+ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt argument
 BASE_COMMAND = ("-p", "--output-format", "json")
 PERMISSIONS = ("--permission-mode", "acceptEdits")
 PERMISSION_FLAGS = ("--permission-mode", "--dangerously-skip-permissions")
@@ -88,55 +86,32 @@ DISALLOWED_TOOLS = ("Bash(git push *)", "Bash(git config --global *)")
 MODEL_FLAGS = ("--model",)
 MANAGED_FLAGS = ("-p", "--print", "--output-format", "-r", "--resume", "-c", "--continue", "--session-id",
                  "--fork-session", "--input-format")
-ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument
 RESULT_SEARCH_BYTES = 2_000_000  # the result JSON is one line near the end of the log
 TRANSCRIPT_LIMIT_BYTES = 200_000_000
-SUMMARY_CHARS = 2000
-VERSION_TIMEOUT_S = 15
 _SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
-_NOTE = re.compile(re.escape(NOTE_PREFIX) + r" claude: (?:new session|continuing session) (\S+)"
-                   r"(?: \(cost so far \$([0-9.eE+-]+)\))?")
+_NOTE = re.compile(r"claude: (?:new session|continuing session) (\S+)(?: \(cost so far \$([0-9.eE+-]+)\))?")
 
 
 def make_agent(config: Mapping[str, Any]) -> ClaudeAgent:
-    extra_args = config.get("extra_args") or []
-    if not isinstance(extra_args, list) or not all(isinstance(arg, str) for arg in extra_args):
-        raise SageError(f"[agent] extra_args must be a list of strings, found {extra_args!r}")
-    managed = [arg for arg in extra_args if _is_flag(arg, MANAGED_FLAGS)]
-    if managed:
-        raise SageError(f"[agent] extra_args: {managed[0]} is set by sage-stream for claude "
-                        "(the print mode, the JSON output and the session); remove it")
-    model = config.get("model")
-    if model is not None and not isinstance(model, str):
-        raise SageError(f"[agent] model must be a string, found {model!r}")
-    if model and any(_is_flag(arg, MODEL_FLAGS) for arg in extra_args):
-        raise SageError("[agent] model is set and extra_args has --model too: keep one of them")
-    env = config.get("env") or []
-    if not isinstance(env, list):
-        raise SageError(f"[agent] env must be a list of environment variable names, found {env!r}")
-    return ClaudeAgent(model=model or None, extra_args=extra_args, passthrough=env)
+    reserved = [(MANAGED_FLAGS, "the print mode, the JSON output and the session")]
+    settings = cli_support.read_cli_config(config, cli="claude", model_flags=MODEL_FLAGS, reserved=reserved)
+    return ClaudeAgent.configured(settings)
 
 
 def cli_version(executable: str | None = None) -> str | None:
     """What `claude --version` prints (e.g. "2.1.329 (Claude Code)"); None when it does not run."""
-    return version_of(executable or EXECUTABLE)
+    return cli_support.version_line(executable or EXECUTABLE)
 
 
-class ClaudeAgent:
+class ClaudeAgent(CliAgent):
     name = "claude"
-
-    def __init__(self, *, model: str | None = None, extra_args: Sequence[str] = (),
-                 passthrough: Sequence[str] = (), executable: str = EXECUTABLE) -> None:
-        self.model = model
-        self.extra_args = list(extra_args)
-        self.passthrough = check_passthrough(passthrough)
-        self.executable = executable
+    executable = EXECUTABLE
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = standard_environment(job, self.passthrough)
-        prompt, shortened = prompt_argument(job)
+        prompt, shortened = cli_support.prompt_argument(job)
         argv = [self.executable, *BASE_COMMAND]
-        if not any(_is_flag(arg, PERMISSION_FLAGS) for arg in self.extra_args):
+        if not cli_support.has_flag(self.extra_args, PERMISSION_FLAGS):
             argv += PERMISSIONS
         allowed = [*ALLOWED_TOOLS, *([f"Read(/{Path(job.prompt_file).absolute()})"] if shortened else [])]
         argv += ["--allowedTools", *allowed, "--disallowedTools", *DISALLOWED_TOOLS]
@@ -149,93 +124,41 @@ class ClaudeAgent:
     def _session_arguments(self, job: AgentJob, env: Mapping[str, str]) -> list[str]:
         if not job.session_id:
             session = str(uuid.uuid4())
-            _note(job, f"claude: new session {session}")
+            cli_support.note_in_log(job, f"claude: new session {session}")
             return ["--session-id", session]
-        session = str(job.session_id)
-        if not _SESSION_ID.match(session):
-            raise SageError(f"ticket {job.ticket.id}: session id {session!r} is not a Claude Code session id (a UUID)")
+        session = cli_support.checked_session(job, _SESSION_ID, "a Claude Code session id (a UUID)")
         before = session_cost(session, env)
         cost = f" (cost so far ${before!r})" if before is not None else ""
-        _note(job, f"claude: continuing session {session}{cost}")
+        cli_support.note_in_log(job, f"claude: continuing session {session}{cost}")
         return ["--resume", session]
 
     def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
         note = _started_note(Path(job.log_path))
         env = standard_environment(job, self.passthrough)
         if exit.outcome != EXITED:
-            result = stopped_result(exit)
-            result.session_id = recorded_session(job, note, env)
-            return result
+            return stopped_result(exit, session_id=recorded_session(job, note, env))
         found = find_result_json(Path(job.log_path))
         if found is None:
             return _no_result(job, exit, recorded_session(job, note, env))
         return result_from_json(job, exit, found, cost_before=note[1] if note else None)
 
-    def supports_sessions(self) -> bool:
-        return True
 
-
-# ---------------------------------------------------------------- the command
-
-
-def _is_flag(arg: str, flags: Sequence[str]) -> bool:
-    return arg in flags or any(arg.startswith(f"{flag}=") for flag in flags if flag.startswith("--"))
-
-
-def prompt_argument(job: AgentJob, limit_bytes: int = ARGUMENT_LIMIT_BYTES) -> tuple[str, bool]:
-    """(the prompt as one argument, whether it was shortened). A longer prompt keeps its start
-    and its end (what "done" means) and names the file that holds all of it."""
-    path = Path(job.prompt_file).absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SageError(f"ticket {job.ticket.id}: cannot read the prompt {path}: {error}") from None
-    data = text.encode("utf-8")
-    if len(data) <= limit_bytes:
-        return text, False
-    note = (f"[sage-stream: this prompt ({len(data)} bytes) was shortened to fit in a command-line argument. "
-            f"The whole prompt is in the file {path}: read it before you start.]\n\n")
-    gap = "\n\n[... part of the prompt omitted here: read the whole prompt in the file named above ...]\n\n"
-    room = limit_bytes - len(note.encode()) - len(gap.encode())
-    head = data[: room * 2 // 3].decode("utf-8", errors="ignore")
-    tail = data[len(data) - (room - room * 2 // 3):].decode("utf-8", errors="ignore")
-    return note + head + gap + tail, True
-
-
-def _note(job: AgentJob, text: str) -> None:
-    """A line of ours at the start of the log: what parse_result needs to know about the run."""
-    try:
-        Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log_path, "a", encoding="utf-8") as log:
-            log.write(f"{NOTE_PREFIX} {text}\n")
-    except OSError:
-        pass  # without it, a stopped run has no session id and a continued one reports the session's cost
+# ---------------------------------------------------------------- sessions
 
 
 def _started_note(log_path: Path) -> tuple[str, float | None] | None:
     """(session id, cost of the session before this run) from the last note of ours in the log."""
     found = None
-    for line in _read_lines(log_path):
-        match = _NOTE.match(line)
+    for note in cli_support.log_notes(log_path):
+        match = _NOTE.match(note)
         if match:
             found = (match.group(1), float(match.group(2)) if match.group(2) else None)
     return found
 
 
-def _read_lines(path: Path) -> Iterator[str]:
-    try:
-        with open(path, "rb") as log:
-            for raw in log:
-                yield raw.decode("utf-8", errors="replace").rstrip("\r\n")
-    except OSError:
-        return
-
-
 def claude_config_dir(env: Mapping[str, str]) -> Path:
     configured = env.get("CLAUDE_CONFIG_DIR")
-    if configured:
-        return Path(configured)
-    return Path(env.get("HOME") or os.path.expanduser("~")) / ".claude"
+    return Path(configured) if configured else cli_support.home_of(env) / ".claude"
 
 
 def session_transcript(session: str, env: Mapping[str, str]) -> Path | None:
@@ -264,7 +187,7 @@ def session_cost(session: str, env: Mapping[str, str]) -> float | None:
                 except ValueError:
                     continue
                 value = record.get("totalCostUSD") if isinstance(record, dict) else None
-                if record.get("type") == "cost-state" and _is_number(value):
+                if record.get("type") == "cost-state" and cli_support.is_number(value):
                     total = float(value)
                 if handle.tell() > TRANSCRIPT_LIMIT_BYTES:
                     break
@@ -286,28 +209,8 @@ def recorded_session(job: AgentJob, note: tuple[str, float | None] | None, env: 
 
 def find_result_json(path: Path) -> dict[str, Any] | None:
     """The last `{"type": "result", ...}` object in the log (stderr lines may surround it)."""
-    decoder = json.JSONDecoder()
-    for line in reversed(_log_end(path).splitlines()):
-        start = line.find("{")
-        if start < 0 or '"result"' not in line:
-            continue
-        try:
-            value, _ = decoder.raw_decode(line, start)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and value.get("type") == "result":
-            return value
-    return None
-
-
-def _log_end(path: Path) -> str:
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - RESULT_SEARCH_BYTES))
-            return log.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+    log_end = read_log_tail(path, RESULT_SEARCH_BYTES)
+    return cli_support.last_json_object(log_end, lambda value: value.get("type") == "result")
 
 
 def result_from_json(job: AgentJob, exit: AgentExit, found: Mapping[str, Any],
@@ -315,29 +218,20 @@ def result_from_json(job: AgentJob, exit: AgentExit, found: Mapping[str, Any],
     text = found.get("result") if isinstance(found.get("result"), str) else None
     written = read_result_file(job, exit)
     block = find_result_block(text) if text else None
-    summary = written.summary or (block.summary if block else None) or _shorten(text)
     cost, cost_note = _run_cost(found.get("total_cost_usd"), cost_before, continued=bool(job.session_id))
     session = found.get("session_id") if isinstance(found.get("session_id"), str) else None
-    common = dict(summary=summary, session_id=session or job.session_id, cost_usd=cost,
-                  tokens=_tokens(found.get("usage")), turns=_int(found.get("num_turns")))
+    common = {"summary": cli_support.summary_of(written, block, text), "session_id": session or job.session_id,
+              "cost_usd": cost, "tokens": _tokens(found.get("usage")),
+              "turns": cli_support.as_int(found.get("num_turns"))}
     subtype = found.get("subtype")
     if found.get("is_error") is not False or subtype != "success":
         return _failure(found, text, subtype, common)
-    problems = []
-    if exit.returncode != 0:
-        problems.append(f"claude exited with code {exit.returncode} after a successful result")
-    if written.success is False:
-        problems.append("the result file says it failed")
-    if block is not None and block.status == "blocked":
-        problems.append("the agent reported it is blocked")
-    notes = [*problems, *_denials(found), *([written.note] if written.note else []),
-             *([cost_note] if cost_note else [])]
-    return AgentResult(success=not problems, error_kind="other" if problems else None,
-                       message="; ".join(notes) or None, **common)
+    problems = [f"claude exited with code {exit.returncode} after a successful result"] if exit.returncode != 0 else []
+    return cli_support.finished_result(written, block, problems, notes=[*_denials(found), cost_note], **common)
 
 
 def _failure(found: Mapping[str, Any], text: str | None, subtype: Any, common: dict[str, Any]) -> AgentResult:
-    status = _int(found.get("api_error_status"))
+    status = cli_support.as_int(found.get("api_error_status"))
     error_type = found.get("api_error_type") if isinstance(found.get("api_error_type"), str) else None
     errors = found.get("errors") if isinstance(found.get("errors"), list) else []
     said = "; ".join(str(item) for item in [text, *errors] if item) or "no message"
@@ -366,7 +260,7 @@ def _no_result(job: AgentJob, exit: AgentExit, session: str | None) -> AgentResu
 
 def _run_cost(total: Any, before: float | None, *, continued: bool) -> tuple[float | None, str | None]:
     """This run's cost from the session's running total."""
-    if not _is_number(total):
+    if not cli_support.is_number(total):
         return None, None
     if not continued:
         return float(total), None
@@ -387,49 +281,29 @@ def _tokens(usage: Any) -> int | None:
     if not isinstance(usage, dict):
         return None
     keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
-    numbers = [usage[key] for key in keys if isinstance(usage.get(key), int) and not isinstance(usage[key], bool)]
-    return sum(numbers) if numbers else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _shorten(text: str | None) -> str | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
+    return cli_support.int_sum([usage.get(key) for key in keys])
 
 
 # ---------------------------------------------------------------- errors
 
-_QUOTA = re.compile(r"usage limit|limit reached|credit balance|billing|quota|spend limit|out of credits"
-                    r"|payment required|\b402\b", re.I)
-_RATE_LIMIT = re.compile(r"\b429\b|too many requests|rate.?limit", re.I)
-_AUTH = re.compile(r"\b40[13]\b|invalid api key|invalid x-api-key|unauthori[sz]ed|forbidden|authenticat"
-                   r"|/login|oauth token|not logged in", re.I)
-_API = re.compile(r"\b5\d\d\b|overloaded|internal server error|bad gateway|service unavailable|ECONN|ETIMEDOUT"
-                  r"|EAI_AGAIN|connection (error|refused|reset)|(unable|cannot) (to )?connect|network|socket hang up"
-                  r"|fetch failed|timed? ?out", re.I)
+_RULES = (
+    ErrorRule("quota", True, words(r"usage limit|limit reached|credit balance|billing|quota|spend limit"
+                                   r"|out of credits|payment required|\b402\b"), names={"billing_error"}),
+    ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS), statuses={429}, names={"rate_limit_error"}),
+    ErrorRule("auth", False, words(r"\b40[13]\b|invalid api key|invalid x-api-key|unauthori[sz]ed|forbidden"
+                                   r"|authenticat|/login|oauth token|not logged in"),
+              statuses={401, 403}, names={"authentication_error", "permission_error"}),
+    ErrorRule("api", True, words(r"\b5\d\d\b|overloaded|internal server error|bad gateway|service unavailable"
+                                 r"|ECONN|ETIMEDOUT|EAI_AGAIN|connection (error|refused|reset)"
+                                 r"|(unable|cannot) (to )?connect|network|socket hang up|fetch failed|timed? ?out"),
+              statuses=SERVER_ERRORS, names={"overloaded_error", "api_error"}),
+)
 
 
 def classify_error(message: str, *, status: int | None = None, error_type: str | None = None) -> tuple[str, bool]:
-    """(error kind, retryable) of a Claude Code failure; see base.ERROR_KINDS."""
-    if error_type == "billing_error" or _QUOTA.search(message):
-        return "quota", True
-    if status == 429 or error_type == "rate_limit_error" or _RATE_LIMIT.search(message):
-        return "rate_limit", True
-    if status in (401, 403) or error_type in ("authentication_error", "permission_error") or _AUTH.search(message):
-        return "auth", False
-    server_side = status is not None and status >= 500
-    if server_side or error_type in ("overloaded_error", "api_error") or _API.search(message):
-        return "api", True
-    return "other", False
+    """(error kind, retryable) of a Claude Code failure (`error_type`: Claude's `api_error_type`);
+    a usage-limit message is a quota even when its status is 429."""
+    return cli_support.classify(_RULES, message, status=status, name=error_type)
 
 
 _EPOCH = re.compile(r"\|(\d{10})\b")  # "Claude AI usage limit reached|1735689600"
@@ -440,30 +314,11 @@ def reset_time(message: str) -> str | None:
     """When a limit resets (UTC, ISO-8601), when the message says so as a Unix time or an ISO time."""
     epoch = _EPOCH.search(message)
     if epoch:
-        moment = datetime.fromtimestamp(int(epoch.group(1)), tz=timezone.utc)
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cli_support.iso_utc(datetime.fromtimestamp(int(epoch.group(1)), tz=UTC))
     iso = _ISO.search(message)
     if iso:
         try:
-            moment = datetime.fromisoformat(iso.group(1).replace("Z", "+00:00"))
+            return cli_support.iso_utc(datetime.fromisoformat(iso.group(1)))
         except ValueError:
             return None
-        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return None
-
-
-# ---------------------------------------------------------------- version
-
-
-def version_of(executable: str) -> str | None:
-    """The first line `EXECUTABLE --version` prints; None when it is not installed or fails."""
-    path = shutil.which(executable)
-    if path is None:
-        return None
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = done.stdout.strip().splitlines()
-    return lines[0].strip() if done.returncode == 0 and lines else None

@@ -60,30 +60,31 @@ trap of `-o json`, which an older run or another path may print): the error obje
 from __future__ import annotations
 
 import json
-import math
 import re
-import shutil
-import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
     Invocation,
+    ResultBlock,
+    ResultFile,
     find_result_block,
+    read_log_tail,
     read_result_file,
     standard_environment,
     stopped_result,
 )
-from sage_stream.agents.environment import check_passthrough
-from sage_stream.engine.agent_process import EXITED, NOTE_PREFIX, AgentExit
-from sage_stream.errors import SageError
+from sage_stream.agents.cli_support import SERVER_ERRORS, CliAgent, ErrorRule, words
+from sage_stream.engine.agent_process import EXITED, AgentExit
 
 EXECUTABLE = "gemini"
+ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt argument
 OWN_ENVIRONMENT = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA",
                    "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS",
                    "GEMINI_CLI_HOME")
@@ -94,62 +95,34 @@ MODEL_FLAGS = ("-m", "--model")
 OUTPUT = ("-o", "stream-json")
 OUTPUT_FLAGS = ("-o", "--output-format")
 SESSION_FLAGS = ("-r", "--resume", "--session-id", "--session-file")
-ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument
 RESULT_SEARCH_BYTES = 4_000_000  # the result JSON is near the end of the log
-SUMMARY_CHARS = 2000
-VERSION_TIMEOUT_S = 15
 EXIT_AUTH = 41  # Gemini's FATAL_AUTHENTICATION_ERROR
 API_ERROR = "[API Error: "
 _SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
+_OBJECT_AT_LINE_START = re.compile(r"^[ \t]*\{", re.MULTILINE)  # -o json pretty-prints its object
 
 
 def make_agent(config: Mapping[str, Any]) -> GeminiAgent:
-    extra_args = config.get("extra_args") or []
-    if not isinstance(extra_args, list) or not all(isinstance(arg, str) for arg in extra_args):
-        raise SageError(f"[agent] extra_args must be a list of strings, found {extra_args!r}")
-    for flags, why in ((OUTPUT_FLAGS, "sage-stream reads Gemini's JSON events (-o stream-json)"),
-                       (SESSION_FLAGS, "sage-stream chooses the session (see --reuse-sessions)")):
-        if _has_flag(extra_args, flags):
-            raise SageError(f"[agent] extra_args for gemini may not contain {'/'.join(flags)}: {why}")
-    model = config.get("model")
-    if model is not None and not isinstance(model, str):
-        raise SageError(f"[agent] model must be a string, found {model!r}")
-    if model and _has_flag(extra_args, MODEL_FLAGS):
-        raise SageError("[agent] model is set and extra_args has -m/--model too: keep one of them")
-    env = config.get("env") or []
-    if not isinstance(env, list):
-        raise SageError(f"[agent] env must be a list of environment variable names, found {env!r}")
-    return GeminiAgent(model=model or None, extra_args=extra_args, passthrough=env)
+    reserved = [(OUTPUT_FLAGS, "it reads Gemini's JSON events, -o stream-json"),
+                (SESSION_FLAGS, "it chooses the session, see --reuse-sessions")]
+    settings = cli_support.read_cli_config(config, cli="gemini", model_flags=MODEL_FLAGS, reserved=reserved)
+    return GeminiAgent.configured(settings)
 
 
 def cli_version(executable: str | None = None) -> str | None:
     """What `gemini --version` prints (e.g. "0.61.0"); None when it does not run."""
-    path = shutil.which(executable or EXECUTABLE)
-    if path is None:
-        return None
-    try:
-        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = done.stdout.strip().splitlines()
-    return lines[-1].strip() if done.returncode == 0 and lines else None
+    return cli_support.version_line(executable or EXECUTABLE, last=True)
 
 
-class GeminiAgent:
+class GeminiAgent(CliAgent):
     name = "gemini"
-
-    def __init__(self, *, model: str | None = None, extra_args: Sequence[str] = (),
-                 passthrough: Sequence[str] = (), executable: str = EXECUTABLE) -> None:
-        self.model = model
-        self.extra_args = list(extra_args)
-        self.passthrough = [*OWN_ENVIRONMENT, *check_passthrough(passthrough)]
-        self.executable = executable
+    executable = EXECUTABLE
+    own_environment = OWN_ENVIRONMENT
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = {**standard_environment(job, self.passthrough), **TRUST_WORKSPACE}
-        argv = [self.executable, "-p", prompt_argument(job), *OUTPUT]
-        if not _has_flag(self.extra_args, APPROVAL_FLAGS):
+        argv = [self.executable, "-p", cli_support.prompt_argument(job, option_safe=True)[0], *OUTPUT]
+        if not cli_support.has_flag(self.extra_args, APPROVAL_FLAGS):
             argv += APPROVAL
         if self.model:
             argv += ["-m", self.model]
@@ -162,79 +135,39 @@ class GeminiAgent:
         stream = read_stream(Path(job.log_path))
         found = None if stream.result is not None else find_result_json(Path(job.log_path))
         if exit.outcome != EXITED:
-            result = stopped_result(exit)
-            result.session_id = stream.session_id or _session_of(found)
-            return result
+            return stopped_result(exit, session_id=stream.session_id or _session_of(found))
         if stream.result is not None:
             return result_from_stream(job, exit, stream)
         if found is not None:
             return result_from_json(job, exit, found)
         return _no_result(job, exit, stream)
 
-    def supports_sessions(self) -> bool:
-        return True
-
 
 # ---------------------------------------------------------------- the command
 
 
-def _has_flag(args: Sequence[str], flags: Sequence[str]) -> bool:
-    return any(arg in flags or any(arg.startswith(f"{flag}=") for flag in flags if flag.startswith("--"))
-               for arg in args)
-
-
-def prompt_argument(job: AgentJob, limit_bytes: int = ARGUMENT_LIMIT_BYTES) -> str:
-    """The prompt as one argument; a longer one keeps its start and end and names the whole file."""
-    path = Path(job.prompt_file).absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SageError(f"ticket {job.ticket.id}: cannot read the prompt {path}: {error}") from None
-    if text.startswith("-"):  # would be read as an option
-        text = "\n" + text
-    data = text.encode("utf-8")
-    if len(data) <= limit_bytes:
-        return text
-    note = (f"[sage-stream: this prompt ({len(data)} bytes) was shortened to fit in a command-line argument. "
-            f"The whole prompt is in the file {path}: read it before you start.]\n\n")
-    gap = "\n\n[... part of the prompt omitted here: read the whole prompt in the file named above ...]\n\n"
-    room = limit_bytes - len(note.encode()) - len(gap.encode())
-    head = data[: room * 2 // 3].decode("utf-8", errors="ignore")
-    tail = data[len(data) - (room - room * 2 // 3):].decode("utf-8", errors="ignore")
-    return note + head + gap + tail
-
-
 def _continue_session(job: AgentJob, env: Mapping[str, str]) -> list[str]:
-    session = str(job.session_id)
-    if not _SESSION_ID.match(session):
-        raise SageError(f"ticket {job.ticket.id}: session id {session!r} is not a Gemini session id (a UUID)")
+    session = cli_support.checked_session(job, _SESSION_ID, "a Gemini session id (a UUID)")
     found = session_file(session, gemini_home(env))
     if found is not None:
         return ["--session-file", str(found)]
-    _note(job, f"gemini session {session} not found under {gemini_home(env)}: starting a new session")
+    cli_support.note_in_log(job, f"gemini session {session} not found under {gemini_home(env)}: starting a new session")
     return []
 
 
 def gemini_home(env: Mapping[str, str]) -> Path:
     """Where Gemini keeps `.gemini/`: `GEMINI_CLI_HOME`, else `HOME`, of the agent's environment."""
-    return Path(env.get("GEMINI_CLI_HOME") or env.get("HOME") or Path.home()) / ".gemini"
+    return Path(env.get("GEMINI_CLI_HOME") or cli_support.home_of(env)) / ".gemini"
 
 
 def session_file(session: str, home: Path) -> Path | None:
     """The newest file of that session under `home/tmp/*/chats/`, checked by its recorded id."""
     candidates = [*home.glob(f"tmp/*/chats/session-*-{session[:8]}.json"),
                   *home.glob(f"tmp/*/chats/session-*-{session[:8]}.jsonl")]
-    for path in sorted(candidates, key=_mtime, reverse=True):
+    for path in sorted(candidates, key=cli_support.mtime, reverse=True):
         if _recorded_session(path) == session:
             return path
     return None
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _recorded_session(path: Path) -> str | None:
@@ -249,15 +182,6 @@ def _recorded_session(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return value.get("sessionId") if isinstance(value, dict) else None
-
-
-def _note(job: AgentJob, text: str) -> None:
-    try:
-        Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(job.log_path, "a", encoding="utf-8") as log:
-            log.write(f"{NOTE_PREFIX} {text}\n")
-    except OSError:
-        pass  # only a note
 
 
 # ---------------------------------------------------------------- the result (stream-json)
@@ -278,30 +202,10 @@ class GeminiStream:
     _replying: bool = False
 
 
-def iter_events(path: Path) -> Iterator[dict[str, Any]]:
-    """Every `{"type": ...}` object on a line of the log."""
-    decoder = json.JSONDecoder()
-    try:
-        with open(path, "rb") as log:
-            for raw in log:
-                line = raw.decode("utf-8", errors="replace")
-                start = line.find('{"type"')
-                if start < 0:
-                    continue
-                try:
-                    value, _ = decoder.raw_decode(line, start)
-                except ValueError:
-                    continue  # a truncated line: not an event
-                if isinstance(value, dict) and isinstance(value.get("type"), str):
-                    yield value
-    except OSError:
-        return
-
-
 def read_stream(path: Path) -> GeminiStream:
     """The events after the last `init` (a ticket retried in the same run appends to its log)."""
     stream = GeminiStream()
-    for event in iter_events(path):
+    for event in cli_support.iter_json_events(path):
         kind = event["type"]
         if kind == "init":
             stream = GeminiStream(session_id=event.get("session_id") if isinstance(event.get("session_id"), str)
@@ -329,32 +233,27 @@ def result_from_stream(job: AgentJob, exit: AgentExit, stream: GeminiStream) -> 
     result = stream.result or {}
     written = read_result_file(job, exit)
     block = find_result_block(stream.text) if stream.text else None
-    summary = written.summary or (block.summary if block else None) or _shorten(stream.reply)
     stats = result.get("stats") if isinstance(result.get("stats"), dict) else {}
     tokens = stats.get("total_tokens") if isinstance(stats.get("total_tokens"), int) else None
-    common = {"summary": summary, "session_id": stream.session_id, "tokens": tokens or None,
-              "turns": stream.replies or None}
+    common = {"summary": cli_support.summary_of(written, block, stream.reply), "session_id": stream.session_id,
+              "tokens": tokens or None, "turns": stream.replies or None}
     if result.get("status") != "success":
         message, code = _error_fields(result.get("error") or "the run ended with an error")
         code = code or STATUS_OF_EXIT.get(exit.returncode or 0) or (EXIT_AUTH if exit.returncode == EXIT_AUTH else None)
-        kind, retryable = classify_error(message, code)
-        return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"gemini: {message}",
-                           reset_at=retry_time(message) if retryable else None, **common)
+        return _error_result(message, code, common)
     return _judged(exit, written, block, common)
 
 
-def _judged(exit: AgentExit, written: Any, block: Any, common: dict[str, Any]) -> AgentResult:
+def _judged(exit: AgentExit, written: ResultFile, block: ResultBlock | None, common: dict[str, Any]) -> AgentResult:
     """A run that reported success: unless it exited non-zero, or says it failed or is blocked."""
-    problems = []
-    if exit.returncode != 0:
-        problems.append(f"gemini exited with code {exit.returncode}")
-    if written.success is False:
-        problems.append("the result file says it failed")
-    if block is not None and block.status == "blocked":
-        problems.append("the agent reported it is blocked")
-    notes = [*problems, *([written.note] if written.note else [])]
-    return AgentResult(success=not problems, error_kind="other" if problems else None,
-                       message="; ".join(notes) or None, **common)
+    problems = [f"gemini exited with code {exit.returncode}"] if exit.returncode != 0 else []
+    return cli_support.finished_result(written, block, problems, **common)
+
+
+def _error_result(message: str, code: int | None, common: dict[str, Any]) -> AgentResult:
+    kind, retryable = classify_error(message, code)
+    return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"gemini: {message}",
+                       reset_at=retry_time(message) if retryable else None, **common)
 
 
 # ---------------------------------------------------------------- the result (-o json)
@@ -362,29 +261,13 @@ def _judged(exit: AgentExit, written: Any, block: Any, common: dict[str, Any]) -
 
 def find_result_json(path: Path) -> dict[str, Any] | None:
     """The last JSON object in the log that is a Gemini result or error (it may be pretty-printed)."""
-    text = _log_end(path)
-    decoder = json.JSONDecoder()
-    starts = [match.start() for match in re.finditer(r"(?m)^[ \t]*\{", text)]
-    for start in reversed(starts):
-        try:
-            value, _ = decoder.raw_decode(text, text.index("{", start))
-        except ValueError:
-            continue
-        if isinstance(value, dict) and ("response" in value or "error" in value) and (
-                "session_id" in value or "stats" in value or isinstance(value.get("error"), dict)):
-            return value
-    return None
+    log_end = read_log_tail(path, RESULT_SEARCH_BYTES)
+    return cli_support.last_json_object(log_end, _is_result_or_error, starts=_OBJECT_AT_LINE_START)
 
 
-def _log_end(path: Path) -> str:
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, 2)
-            size = log.tell()
-            log.seek(max(0, size - RESULT_SEARCH_BYTES))
-            return log.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+def _is_result_or_error(value: Mapping[str, Any]) -> bool:
+    return ("response" in value or "error" in value) and (
+        "session_id" in value or "stats" in value or isinstance(value.get("error"), dict))
 
 
 def _session_of(found: Mapping[str, Any] | None) -> str | None:
@@ -396,15 +279,12 @@ def result_from_json(job: AgentJob, exit: AgentExit, found: dict[str, Any]) -> A
     written = read_result_file(job, exit)
     response = found.get("response") if isinstance(found.get("response"), str) else None
     block = find_result_block(response) if response else None
-    summary = written.summary or (block.summary if block else None) or _shorten(response)
     tokens, turns = _usage(found.get("stats"))
-    common = {"summary": summary, "session_id": _session_of(found), "tokens": tokens, "turns": turns}
+    common = {"summary": cli_support.summary_of(written, block, response), "session_id": _session_of(found),
+              "tokens": tokens, "turns": turns}
     error = found.get("error")
     if error is not None:
-        message, code = _error_fields(error)
-        kind, retryable = classify_error(message, code)
-        return AgentResult(success=False, error_kind=kind, retryable=retryable, message=f"gemini: {message}",
-                           reset_at=retry_time(message) if retryable else None, **common)
+        return _error_result(*_error_fields(error), common)
     return _judged(exit, written, block, common)
 
 
@@ -413,7 +293,7 @@ def _no_result(job: AgentJob, exit: AgentExit, stream: GeminiStream) -> AgentRes
     from its exit code, else from what it printed besides events (never the prompt's words)."""
     said = f": {exit.last_line}" if exit.last_line else ""
     code = EXIT_AUTH if exit.returncode == EXIT_AUTH else STATUS_OF_EXIT.get(exit.returncode or 0)
-    printed = "\n".join(line for line in _log_end(Path(job.log_path)).splitlines()[-200:]
+    printed = "\n".join(line for line in read_log_tail(Path(job.log_path), RESULT_SEARCH_BYTES).splitlines()[-200:]
                         if '{"type"' not in line)
     kind, retryable = classify_error(printed[-4000:], code)
     return AgentResult(success=False, error_kind=kind, retryable=retryable, session_id=stream.session_id,
@@ -467,26 +347,19 @@ def _usage(stats: Any) -> tuple[int | None, int | None]:
     return tokens or None, requests or None
 
 
-def _shorten(text: str | None) -> str | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1] + "…"
-
-
 # ---------------------------------------------------------------- errors
 
 # a 429 is a rate limit (Gemini's RetryableQuotaError: "exceeded your current quota ... retry in 41s")
 # unless the day's quota or the model's capacity is gone (its TerminalQuotaError)
 _QUOTA = re.compile(r"daily quota|per ?day|exhausted your capacity|capacity exceeded|MODEL_CAPACITY_EXHAUSTED"
                     r"|QUOTA_EXHAUSTED|credits? balance", re.IGNORECASE)
-_TEXT_KINDS: tuple[tuple[str, bool, re.Pattern[str]], ...] = (
-    ("quota", True, re.compile(_QUOTA.pattern + r"|billing", re.IGNORECASE)),
-    ("rate_limit", True, re.compile(r"\b429\b|RESOURCE_EXHAUSTED|too many requests|rate.?limit|quota", re.IGNORECASE)),
-    ("auth", False, re.compile(r"\b40[13]\b|UNAUTHENTICATED|PERMISSION_DENIED|api key not valid|invalid api key"
-                               r"|auth method|authenticat|credentials", re.IGNORECASE)),
-    ("api", True, re.compile(r"\b5\d\d\b|\b499\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
-                             r"|ECONNRESET|ETIMEDOUT|fetch failed|socket hang up|network", re.IGNORECASE)),
+_TEXT_RULES = (
+    ErrorRule("quota", True, words(_QUOTA.pattern + r"|billing")),
+    ErrorRule("rate_limit", True, words(r"\b429\b|RESOURCE_EXHAUSTED|too many requests|rate.?limit|quota")),
+    ErrorRule("auth", False, words(r"\b40[13]\b|UNAUTHENTICATED|PERMISSION_DENIED|api key not valid|invalid api key"
+                                   r"|auth method|authenticat|credentials")),
+    ErrorRule("api", True, words(r"\b5\d\d\b|\b499\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
+                                 r"|ECONNRESET|ETIMEDOUT|fetch failed|socket hang up|network")),
 )
 
 
@@ -496,22 +369,13 @@ def classify_error(message: str, code: int | None) -> tuple[str, bool]:
         return ("quota", True) if _QUOTA.search(message) else ("rate_limit", True)
     if code in (401, 403, EXIT_AUTH):
         return "auth", False
-    if code is not None and (500 <= code < 600 or code == 499):
+    if code in SERVER_ERRORS or code == 499:
         return "api", True
-    for kind, retryable, pattern in _TEXT_KINDS:
-        if pattern.search(message):
-            return kind, retryable
-    return "other", False
-
-
-_RETRY_DELAY = re.compile(r"retry (?:in|after) (\d+(?:\.\d+)?)\s*(ms|s)\b", re.IGNORECASE)
+    return cli_support.classify(_TEXT_RULES, message)
 
 
 def retry_time(message: str, now: datetime | None = None) -> str | None:
-    """When to try again (UTC, ISO-8601), from "Please retry in 41.8s" / "Suggested retry after 60s"."""
-    found = _RETRY_DELAY.search(message)
-    if found is None:
-        return None
-    seconds = float(found.group(1)) / (1000 if found.group(2).lower() == "ms" else 1)
-    moment = (now or datetime.now(UTC)) + timedelta(seconds=math.ceil(seconds))
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """When to try again (UTC, ISO-8601), from "Please retry in 41.8s" / "Suggested retry after 60s";
+    None when the message names no delay."""
+    moment = cli_support.retry_delay_end(message, now)
+    return None if moment is None else cli_support.iso_utc(moment)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sage_stream.agents.base import Agent
+from sage_stream.agents.base import Agent, env_passthrough
 from sage_stream.agents.command import CommandAgent
 from sage_stream.agents.exec import ExecAgent
 from sage_stream.errors import SageError
@@ -58,9 +57,3 @@ def get_agent(name: str, *, agent_cmd: str | None = None, config: Mapping[str, A
 def _cli_module_exists(name: str) -> bool:
     return importlib.util.find_spec(f"sage_stream.agents.{name}") is not None
 
-
-def env_passthrough(config: Mapping[str, Any]) -> list[str]:
-    names = config.get("env") or []
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise SageError(f"[agent] env must be a list of environment variable names, found {names!r}")
-    return names

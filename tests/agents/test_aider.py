@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
@@ -20,16 +19,12 @@ from sage_stream.agents import aider
 from sage_stream.agents.aider import AiderAgent, classify_error, make_agent
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import EXITED, IDLE_TIMEOUT, AgentExit
+from sage_stream.engine.agent_process import IDLE_TIMEOUT, AgentExit
 from sage_stream.errors import SageError
+from tests.agents.support import exited, fake_program
 
 RECORDED = Path(__file__).parent / "recorded"
 MODEL = {"model": "openai/fake-model"}
-
-
-def exited(returncode: int, log: Path) -> AgentExit:
-    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    return AgentExit(EXITED, returncode, 1.0, lines[-1][-200:] if lines else "", None, 4242)
 
 
 def parse_recording(job: AgentJob, name: str, returncode: int = 0):
@@ -223,8 +218,6 @@ def test_litellm_errors_are_classified_by_name_then_words(name, message, kind):
 
 
 def test_cli_version(tmp_path):
-    program = tmp_path / "aider"
-    program.write_text("#!/bin/sh\necho 'aider 0.86.2'\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    program = fake_program(tmp_path / "aider", "echo 'aider 0.86.2'")
     assert aider.cli_version(str(program)) == "aider 0.86.2"
     assert aider.cli_version(str(tmp_path / "missing")) is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 import uuid
 from pathlib import Path
 
@@ -21,17 +20,12 @@ from sage_stream.agents import claude
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.claude import ClaudeAgent, classify_error, make_agent, reset_time
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import EXITED, TIMEOUT, AgentExit, clean_line
+from sage_stream.engine.agent_process import TIMEOUT, AgentExit
 from sage_stream.errors import SageError
+from tests.agents.support import exited, fake_program
 
 RECORDED = Path(__file__).parent / "recorded"
 SESSION = "5b0c7a43-2f1e-4c8a-9d51-3e7f0a9b6c21"  # of claude_success.json and claude_resumed.json
-
-
-def exited(returncode: int, log: Path) -> AgentExit:
-    lines = [clean_line(line.encode()) for line in log.read_text().splitlines()] if log.exists() else []
-    lines = [line for line in lines if line]
-    return AgentExit(EXITED, returncode, 1.0, lines[-1] if lines else "", None, 4242)
 
 
 def parse_text(job: AgentJob, text: str, returncode: int, agent: ClaudeAgent | None = None):
@@ -341,14 +335,8 @@ def test_reset_time_reads_unix_and_iso_times():
 # ---------------------------------------------------------------- version
 
 
-def test_cli_version_runs_the_executable_and_is_none_when_missing(tmp_path):
-    fake = tmp_path / "claude"
-    fake.write_text("#!/bin/sh\necho '2.1.329 (Claude Code)'\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+def test_cli_version_is_what_claude_prints(tmp_path):
+    fake = fake_program(tmp_path / "claude", "echo '2.1.329 (Claude Code)'")
     assert claude.cli_version(str(fake)) == "2.1.329 (Claude Code)"
     assert claude.cli_version(str(tmp_path / "missing")) is None
-    broken = tmp_path / "broken"
-    broken.write_text("#!/bin/sh\nexit 3\n")
-    broken.chmod(broken.stat().st_mode | stat.S_IEXEC)
-    assert claude.cli_version(str(broken)) is None
     assert os.access(fake, os.X_OK)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import stat
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -20,16 +19,12 @@ from sage_stream.agents import codex
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.codex import CodexAgent, classify_error, make_agent, reset_time
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import EXITED, TIMEOUT, AgentExit
+from sage_stream.engine.agent_process import TIMEOUT, AgentExit
 from sage_stream.errors import SageError
+from tests.agents.support import exited, fake_program
 
 RECORDED = Path(__file__).parent / "recorded"
 THREAD = "01a1fd7b-0414-70a1-9862-b6d6b8d1973b"  # the thread of codex_success.log and codex_resume.log
-
-
-def exited(returncode: int, log: Path) -> AgentExit:
-    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    return AgentExit(EXITED, returncode, 1.0, lines[-1][-200:] if lines else "", None, 4242)
 
 
 def parse_recording(job: AgentJob, name: str, returncode: int, agent: CodexAgent | None = None):
@@ -305,9 +300,7 @@ def test_reset_times_are_read_in_the_local_zone_and_written_in_utc(message, expe
 
 
 def test_cli_version_runs_the_executable_and_is_none_when_missing(tmp_path, monkeypatch):
-    program = tmp_path / "codex"
-    program.write_text("#!/bin/sh\necho 'codex-cli 0.169.0'\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    program = fake_program(tmp_path / "codex", "echo 'codex-cli 0.169.0'")
     assert codex.cli_version(str(program)) == "0.169.0"
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert codex.cli_version() is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,17 +20,13 @@ from sage_stream.agents import gemini
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.gemini import GeminiAgent, classify_error, make_agent, retry_time, session_file
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import CANCELLED, EXITED, AgentExit
+from sage_stream.engine.agent_process import CANCELLED, AgentExit
 from sage_stream.errors import SageError
+from tests.agents.support import exited, fake_program
 
 RECORDED = Path(__file__).parent / "recorded"
 SESSION = "59a7c9ca-9681-41d5-8ac9-10b656d27816"  # of gemini_success.log
 JSON_SESSION = "b212dd2b-69e3-4035-9556-79e2b91762bf"  # of gemini_json_success.log
-
-
-def exited(returncode: int, log: Path) -> AgentExit:
-    lines = [line for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    return AgentExit(EXITED, returncode, 1.0, lines[-1][-200:] if lines else "", None, 4242)
 
 
 def parse_recording(job: AgentJob, name: str, returncode: int, agent: GeminiAgent | None = None):
@@ -297,8 +292,6 @@ def test_retry_delays_in_seconds_and_milliseconds():
 
 
 def test_cli_version(tmp_path):
-    program = tmp_path / "gemini"
-    program.write_text("#!/bin/sh\necho 0.61.0\n")
-    program.chmod(program.stat().st_mode | stat.S_IXUSR)
+    program = fake_program(tmp_path / "gemini", "echo 0.61.0")
     assert gemini.cli_version(str(program)) == "0.61.0"
     assert gemini.cli_version(str(tmp_path / "missing")) is None

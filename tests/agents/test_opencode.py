@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import stat
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,19 +20,14 @@ from sage_stream.agents import opencode
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.opencode import OpenCodeAgent, classify_error, make_agent, retry_after, with_sage_permissions
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import EXITED, TIMEOUT, AgentExit, clean_line
+from sage_stream.engine.agent_process import TIMEOUT, AgentExit
 from sage_stream.errors import SageError
+from tests.agents.support import exited, fake_program
 
 RECORDED = Path(__file__).parent / "recorded"
 # the session of opencode_success.jsonl, continued by opencode_resumed.jsonl
 SESSION = json.loads((RECORDED / "opencode_success.jsonl").read_text().splitlines()[0])["sessionID"]
 STEP_COST = 1000 * 3 / 1e6 + 100 * 15 / 1e6  # each fake answer: 1000 tokens in, 100 out
-
-
-def exited(returncode: int, log: Path) -> AgentExit:
-    lines = [clean_line(line.encode()) for line in log.read_text().splitlines()] if log.exists() else []
-    lines = [line for line in lines if line]
-    return AgentExit(EXITED, returncode, 1.0, lines[-1] if lines else "", None, 4242)
 
 
 def parse_text(job: AgentJob, text: str, returncode: int, agent: OpenCodeAgent | None = None):
@@ -311,9 +305,7 @@ def test_classify_error(message, status, name, retryable, kind):
 # ---------------------------------------------------------------- version
 
 
-def test_cli_version_runs_the_executable_and_is_none_when_missing(tmp_path):
-    fake = tmp_path / "opencode"
-    fake.write_text("#!/bin/sh\necho 1.18.33\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+def test_cli_version_is_the_last_line_opencode_prints(tmp_path):
+    fake = fake_program(tmp_path / "opencode", "echo 'a notice'; echo 1.18.33")
     assert opencode.cli_version(str(fake)) == "1.18.33"
     assert opencode.cli_version(str(tmp_path / "missing")) is None
