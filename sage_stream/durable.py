@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sage_stream.engine.crashpoints import write_point
+
 TEMP_PREFIX = ".tmp-"
 
 
@@ -28,11 +30,13 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             # keep the target's permission bits when replacing it
             os.chmod(tmp_name, path.stat().st_mode & 0o7777)
+        write_point("before_replace", path)
         os.replace(tmp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+    write_point("after_replace", path)
     fsync_dir(path.parent)
 
 

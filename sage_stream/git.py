@@ -6,6 +6,11 @@ Rules it enforces for all of them:
 - `-c core.hooksPath=/dev/null`: no repository hook runs. An agent works inside a
   worktree of this repository and can write hooks; `worktree add` (post-checkout) or a
   commit would otherwise run them with our privileges and outside any agent sandbox.
+  `-c core.fsmonitor=false` for the same reason: an agent can set `core.fsmonitor` in the
+  shared config to a program of its own, which every `git status` would run.
+- git runs with an allow-listed environment (`GIT_ENV_NAMES`, git's own `GIT_*` identity,
+  config and trace variables), never our whole one: a filter driver or any other command
+  an agent slips into the repository's config runs without our tokens and credentials.
 - `LC_ALL=C` so that messages we parse are English; `GIT_TERMINAL_PROMPT=0` so that git
   never waits for a password on a terminal nobody is watching.
 - Variables that point git at another repository or index (`GIT_DIR`, `GIT_INDEX_FILE`...,
@@ -22,7 +27,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +58,11 @@ _REPO_LOCATING_VARS = (
     "GIT_QUARANTINE_PATH",
 )
 _TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+# What git gets of our environment (plus LC_ALL and GIT_TERMINAL_PROMPT, set below).
+GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "EMAIL",
+                           "XDG_CONFIG_HOME", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_CONFIG_GLOBAL",
+                           "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_COUNT"})
+GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
 
 
 class GitError(SageError):
@@ -74,6 +84,13 @@ class WorktreeInfo:
     branch: str | None  # short name ("main"); None when detached or bare
     bare: bool = False
     prunable: bool = False  # its directory is gone; `worktree prune` would drop it
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    commit: str
+    tree: str
+    has_trailer: bool  # the commit carries the trailer asked for (e.g. Sage-Ticket)
 
 
 @dataclass(frozen=True)
@@ -115,7 +132,7 @@ class Git:
         if isinstance(input, bytes):
             input = input.decode("utf-8", errors="surrogateescape")
         full_env = {**self._env, **env} if env else self._env
-        argv = ["git", "-c", "core.hooksPath=/dev/null", *args]
+        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
         try:
             result = subprocess.run(
                 argv,
@@ -197,6 +214,31 @@ class Git:
         untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
         return self.run("status", "--porcelain", "-z", untracked, cwd=cwd).stdout == ""
 
+    def index_tree(self, worktree: Path) -> str | None:
+        """The tree the index of `worktree` holds (written as an object); None when the
+        index cannot be written as a tree (unmerged entries)."""
+        result = self.run("write-tree", cwd=worktree, check=False)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    def has_unstaged_changes(self, worktree: Path) -> bool:
+        """A tracked file of `worktree` differs from the index."""
+        self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
+        return self.run("diff-files", "--quiet", cwd=worktree, check=False).returncode != 0
+
+    def first_parent_history(self, ref: str, *, limit: int, trailer: str) -> list[HistoryEntry]:
+        """The newest `limit` commits along the first parents of `ref`, newest first."""
+        if not _TRAILER_KEY.match(trailer):
+            raise ValueError(f"not a trailer key: {trailer!r}")
+        out = self.run("log", "-z", "--first-parent", f"-n{limit}", "--no-show-signature",
+                       f"--format=%H%x1f%T%x1f%(trailers:key={trailer},valueonly,separator=%x1e)",
+                       "--end-of-options", ref, "--").stdout
+        history = []
+        for record in out.split("\0"):
+            parts = record.strip("\n").split("\x1f")
+            if len(parts) == 3 and parts[0]:
+                history.append(HistoryEntry(commit=parts[0], tree=parts[1], has_trailer=bool(parts[2].strip())))
+        return history
+
     def worktrees(self) -> list[WorktreeInfo]:
         out = self.run("worktree", "list", "--porcelain", "-z").stdout
         return [_parse_worktree(record) for record in out.split("\0\0") if record.strip("\0")]
@@ -205,6 +247,18 @@ class Git:
         """Paths that differ between two commits or trees; a rename lists both its paths."""
         out = self.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", old, new).stdout
         return [path for path in out.split("\0") if path]
+
+    def symlinks(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
+        """Which of `paths` are symbolic links in `commit`, with the target each stores."""
+        wanted = set(paths)
+        out = self.run("ls-tree", "-r", "-z", "--full-tree", commit).stdout
+        links = {}
+        for record in out.split("\0"):
+            info, _, path = record.partition("\t")
+            fields = info.split()
+            if len(fields) == 3 and fields[0] == "120000" and path in wanted:
+                links[path] = self.run("cat-file", "blob", fields[2]).stdout
+        return links
 
     def commits_with_trailer(self, ref: str, key: str, value: str, *, limit: int | None = None) -> list[str]:
         """Commits reachable from `ref` (or in a range `a..b`) with the trailer `key: value`."""
@@ -348,10 +402,16 @@ class Git:
 
 
 def _base_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in _REPO_LOCATING_VARS}
+    env = {key: value for key, value in os.environ.items() if _passed_to_git(key)}
     env["LC_ALL"] = "C"
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
+
+
+def _passed_to_git(name: str) -> bool:
+    if name in _REPO_LOCATING_VARS:
+        return False
+    return name in GIT_ENV_NAMES or name.startswith(GIT_ENV_PREFIXES)
 
 
 def _parse_worktree(record: str) -> WorktreeInfo:

@@ -13,6 +13,7 @@ index is recovered by finding the ticket's `Sage-Ticket:` trailer on the target.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.git import Git, WorktreeInfo
@@ -181,6 +183,7 @@ def _land_locked(
     globs: Sequence[str],
     allow_empty: bool,
 ) -> LandingResult:
+    crash_point("landing_locked")
     ref = f"refs/heads/{target}"
     if git.rev_parse(ref) is None:
         raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
@@ -204,6 +207,13 @@ def _land_locked(
             return LandingResult(
                 SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
             )
+        leaving = escaping_links(git.symlinks(tip, changed))
+        if leaving:
+            shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
+            return LandingResult(
+                SCOPE_VIOLATION, None, list(leaving), f"{ticket_id} adds symbolic links that point outside the "
+                f"repository (or into .git): {shown}"
+            )
         merged = git.merge_tree(old, tip)
         if not merged.clean:
             paths = merged.conflicts
@@ -217,13 +227,27 @@ def _land_locked(
         checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
         clean = {info.path: git.is_clean(info.path) for info in checkouts}
         commit = git.commit_tree(merged.tree, [old], message)
+        crash_point("after_commit_tree")
         if git.update_ref(ref, commit, old):
+            crash_point("after_update_ref")
             result = LandingResult(LANDED, commit, landed_paths, f"{ticket_id} landed on {target} as {commit[:12]}")
             _bring_along(git, result, checkouts, clean, target, old, commit)
             return result
     return LandingResult(
         CONFLICT, None, [], f"{target} moved {CAS_ATTEMPTS} times while {ticket_id} was landing; try again"
     )
+
+
+def escaping_links(links: dict[str, str]) -> dict[str, str]:
+    """The links whose target is absolute, climbs above the repository root, or enters
+    `.git`: landed, they would hand whatever reads the repository a file from elsewhere."""
+    leaving = {}
+    for path, target in links.items():
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+        first = resolved.split("/", 1)[0]
+        if target.startswith("/") or first == ".." or first == ".git" or "\0" in target:
+            leaving[path] = target
+    return leaving
 
 
 def _bring_along(

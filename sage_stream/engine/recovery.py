@@ -1,20 +1,32 @@
 """Recovery at the start of a run: finish what a dead run left behind, lose nothing.
 
 Runs with the repository's run lock held, so no other `sage stream` is live here.
-1. Every commit-queue entry lands (or is found landed already), in finish order.
+0. Agents the dead run left running (a SIGKILL cannot take them along: they lead their
+   own process groups) are stopped before they write into a slot the next ticket gets.
+1. Every commit-queue entry lands (or is found landed already), in finish order. An
+   entry that no longer merges with the target (what landed since conflicts with it) is
+   not deferred: like a conflict in a live run, its ticket runs again on the new tip
+   (back to UNPROCESSED, its work kept on a branch).
 2. Every IN_PROGRESS ticket whose run is dead is reconciled: its commit is on the
    target already (Sage-Ticket trailer) -> COMPLETED; otherwise back to UNPROCESSED
    with attempts + 1, and whatever its worktree holds is kept on its branch.
+3. A checkout of the target that a kill left behind (the ref moved, its files not yet
+   updated) is brought along over those landings, when nothing else changed in it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
+from sage_stream.engine.agent_process import stop_strays
+from sage_stream.engine.commit_queue import QueueEntry
+from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.run_lock import is_alive
+from sage_stream.git import HistoryEntry
 from sage_stream.tickets.models import State
 
 if TYPE_CHECKING:
@@ -27,10 +39,20 @@ class RecoveryReport:
     completed_from_trailer: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     dropped_entries: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)  # queued work that conflicts now: runs again
+    stopped_pids: list[int] = field(default_factory=list)
+    brought_along: list[str] = field(default_factory=list)  # checkouts updated over earlier landings
+
+
+HISTORY_LIMIT = 100  # landings a checkout may be behind and still be brought along
 
 
 def recover(run: StreamRun) -> RecoveryReport:
     report = RecoveryReport()
+    report.stopped_pids = stop_strays(run.workspaces.root, keep_run_id=run.run_id)
+    if report.stopped_pids:
+        run.emit(ev.MESSAGE, None, level="warning",
+                 text=f"stopped {len(report.stopped_pids)} agent process(es) a dead run left running")
     by_id = run.store.load().index.by_id()
     for entry in run.queue.entries():
         ticket = by_id.get(entry.ticket)
@@ -38,9 +60,14 @@ def recover(run: StreamRun) -> RecoveryReport:
             run.queue.remove(entry)
             report.dropped_entries.append(entry.ticket)
             continue
+        if _conflicts_now(run, entry):
+            _run_again(run, entry)
+            report.requeued.append(entry.ticket)
+            continue
         outcome = run.land(entry, ticket)
         if outcome in ("landed", "already_landed"):
             report.landed.append(entry.ticket)
+            crash_point("recovery_landed")
         run.emit(ev.MESSAGE, entry.ticket, level="info",
                  text=f"recovered {entry.ticket} from the commit queue of run {entry.run_id}: {outcome}")
 
@@ -67,11 +94,69 @@ def recover(run: StreamRun) -> RecoveryReport:
         ticket_state.apply(run.store, {ticket.id: ticket_state.release(
             count_attempt=True, note=f"run {dead_run} died while this ticket was in progress")})
         report.released.append(ticket.id)
+        crash_point("recovery_released")
         run.emit(ev.MESSAGE, ticket.id, level="warning",
                  text=f"{ticket.id} was IN_PROGRESS in dead run {dead_run}: back to UNPROCESSED "
                       f"(its work so far is kept on {branch})")
     run.workspaces.cleanup_stale()
+    report.brought_along = _catch_up_checkouts(run)
     return report
+
+
+def _conflicts_now(run: StreamRun, entry: QueueEntry) -> bool:
+    """The queued work no longer merges with the target (and has not landed already)."""
+    ref = f"refs/heads/{run.settings.target}"
+    tip = run.git.rev_parse(ref)
+    if tip is None or run.git.rev_parse(entry.tip) is None or run.git.rev_parse(entry.base) is None:
+        return False  # landing reports what is wrong
+    if run.git.commits_with_trailer(f"{entry.base}..{ref}", "Sage-Ticket", entry.ticket, limit=1):
+        return False  # landed before its run died: landing records it
+    return not run.git.merge_tree(tip, entry.tip).clean
+
+
+def _run_again(run: StreamRun, entry: QueueEntry) -> None:
+    branch = run.workspaces.keep_unlanded(entry.ticket, entry.tip)
+    note = (f"its work from run {entry.run_id} conflicts with what landed since; it runs again on the new tip "
+            f"(that work is kept on {branch})")
+    ticket_state.apply(run.store, {entry.ticket: ticket_state.release(count_attempt=False, note=note)})
+    run.queue.remove(entry)
+    run.emit(ev.MESSAGE, entry.ticket, level="warning", text=f"{entry.ticket}: {note}")
+
+
+def _catch_up_checkouts(run: StreamRun) -> list[str]:
+    """Bring along each checkout of the target whose files are still those of an older
+    target commit, when every commit since is a landing (a kill came between moving the
+    ref and updating the files) and it has no change of its own."""
+    target = run.settings.target
+    history = run.git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer="Sage-Ticket")
+    if not history:
+        return []
+    slots = run.workspaces.root.resolve()
+    updated = []
+    for info in run.git.worktrees():
+        if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
+            continue
+        behind = _landings_behind(history, run.git.index_tree(info.path))
+        if behind is None or run.git.has_unstaged_changes(info.path):
+            continue
+        if run.git.bring_along(info.path, behind, history[0].commit):
+            updated.append(str(info.path))
+            run.emit(ev.MESSAGE, None, level="info",
+                     text=f"brought {info.path} along to {target} ({history[0].commit[:12]}): an earlier run "
+                          "died between landing and updating it")
+    return updated
+
+
+def _landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
+    """The older commit whose tree the index holds, if only landings came after it."""
+    if index_tree is None or index_tree == history[0].tree:
+        return None
+    for newer, older in pairwise(history):
+        if not newer.has_trailer:
+            return None  # a commit that is not a landing: not ours to catch up with
+        if older.tree == index_tree:
+            return older.commit
+    return None
 
 
 def _keep_worktree_changes(run: StreamRun, ticket_id: str) -> None:

@@ -36,16 +36,19 @@ worktree bookkeeping races when several processes change it at once.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sage_stream.engine.crashpoints import crash_point
 from sage_stream.errors import SageError
 from sage_stream.git import ZERO_SHA, Git, WorktreeInfo
 from sage_stream.tickets.prose import is_safe_id
 
 BRANCH_PREFIX = "sage/"
+SLOT_LOCKS = ("index.lock", "HEAD.lock")  # in a slot's private git directory
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,13 @@ class TicketWorkspaces:
         with self.git.worktree_lock():
             registered = self.git.worktrees()
             self._ensure_slot(path, start_sha, registered)
+            self._clear_stale_locks(path)
             self._secure(path)
             self._free_branch_elsewhere(branch, path, registered)
             self._keep_earlier_attempt(ticket_id, branch, start_sha)
             self.git.run("checkout", "--quiet", "--force", "--no-track", "-B", branch, start_sha, cwd=path)
             self.git.run("clean", "-q", "-ffdx", cwd=path)
+            crash_point("worktree_prepared")
         return Workspace(path=path, branch=branch, base=start_sha, ticket=ticket_id)
 
     def release(self, workspace: Workspace, *, landed: bool) -> None:
@@ -100,8 +105,19 @@ class TicketWorkspaces:
             tip = self.git.rev_parse(f"refs/heads/{workspace.branch}")
             self.git.run("checkout", "--quiet", "--force", "--detach", workspace.base, cwd=path)
             self.git.run("clean", "-q", "-ffdx", cwd=path)
+            crash_point("worktree_released")
             if tip is not None and (landed or self.git.is_ancestor(tip, workspace.base)):
                 self.git.branch_delete(workspace.branch)
+
+    def keep_unlanded(self, ticket_id: str, commit: str) -> str:
+        """Make sure `commit` (a ticket's unlanded work) is on a branch: `sage/<ID>` when
+        that holds it, else a new `sage/<ID>-attempt-<K>`. Returns the branch."""
+        branch = ticket_branch(ticket_id)
+        with self.git.worktree_lock():
+            current = self.git.rev_parse(f"refs/heads/{branch}")
+            if current is not None and self.git.is_ancestor(commit, current):
+                return branch
+            return self._keep(commit, f"{BRANCH_PREFIX}{ticket_id}-attempt")
 
     def cleanup_stale(self) -> None:
         """Forget worktrees whose directories were deleted behind git's back."""
@@ -131,6 +147,21 @@ class TicketWorkspaces:
             path.rename(Path(aside) / path.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.git.worktree_add_detached(path, start)
+
+    def _clear_stale_locks(self, path: Path) -> None:
+        """Remove the index and HEAD locks a killed git left in a slot's own git directory.
+
+        Safe here: slots are ours, we hold the worktree lock (no git of this run works in
+        the slot) and the run lock, and recovery stopped what a dead run left running; a
+        stale lock would otherwise fail every ticket this slot gets ("index.lock: File
+        exists"). Locks of the repository itself (the user's) are never touched."""
+        gitdir = _slot_git_dir(path)
+        admin = (self.git.common_dir() / "worktrees").resolve()
+        if gitdir is None or gitdir.resolve().parent != admin:  # an agent may have rewritten `.git`
+            return
+        for name in SLOT_LOCKS:
+            with contextlib.suppress(FileNotFoundError):
+                (gitdir / name).unlink()
 
     def _secure(self, path: Path) -> None:
         """Commit whatever is uncommitted in a work tree on its HEAD, and give a detached
@@ -166,6 +197,18 @@ class TicketWorkspaces:
         name = f"{prefix}-{max(numbers, default=0) + 1}"
         self.git.run("update-ref", "-m", "sage-stream: keep unlanded work", f"refs/heads/{name}", commit, ZERO_SHA)
         return name
+
+
+def _slot_git_dir(path: Path) -> Path | None:
+    """The private git directory of a linked work tree (its `.git` file says where)."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if not text.startswith("gitdir: "):
+        return None
+    gitdir = Path(text[len("gitdir: "):].strip())
+    return gitdir if gitdir.is_absolute() else (path / gitdir)
 
 
 def ticket_branch(ticket_id: str) -> str:
