@@ -136,7 +136,8 @@ def test_a_timeout_kills_the_agent_and_defers_for_a_later_retry(repo, capsys):
     assert ticket["not_before"]
 
 
-def test_a_conflict_reruns_the_ticket_on_the_new_tip(repo, capsys):
+def write_conflicting_pair(repo: Path) -> None:
+    """Two tickets that run together and both rewrite shared.txt: CON-1 lands first."""
     (repo / "shared.txt").write_text("base\n")
     git(repo, "add", "shared.txt")
     git(repo, "commit", "-q", "-m", "shared")
@@ -144,6 +145,10 @@ def test_a_conflict_reruns_the_ticket_on_the_new_tip(repo, capsys):
         make_ticket("CON-1", write_file_cmd("shared.txt", "from one\n", sleep=0.2), priority="P0"),
         make_ticket("CON-2", write_file_cmd("shared.txt", "from two\n", sleep=0.8)),
     ])
+
+
+def test_a_conflict_reruns_the_ticket_on_the_new_tip(repo, capsys):
+    write_conflicting_pair(repo)
     code, events = stream(repo, capsys, "--parallel=2")
     assert code == 0
     assert any(e["event"] == "ticket_requeued" and e["ticket"] == "CON-2" for e in events)
@@ -154,13 +159,7 @@ def test_a_conflict_reruns_the_ticket_on_the_new_tip(repo, capsys):
 
 def test_a_persistent_conflict_is_deferred_with_the_paths(repo, capsys):
     (repo / ".sage" / "config.toml").write_text("[stream]\nmax_reruns = 0\n")
-    (repo / "shared.txt").write_text("base\n")
-    git(repo, "add", "shared.txt")
-    git(repo, "commit", "-q", "-m", "shared")
-    write_index(repo, [
-        make_ticket("CON-1", write_file_cmd("shared.txt", "from one\n", sleep=0.2), priority="P0"),
-        make_ticket("CON-2", write_file_cmd("shared.txt", "from two\n", sleep=0.8)),
-    ])
+    write_conflicting_pair(repo)
     code, _ = stream(repo, capsys, "--parallel=2")
     assert code == 3
     ticket = read_index(repo)["CON-2"]
