@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -104,8 +105,9 @@ def run_load(tickets: int = 2000, workers: int = 2, root: Path | None = None) ->
         peak_fds=max((s[2] for s in series), default=0),
         early_rss_mb=round(max((s[1] for s in first), default=0.0), 1),
         late_rss_mb=round(max((s[1] for s in last), default=0.0), 1),
-        early_fds=max((s[2] for s in first), default=0),
-        late_fds=max((s[2] for s in last), default=0),
+        # the typical count, not the peak: git pipes and logs in flight come and go, a leak stays
+        early_fds=int(statistics.median(s[2] for s in first)) if first else 0,
+        late_fds=int(statistics.median(s[2] for s in last)) if last else 0,
         samples=len(series), first_landings_s_per_ticket=first_pace, last_landings_s_per_ticket=last_pace,
         stderr_tail=stderr[-2000:], series=series,
     )
