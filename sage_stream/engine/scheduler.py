@@ -75,6 +75,10 @@ class DispatchPlan:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}")
         self.done = {tid for tid, t in self.tickets.items() if t.state is State.COMPLETED} | self.done
+        self._dependents: dict[str, list[str]] = {}
+        for ticket_id, ticket in self.tickets.items():
+            for dep in ticket.dependencies:
+                self._dependents.setdefault(dep, []).append(ticket_id)
 
     # ------------------------------------------------------------ decisions
 
@@ -132,6 +136,20 @@ class DispatchPlan:
             return False
         for other in (*self.running, *also):
             if globs_overlap(files, self.tickets[other].files):
+                return True
+        return False
+
+    def would_unblock(self, ticket_id: str) -> bool:
+        """Would landing `ticket_id` let another ticket of this run start? True when some
+        dependent waits on nothing else. When False, the ready set is the same before and
+        after that landing, so a freed worker may be filled before it lands without
+        changing what the scheduler picks."""
+        for dependent in self._dependents.get(ticket_id, ()):
+            if dependent in self.done or dependent in self.failed or dependent in self.running:
+                continue
+            if self.only is not None and dependent not in self.only:
+                continue
+            if all(dep == ticket_id or dep in self.done for dep in self.tickets[dependent].dependencies):
                 return True
         return False
 

@@ -250,3 +250,58 @@ def test_any_dag_drains_respecting_dependencies_and_workers(case):
     for i in range(n):
         for d in deps[i]:
             assert runner.starts()[f"T-{i}"] >= ends[f"T-{d}"]
+
+
+def test_would_unblock_only_when_a_dependent_waits_on_nothing_else():
+    tickets = [ticket("A"), ticket("B"), ticket("C", deps=["A", "B"]), ticket("D", deps=["A"]),
+               ticket("E", deps=["B"], state="COMPLETED")]
+    plan = make_plan(tickets)
+    plan.started("A")
+    plan.started("B")
+    assert plan.would_unblock("A")  # D waits on A alone
+    plan.gave_up("D")
+    assert not plan.would_unblock("A")  # C still waits on B; D is out of this run
+    assert not plan.would_unblock("B")  # C still waits on A; E is done already
+    plan.landed("A")
+    assert plan.would_unblock("B")  # now C waits on B alone
+
+
+def test_would_unblock_ignores_tickets_outside_the_selection():
+    plan = make_plan([ticket("A"), ticket("B", deps=["A"])], only=frozenset({"A"}))
+    plan.started("A")
+    assert not plan.would_unblock("A")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=2, max_value=10).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=20),
+            st.lists(st.integers(0, 2), min_size=n, max_size=n),  # 0 waiting, 1 running, 2 done
+            st.integers(0, n - 1),
+        )
+    )
+)
+def test_when_a_landing_unblocks_nothing_the_ready_set_does_not_change(case):
+    """What lets the stream fill a freed worker before the finished ticket lands: the
+    choice would be the same after the landing."""
+    n, raw_edges, status, finished = case
+    deps: dict[int, set[int]] = {i: set() for i in range(n)}
+    for a, b in raw_edges:
+        if a < b:
+            deps[b].add(a)
+    tickets = [ticket(f"T-{i}", deps=[f"T-{d}" for d in sorted(deps[i])]) for i in range(n)]
+    plan = make_plan(tickets)
+    for i in range(n):
+        if status[i] == 2 or (status[i] == 1 and all(status[d] == 2 for d in deps[i])):
+            plan.started(f"T-{i}")
+            if status[i] == 2:
+                plan.landed(f"T-{i}")
+    target = f"T-{finished}"
+    if target not in plan.running:
+        return
+    before = plan.ready()
+    unblocks = plan.would_unblock(target)
+    plan.landed(target)
+    assert (plan.ready() != before) == unblocks
