@@ -182,6 +182,7 @@ class _Run:
         self.last_tracked = started
         self.cleaned = False
         self.marker = _identity(launch.env)
+        self.exit_poller = _exit_poller(process.pid)
 
     def supervise(self, cancel: threading.Event, on_line: Callable[[str], None] | None) -> AgentExit:
         emitter = _LineEmitter(on_line)
@@ -198,10 +199,19 @@ class _Run:
             crash_point("agent_running")
             emitter.offer(self.reader.last_line, now)
             self._track_descendants(now)
-            cancel.wait(POLL_SECONDS)
+            self._pause(cancel)
         self._finish_after_exit()
         emitter.flush(self.reader.last_line)
         return self._exit(EXITED, None)
+
+    def _pause(self, cancel: threading.Event) -> None:
+        """Wait up to POLL_SECONDS, waking the moment the agent exits where the system
+        can say so (a pidfd): the next ticket should not wait out a poll interval.
+        Cancellation is seen at the next pass, at most POLL_SECONDS later."""
+        if self.exit_poller is None:
+            cancel.wait(POLL_SECONDS)
+        else:
+            self.exit_poller[1].poll(POLL_SECONDS * 1000)
 
     def _stop_reason(
         self, cancel: threading.Event, now: float, deadline: float | None
@@ -315,6 +325,23 @@ class _Run:
         self.reader.stop()
         self.reader.join(None)
         self.reader.close()
+        if self.exit_poller is not None:
+            os.close(self.exit_poller[0])
+            self.exit_poller = None
+
+
+def _exit_poller(pid: int) -> tuple[int, select.poll] | None:
+    """A pidfd of the agent and a poller on it (readable once it exits); None where
+    Linux < 5.3 or another system has none: then the loop polls on its interval."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return fd, poller
 
 
 def _seconds(value: float | None) -> str:
