@@ -65,6 +65,26 @@ GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "L
 GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
 
 
+_UNMERGED_STATES = frozenset({"DD", "AU", "UD", "UA", "DU", "AA", "UU"})
+
+
+def _unmerged_paths(porcelain_z: str) -> list[str]:
+    """Paths with an unresolved merge conflict in `git status --porcelain=v1 -z` output."""
+    paths: set[str] = set()
+    records = porcelain_z.split("\0")
+    index = 0
+    while index < len(records):
+        record = records[index]
+        index += 1
+        if len(record) < 4:
+            continue
+        if "R" in record[:2] or "C" in record[:2]:  # a rename or copy: its source path follows
+            index += 1
+        if record[:2] in _UNMERGED_STATES:
+            paths.add(record[3:])
+    return sorted(paths)
+
+
 class GitError(SageError):
     """A git command failed; the message names the command, its directory and git's stderr."""
 
@@ -187,6 +207,19 @@ class Git:
         sha = result.stdout.strip()
         return sha if result.returncode == 0 and sha else None
 
+    def branch_tips(self, branches: Iterable[str]) -> dict[str, str]:
+        """The commit each existing branch of `branches` points at, in one git process
+        (a missing branch is left out)."""
+        refs = [f"refs/heads/{name}" for name in branches]
+        out = self.run("for-each-ref", "--format=%(objectname) %(refname)", *refs).stdout
+        wanted = set(refs)
+        tips: dict[str, str] = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition(" ")
+            if ref in wanted:  # for-each-ref matches prefixes too (`sage/A` would list `sage/A/x`)
+                tips[ref.removeprefix("refs/heads/")] = sha
+        return tips
+
     def tree_of(self, commit: str) -> str:
         return self.run("rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
 
@@ -292,9 +325,13 @@ class Git:
         with self._worktree_lock:
             self.run("worktree", "add", "--quiet", "--no-track", "-B", branch, str(path), start)
 
-    def worktree_add_detached(self, path: Path, start: str) -> None:
+    def worktree_add_detached(self, path: Path, start: str, *, checkout: bool = True) -> None:
+        """A new work tree at `path` with `start` detached. `checkout=False` registers it
+        without writing any file (its index is empty): the caller checks it out later,
+        outside the worktree lock, so that new slots fill in parallel."""
         with self._worktree_lock:
-            self.run("worktree", "add", "--quiet", "--detach", str(path), start)
+            self.run("worktree", "add", "--quiet", "--detach", *([] if checkout else ["--no-checkout"]),
+                     str(path), start)
 
     def worktree_remove(self, path: Path) -> None:
         """Remove a work tree even with changes in it; a vanished directory is pruned."""
@@ -319,17 +356,22 @@ class Git:
         conflict is refused (its markers are not work to land) unless `allow_unmerged`,
         for keeping a backup of whatever is there.
         """
-        old = self.rev_parse("HEAD", cwd=worktree)
-        if old is None:
+        parsed = self.run("rev-parse", "HEAD^{commit}", "HEAD^{tree}", cwd=worktree, check=False)
+        head = parsed.stdout.split()
+        if parsed.returncode != 0 or len(head) != 2:
             raise GitError(["rev-parse", "HEAD"], worktree, 1, "the work tree has no commit checked out")
-        unmerged = "" if allow_unmerged else self.run("ls-files", "--unmerged", "-z", cwd=worktree).stdout
+        old, old_tree = head
+        # One `status` says both whether there is anything to commit and whether a merge
+        # conflict is unresolved (`add -A` would commit its markers as if they were work).
+        status = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=worktree).stdout
+        if not status:
+            return old
+        unmerged = [] if allow_unmerged else _unmerged_paths(status)
         if unmerged:
-            # `add -A` would commit the conflict markers as if they were the work.
-            paths = sorted({entry.split("\t", 1)[-1] for entry in unmerged.split("\0") if entry})
-            raise GitError(["snapshot"], worktree, 1, f"unresolved merge conflict in: {', '.join(paths)}")
+            raise GitError(["snapshot"], worktree, 1, f"unresolved merge conflict in: {', '.join(unmerged)}")
         self.run("add", "--all", cwd=worktree)
         tree = self.run("write-tree", cwd=worktree).stdout.strip()
-        if tree == self.tree_of(old):
+        if tree == old_tree:
             return old
         new = self.commit_tree(tree, [old], message)
         self.run("update-ref", "-m", "sage-stream: snapshot", "HEAD", new, old, cwd=worktree)
@@ -370,6 +412,10 @@ class Git:
         """Update the files and index of a work tree whose branch just moved from `old` to
         `new`, as `git checkout` would. False (nothing changed) when git refuses, e.g.
         because a local change or an untracked file is in the way."""
+        if self.run("read-tree", "-m", "-u", old, new, cwd=worktree, check=False).returncode == 0:
+            return True
+        # `status` (run just before, by landing) refreshes the index's file stamps when it
+        # can; when it could not, stale stamps look like local changes: refresh, try again
         self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
         return self.run("read-tree", "-m", "-u", old, new, cwd=worktree, check=False).returncode == 0
 

@@ -32,11 +32,19 @@ ignored files, so the next `prepare` starts from a known state.
 
 Every step that touches worktrees or branches runs under the Git worktree lock: git's
 worktree bookkeeping races when several processes change it at once.
+
+The common case takes a short path: a slot this process prepared before, whose last
+ticket landed and left nothing uncommitted, is known to be a registered work tree of
+ours on that ticket's (landed) branch. It is switched straight to the next ticket's
+branch and the landed branch deleted after: `status`, `for-each-ref`, `checkout`,
+`clean`, `update-ref` - 5 git processes where release and a full prepare take 13
+(about 20 ms against 65 ms on this machine; it sits between two tickets of a slot).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -48,6 +56,7 @@ from sage_stream.git import ZERO_SHA, Git, WorktreeInfo
 from sage_stream.tickets.prose import is_safe_id
 
 BRANCH_PREFIX = "sage/"
+FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SLOT_LOCKS = ("index.lock", "HEAD.lock")  # in a slot's private git directory
 
 
@@ -63,28 +72,53 @@ class TicketWorkspaces:
     def __init__(self, git: Git, root: Path) -> None:
         self.git = git
         self.root = Path(root)  # <repo>/.sage/worktrees
+        self._prepared: set[Path] = set()  # slots this process switched to a ticket: known state
 
     # -- the two calls of a ticket's life -------------------------------------------
 
     def prepare(self, ticket_id: str, start: str, *, slot: int) -> Workspace:
         """The slot's work tree, on a fresh branch `sage/<ID>` at `start`, clean."""
         branch = ticket_branch(ticket_id)
-        if slot < 0:
-            raise SageError(f"worker slot must be 0 or more, got {slot}")
-        start_sha = self.git.rev_parse(start)
-        if start_sha is None:
-            raise SageError(f"cannot start ticket {ticket_id}: {start!r} names no commit")
-        path = self.root / f"slot-{slot}"
+        path = self._slot_path(slot)
+        start_sha = self._commit(ticket_id, start)
         with self.git.worktree_lock():
+            self._prepared.discard(path)  # until it is switched
             registered = self.git.worktrees()
-            self._ensure_slot(path, start_sha, registered)
-            self._clear_stale_locks(path)
-            self._secure(path)
+            if not self._ensure_slot(path, start_sha, registered) and _was_checked_out(path):
+                self._clear_stale_locks(path)
+                self._secure(path)
             self._free_branch_elsewhere(branch, path, registered)
             self._keep_earlier_attempt(ticket_id, branch, start_sha)
-            self.git.run("checkout", "--quiet", "--force", "--no-track", "-B", branch, start_sha, cwd=path)
-            self.git.run("clean", "-q", "-ffdx", cwd=path)
-            crash_point("worktree_prepared")
+        self._switch(path, branch, start_sha)
+        self._prepared.add(path)
+        crash_point("worktree_prepared")
+        return Workspace(path=path, branch=branch, base=start_sha, ticket=ticket_id)
+
+    def switch_after_landing(self, landed: Workspace, ticket_id: str, start: str, *, slot: int) -> Workspace | None:
+        """The short path (module docstring): release `landed` (the slot's previous
+        ticket, landed) and prepare the slot for `ticket_id` at `start` in one pass.
+        None, having changed nothing, when the slot is not known to be as that ticket
+        left it: then `release` and `prepare` take the long way."""
+        branch = ticket_branch(ticket_id)
+        path = self._slot_path(slot)
+        start_sha = self._commit(ticket_id, start)
+        if landed.path != path or path not in self._prepared:
+            return None
+        with self.git.worktree_lock():
+            if not path.is_dir() or not self.git.is_clean(path, include_untracked=True):
+                return None
+            self._prepared.discard(path)  # until the switch is complete
+            tips = self.git.branch_tips([landed.branch, branch])
+            existing = tips.get(branch)
+            if existing is not None and not self.git.is_ancestor(existing, start_sha):
+                self._keep(existing, f"{BRANCH_PREFIX}{ticket_id}-attempt")
+        self._switch(path, branch, start_sha)
+        crash_point("worktree_released")
+        old_tip = tips.get(landed.branch)
+        if old_tip is not None and landed.branch != branch:
+            self.git.run("update-ref", "-d", f"refs/heads/{landed.branch}", old_tip)
+        self._prepared.add(path)
+        crash_point("worktree_prepared")
         return Workspace(path=path, branch=branch, base=start_sha, ticket=ticket_id)
 
     def release(self, workspace: Workspace, *, landed: bool) -> None:
@@ -130,15 +164,36 @@ class TicketWorkspaces:
                 if info.path.parent.resolve() == self.root.resolve() and info.path.name.startswith("slot-"):
                     if info.path.is_dir():
                         self._secure(info.path)
+                    self._prepared.discard(info.path)
                     self.git.worktree_remove(info.path)
 
     # -- steps ----------------------------------------------------------------------
 
-    def _ensure_slot(self, path: Path, start: str, registered: list[WorktreeInfo]) -> None:
-        """A registered work tree at `path`; a stray directory there is moved aside."""
+    def _switch(self, path: Path, branch: str, start: str) -> None:
+        """Put the slot on a fresh `branch` at `start` with exactly its files. Outside the
+        worktree lock: it touches only this slot's index, HEAD and files and the ticket's
+        own branch (no other slot uses either), so slots switch in parallel."""
+        self.git.run("checkout", "--quiet", "--force", "--no-track", "-B", branch, start, cwd=path)
+        self.git.run("clean", "-q", "-ffdx", cwd=path)
+
+    def _slot_path(self, slot: int) -> Path:
+        if slot < 0:
+            raise SageError(f"worker slot must be 0 or more, got {slot}")
+        return self.root / f"slot-{slot}"
+
+    def _commit(self, ticket_id: str, start: str) -> str:
+        """`start` as a commit id (a full id is taken as it is: the stream resolved it)."""
+        sha = start if FULL_SHA.fullmatch(start) else self.git.rev_parse(start)
+        if sha is None:
+            raise SageError(f"cannot start ticket {ticket_id}: {start!r} names no commit")
+        return sha
+
+    def _ensure_slot(self, path: Path, start: str, registered: list[WorktreeInfo]) -> bool:
+        """A registered work tree at `path`; a stray directory there is moved aside.
+        True when the slot was made now: registered at `start`, not checked out."""
         info = next((info for info in registered if info.path.resolve() == path.resolve()), None)
         if info is not None and path.is_dir():
-            return
+            return False
         if info is not None:  # registered, directory gone
             self.git.worktree_prune()
         if path.exists():  # unknown content: moved aside, never deleted
@@ -146,7 +201,8 @@ class TicketWorkspaces:
             aside = tempfile.mkdtemp(prefix=f"{path.name}-{time.strftime('%Y%m%dT%H%M%S')}-", dir=self.root / ".stale")
             path.rename(Path(aside) / path.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.git.worktree_add_detached(path, start)
+        self.git.worktree_add_detached(path, start, checkout=False)  # filled by `_switch`
+        return True
 
     def _clear_stale_locks(self, path: Path) -> None:
         """Remove the index and HEAD locks a killed git left in a slot's own git directory.
@@ -209,6 +265,13 @@ def _slot_git_dir(path: Path) -> Path | None:
         return None
     gitdir = Path(text[len("gitdir: "):].strip())
     return gitdir if gitdir.is_absolute() else (path / gitdir)
+
+
+def _was_checked_out(path: Path) -> bool:
+    """False for a slot registered without a checkout and never switched (a run killed
+    in between): it has no index yet, so `git status` would call every file deleted."""
+    gitdir = _slot_git_dir(path)
+    return gitdir is None or (gitdir / "index").exists()
 
 
 def ticket_branch(ticket_id: str) -> str:

@@ -282,3 +282,27 @@ def test_variables_pointing_at_another_repository_are_ignored(
     monkeypatch.setenv("GIT_INDEX_FILE", str(tmp_path / "other-index"))
     git = Git(repo.repo)
     assert git.rev_parse("main") == repo.rev_parse("main")
+
+
+def test_unmerged_paths_are_read_from_porcelain_status_with_renames_and_spaces() -> None:
+    from sage_stream.git import _unmerged_paths
+
+    status = "\0".join([
+        "UU both edited.txt", "R  new name.txt", "AA", "AA added twice.txt", " M plain.txt",
+        "DU deleted by us.txt", "?? untracked.txt", "",
+    ])
+    # the rename's source path ("AA") is a path, not a status record
+    assert _unmerged_paths(status) == ["added twice.txt", "both edited.txt", "deleted by us.txt"]
+    assert _unmerged_paths("") == []
+
+
+def test_snapshot_of_an_untouched_worktree_returns_its_tip_and_commits_nothing(repo: Git) -> None:
+    worktree = repo.repo / ".sage" / "worktrees" / "T-1"
+    repo.worktree_add(worktree, "sage/T-1", "main")
+    start = repo.rev_parse("HEAD")
+    assert repo.snapshot(worktree, "nothing") == start
+    assert repo.rev_parse("refs/heads/sage/T-1") == start
+    (worktree / "dir with space").mkdir()
+    (worktree / "dir with space" / "new.txt").write_text("new\n")  # untracked in a new directory
+    tip = repo.snapshot(worktree, "new file")
+    assert tip != start and repo.changed_paths(start or "", tip) == ["dir with space/new.txt"]

@@ -210,3 +210,57 @@ def test_changes_made_after_landing_are_kept_not_cleaned(git: Git, spaces: Ticke
     (workspace.path / "late.txt").write_text("written after the snapshot\n")
     spaces.release(workspace, landed=True)
     assert sh(git.repo, "show", "sage/TKT-001:late.txt") == "written after the snapshot\n"
+
+
+def test_after_a_landing_the_slot_switches_to_the_next_ticket_in_one_pass(git: Git, spaces: TicketWorkspaces) -> None:
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "feature.txt").write_text("one\n")
+    (first.path / ".sage").mkdir()  # ignored build output
+    (first.path / ".sage" / "junk.o").write_text("junk")
+    land_by_hand(git, first)
+    second = spaces.switch_after_landing(first, "TKT-002", git.rev_parse("main") or "", slot=0)
+    assert second is not None and second.path == first.path and second.branch == "sage/TKT-002"
+    assert git.rev_parse("HEAD", cwd=second.path) == git.rev_parse("main") == second.base
+    assert git.current_branch(second.path) == "sage/TKT-002"
+    assert (second.path / "feature.txt").read_text() == "one\n"
+    assert not (second.path / ".sage").exists()
+    assert git.is_clean(second.path, include_untracked=True)
+    assert branches(git) == {"main", "sage/TKT-002"}  # the landed branch is gone
+
+
+def test_the_one_pass_switch_declines_a_slot_with_late_changes_or_unknown_to_it(git: Git, spaces: TicketWorkspaces) -> None:
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "landed.txt").write_text("landed\n")
+    land_by_hand(git, first)
+    (first.path / "late.txt").write_text("written after the snapshot\n")
+    tip = git.rev_parse("main") or ""
+    assert spaces.switch_after_landing(first, "TKT-002", tip, slot=0) is None  # nothing changed
+    assert (first.path / "late.txt").exists() and git.current_branch(first.path) == "sage/TKT-001"
+    other = TicketWorkspaces(git, spaces.root)  # another process: it did not prepare this slot
+    assert other.switch_after_landing(first, "TKT-002", tip, slot=0) is None
+    spaces.release(first, landed=True)  # the long way keeps the late change on the branch
+    assert sh(git.repo, "show", "sage/TKT-001:late.txt") == "written after the snapshot\n"
+
+
+def test_the_one_pass_switch_keeps_an_earlier_unlanded_attempt_of_the_next_ticket(git: Git, spaces: TicketWorkspaces) -> None:
+    earlier = spaces.prepare("TKT-002", "main", slot=1)
+    (earlier.path / "try.txt").write_text("first try\n")
+    spaces.release(earlier, landed=False)
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "a.txt").write_text("a\n")
+    land_by_hand(git, first)
+    second = spaces.switch_after_landing(first, "TKT-002", git.rev_parse("main") or "", slot=0)
+    assert second is not None
+    assert sh(git.repo, "show", "sage/TKT-002-attempt-1:try.txt") == "first try\n"
+    assert not (second.path / "try.txt").exists()
+
+
+def test_a_slot_registered_but_never_checked_out_is_filled_without_a_junk_snapshot(git: Git, spaces: TicketWorkspaces) -> None:
+    # a run killed between registering a new slot and checking it out
+    path = spaces.root / "slot-0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git.worktree_add_detached(path, "main", checkout=False)
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    assert (workspace.path / "README.md").read_text() == "test repository\n"
+    assert git.is_clean(workspace.path, include_untracked=True)
+    assert branches(git) == {"main", "sage/TKT-001"}
