@@ -143,8 +143,8 @@ def describe(event: ev.Event) -> str | None:
     if kind == ev.RUN_STARTED:
         return _describe_run_started(data)
     if kind == ev.TICKET_STARTED:
-        slot = data.get("slot")
-        slot_text = f"slot {slot + 1}" if isinstance(slot, int) else "slot ?"
+        row = _worker_row(data)
+        slot_text = f"slot {row + 1}" if row is not None else "slot ?"
         return (f'started {ticket} "{one_line(data.get("title"), 80)}" '
                 f'({slot_text}, attempt {one_line(data.get("attempt", "?"))})')
     if kind == ev.AGENT_OUTPUT:
@@ -425,10 +425,19 @@ def _on_run_started(view: RunView, event: ev.Event) -> None:
         view.titles[str(ticket)] = one_line(info.get("title"), TITLE_WIDTH * 2)
 
 
+def _worker_row(data: dict) -> int | None:
+    """The row a started ticket takes: its worker (`row`); events of older runs have
+    only `slot`, which was the worker then."""
+    for key in ("row", "slot"):
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1024:
+            return value
+    return None
+
+
 def _on_ticket_started(view: RunView, event: ev.Event) -> None:
     ticket = event.ticket or "?"
-    slot = event.data.get("slot")
-    slot = slot if isinstance(slot, int) and not isinstance(slot, bool) and 0 <= slot < 1024 else None
+    slot = _worker_row(event.data)
     title = one_line(event.data.get("title"), TITLE_WIDTH * 2) or view.titles.get(ticket, "")
     view.active[ticket] = ActiveTicket(ticket=ticket, title=title, slot=slot, started=event.time)
     view.deferred.discard(ticket)

@@ -8,8 +8,11 @@ kind               data keys
 run_started        run_id, target, workers, workers_reason, schedule, agent,
                    tickets: {id: {title, estimate}} (every ticket this run may start),
                    ready (ids ready now, in order), predicted_makespan_minutes
-ticket_started     title, slot (0-based worker row), attempt, branch, worktree, log,
-                   continues (the dependency whose agent session it continues, or null)
+ticket_started     title, row (0-based worker row, < workers), slot (its worktree slot:
+                   .sage/worktrees/slot-<slot>; up to twice the workers, as a ticket that
+                   unblocks nothing frees its worker before it lands), attempt, branch,
+                   worktree, log, continues (the dependency whose agent session it
+                   continues, or null)
 agent_output       line (the agent's latest non-empty output line; throttled)
 agent_finished     outcome (exited|timeout|idle_timeout|cancelled|failed_to_start),
                    returncode, duration_s, success, summary, turn (0 = the ticket's

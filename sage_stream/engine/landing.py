@@ -185,14 +185,18 @@ def _land_locked(
 ) -> LandingResult:
     crash_point("landing_locked")
     ref = f"refs/heads/{target}"
-    if git.rev_parse(ref) is None:
+    current = git.rev_parse(ref)
+    if current is None:
         raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
-    earlier = git.commits_with_trailer(f"{base}..{ref}", TICKET_TRAILER, ticket_id, limit=1)
+    # Only a commit made since the ticket's base can be its earlier landing (nothing was
+    # made when the target is still at the base: the common case, no git log needed).
+    earlier = [] if current == base else git.commits_with_trailer(f"{base}..{current}", TICKET_TRAILER, ticket_id,
+                                                                   limit=1)
     if earlier:
         return LandingResult(ALREADY_LANDED, earlier[0], [], f"{ticket_id} is already on {target} as {earlier[0][:12]}")
 
-    for _ in range(CAS_ATTEMPTS):
-        old = git.rev_parse(ref)
+    for attempt in range(CAS_ATTEMPTS):
+        old = current if attempt == 0 else git.rev_parse(ref)
         assert old is not None
         fork = git.merge_base(old, tip)
         if fork is None:
@@ -207,7 +211,7 @@ def _land_locked(
             return LandingResult(
                 SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
             )
-        leaving = escaping_links(git.symlinks(tip, changed))
+        leaving = escaping_links(git.symlinks(tip, changed)) if changed else {}
         if leaving:
             shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
             return LandingResult(
@@ -219,7 +223,8 @@ def _land_locked(
             paths = merged.conflicts
             return LandingResult(CONFLICT, None, paths, f"{ticket_id} conflicts with {target} in: {', '.join(paths)}")
         assert merged.tree is not None
-        landed_paths = git.changed_paths(old, merged.tree)
+        # merged onto the commit it forked from, the result is the ticket's own tree
+        landed_paths = changed if fork == old else git.changed_paths(old, merged.tree)
         if not landed_paths and not allow_empty:
             return LandingResult(NO_CHANGES, None, [], f"{ticket_id}'s changes are already on {target}")
         # Which checked-out trees may be brought along is decided before the ref moves:

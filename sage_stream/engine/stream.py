@@ -60,7 +60,7 @@ from sage_stream.engine.verification import (
     ticket_checks,
 )
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
-from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, SageError
 from sage_stream.git import Git
 from sage_stream.tickets.models import State, Ticket, now_iso, parse_timestamp
 from sage_stream.tickets.store import IndexStore
@@ -108,13 +108,14 @@ class Continuation:
     ticket: str
     title: str
     session_id: str
-    slot: int  # the worker slot (and so the working directory) the session ran in
+    slot: int  # the worktree slot (and so the working directory) the session ran in
 
 
 @dataclass
 class Attempt:
     ticket: Ticket
-    slot: int
+    slot: int  # the worktree slot: .sage/worktrees/slot-<slot>
+    row: int  # the worker it occupies while its agent and checks run (0 .. workers-1)
     workspace: Workspace | None  # set by the ticket's thread once the slot is switched to its branch
     job: AgentJob
     cancel: threading.Event
@@ -125,7 +126,9 @@ class Attempt:
     max_fix_turns: int = 0
     continued_from: str | None = None  # the dependency whose session this attempt continues
     cleanup: list[tuple[Workspace, bool]] = field(default_factory=list)  # releases to finish first
+    after_landed: Workspace | None = None  # the slot's previous ticket, landed, not yet released
     git_link: bytes | None = None  # the worktree's `.git` file as sage made it
+    released: bool = False  # its worktree slot was handed back
 
 
 @dataclass
@@ -156,7 +159,13 @@ class StreamRun:
         self.landing_lock = settings.sage_dir / "commit.lock"
         self.inbox: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self.attempts: dict[str, Attempt] = {}
-        self.free_slots = list(range(settings.workers))
+        # Workers and worktree slots are counted apart: a worker is free once its agent
+        # and checks are done, its worktree slot once the ticket has landed (or not).
+        # A finished ticket that unblocks nothing lets its worker start the next ticket
+        # in another slot while it lands; so there may be up to twice as many slots.
+        self.free_rows = list(range(settings.workers))
+        self.free_worktrees = list(range(settings.workers))
+        self.worktree_slots = settings.workers
         self.stopping = False
         self.stop_deadline: float | None = None
         self.interrupted = False
@@ -266,7 +275,7 @@ class StreamRun:
             return
         if self.control.take_resume():
             self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the rate-limit pause is over")
-        capacity = min(len(self.free_slots), self.control.startable(len(self.attempts)))
+        capacity = min(len(self.free_rows), self.control.startable(len(self.attempts)))
         if capacity <= 0:
             return
         if self._load_too_high():
@@ -308,12 +317,14 @@ class StreamRun:
     def _start(self, ticket: Ticket) -> None:
         crash_point("before_start_edit")
         continuation = self._continuation(ticket)
-        slot = self._take_slot(continuation.slot if continuation else None)
+        row = self._take_row()
+        slot = self._take_worktree(continuation.slot if continuation else None)
         attempt_number = ticket.attempts + 1 + self.plan.reruns.get(ticket.id, 0)
         try:
             checks = [*ticket_checks(ticket), *self.settings.checks]
         except CheckDefinitionError as error:  # found before any agent spends anything
-            self._return_slot(slot)
+            self._return_row(row)
+            self._return_worktree(slot)
             self.plan.started(ticket.id)
             self._defer(ticket, category="error", message=error.message)
             return
@@ -323,7 +334,8 @@ class StreamRun:
                                       branch=branch)
             self._apply({ticket.id: edit})
         except Exception as error:  # a disk failure for this one ticket: defer it, go on
-            self._return_slot(slot)
+            self._return_row(row)
+            self._return_worktree(slot)
             self.plan.started(ticket.id)
             self._defer(ticket, category="error", message=f"could not mark it IN_PROGRESS: {error}",
                         last_error=str(error))
@@ -346,8 +358,9 @@ class StreamRun:
         job = AgentJob(ticket=ticket, worktree=Path(), prompt_file=prompt_file, result_file=result_file,
                        log_path=log_path, run_id=self.run_id,
                        session_id=continuation.session_id if continuation else None)
-        attempt = Attempt(ticket=ticket, slot=slot, workspace=None, job=job, cancel=threading.Event(),
-                          cleanup=self._take_releases(slot, branch),
+        cleanup, after_landed = self._take_releases(slot, branch)
+        attempt = Attempt(ticket=ticket, slot=slot, row=row, workspace=None, job=job, cancel=threading.Event(),
+                          cleanup=cleanup, after_landed=after_landed,
                           started=time.time(), attempt=attempt_number, stem=stem, checks=checks,
                           max_fix_turns=fix_turns_allowed(ticket, self.settings.max_fix_turns),
                           continued_from=continuation.ticket if continuation else None)
@@ -360,16 +373,28 @@ class StreamRun:
         thread = threading.Thread(target=self._run_attempt, args=(attempt,), name=f"agent-{ticket.id}", daemon=True)
         thread.start()
 
-    def _take_slot(self, preferred: int | None) -> int:
-        """A free worker slot: `preferred` when it is free (a continued session's directory)."""
-        if preferred is not None and preferred in self.free_slots:
-            self.free_slots.remove(preferred)
-            return preferred
-        return self.free_slots.pop(0)
+    def _take_row(self) -> int:
+        return self.free_rows.pop(0)
 
-    def _return_slot(self, slot: int) -> None:
-        self.free_slots.append(slot)
-        self.free_slots.sort()
+    def _return_row(self, row: int) -> None:
+        self.free_rows.append(row)
+        self.free_rows.sort()
+
+    def _take_worktree(self, preferred: int | None) -> int:
+        """A free worktree slot: `preferred` when it is free (a continued session's
+        directory), else the lowest free one, else a new one."""
+        if preferred is not None and preferred in self.free_worktrees:
+            self.free_worktrees.remove(preferred)
+            return preferred
+        if self.free_worktrees:
+            return self.free_worktrees.pop(0)
+        self.worktree_slots += 1
+        return self.worktree_slots - 1
+
+    def _return_worktree(self, slot: int) -> None:
+        if slot not in self.free_worktrees:
+            self.free_worktrees.append(slot)
+            self.free_worktrees.sort()
 
     def _continuation(self, ticket: Ticket) -> Continuation | None:
         """The session to continue: its only dependency's, landed in this run, not yet
@@ -416,8 +441,6 @@ class StreamRun:
         try:
             self.inbox.put(("finished", ticket_id, self._work_on_ticket(attempt)))
         except Exception as error:  # includes SageError from an agent that cannot run this ticket
-            from sage_stream.errors import SageError
-
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(("crashed", ticket_id, detail))
 
@@ -427,11 +450,20 @@ class StreamRun:
         ticket = attempt.ticket
         self._finish_releases(attempt.cleanup)
         start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
-        workspace = self.workspaces.prepare(ticket.id, start, slot=attempt.slot)
+        if start is None:
+            raise SageError(f"the target branch {self.settings.target!r} is gone")
+        workspace = None
+        if attempt.after_landed is not None:
+            workspace = self.workspaces.switch_after_landing(attempt.after_landed, ticket.id, start, slot=attempt.slot)
+            if workspace is None:
+                self._finish_releases([(attempt.after_landed, True)])
+        if workspace is None:
+            workspace = self.workspaces.prepare(ticket.id, start, slot=attempt.slot)
         attempt.workspace = workspace
         attempt.git_link = worktree_link(workspace.path)
         attempt.job = replace(attempt.job, worktree=workspace.path)
-        self._post(ev.TICKET_STARTED, ticket.id, title=ticket.title, slot=attempt.slot, attempt=attempt.attempt,
+        self._post(ev.TICKET_STARTED, ticket.id, title=ticket.title, row=attempt.row, slot=attempt.slot,
+                   attempt=attempt.attempt,
                    branch=workspace.branch, worktree=str(workspace.path), log=str(attempt.job.log_path),
                    continues=attempt.continued_from)
 
@@ -559,7 +591,16 @@ class StreamRun:
             self._turn_finished(attempt, *payload)
             return
         del self.attempts[ticket_id]
-        self._return_slot(attempt.slot)
+        self._return_row(attempt.row)
+        try:
+            self._ticket_done(attempt, kind, payload)
+        finally:
+            if not attempt.released:  # every outcome releases its slot; a slot must never leak
+                self._release(attempt, landed=False)
+
+    def _ticket_done(self, attempt: Attempt, kind: str, payload: Any) -> None:
+        """A ticket's thread is over: land its work, or defer, requeue or keep it."""
+        ticket_id = attempt.ticket.id
         if kind == "crashed":
             self._keep_work(attempt)
             last = payload.strip().splitlines()[-1] if payload.strip() else "unknown error"
@@ -714,14 +755,25 @@ class StreamRun:
         self._release(attempt, landed=False)
 
     def _release(self, attempt: Attempt, *, landed: bool) -> None:
+        """Done with the attempt's worktree slot: its reset waits for the slot's next ticket."""
+        if attempt.released:
+            return
+        attempt.released = True
         if attempt.workspace is not None:
             self.pending_release[attempt.slot] = (attempt.workspace, landed)
+        self._return_worktree(attempt.slot)
 
-    def _take_releases(self, slot: int, branch: str) -> list[tuple[Workspace, bool]]:
-        """The pending releases a new attempt on `slot` for `branch` must finish first."""
+    def _take_releases(self, slot: int, branch: str) -> tuple[list[tuple[Workspace, bool]], Workspace | None]:
+        """The pending releases a new attempt on `slot` for `branch` must finish first,
+        and apart from them the slot's own previous ticket when it landed (released in
+        one pass with the switch to the new branch)."""
         due = [key for key, (workspace, _) in self.pending_release.items()
                if key == slot or workspace.branch == branch]
-        return [self.pending_release.pop(key) for key in due]
+        releases = [self.pending_release.pop(key) for key in due]
+        own = next((item for item in releases if item[1] and item[0].path.name == f"slot-{slot}"), None)
+        if own is None:
+            return releases, None
+        return [item for item in releases if item is not own], own[0]
 
     def _finish_releases(self, releases: list[tuple[Workspace, bool]], *,
                          report: Callable[..., None] | None = None) -> None:
@@ -759,6 +811,10 @@ class StreamRun:
         crash_point("after_queue_put")
         self._set_outcome(ticket.id, "queued")
         self.emit(ev.TICKET_QUEUED, ticket.id)
+        if not self.stopping and not self.plan.would_unblock(ticket.id):
+            # the ready set is the same before and after this landing: the freed worker
+            # starts the next ticket now (in another slot) instead of after it
+            self._dispatch()
         self.land(entry, ticket, attempt=attempt)
 
     # ---------------------------------------------------------------- landing
@@ -774,6 +830,8 @@ class StreamRun:
                                  summary=entry.result.get("summary"))
         except Exception as error:
             self.queue.remove(entry)
+            if attempt is not None:
+                self._release(attempt, landed=False)
             self._defer(ticket, category="error", message=f"landing failed: {error}", last_error=str(error),
                         log=entry.log)
             return "error"
