@@ -103,6 +103,32 @@ def test_acceptance_case_runs_001_and_002_together_and_003_after_both(repo, caps
     assert not list((repo / ".sage" / "commit-queue").glob("*.json"))
 
 
+def test_a_finished_ticket_that_unblocks_nothing_frees_its_worker_before_it_lands(repo, capsys):
+    # one worker: IND-1 and IND-2 unblock nothing, so the next ticket starts in another
+    # worktree slot while they land; CH-1 unblocks CH-2, so CH-2 waits for its landing
+    write_index(repo, [
+        make_ticket("IND-1", write_file_cmd("i1.txt", "1\n"), priority="P0"),
+        make_ticket("IND-2", write_file_cmd("i2.txt", "2\n"), priority="P1"),
+        make_ticket("CH-1", write_file_cmd("c1.txt", "c1\n"), priority="P2"),
+        make_ticket("CH-2", write_file_cmd("c2.txt", "c2\n"), deps=["CH-1"], priority="P2"),
+    ])
+    code, events = stream(repo, capsys, "--parallel=1")
+    assert code == 0
+    started = {e["ticket"]: e for e in events if e["event"] == "ticket_started"}
+    assert [e["ticket"] for e in events if e["event"] == "ticket_started"] == ["IND-1", "IND-2", "CH-1", "CH-2"]
+    assert {e["row"] for e in started.values()} == {0}  # never more agents than workers
+    slots = [started[t]["slot"] for t in ("IND-1", "IND-2", "CH-1", "CH-2")]
+    assert slots[0] != slots[1] and slots[1] != slots[2]  # each started while the one before landed
+    assert slots[3] == slots[2]  # CH-2 waited for CH-1 to land and took its slot back
+    assert all(Path(started[t]["worktree"]).name == f"slot-{started[t]['slot']}" for t in started)
+    order = [(e["event"], e.get("ticket")) for e in events]
+    assert order.index(("ticket_landed", "CH-1")) < order.index(("ticket_started", "CH-2"))
+    assert {t["state"] for t in read_index(repo).values()} == {"COMPLETED"}
+    assert trailer_counts(repo) == {"IND-1": 1, "IND-2": 1, "CH-1": 1, "CH-2": 1}
+    assert [(repo / f).read_text() for f in ("i1.txt", "i2.txt", "c1.txt", "c2.txt")] == ["1\n", "2\n", "c1\n", "c2\n"]
+    assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split() == ["main"]
+
+
 def test_a_failing_agent_defers_its_ticket_and_the_others_go_on(repo, capsys):
     write_index(repo, [
         make_ticket("BAD-1", [PY, "-c", "import sys; print('tests failed: 3 errors'); sys.exit(2)"]),
