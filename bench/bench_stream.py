@@ -1,6 +1,6 @@
 """Benchmarks of `sage stream`: makespan against the lower bound, per-ticket overhead, memory.
 
-    python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4]
+    python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4] [--policies greedy,batch,sequential]
     python bench/bench_stream.py overhead [--tickets 500] [--runs 3]
     python bench/bench_stream.py memory   [--tickets 200] [--workers 8]
 
@@ -144,7 +144,8 @@ def _watch_rss(pid: int, peak: list[int]) -> None:
 # ------------------------------------------------------------------ benchmarks
 
 
-def bench_makespan(runs: int, workers: int, scale: float, seed: int) -> None:
+def bench_makespan(runs: int, workers: int, scale: float, seed: int,
+                   policies: tuple[str, ...] = ("greedy", "batch", "sequential")) -> None:
     print(f"| workload | tickets | bound (s) | greedy (s) | greedy / bound | batch (s) | batch / bound "
           f"| sequential (s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -152,7 +153,7 @@ def bench_makespan(runs: int, workers: int, scale: float, seed: int) -> None:
         jobs = make(size, random.Random(seed))
         scaled = {job: (duration * scale, deps) for job, (duration, deps) in jobs.items()}
         bound = lower_bound(scaled, workers)
-        times: dict[str, list[float]] = {"greedy": [], "batch": [], "sequential": []}
+        times: dict[str, list[float]] = {policy: [] for policy in policies}
         for _ in range(runs):
             for policy in times:
                 with tempfile.TemporaryDirectory(prefix=f"sage-bench-{name}-") as tmp:
@@ -164,9 +165,21 @@ def bench_makespan(runs: int, workers: int, scale: float, seed: int) -> None:
                     else:
                         args = [f"--parallel={workers}", "--schedule", policy]
                     times[policy].append(run_sage(index, *args))
-        g, b, s = (statistics.median(times[p]) for p in ("greedy", "batch", "sequential"))
-        print(f"| {name} | {len(jobs)} | {bound:.1f} | {g:.1f} | {g / bound:.3f} | {b:.1f} | {b / bound:.3f} "
-              f"| {s:.1f} |", flush=True)
+        median = {policy: statistics.median(times[policy]) if times.get(policy) else None
+                  for policy in ("greedy", "batch", "sequential")}
+        cells = [_seconds(median["greedy"]), _ratio(median["greedy"], bound), _seconds(median["batch"]),
+                 _ratio(median["batch"], bound), _seconds(median["sequential"])]
+        print(f"| {name} | {len(jobs)} | {bound:.1f} | {' | '.join(cells)} |", flush=True)
+        if runs > 1 and "greedy" in times:
+            print(f"  (greedy runs: {', '.join(f'{t:.2f}' for t in times['greedy'])})", flush=True)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _ratio(value: float | None, bound: float) -> str:
+    return "-" if value is None else f"{value / bound:.3f}"
 
 
 def bench_overhead(n: int, runs: int) -> None:
@@ -213,6 +226,8 @@ def main() -> int:
     makespan.add_argument("--workers", type=int, default=4)
     makespan.add_argument("--scale", type=float, default=0.4, help="seconds per estimate minute")
     makespan.add_argument("--seed", type=int, default=7)
+    makespan.add_argument("--policies", default="greedy,batch,sequential",
+                          help="comma-separated subset of greedy,batch,sequential")
     overhead = sub.add_parser("overhead")
     overhead.add_argument("--tickets", type=int, default=500)
     overhead.add_argument("--runs", type=int, default=3)
@@ -223,7 +238,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     if args.what == "makespan":
-        bench_makespan(args.runs, args.workers, args.scale, args.seed)
+        bench_makespan(args.runs, args.workers, args.scale, args.seed, tuple(args.policies.split(",")))
     elif args.what == "overhead":
         bench_overhead(args.tickets, args.runs)
     else:

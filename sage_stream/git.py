@@ -85,6 +85,33 @@ def _unmerged_paths(porcelain_z: str) -> list[str]:
     return sorted(paths)
 
 
+class _ThreadsThenFileLock:
+    """A file lock that the threads of this process queue for on a thread lock first.
+
+    A FileLock waiter polls every 50 ms: threads of one run taking turns on the
+    worktree lock lost up to 50 ms per turn (200 ms for the last of four slots reset at
+    the end of a run). A thread lock hands over at once; the file lock is then only
+    ever contended by other processes."""
+
+    def __init__(self, file_lock: FileLock) -> None:
+        self._threads = threading.RLock()
+        self._file = file_lock
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        try:
+            self._file.acquire()
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._file.release()
+        finally:
+            self._threads.release()
+
+
 class GitError(SageError):
     """A git command failed; the message names the command, its directory and git's stderr."""
 
@@ -128,10 +155,10 @@ class Git:
         # `worktree add/remove/prune` race each other (16 parallel adds lost up to 9):
         # they all run under one lock. A file lock also serializes separate processes;
         # without a path only the threads of this process are serialized.
-        self._worktree_lock: FileLock | threading.RLock
+        self._worktree_lock: _ThreadsThenFileLock | threading.RLock
         if worktree_lock is not None:
             Path(worktree_lock).parent.mkdir(parents=True, exist_ok=True)
-            self._worktree_lock = FileLock(str(worktree_lock))
+            self._worktree_lock = _ThreadsThenFileLock(FileLock(str(worktree_lock)))
         else:
             self._worktree_lock = threading.RLock()
         self._env = _base_env()

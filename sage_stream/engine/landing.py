@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,17 +155,22 @@ def land_ticket(
     allow_empty: bool,
     landing_lock: Path,
     summary: str | None = None,
+    on_landed: Callable[[LandingResult], None] | None = None,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
     `message` is the full commit message (`commit_message`); `summary`, when given, is
-    added as a paragraph before its trailers.
+    added as a paragraph before its trailers. `on_landed` is called the moment the
+    target has moved, before the checked-out work trees are brought along (with the
+    lock still held): a caller records the landing and starts what it unblocked while
+    files are written. When it raises, no work tree is touched and the error propagates.
     """
     text = _ensure_ticket_trailer(with_summary(message, summary), ticket.id)
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
-            return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty)
+            return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
+                                on_landed)
     except Timeout:
         raise SageError(
             f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
@@ -182,6 +187,7 @@ def _land_locked(
     message: str,
     globs: Sequence[str],
     allow_empty: bool,
+    on_landed: Callable[[LandingResult], None] | None = None,
 ) -> LandingResult:
     crash_point("landing_locked")
     ref = f"refs/heads/{target}"
@@ -236,6 +242,8 @@ def _land_locked(
         if git.update_ref(ref, commit, old):
             crash_point("after_update_ref")
             result = LandingResult(LANDED, commit, landed_paths, f"{ticket_id} landed on {target} as {commit[:12]}")
+            if on_landed is not None:
+                on_landed(result)
             _bring_along(git, result, checkouts, clean, target, old, commit)
             return result
     return LandingResult(

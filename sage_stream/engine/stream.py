@@ -45,7 +45,7 @@ from sage_stream.engine.dispatch_control import (
     RateLimitPolicy,
 )
 from sage_stream.engine.display import Display
-from sage_stream.engine.landing import commit_message, land_ticket
+from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.run_record import RunRecord, TicketRecord, write_run
@@ -219,7 +219,7 @@ class StreamRun:
             self._restore_signal_handlers(previous)
             releases = list(self.pending_release.values())
             self.pending_release.clear()
-            self._finish_releases(releases, report=self.emit)
+            self._finish_releases_in_parallel(releases)
         return self._finish()
 
     def _loop(self) -> None:
@@ -784,6 +784,23 @@ class StreamRun:
                 (report or self._post)(ev.MESSAGE, workspace.ticket, level="warning",
                                        text=f"could not reset worktree {workspace.path}: {error}")
 
+    def _finish_releases_in_parallel(self, releases: list[tuple[Workspace, bool]]) -> None:
+        """The run is over: reset every slot at once (one thread each; slots are independent)."""
+        warnings: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+
+        def report(kind: str, ticket_id: str, **data: Any) -> None:
+            warnings.put((ticket_id, data))  # the display belongs to this thread: emitted below
+
+        threads = [threading.Thread(target=self._finish_releases, args=([item],), kwargs={"report": report},
+                                    name=f"release-{item[0].path.name}") for item in releases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        while not warnings.empty():
+            ticket_id, data = warnings.get()
+            self.emit(ev.MESSAGE, ticket_id, **data)
+
     def _keep_work(self, attempt: Attempt, work: TicketWork | None = None) -> None:
         """Commit whatever the agent left in its worktree to its branch, so nothing is lost
         (the ticket's thread did already, unless it could not)."""
@@ -823,38 +840,42 @@ class StreamRun:
         """Land one queued entry; returns the landing outcome. Used by the loop and by recovery."""
         message = commit_message(ticket, docs_paths=_docs_paths(ticket), summary=entry.result.get("summary"))
         started = attempt.started if attempt else entry.finished_at
+        recorded: list[BaseException | None] = []  # one item once the landing was recorded (or failed to be)
+
+        def on_landed(result: LandingResult) -> None:
+            try:
+                self._record_landing(entry, ticket, result, message, started, attempt=attempt)
+                recorded.append(None)
+            except BaseException as error:  # the loop's failure, not landing's: no checkout is touched now
+                recorded.append(error)    # (the next run's recovery brings them along)
+                raise
+
         try:
             result = land_ticket(self.git, target_branch=self.settings.target, ticket_tip=entry.tip,
                                  base=entry.base, ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"))
-        except Exception as error:
+                                 summary=entry.result.get("summary"), on_landed=on_landed)
+        except BaseException as error:
+            if recorded and recorded[0] is not None:
+                raise
+            if recorded:  # it landed and was recorded; only bringing checkouts along failed
+                self.emit(ev.MESSAGE, ticket.id, level="warning",
+                          text=f"{ticket.id} landed, but checkouts of {self.settings.target} were not updated: {error}")
+                return "landed"
+            if not isinstance(error, Exception):
+                raise
             self.queue.remove(entry)
             if attempt is not None:
                 self._release(attempt, landed=False)
             self._defer(ticket, category="error", message=f"landing failed: {error}", last_error=str(error),
                         log=entry.log)
             return "error"
-        if result.outcome in ("landed", "already_landed"):
-            crash_point("after_land")
-            edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
-                                         result=entry.result or None)
-            self._apply({ticket.id: edit})
-            crash_point("after_complete_edit")
-            self.queue.remove(entry)
-            if attempt is not None:
-                self._release(attempt, landed=True)
-            if self.plan is not None:
-                self.plan.landed(ticket.id)
-            session = entry.result.get("session_id")
-            if attempt is not None and isinstance(session, str) and session:
-                self.sessions[ticket.id] = Continuation(ticket=ticket.id, title=ticket.title, session_id=session,
-                                                        slot=attempt.slot)
-            self.landed.append(ticket.id)
-            self._set_outcome(ticket.id, "landed", commit=result.commit)
-            self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
+        if recorded:
             if result.message and result.brought_along is False:
                 self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
+            return result.outcome
+        if result.outcome == "already_landed":
+            self._record_landing(entry, ticket, result, message, started, attempt=attempt)
             return result.outcome
         self.queue.remove(entry)
         if attempt is not None:
@@ -881,6 +902,32 @@ class StreamRun:
         self._defer(ticket, category="scope_violation", message=message, last_error=result.message,
                     log=entry.log)
         return "scope_violation"
+
+    def _record_landing(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str,
+                        started: float, *, attempt: Attempt | None) -> None:
+        """The target has the ticket: COMPLETED in the index, out of the queue, and what
+        it unblocked starts now (the commit lock is still held while landing brings the
+        checked-out work trees along; not in interactive mode, where a start waits for
+        an answer)."""
+        crash_point("after_land")
+        edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
+                                     result=entry.result or None)
+        self._apply({ticket.id: edit})
+        crash_point("after_complete_edit")
+        self.queue.remove(entry)
+        if attempt is not None:
+            self._release(attempt, landed=True)
+        if self.plan is not None:
+            self.plan.landed(ticket.id)
+        session = entry.result.get("session_id")
+        if attempt is not None and isinstance(session, str) and session:
+            self.sessions[ticket.id] = Continuation(ticket=ticket.id, title=ticket.title, session_id=session,
+                                                    slot=attempt.slot)
+        self.landed.append(ticket.id)
+        self._set_outcome(ticket.id, "landed", commit=result.commit)
+        self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
+        if attempt is not None and self.plan is not None and not self.stopping and self.settings.confirm is None:
+            self._dispatch()
 
     # ---------------------------------------------------------------- deferring
 

@@ -136,12 +136,14 @@ class TicketWorkspaces:
             if not landed or not self.git.is_clean(path, include_untracked=True):
                 landed = False
                 self._secure(path)
+            self._prepared.discard(path)
             tip = self.git.rev_parse(f"refs/heads/{workspace.branch}")
-            self.git.run("checkout", "--quiet", "--force", "--detach", workspace.base, cwd=path)
-            self.git.run("clean", "-q", "-ffdx", cwd=path)
-            crash_point("worktree_released")
-            if tip is not None and (landed or self.git.is_ancestor(tip, workspace.base)):
-                self.git.branch_delete(workspace.branch)
+        # outside the lock, like `_switch`: only this slot and its ticket's branch change
+        self.git.run("checkout", "--quiet", "--force", "--detach", workspace.base, cwd=path)
+        self.git.run("clean", "-q", "-ffdx", cwd=path)
+        crash_point("worktree_released")
+        if tip is not None and (landed or self.git.is_ancestor(tip, workspace.base)):
+            self.git.branch_delete(workspace.branch)
 
     def keep_unlanded(self, ticket_id: str, commit: str) -> str:
         """Make sure `commit` (a ticket's unlanded work) is on a branch: `sage/<ID>` when
