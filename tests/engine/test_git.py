@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -306,3 +307,36 @@ def test_snapshot_of_an_untouched_worktree_returns_its_tip_and_commits_nothing(r
     (worktree / "dir with space" / "new.txt").write_text("new\n")  # untracked in a new directory
     tip = repo.snapshot(worktree, "new file")
     assert tip != start and repo.changed_paths(start or "", tip) == ["dir with space/new.txt"]
+
+
+def test_the_worktree_lock_excludes_threads_and_processes_and_is_reentrant(repo: Git, tmp_path: Path) -> None:
+    import threading
+
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def work() -> None:
+        for _ in range(20):
+            with repo.worktree_lock():
+                with repo.worktree_lock():  # reentrant in one thread
+                    with guard:
+                        inside[0] += 1
+                        most[0] = max(most[0], inside[0])
+                    with guard:
+                        inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most[0] == 1
+    # another process cannot take it while a thread here holds it
+    probe = ("import sys; from filelock import FileLock, Timeout\n"
+             "try:\n    FileLock(sys.argv[1]).acquire(timeout=0.2); print('taken')\n"
+             "except Timeout:\n    print('held')\n")
+    lock_path = str(repo.repo / ".sage" / "worktree.lock")
+    with repo.worktree_lock():
+        held = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True).stdout
+    free = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True).stdout
+    assert (held.strip(), free.strip()) == ("held", "taken")

@@ -237,6 +237,39 @@ def test_the_users_clean_checkout_of_the_target_is_brought_along(git: Git) -> No
     assert git.is_clean(git.repo)
 
 
+def test_on_landed_runs_once_the_target_moved_and_before_the_checkout_is_brought_along(git: Git) -> None:
+    base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
+    seen: list[tuple[str | None, bool]] = []
+
+    def on_landed(result: LandingResult) -> None:
+        seen.append((git.rev_parse("main"), (git.repo / "a.txt").exists()))
+        assert result.outcome == LANDED
+
+    result = land(git, make_ticket(), base, tip, on_landed=on_landed)
+    assert seen == [(result.commit, False)]  # the ref had moved, the files not yet
+    assert result.brought_along is True and (git.repo / "a.txt").read_text() == "a\n"
+
+
+def test_when_on_landed_fails_the_checkout_is_not_touched_and_the_error_propagates(git: Git) -> None:
+    base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
+    before = git.rev_parse("main")
+
+    def on_landed(result: LandingResult) -> None:
+        raise OSError("no space left on device")
+
+    with pytest.raises(OSError, match="no space left"):
+        land(git, make_ticket(), base, tip, on_landed=on_landed)
+    assert git.rev_parse("main") != before  # it landed: recovery catches the checkout up
+    assert not (git.repo / "a.txt").exists()
+
+
+def test_on_landed_is_not_called_when_nothing_lands(git: Git) -> None:
+    base, tip = branch_work(git, "TKT-001", {})
+    calls: list[LandingResult] = []
+    assert land(git, make_ticket(), base, tip, on_landed=calls.append).outcome == NO_CHANGES
+    assert calls == []
+
+
 def test_a_dirty_checkout_of_the_target_is_left_byte_for_byte(git: Git) -> None:
     base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
     dirty = b"user's edit\r\n\x00\xff not saved\n"
