@@ -65,24 +65,26 @@ GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "L
 GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
 
 
-_UNMERGED_STATES = frozenset({"DD", "AU", "UD", "UA", "DU", "AA", "UU"})
-
-
-def _unmerged_paths(porcelain_z: str) -> list[str]:
-    """Paths with an unresolved merge conflict in `git status --porcelain=v1 -z` output."""
-    paths: set[str] = set()
-    records = porcelain_z.split("\0")
-    index = 0
-    while index < len(records):
-        record = records[index]
-        index += 1
-        if len(record) < 4:
+def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
+    """From `git status --porcelain=v2 --branch -z`: the commit checked out (None when
+    there is none), whether anything differs from it, and the unmerged paths."""
+    head: str | None = None
+    changes = False
+    unmerged: set[str] = set()
+    records = iter(porcelain_v2_z.split("\0"))
+    for record in records:
+        if record.startswith("# branch.oid "):
+            oid = record.removeprefix("# branch.oid ").strip()
+            head = oid if oid != "(initial)" else None
+        elif record.startswith("#") or not record:
             continue
-        if "R" in record[:2] or "C" in record[:2]:  # a rename or copy: its source path follows
-            index += 1
-        if record[:2] in _UNMERGED_STATES:
-            paths.add(record[3:])
-    return sorted(paths)
+        else:
+            changes = True
+            if record.startswith("2 "):  # a rename or copy: its source path is the next record
+                next(records, None)
+            elif record.startswith("u "):
+                unmerged.add(record.split(" ", 10)[-1])
+    return head, changes, sorted(unmerged)
 
 
 class _ThreadsThenFileLock:
@@ -303,6 +305,25 @@ class Git:
         out = self.run("worktree", "list", "--porcelain", "-z").stdout
         return [_parse_worktree(record) for record in out.split("\0\0") if record.strip("\0")]
 
+    def commit_and_tree(self, ref: str) -> tuple[str, str] | None:
+        """The commit `ref` names and its tree, in one git process; None when it names no commit."""
+        if not ref or ref.startswith("-"):
+            return None
+        result = self.run("rev-parse", f"{ref}^{{commit}}", f"{ref}^{{tree}}", check=False)
+        found = result.stdout.split()
+        return (found[0], found[1]) if result.returncode == 0 and len(found) == 2 else None
+
+    def changed_since_fork(self, ours: str, theirs: str) -> list[str] | None:
+        """What `theirs` changed since it forked from `ours` (diff from their merge base,
+        in one git process); None for unrelated histories."""
+        args = ["diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", "--merge-base", ours, theirs]
+        result = self.run(*args, check=False)
+        if result.returncode != 0:
+            if self.merge_base(ours, theirs) is None:
+                return None
+            raise GitError(args, self.repo, result.returncode, result.stderr)
+        return [path for path in result.stdout.split("\0") if path]
+
     def changed_paths(self, old: str, new: str) -> list[str]:
         """Paths that differ between two commits or trees; a rename lists both its paths."""
         out = self.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", old, new).stdout
@@ -383,22 +404,20 @@ class Git:
         conflict is refused (its markers are not work to land) unless `allow_unmerged`,
         for keeping a backup of whatever is there.
         """
-        parsed = self.run("rev-parse", "HEAD^{commit}", "HEAD^{tree}", cwd=worktree, check=False)
-        head = parsed.stdout.split()
-        if parsed.returncode != 0 or len(head) != 2:
+        # One `status` gives the commit checked out, whether there is anything to commit,
+        # and whether a merge conflict is unresolved (`add -A` would commit its markers
+        # as if they were the work): an untouched work tree costs one git process.
+        status = self.run("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all", cwd=worktree).stdout
+        old, changes, unmerged = _read_status(status)
+        if old is None:
             raise GitError(["rev-parse", "HEAD"], worktree, 1, "the work tree has no commit checked out")
-        old, old_tree = head
-        # One `status` says both whether there is anything to commit and whether a merge
-        # conflict is unresolved (`add -A` would commit its markers as if they were work).
-        status = self.run("status", "--porcelain=v1", "-z", "--untracked-files=all", cwd=worktree).stdout
-        if not status:
+        if not changes:
             return old
-        unmerged = [] if allow_unmerged else _unmerged_paths(status)
-        if unmerged:
+        if unmerged and not allow_unmerged:
             raise GitError(["snapshot"], worktree, 1, f"unresolved merge conflict in: {', '.join(unmerged)}")
         self.run("add", "--all", cwd=worktree)
         tree = self.run("write-tree", cwd=worktree).stdout.strip()
-        if tree == old_tree:
+        if tree == self.tree_of(old):
             return old
         new = self.commit_tree(tree, [old], message)
         self.run("update-ref", "-m", "sage-stream: snapshot", "HEAD", new, old, cwd=worktree)

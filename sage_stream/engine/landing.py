@@ -156,6 +156,7 @@ def land_ticket(
     landing_lock: Path,
     summary: str | None = None,
     on_landed: Callable[[LandingResult], None] | None = None,
+    check_earlier: bool = True,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
@@ -164,13 +165,16 @@ def land_ticket(
     target has moved, before the checked-out work trees are brought along (with the
     lock still held): a caller records the landing and starts what it unblocked while
     files are written. When it raises, no work tree is touched and the error propagates.
+    `check_earlier=False` skips looking for an earlier landing of the ticket: for an
+    attempt the caller started itself (it owns the ticket: nobody else can have landed
+    it since); recovery, landing what a dead run queued, always looks.
     """
     text = _ensure_ticket_trailer(with_summary(message, summary), ticket.id)
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
-                                on_landed)
+                                on_landed, check_earlier)
     except Timeout:
         raise SageError(
             f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
@@ -188,28 +192,30 @@ def _land_locked(
     globs: Sequence[str],
     allow_empty: bool,
     on_landed: Callable[[LandingResult], None] | None = None,
+    check_earlier: bool = True,
 ) -> LandingResult:
     crash_point("landing_locked")
     ref = f"refs/heads/{target}"
-    current = git.rev_parse(ref)
+    current = git.commit_and_tree(ref)
     if current is None:
         raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
     # Only a commit made since the ticket's base can be its earlier landing (nothing was
     # made when the target is still at the base: the common case, no git log needed).
-    earlier = [] if current == base else git.commits_with_trailer(f"{base}..{current}", TICKET_TRAILER, ticket_id,
-                                                                   limit=1)
-    if earlier:
-        return LandingResult(ALREADY_LANDED, earlier[0], [], f"{ticket_id} is already on {target} as {earlier[0][:12]}")
+    if check_earlier and current[0] != base:
+        earlier = git.commits_with_trailer(f"{base}..{current[0]}", TICKET_TRAILER, ticket_id, limit=1)
+        if earlier:
+            return LandingResult(ALREADY_LANDED, earlier[0], [],
+                                 f"{ticket_id} is already on {target} as {earlier[0][:12]}")
 
     for attempt in range(CAS_ATTEMPTS):
-        old = current if attempt == 0 else git.rev_parse(ref)
-        assert old is not None
-        fork = git.merge_base(old, tip)
-        if fork is None:
-            return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
+        found = current if attempt == 0 else git.commit_and_tree(ref)
+        assert found is not None
+        old, old_tree = found
         # The ticket's own changes, measured from where it left the target (the agent may
         # have merged the target into its branch: `base` alone would count those too).
-        changed = git.changed_paths(fork, tip)
+        changed = git.changed_since_fork(old, tip)
+        if changed is None:
+            return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
         if not changed and not allow_empty:
             return LandingResult(NO_CHANGES, None, [], f"{ticket_id} changed no file")
         stray = outside(changed, globs)
@@ -229,9 +235,7 @@ def _land_locked(
             paths = merged.conflicts
             return LandingResult(CONFLICT, None, paths, f"{ticket_id} conflicts with {target} in: {', '.join(paths)}")
         assert merged.tree is not None
-        # merged onto the commit it forked from, the result is the ticket's own tree
-        landed_paths = changed if fork == old else git.changed_paths(old, merged.tree)
-        if not landed_paths and not allow_empty:
+        if merged.tree == old_tree and not allow_empty:
             return LandingResult(NO_CHANGES, None, [], f"{ticket_id}'s changes are already on {target}")
         # Which checked-out trees may be brought along is decided before the ref moves:
         # afterwards every one of them looks dirty.
@@ -241,7 +245,7 @@ def _land_locked(
         crash_point("after_commit_tree")
         if git.update_ref(ref, commit, old):
             crash_point("after_update_ref")
-            result = LandingResult(LANDED, commit, landed_paths, f"{ticket_id} landed on {target} as {commit[:12]}")
+            result = LandingResult(LANDED, commit, changed, f"{ticket_id} landed on {target} as {commit[:12]}")
             if on_landed is not None:
                 on_landed(result)
             _bring_along(git, result, checkouts, clean, target, old, commit)

@@ -854,7 +854,8 @@ class StreamRun:
             result = land_ticket(self.git, target_branch=self.settings.target, ticket_tip=entry.tip,
                                  base=entry.base, ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"), on_landed=on_landed)
+                                 summary=entry.result.get("summary"), on_landed=on_landed,
+                                 check_earlier=attempt is None)
         except BaseException as error:
             if recorded and recorded[0] is not None:
                 raise

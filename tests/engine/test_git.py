@@ -285,16 +285,22 @@ def test_variables_pointing_at_another_repository_are_ignored(
     assert git.rev_parse("main") == repo.rev_parse("main")
 
 
-def test_unmerged_paths_are_read_from_porcelain_status_with_renames_and_spaces() -> None:
-    from sage_stream.git import _unmerged_paths
+def test_status_is_read_with_renames_spaces_and_unmerged_entries() -> None:
+    from sage_stream.git import _read_status
 
+    oid = "a" * 40
+    h = "0" * 40
     status = "\0".join([
-        "UU both edited.txt", "R  new name.txt", "AA", "AA added twice.txt", " M plain.txt",
-        "DU deleted by us.txt", "?? untracked.txt", "",
+        "# branch.oid " + oid, "# branch.head sage/T-1",
+        f"u UU N... 100644 100644 100644 100644 {h} {h} {h} both edited.txt",
+        f"2 R. N... 100644 100644 100644 {h} {h} R100 new name.txt", "u UU but a path.txt",
+        f"u AA N... 000000 100644 100644 100644 {h} {h} {h} added twice.txt",
+        f"1 .M N... 100644 100644 100644 {h} {h} plain.txt", "? untracked file.txt", "",
     ])
-    # the rename's source path ("AA") is a path, not a status record
-    assert _unmerged_paths(status) == ["added twice.txt", "both edited.txt", "deleted by us.txt"]
-    assert _unmerged_paths("") == []
+    # the rename's source ("u UU but a path.txt") is a path, not a status record
+    assert _read_status(status) == (oid, True, ["added twice.txt", "both edited.txt"])
+    assert _read_status("# branch.oid " + oid + "\0# branch.head x\0") == (oid, False, [])
+    assert _read_status("# branch.oid (initial)\0# branch.head main\0") == (None, False, [])
 
 
 def test_snapshot_of_an_untouched_worktree_returns_its_tip_and_commits_nothing(repo: Git) -> None:
