@@ -127,6 +127,8 @@ class Attempt:
     continued_from: str | None = None  # the dependency whose session this attempt continues
     cleanup: list[tuple[Workspace, bool]] = field(default_factory=list)  # releases to finish first
     after_landed: Workspace | None = None  # the slot's previous ticket, landed, not yet released
+    start: str | None = None  # the target's tip when it was dispatched, if known then (else read at prepare)
+    delete_later: list[str] = field(default_factory=list)  # landed branches to delete once the agent runs
     git_link: bytes | None = None  # the worktree's `.git` file as sage made it
     released: bool = False  # its worktree slot was handed back
 
@@ -196,6 +198,7 @@ class StreamRun:
         # Slot releases wait for the next ticket that takes the slot, so that resetting a
         # worktree never delays the loop (it sits between one landing and the next start).
         self.pending_release: dict[int, tuple[Workspace, bool]] = {}
+        self._tip_now: str | None = None  # the target's tip while a landing dispatches what it unblocked
 
     # ---------------------------------------------------------------- entry
 
@@ -360,7 +363,7 @@ class StreamRun:
                        session_id=continuation.session_id if continuation else None)
         cleanup, after_landed = self._take_releases(slot, branch)
         attempt = Attempt(ticket=ticket, slot=slot, row=row, workspace=None, job=job, cancel=threading.Event(),
-                          cleanup=cleanup, after_landed=after_landed,
+                          cleanup=cleanup, after_landed=after_landed, start=self._tip_now,
                           started=time.time(), attempt=attempt_number, stem=stem, checks=checks,
                           max_fix_turns=fix_turns_allowed(ticket, self.settings.max_fix_turns),
                           continued_from=continuation.ticket if continuation else None)
@@ -449,12 +452,13 @@ class StreamRun:
         ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
         ticket = attempt.ticket
         self._finish_releases(attempt.cleanup)
-        start = self.git.rev_parse(f"refs/heads/{self.settings.target}")
+        start = attempt.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
         if start is None:
             raise SageError(f"the target branch {self.settings.target!r} is gone")
         workspace = None
         if attempt.after_landed is not None:
-            workspace = self.workspaces.switch_after_landing(attempt.after_landed, ticket.id, start, slot=attempt.slot)
+            workspace = self.workspaces.switch_after_landing(attempt.after_landed, ticket.id, start, slot=attempt.slot,
+                                                             delete_later=attempt.delete_later)
             if workspace is None:
                 self._finish_releases([(attempt.after_landed, True)])
         if workspace is None:
@@ -472,9 +476,23 @@ class StreamRun:
         turns are left, the agent gets their output and another turn. Then everything the
         agent left is committed on the ticket's branch."""
         self._prepare(attempt)
-        work = self._agent_turns(attempt)
+        try:
+            work = self._agent_turns(attempt)
+        finally:
+            self._delete_landed_branches(attempt)  # when no agent started
         self._snapshot(attempt, work)
         return work
+
+    def _delete_landed_branches(self, attempt: Attempt) -> None:
+        """Branches of tickets that landed, deleted while the next agent works (not
+        between a landing and the next start)."""
+        while attempt.delete_later:
+            branch = attempt.delete_later.pop()
+            try:
+                self.git.branch_delete(branch)
+            except Exception as error:  # a leftover branch of landed work costs nothing
+                self._post(ev.MESSAGE, attempt.ticket.id, level="warning",
+                           text=f"could not delete {branch} (it landed): {error}")
 
     def _snapshot(self, attempt: Attempt, work: TicketWork) -> None:
         """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
@@ -530,7 +548,8 @@ class StreamRun:
         launch = AgentLaunch(argv=invocation.argv, cwd=attempt.workspace.path, env=invocation.env,
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
                              idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
-        exit = run_agent(launch, cancel=attempt.cancel, on_line=lambda line: self.inbox.put(("line", ticket_id, line)))
+        exit = run_agent(launch, cancel=attempt.cancel, on_line=lambda line: self.inbox.put(("line", ticket_id, line)),
+                         on_start=lambda pid, created: self._delete_landed_branches(attempt))
         return exit, self.settings.agent.parse_result(job, exit)
 
     def _verify(self, attempt: Attempt, turn: int) -> Verification:
@@ -928,7 +947,11 @@ class StreamRun:
         self._set_outcome(ticket.id, "landed", commit=result.commit)
         self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
         if attempt is not None and self.plan is not None and not self.stopping and self.settings.confirm is None:
-            self._dispatch()
+            self._tip_now = result.commit  # the commit lock is held: no landing can move it meanwhile
+            try:
+                self._dispatch()
+            finally:
+                self._tip_now = None
 
     # ---------------------------------------------------------------- deferring
 

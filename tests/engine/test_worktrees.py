@@ -264,3 +264,15 @@ def test_a_slot_registered_but_never_checked_out_is_filled_without_a_junk_snapsh
     assert (workspace.path / "README.md").read_text() == "test repository\n"
     assert git.is_clean(workspace.path, include_untracked=True)
     assert branches(git) == {"main", "sage/TKT-001"}
+
+
+def test_the_one_pass_switch_can_leave_the_landed_branch_for_later(git: Git, spaces: TicketWorkspaces) -> None:
+    first = spaces.prepare("TKT-001", "main", slot=0)
+    (first.path / "a.txt").write_text("a\n")
+    land_by_hand(git, first)
+    later: list[str] = []
+    second = spaces.switch_after_landing(first, "TKT-002", git.rev_parse("main") or "", slot=0, delete_later=later)
+    assert second is not None and later == ["sage/TKT-001"]
+    assert branches(git) == {"main", "sage/TKT-001", "sage/TKT-002"}  # nothing deleted yet
+    git.branch_delete(later.pop())
+    assert branches(git) == {"main", "sage/TKT-002"}
