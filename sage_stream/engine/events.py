@@ -9,7 +9,7 @@ run_started        run_id, target, workers, workers_reason, schedule, agent,
                    tickets: {id: {title, estimate}} (every ticket this run may start),
                    ready (ids ready now, in order), predicted_makespan_minutes
 ticket_started     title, row (0-based worker row, < workers), slot (its worktree slot:
-                   .sage/worktrees/slot-<slot>; up to twice the workers, as a ticket that
+                   .sage/worktrees/slot-<slot>, <= workers: one spare, as a ticket that
                    unblocks nothing frees its worker before it lands), attempt, branch,
                    worktree, log, continues (the dependency whose agent session it
                    continues, or null)

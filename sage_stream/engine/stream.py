@@ -164,10 +164,12 @@ class StreamRun:
         # Workers and worktree slots are counted apart: a worker is free once its agent
         # and checks are done, its worktree slot once the ticket has landed (or not).
         # A finished ticket that unblocks nothing lets its worker start the next ticket
-        # in another slot while it lands; so there may be up to twice as many slots.
+        # in the one spare slot while it lands (a slot of a large repository costs disk
+        # and its first checkout: one spare, since landings go one at a time).
         self.free_rows = list(range(settings.workers))
         self.free_worktrees = list(range(settings.workers))
         self.worktree_slots = settings.workers
+        self.max_worktree_slots = settings.workers + 1
         self.stopping = False
         self.stop_deadline: float | None = None
         self.interrupted = False
@@ -278,7 +280,7 @@ class StreamRun:
             return
         if self.control.take_resume():
             self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the rate-limit pause is over")
-        capacity = min(len(self.free_rows), self.control.startable(len(self.attempts)))
+        capacity = min(len(self.free_rows), self._worktrees_available(), self.control.startable(len(self.attempts)))
         if capacity <= 0:
             return
         if self._load_too_high():
@@ -385,7 +387,8 @@ class StreamRun:
 
     def _take_worktree(self, preferred: int | None) -> int:
         """A free worktree slot: `preferred` when it is free (a continued session's
-        directory), else the lowest free one, else a new one."""
+        directory), else the lowest free one, else a new one (`_dispatch` starts no more
+        tickets than there are slots available)."""
         if preferred is not None and preferred in self.free_worktrees:
             self.free_worktrees.remove(preferred)
             return preferred
@@ -393,6 +396,9 @@ class StreamRun:
             return self.free_worktrees.pop(0)
         self.worktree_slots += 1
         return self.worktree_slots - 1
+
+    def _worktrees_available(self) -> int:
+        return len(self.free_worktrees) + self.max_worktree_slots - self.worktree_slots
 
     def _return_worktree(self, slot: int) -> None:
         if slot not in self.free_worktrees:

@@ -120,6 +120,7 @@ def test_a_finished_ticket_that_unblocks_nothing_frees_its_worker_before_it_land
     slots = [started[t]["slot"] for t in ("IND-1", "IND-2", "CH-1", "CH-2")]
     assert slots[0] != slots[1] and slots[1] != slots[2]  # each started while the one before landed
     assert slots[3] == slots[2]  # CH-2 waited for CH-1 to land and took its slot back
+    assert set(slots) == {0, 1}  # one slot per worker and one spare
     assert all(Path(started[t]["worktree"]).name == f"slot-{started[t]['slot']}" for t in started)
     order = [(e["event"], e.get("ticket")) for e in events]
     assert order.index(("ticket_landed", "CH-1")) < order.index(("ticket_started", "CH-2"))
