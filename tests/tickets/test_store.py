@@ -316,3 +316,30 @@ def test_gc_paused_leaves_a_collector_paused_by_the_caller_paused() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tickets=st.lists(st.dictionaries(st.text(max_size=6), json_values, max_size=4) | json_values, max_size=6),
+    before=st.dictionaries(st.text(max_size=5).filter(lambda key: key != "tickets"), json_values, max_size=2),
+    indent=st.sampled_from([0, 1, 2, 4, "\t"]),
+    ensure_ascii=st.booleans(),
+    separators=st.sampled_from([None, (", ", ": "), (",", ":")]),
+)
+def test_indented_writes_are_byte_for_byte_what_json_dumps_gives(tickets, before, indent, ensure_ascii, separators):
+    """A rewrite reuses the encoding of tickets it wrote before; the text must not change."""
+    from sage_stream.tickets.store import JsonLayout
+
+    document = {**before, "tickets": tickets, "after": [1, {"tickets": []}]}
+    layout = JsonLayout(indent=indent, separators=separators, ensure_ascii=ensure_ascii)
+    expected = json.dumps(document, indent=indent, separators=separators, ensure_ascii=ensure_ascii) + "\n"
+    assert layout.dumps(document) == expected
+    assert layout.dumps(document) == expected  # the second time from the cache
