@@ -222,24 +222,27 @@ def test_retryable_deferred_ticket_is_ready_only_after_not_before():
     assert plan.ready() == ["R-2"]
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    st.integers(min_value=1, max_value=12).flatmap(
-        lambda n: st.tuples(
-            st.just(n),
-            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=20),
-            st.lists(st.integers(1, 5), min_size=n, max_size=n),
-            st.integers(1, 4),
-            st.sampled_from(["greedy", "batch"]),
-        )
-    )
-)
-def test_any_dag_drains_respecting_dependencies_and_workers(case):
-    n, raw_edges, durations, workers, schedule = case
+def random_dags(min_n: int, max_n: int, per_ticket: st.SearchStrategy, *more: st.SearchStrategy):
+    """(n, dependencies of each of n tickets (acyclic), a value per ticket, *more)."""
+    def case(n: int):
+        edges = st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=20)
+        return st.tuples(st.just(n), edges.map(lambda raw: forward_deps(n, raw)),
+                         st.lists(per_ticket, min_size=n, max_size=n), *more)
+    return st.integers(min_value=min_n, max_value=max_n).flatmap(case)
+
+
+def forward_deps(n: int, raw_edges: list[tuple[int, int]]) -> dict[int, set[int]]:
     deps: dict[int, set[int]] = {i: set() for i in range(n)}
     for a, b in raw_edges:
         if a < b:  # only forward edges: acyclic by construction
             deps[b].add(a)
+    return deps
+
+
+@settings(max_examples=150, deadline=None)
+@given(random_dags(1, 12, st.integers(1, 5), st.integers(1, 4), st.sampled_from(["greedy", "batch"])))
+def test_any_dag_drains_respecting_dependencies_and_workers(case):
+    n, deps, durations, workers, schedule = case
     tickets = [ticket(f"T-{i}", deps=[f"T-{d}" for d in sorted(deps[i])], estimate=durations[i]) for i in range(n)]
     plan = make_plan(tickets, schedule=schedule)
     runner = FakeRunner(plan, workers=workers)
@@ -273,24 +276,12 @@ def test_would_unblock_ignores_tickets_outside_the_selection():
 
 
 @settings(max_examples=150, deadline=None)
-@given(
-    st.integers(min_value=2, max_value=10).flatmap(
-        lambda n: st.tuples(
-            st.just(n),
-            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=20),
-            st.lists(st.integers(0, 2), min_size=n, max_size=n),  # 0 waiting, 1 running, 2 done
-            st.integers(0, n - 1),
-        )
-    )
-)
+@given(random_dags(2, 10, st.integers(0, 2), st.integers(0, 9)))  # status: 0 waiting, 1 running, 2 done
 def test_when_a_landing_unblocks_nothing_the_ready_set_does_not_change(case):
     """What lets the stream fill a freed worker before the finished ticket lands: the
     choice would be the same after the landing."""
-    n, raw_edges, status, finished = case
-    deps: dict[int, set[int]] = {i: set() for i in range(n)}
-    for a, b in raw_edges:
-        if a < b:
-            deps[b].add(a)
+    n, deps, status, finished = case
+    finished %= n
     tickets = [ticket(f"T-{i}", deps=[f"T-{d}" for d in sorted(deps[i])]) for i in range(n)]
     plan = make_plan(tickets)
     for i in range(n):
