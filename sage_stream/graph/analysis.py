@@ -5,13 +5,15 @@ it), is in no wave and never on the critical path. Unfinished = UNPROCESSED,
 IN_PROGRESS or DEFERRED: a DEFERRED ticket is still work the backlog needs, so it keeps
 its estimate even though it waits for `sage retry`.
 
-`analyze` assumes `graph_findings` reported no errors (in particular no cycle). It makes
-a few linear passes over one topological order of the shared `DependencyGraph`, then
-recommends a worker count (`simulate.recommend_worker_count`; above
-`simulate.SIMULATED_UP_TO` tickets, `simulate.recommend_by_lower_bound`). What only some
-callers read is computed when first read: the sorted waves and the root causes of every
-blocked ticket (`sage ready` shows them, `sage validate` only counts them). About 0.5 s
-for 100,000 tickets on a busy 2-core box (BENCHMARKS.md, "sage validate at scale").
+`analyze` assumes `graph_findings` reported no errors (in particular no cycle). It works
+on the node numbers and flat edge lists of the shared `DependencyGraph`: one pass over
+the edges in reverse gives every bottom level and the heaviest dependent of each ticket
+(the critical path), one forward pass over the edges between unfinished tickets gives
+the waves; the rest are C-level passes over columns. Then it recommends a worker count
+(`simulate.recommend_worker_count`; above `simulate.SIMULATED_UP_TO` tickets,
+`simulate.recommend_by_lower_bound`). What only some callers read is computed when first
+read: the sorted waves and the root causes of every blocked ticket (`sage ready` shows
+them, `sage validate` only counts them). See BENCHMARKS.md, "sage validate at scale".
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
-from itertools import repeat
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import add, and_, is_, itemgetter, not_
 from typing import TYPE_CHECKING
 
+from sage_stream.graph.columns import Columns
 from sage_stream.graph.dependency_graph import DependencyGraph
 from sage_stream.graph.ordering import (
     is_retryable,
     is_startable,
     is_startable_state,
-    order_ready,
     ready_order_key,
 )
 from sage_stream.graph.simulate import (
@@ -40,7 +42,7 @@ from sage_stream.graph.simulate import (
     recommend_by_lower_bound,
     recommend_worker_count,
 )
-from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.models import PRIORITIES, State, Ticket
 from sage_stream.tickets.store import gc_paused
 
 if TYPE_CHECKING:
@@ -90,10 +92,14 @@ class Analysis:
     critical_path: list[str]  # the longest chain of remaining work, first ticket first
     critical_path_minutes: float
     total_minutes: float  # all remaining work
-    bottom_level: dict[str, float]  # unfinished tickets only
     recommended_workers: int  # of 1..8, see recommended_workers_rule
     recommended_workers_rule: str  # simulate.RULE_SIMULATION or simulate.RULE_LOWER_BOUND
     _work: _RemainingWork = field(repr=False, compare=False)
+
+    @cached_property
+    def bottom_level(self) -> dict[str, float]:
+        """Unfinished tickets only, in topological order (built on first use)."""
+        return self._work.bottom_level
 
     @cached_property
     def blocked(self) -> list[BlockedTicket]:
@@ -147,32 +153,37 @@ def analyze(
 
 def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
     moment = now if now is not None else datetime.now(timezone.utc)
-    if graph.order is None:
+    order = graph.node_order
+    if order is None:
         import networkx as nx
 
         raise nx.NetworkXUnfeasible("the dependencies contain a cycle (sage validate names it)")
-    first = graph.first
-    estimates = _remaining_estimates(first)
-    levels = _bottom_levels(graph.order, graph.dependents, estimates)
-    if graph.in_index_order:  # then `estimates` is in that order too
-        unfinished = list(estimates)
+    nodes = graph.nodes
+    unfinished = list(map(not_, graph.completed))  # per node
+    weight = [estimate if left else 0.0 for estimate, left in zip(nodes.estimates, unfinished)]
+    levels, heaviest_dependent = _levels(graph, weight)
+    if graph.in_index_order:
+        unfinished_nodes = list(compress(range(len(unfinished)), unfinished))
     else:
-        unfinished = [ticket_id for ticket_id in graph.order if ticket_id in estimates]
-    bottom_level = dict(zip(unfinished, map(levels.__getitem__, unfinished), strict=True))
-    work = _RemainingWork(first, unfinished, first.keys() - estimates.keys(), bottom_level, moment)
-    critical_path = _critical_path(unfinished, graph.dependents, levels, estimates)
-    critical_path_minutes = levels[critical_path[0]] if critical_path else 0.0
-    total_minutes = sum(estimates.values())
+        unfinished_nodes = [node for node in order if unfinished[node]]
+    wave = _waves(graph, unfinished)
+    work = _RemainingWork(graph, unfinished, unfinished_nodes, wave, levels, moment)
+    critical_path = _critical_path(graph, unfinished, levels, heaviest_dependent)
+    critical_path_minutes = levels[graph.position[critical_path[0]]] if critical_path else 0.0
+    estimates = list(compress(nodes.estimates, unfinished))  # in index order, as always summed
+    total_minutes = sum(estimates)
     if len(estimates) <= SIMULATED_UP_TO:
+        unfinished_ids = work.unfinished
         recommended = recommend_worker_count(
-            estimates,
-            {ticket_id: first[ticket_id].dependencies for ticket_id in unfinished},
-            priority_rank={ticket_id: first[ticket_id].priority_rank for ticket_id in unfinished},
+            dict(zip(compress(nodes.ids, unfinished), estimates)),
+            dict(zip(unfinished_ids, map(nodes.dependencies.__getitem__, unfinished_nodes))),
+            priority_rank=dict(zip(unfinished_ids, map(_priority_rank, map(nodes.priorities.__getitem__,
+                                                                           unfinished_nodes)))),
         )
         rule = RULE_SIMULATION
     else:
         recommended, rule = recommend_by_lower_bound(critical_path_minutes, total_minutes), RULE_LOWER_BOUND
-    wave_sizes = Counter(work.wave.values())
+    wave_sizes = Counter(map(wave.__getitem__, unfinished_nodes))
     return Analysis(
         ready=work.ready,
         blocked_count=work.blocked_count,
@@ -181,7 +192,6 @@ def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
         critical_path=critical_path,
         critical_path_minutes=critical_path_minutes,
         total_minutes=total_minutes,
-        bottom_level=bottom_level,
         recommended_workers=recommended,
         recommended_workers_rule=rule,
         _work=work,
@@ -189,6 +199,56 @@ def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
 
 
 # ---------------------------------------------------------------- internals
+
+
+def _priority_rank(priority: str | None) -> int:
+    """`Ticket.priority_rank` of a priority: 0 for P0 ... 4 for P4, 5 for anything else."""
+    return _PRIORITY_RANK.get(priority, len(PRIORITIES))  # type: ignore[arg-type]
+
+
+_PRIORITY_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
+
+
+def _levels(graph: DependencyGraph, weight: Sequence[float]) -> tuple[list[float], list[int]]:
+    """(Per node: its weight plus the heaviest chain of weights after it, its bottom level;
+    per node: its dependent of the largest bottom level, the smallest id of those on a
+    tie, or -1 without one). Exact for every unfinished node, which is all the analysis
+    reads: a COMPLETED node's edges are skipped when they cannot matter.
+
+    One pass over the edges in reverse: a node's edges come after those of everything
+    that depends on it, so its own level is final when it is pushed to its dependencies.
+    """
+    ids = graph.nodes.ids
+    after = [0.0] * len(weight)  # the largest bottom level among a node's dependents
+    heaviest = [-1] * len(weight)
+    dependents, dependencies = graph.edge_dependent, graph.edge_dependency
+    if not graph.completed_depends_on_unfinished:
+        # then an unfinished ticket has only unfinished dependents: a COMPLETED one weighs
+        # nothing and never adds to an unfinished level, its edges can be left out
+        dependents, dependencies = graph.unfinished_edges
+    for dependent, dependency in zip(reversed(dependents), reversed(dependencies)):
+        level = weight[dependent] + after[dependent]
+        largest = after[dependency]
+        if level > largest:
+            after[dependency] = level
+            heaviest[dependency] = dependent
+        elif level == largest:
+            current = heaviest[dependency]
+            if current < 0 or ids[dependent] < ids[current]:
+                heaviest[dependency] = dependent
+    return list(map(add, weight, after)), heaviest
+
+
+def _waves(graph: DependencyGraph, unfinished: Sequence[bool]) -> list[int]:
+    """Per node: 0 when nothing unfinished stands before it, else one after its latest
+    unfinished dependency (only meaningful for unfinished nodes). COMPLETED and missing
+    dependencies count as nothing: only edges between two unfinished nodes are walked."""
+    wave = [0] * len(unfinished)
+    for dependent, dependency in zip(*graph.unfinished_edges):
+        reached = wave[dependency] + 1
+        if reached > wave[dependent]:
+            wave[dependent] = reached
+    return wave
 
 
 def _bottom_levels(
@@ -203,21 +263,48 @@ def _bottom_levels(
 
 
 def _critical_path(
-    unfinished: Sequence[str],
-    successors: Mapping[str, Sequence[str]],
-    levels: Mapping[str, float],
-    estimates: Mapping[str, float],
+    graph: DependencyGraph,
+    unfinished: Sequence[bool],
+    levels: Sequence[float],
+    heaviest_dependent: Sequence[int],
 ) -> list[str]:
-    """From the unfinished ticket with the largest bottom level, follow the heaviest successor."""
-    if not unfinished:
+    """From the unfinished ticket with the largest bottom level (the smallest id on a tie),
+    follow the heaviest dependent; COMPLETED tickets on the way are left out."""
+    longest = max(compress(levels, unfinished), default=None)
+    if longest is None:
         return []
-    longest = max(map(levels.__getitem__, unfinished))
-    node = min([ticket_id for ticket_id in unfinished if levels[ticket_id] == longest])
+    ids = graph.nodes.ids
+    node = min(_unfinished_at(levels, longest, unfinished), key=ids.__getitem__)
     path = [node]
-    while successors.get(node):
-        node = min(successors[node], key=lambda ticket_id: (-levels[ticket_id], ticket_id))
+    while heaviest_dependent[node] >= 0:
+        node = heaviest_dependent[node]
         path.append(node)
-    return [ticket_id for ticket_id in path if ticket_id in estimates]
+    return [ids[node] for node in path if unfinished[node]]
+
+
+def _in_start_order(nodes: Columns, startable: Sequence[int], levels: Sequence[float]) -> list[str]:
+    """The ids of `startable` in start order: (priority rank, -bottom level, id), the order
+    of `ordering.ready_order_key`. Three stable sorts, last key first: each compares
+    plain strings, floats or ints, which python sorts several times faster than tuples."""
+    ids = nodes.ids
+    order = sorted(startable, key=ids.__getitem__)
+    order.sort(key=levels.__getitem__, reverse=True)  # stable: equal levels keep the id order
+    ranks = list(map(_PRIORITY_RANK.get, map(nodes.priorities.__getitem__, order), repeat(len(PRIORITIES))))
+    return list(map(ids.__getitem__, map(itemgetter(1), sorted(zip(ranks, order), key=itemgetter(0)))))
+
+
+def _unfinished_at(levels: list[float], level: float, unfinished: Sequence[bool]) -> list[int]:
+    """The unfinished nodes of this bottom level (`list.index` finds each in C)."""
+    found = []
+    start = 0
+    while True:
+        try:
+            node = levels.index(level, start)
+        except ValueError:
+            return found
+        if unfinished[node]:
+            found.append(node)
+        start = node + 1
 
 
 class _RemainingWork:
@@ -232,41 +319,62 @@ class _RemainingWork:
 
     def __init__(
         self,
-        first: Mapping[str, Ticket],
-        unfinished: Sequence[str],
-        completed: set[str],
-        bottom_level: Mapping[str, float],
+        graph: DependencyGraph,
+        is_unfinished: Sequence[bool],
+        unfinished_nodes: Sequence[int],
+        wave: Sequence[int],
+        levels: Sequence[float],
         now: datetime,
     ) -> None:
-        self.first = first
-        self.unfinished = unfinished
-        self.completed = completed
-        self.bottom_level = bottom_level
+        self.graph = graph
+        self.unfinished_nodes = unfinished_nodes  # in topological order
+        self.node_wave = wave
+        self.levels = levels  # bottom level of every node
         self.now = now
-        self.wave = self._waves_of(first, unfinished)
-        startable = [ticket for ticket in self._unblocked() if is_startable(ticket, now)]
-        self.ready = [ticket.id for ticket in order_ready(startable, bottom_level)]
+        startable = self._startable(self._unblocked(is_unfinished))
+        self.ready = _in_start_order(graph.nodes, startable, levels)
         self.blocked_count = self._startable_count() - len(self.ready)  # every ready one is startable
 
-    @staticmethod
-    def _waves_of(first: Mapping[str, Ticket], unfinished: Sequence[str]) -> dict[str, int]:
-        """Wave 0: nothing unfinished before it; else one after its latest unfinished dependency.
+    @cached_property
+    def first(self) -> Mapping[str, Ticket]:
+        return self.graph.first
 
-        COMPLETED and missing dependencies are not in `wave` yet, and neither is the ticket
-        itself: they count as -1, that is, as nothing before it.
-        """
-        wave: dict[str, int] = {}
-        wave_of = wave.get
-        for ticket_id in unfinished:
-            dependencies = first[ticket_id].dependencies
-            wave[ticket_id] = 1 + max(map(wave_of, dependencies, repeat(-1))) if dependencies else 0
-        return wave
+    @cached_property
+    def unfinished(self) -> list[str]:
+        """The ids of the unfinished tickets, in topological order."""
+        return list(map(self.graph.nodes.ids.__getitem__, self.unfinished_nodes))
 
-    def _unblocked(self) -> list[Ticket]:
-        """Unfinished tickets whose dependencies are all COMPLETED (a missing one is not)."""
-        first, completed = self.first, self.completed
-        no_wait = [first[ticket_id] for ticket_id, number in self.wave.items() if not number]
-        return [ticket for ticket in no_wait if completed.issuperset(ticket.dependencies)]
+    @cached_property
+    def bottom_level(self) -> dict[str, float]:
+        """Unfinished id -> its bottom level, in topological order."""
+        return dict(zip(self.unfinished, map(self.levels.__getitem__, self.unfinished_nodes), strict=True))
+
+    @cached_property
+    def completed(self) -> set[str]:
+        return set(compress(self.graph.nodes.ids, self.graph.completed))
+
+    @cached_property
+    def wave(self) -> dict[str, int]:
+        """Unfinished id -> its wave, in topological order."""
+        return dict(zip(self.unfinished, map(self.node_wave.__getitem__, self.unfinished_nodes), strict=True))
+
+    def _unblocked(self, is_unfinished: Sequence[bool]) -> list[int]:
+        """Unfinished nodes whose dependencies are all COMPLETED (a missing one is not)."""
+        wave = self.node_wave
+        no_wait = list(compress(range(len(wave)), map(and_, is_unfinished, map(not_, wave))))
+        if self.graph.every_dependency_known:  # then wave 0 means every dependency is COMPLETED
+            return no_wait
+        completed, dependencies = self.completed, self.graph.nodes.dependencies
+        return [node for node in no_wait if completed.issuperset(dependencies[node])]
+
+    def _startable(self, nodes: list[int]) -> list[int]:
+        """Those of `nodes` whose ticket may start now (`ordering.is_startable`)."""
+        columns = self.graph.nodes
+        if (all(map(is_, map(columns.states.__getitem__, nodes), repeat(State.UNPROCESSED)))
+                and not any(map(columns.not_befores.__getitem__, nodes))):
+            return nodes  # UNPROCESSED and waiting for no time: the usual case, decided in C
+        tickets = columns.tickets
+        return [node for node in nodes if is_startable(tickets[node], self.now)]
 
     def waiting_on(self, ticket_id: str) -> list[str]:
         """Its unfinished or missing dependencies, each once."""
@@ -285,9 +393,9 @@ class _RemainingWork:
 
     def _startable_count(self) -> int:
         """Unfinished tickets in a state the scheduler starts from (`is_startable_state`)."""
-        states = Counter(map(attrgetter("state"), self.first.values()))
-        if not states[State.DEFERRED]:
-            return states[State.UNPROCESSED]
+        states = self.graph.nodes.states
+        if not states.count(State.DEFERRED):  # count: identity tests in C, no hashing of enums
+            return states.count(State.UNPROCESSED)
         return sum(1 for ticket_id in self.unfinished if is_startable_state(self.first[ticket_id]))
 
     def blocked(self) -> list[BlockedTicket]:

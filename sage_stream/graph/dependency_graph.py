@@ -4,29 +4,33 @@ An edge goes from a dependency to its dependent (`TKT-001 -> TKT-003` when TKT-0
 depends on TKT-001), so a topological order is a valid work order. `parent` and
 `children` are hierarchy, not scheduling edges: they are only checked for consistency.
 
-`DependencyGraph` is the graph as the checks and the analysis use it: plain dicts of
-ids, built in one pass and shared (`sage validate` builds it once for `graph_findings`
-and `analysis.analyze`). `build_graph` gives the same graph as a networkx DiGraph, for
-drawing (`sage graph`) and for naming cycles; networkx is only imported for those.
+`DependencyGraph` is the graph as the checks and the analysis use it: tickets are
+numbered by their place in the index and the edges are two flat lists of those numbers,
+built once and shared (`sage validate` builds it once, from the same `Columns` as its
+checks, for `graph_findings` and `analysis.analyze`). `build_graph` gives the same graph
+as a networkx DiGraph, for drawing (`sage graph`) and for naming cycles; networkx is
+only imported for those.
 
-Everything here is linear in the size of the index (about 0.3 s for 100,000 tickets and
-150,000 dependencies): a cycle is detected by a topological sort that does not reach
-every ticket, and only then named, one per strongly connected component, by a
-breadth-first search inside that component. `nx.find_cycle` / `simple_cycles` on the
-whole graph are super-linear (minutes at 100k, see notes/engine-facts.md) and are never used.
+Everything here is linear in the size of the index: a cycle is detected by a topological
+sort that does not reach every ticket, and only then named, one per strongly connected
+component of the tickets the sort could not reach, by a breadth-first search inside that
+component. `nx.find_cycle` / `simple_cycles` on the whole graph are super-linear
+(minutes at 100k, see notes/engine-facts.md) and are never used.
 """
-
 from __future__ import annotations
 
-import difflib
-from collections import Counter, defaultdict, deque
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from operator import attrgetter
-from typing import TYPE_CHECKING
+from functools import cached_property
+from itertools import accumulate, chain, compress, repeat
+from operator import and_, eq, gt, is_, is_not, lt, ne, not_, or_
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from sage_stream.errors import SageError
+from sage_stream.graph.columns import Columns
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.tickets.store import gc_paused
+from sage_stream.tickets.store import IndexView, gc_paused, read_index
 from sage_stream.validation.findings import Finding, Severity
 
 if TYPE_CHECKING:
@@ -42,32 +46,97 @@ ERRORS_SHOWN = 20
 class DependencyGraph:
     """The dependency graph of an index, built once and shared by its readers.
 
-    - `first`: ticket id -> ticket, in index order; with duplicate ids the first ticket
-      of an id is the one that counts (`graph_findings` reports the others).
-    - `dependents`: id -> the ids that depend on it (the edges dependency -> dependent),
-      each once; only ids with dependents have an entry. Unknown dependencies and
-      self-dependencies are no edge (`graph_findings` reports them).
-    - `order`: every id in a topological order (dependencies before dependents), or None
-      when the dependencies contain a cycle; `in_index_order` when that is the order of
-      `first`, as it is in a file that only ever had tickets appended.
-    - `every_dependency_known`: every dependency of those tickets names another ticket
-      of the index (no unknown id, no self-dependency): then `graph_findings` need not
-      look for those.
+    Nodes are numbered 0..n-1: the first ticket of each id, in index order (with
+    duplicate ids the first ticket of an id is the one that counts; `graph_findings`
+    reports the others). `nodes` holds their fields as columns (`nodes.ids[k]`,
+    `nodes.states[k]`...), `position` maps an id to its node.
 
-    Plain dicts and lists rather than networkx: an nx.DiGraph of 100,000 tickets took
-    0.4-0.6 s to build (a dict per node and per edge), more than every check and the whole
-    analysis together.
+    - `edge_dependency[e] -> edge_dependent[e]`: every edge, as node numbers, grouped by
+      dependent in a topological order (`node_order`; index order when there is none): a
+      pass over the edges meets a ticket's edges only after those of everything it depends
+      on, a pass over them reversed only after those of everything that depends on it.
+      Unknown dependencies
+      and self-dependencies are no edge (`graph_findings` reports them). A dependency
+      written twice by one ticket is two edges (no pass here minds; `dependents` and
+      networkx see it once).
+    - `node_order`: the nodes in a topological order (`range(n)` when that is the index
+      order, as it is in a file that only ever had tickets appended: `in_index_order`),
+      or None when the dependencies contain a cycle (`unsorted` then lists the nodes the
+      sort could not reach: every cycle is among them).
+    - `every_dependency_known`: every dependency names another ticket of the index (no
+      unknown id, no self-dependency): then `graph_findings` need not look for those.
+    - by id, built on first use: `first` (id -> ticket), `dependents` (id -> the ids that
+      depend on it, each once), `order` (the ids in `node_order`).
+    - built on first use for `graph_findings` and `analysis`: `completed` (per node),
+      `completed_depends_on_unfinished`, `unfinished_edges` (those between two unfinished
+      tickets, the only ones the waves walk).
+
+    Numbers and flat lists rather than networkx or dicts of ids: an nx.DiGraph of 100,000
+    tickets took 0.4-0.6 s to build (a dict per node and per edge), and in index order
+    the whole graph is built by C-level passes over the columns.
     """
 
-    def __init__(self, tickets: Sequence[Ticket]) -> None:
+    def __init__(self, tickets: Sequence[Ticket], *, columns: Columns | None = None) -> None:
         self.tickets = tickets
-        self.first = _first_by_id(tickets)
-        self.dependents, self.in_index_order, self.every_dependency_known = _edges(self.first)
-        # Sage appends tickets as they are created, after what they depend on: then the
-        # index order is a topological order already and the sort is skipped (0.1 s at 100k)
-        self.order: list[str] | None = (
-            list(self.first) if self.in_index_order else _sorted(self.first, self.dependents)
-        )
+        if columns is None:
+            columns = Columns.of(tickets)
+        elif columns.tickets is not tickets:
+            raise ValueError("these Columns were read from another ticket list")
+        self.columns = columns  # of every ticket, duplicates included
+        self.nodes, self.position = _nodes(columns)
+        self.has_duplicate_ids = len(self.nodes.ids) != len(columns.ids)
+        edges = _edges(self.nodes.dependencies, self.position)
+        self.edge_dependency, self.edge_dependent = edges.dependency, edges.dependent
+        self.in_index_order, self.every_dependency_known = edges.in_index_order, edges.every_dependency_known
+        self.node_order, self.unsorted = edges.order, edges.unsorted
+
+    @cached_property
+    def first(self) -> dict[str, Ticket]:
+        """Ticket id -> the first ticket of that id, in index order."""
+        return dict(zip(self.nodes.ids, self.nodes.tickets, strict=True))
+
+    @cached_property
+    def order(self) -> list[str] | None:
+        """Every id in `node_order` (dependencies before dependents), or None (a cycle)."""
+        if self.node_order is None:
+            return None
+        return list(map(self.nodes.ids.__getitem__, self.node_order))
+
+    @cached_property
+    def dependents(self) -> dict[str, list[str]]:
+        """Id -> the ids that depend on it, in index order, each once; only ids with dependents."""
+        ids = self.nodes.ids
+        after: dict[int, list[int]] = {}
+        for dependency, dependent in sorted(set(zip(self.edge_dependency, self.edge_dependent))):
+            after.setdefault(dependency, []).append(dependent)
+        return {ids[node]: [ids[later] for later in later_nodes]
+                for node, later_nodes in sorted(after.items())}
+
+    @cached_property
+    def completed(self) -> list[bool]:
+        """Per node: whether its ticket is COMPLETED."""
+        return list(map(is_, self.nodes.states, repeat(State.COMPLETED)))
+
+    @cached_property
+    def _dependency_completed(self) -> list[bool]:
+        """Per edge: whether its dependency is COMPLETED."""
+        return list(map(self.completed.__getitem__, self.edge_dependency))
+
+    @cached_property
+    def completed_depends_on_unfinished(self) -> bool:
+        """Whether some COMPLETED ticket depends on an unfinished one (an error for validate)."""
+        dependent_done = map(self.completed.__getitem__, self.edge_dependent)
+        return any(map(gt, dependent_done, self._dependency_completed))
+
+    @cached_property
+    def unfinished_edges(self) -> tuple[list[int], list[int]]:
+        """(dependents, dependencies) of the edges between two unfinished tickets, in edge order."""
+        if self.completed_depends_on_unfinished:
+            dependent_done = map(self.completed.__getitem__, self.edge_dependent)
+            keep = list(map(not_, map(or_, dependent_done, self._dependency_completed)))
+        else:  # an unfinished dependency has unfinished dependents only
+            keep = list(map(not_, self._dependency_completed))
+        return list(compress(self.edge_dependent, keep)), list(compress(self.edge_dependency, keep))
 
     def to_networkx(self) -> nx.DiGraph:
         """The same graph as a networkx DiGraph (see `build_graph`)."""
@@ -79,42 +148,77 @@ class DependencyGraph:
             raise ValueError("this DependencyGraph was built from another ticket list")
 
 
-def _edges(first: Mapping[str, Ticket]) -> tuple[dict[str, list[str]], bool, bool]:
-    """(dependents, whether every dependency comes before its dependent in the index,
-    whether every dependency names another ticket of the index)."""
-    dependents: defaultdict[str, list[str]] = defaultdict(list)
-    seen: set[str] = set()
-    in_order = known = True
-    for ticket_id, ticket in first.items():
-        seen.add(ticket_id)
-        dependencies: Iterable[str] = ticket.dependencies
-        if len(ticket.dependencies) > 1:
-            dependencies = dict.fromkeys(dependencies)  # a repeated id is one edge
-        for dependency in dependencies:
-            if dependency in seen:
-                if dependency != ticket_id:
-                    dependents[dependency].append(ticket_id)
-                else:  # a self-dependency is no edge
-                    known = False
-            elif dependency in first:  # later in the index
-                dependents[dependency].append(ticket_id)
-                in_order = False
-            else:  # not in the index: no edge
-                known = False
-    return dict(dependents), in_order, known
+def _nodes(columns: Columns) -> tuple[Columns, dict[str, int]]:
+    """The columns of the first ticket of each id, and id -> node number."""
+    position = dict(zip(columns.ids, range(len(columns.ids))))
+    if len(position) == len(columns.ids):
+        return columns, position
+    first: dict[str, int] = {}  # duplicate ids: the dict above kept the last of each, we want the first
+    for place, ticket_id in enumerate(columns.ids):
+        first.setdefault(ticket_id, place)
+    nodes = columns.at(list(first.values()))
+    return nodes, dict(zip(nodes.ids, range(len(nodes.ids))))
 
 
-def _sorted(first: Mapping[str, Ticket], dependents: Mapping[str, list[str]]) -> list[str] | None:
-    """Kahn's algorithm; None when some tickets are never freed (a cycle)."""
-    waiting = Counter(dependent for after in dependents.values() for dependent in after)
-    order = [ticket_id for ticket_id in first if ticket_id not in waiting]
-    for ticket_id in order:  # grows while iterating
-        for dependent in dependents.get(ticket_id, ()):
-            left = waiting[dependent] - 1
-            waiting[dependent] = left
+class _Edges(NamedTuple):
+    dependency: list[int]
+    dependent: list[int]
+    in_index_order: bool
+    every_dependency_known: bool
+    order: Sequence[int] | None
+    unsorted: list[int]
+
+
+def _edges(dependencies: Sequence[Sequence[str]], position: Mapping[str, int]) -> _Edges:
+    count = len(dependencies)
+    dependency = list(map(position.get, chain.from_iterable(dependencies)))
+    dependent = list(chain.from_iterable(map(repeat, range(count), map(len, dependencies))))
+    # Sage appends tickets after what they depend on: then every edge goes forward in the
+    # index, the index order is a topological order, and all of it was C-level passes
+    if None not in dependency and all(map(lt, dependency, dependent)):
+        return _Edges(dependency, dependent, True, True, range(count), [])
+    known = None not in dependency and not any(map(eq, dependency, dependent))
+    if not known:  # not in the index, or itself: no edge
+        keep = list(map(and_, map(is_not, dependency, repeat(None)), map(ne, dependency, dependent)))
+        dependency, dependent = list(compress(dependency, keep)), list(compress(dependent, keep))
+        if all(map(lt, dependency, dependent)):
+            return _Edges(dependency, dependent, True, False, range(count), [])
+    order, unsorted, indegree = _kahn(count, dependency, dependent)
+    if order is None:  # a cycle: the edges stay in index order
+        return _Edges(dependency, dependent, False, known, None, unsorted)
+    # the edges are grouped by dependent in index order: cut them into each ticket's own
+    # dependencies (as written), and put those together again in the topological order
+    ends = list(accumulate(indegree))
+    before = list(map(dependency.__getitem__, map(slice, [0, *ends[:-1]], ends)))
+    grouped = list(map(before.__getitem__, order))
+    return _Edges(list(chain.from_iterable(grouped)),
+                  list(chain.from_iterable(map(repeat, order, map(len, grouped)))),
+                  False, known, order, [])
+
+
+def _kahn(
+    count: int, dependency: Sequence[int], dependent: Sequence[int]
+) -> tuple[list[int] | None, list[int], list[int]]:
+    """Kahn's algorithm: (a topological order, [], in-degrees), or (None, the nodes never
+    freed, in-degrees) when there is a cycle. A dependency written twice is two edges,
+    counted and freed twice: the same order as with one."""
+    after: list[list[int]] = [[] for _ in range(count)]
+    for before, later in zip(dependency, dependent):
+        after[before].append(later)
+    waiting = [0] * count
+    for later in dependent:
+        waiting[later] += 1
+    indegree = waiting.copy()
+    order = list(compress(range(count), map(not_, waiting)))
+    for node in order:  # grows while iterating
+        for later in after[node]:
+            left = waiting[later] - 1
+            waiting[later] = left
             if not left:
-                order.append(dependent)
-    return order if len(order) == len(first) else None
+                order.append(later)
+    if len(order) == count:
+        return order, [], indegree
+    return None, list(compress(range(count), waiting)), indegree
 
 
 def _networkx_graph(first: Mapping[str, Ticket]) -> nx.DiGraph:
@@ -152,14 +256,13 @@ def graph_findings(
         if graph is None:
             graph = DependencyGraph(tickets)
         graph.check_built_from(tickets)
-        first = graph.first
-        suggest = _Suggester(first)
+        suggest = _Suggester(graph.nodes.ids)
         findings: list[Finding] = []
-        findings += _duplicate_findings(tickets, first, file)
+        findings += _duplicate_findings(tickets, graph, file)
         findings += _dependency_findings(tickets, graph, suggest, file)
         findings += _cycle_findings(graph, file)
-        findings += _parent_findings(tickets, first, suggest, file)
-        findings += _hierarchy_warnings(first, file)
+        findings += _parent_findings(tickets, graph, suggest, file)
+        findings += _hierarchy_warnings(graph, file)
         return findings
 
 
@@ -184,13 +287,34 @@ def require_sound_graph(
     return findings
 
 
+class SoundIndex(NamedTuple):
+    """An index read for a command that only reads, with its dependency graph."""
+
+    view: IndexView
+    graph: DependencyGraph
+
+    @property
+    def tickets(self) -> list[Ticket]:
+        return self.view.tickets
+
+
+def read_sound_index(path: Path) -> SoundIndex:
+    """The index at `path` and its DependencyGraph, for `sage ready`, `graph` and `plan`:
+    read the fast way (`tickets.store.read_index`: the models straight from the file's
+    bytes), the fields read once (`Columns`), one graph for the checks and the analysis.
+    A SageError pointing to `sage validate` when the graph has errors (`require_sound_graph`)."""
+    with gc_paused():
+        view = read_index(path)
+        graph = DependencyGraph(view.tickets, columns=Columns.of(view.tickets, as_validated=True))
+        require_sound_graph(view.tickets, file=str(view.path), graph=graph)
+        return SoundIndex(view, graph)
+
+
 # ---------------------------------------------------------------- errors
 
 
-def _duplicate_findings(
-    tickets: Sequence[Ticket], first: Mapping[str, Ticket], file: str | None
-) -> list[Finding]:
-    if len(first) == len(tickets):
+def _duplicate_findings(tickets: Sequence[Ticket], graph: DependencyGraph, file: str | None) -> list[Finding]:
+    if not graph.has_duplicate_ids:
         return []
     positions: dict[str, list[int]] = {}
     for position, ticket in enumerate(tickets, start=1):
@@ -211,11 +335,14 @@ def _duplicate_findings(
 def _dependency_findings(
     tickets: Sequence[Ticket], graph: DependencyGraph, suggest: _Suggester, file: str | None
 ) -> list[Finding]:
-    first = graph.first
     completed = State.COMPLETED
-    if graph.every_dependency_known and len(first) == len(tickets):
-        # no unknown id, no self-dependency: only a COMPLETED ticket can have a finding here
+    if graph.every_dependency_known and not graph.has_duplicate_ids:
+        # no unknown id, no self-dependency: only a COMPLETED ticket that depends on an
+        # unfinished one has a finding here, and a pass over the edges says if there is one
+        if not graph.completed_depends_on_unfinished:
+            return []
         tickets = [ticket for ticket in tickets if ticket.state is completed and ticket.dependencies]
+    first = graph.first
     findings = []
     for ticket in tickets:
         if not ticket.dependencies:
@@ -247,12 +374,18 @@ def _dependency_findings(
 
 
 def _cycle_findings(dependencies: DependencyGraph, file: str | None) -> list[Finding]:
-    """One finding per strongly connected component of more than one ticket."""
-    if dependencies.order is not None:
+    """One finding per strongly connected component of more than one ticket.
+
+    Every cycle is among the tickets the topological sort could not reach
+    (`unsorted`): only those go into networkx.
+    """
+    if dependencies.node_order is not None:
         return []
     import networkx as nx
 
-    graph = dependencies.to_networkx()
+    nodes = dependencies.nodes
+    graph = _networkx_graph(dict(zip(map(nodes.ids.__getitem__, dependencies.unsorted),
+                                     map(nodes.tickets.__getitem__, dependencies.unsorted))))
     tangles = [component for component in nx.strongly_connected_components(graph) if len(component) > 1]
     findings = []
     for component in sorted(tangles, key=min):
@@ -303,12 +436,13 @@ def _cycle_path(reached_from: Mapping[str, str], last: str, start: str) -> list[
 
 
 def _parent_findings(
-    tickets: Sequence[Ticket], first: Mapping[str, Ticket], suggest: _Suggester, file: str | None
+    tickets: Sequence[Ticket], graph: DependencyGraph, suggest: _Suggester, file: str | None
 ) -> list[Finding]:
-    parents = set(map(attrgetter("parent"), tickets))
+    parents = set(graph.columns.parents)
     parents.discard(None)
-    if first.keys() >= parents:  # the usual case: every parent is known (or none is named)
+    if graph.position.keys() >= parents:  # the usual case: every parent is known (or none is named)
         return []
+    first = graph.first
     return [
         _error(
             "unknown_parent",
@@ -324,15 +458,16 @@ def _parent_findings(
 # ---------------------------------------------------------------- warnings
 
 
-def _hierarchy_warnings(first: Mapping[str, Ticket], file: str | None) -> list[Finding]:
+def _hierarchy_warnings(graph: DependencyGraph, file: str | None) -> list[Finding]:
     """`children` and `parent` must tell the same story.
 
     A parent whose `children` list is empty is not checked against its children's
     `parent` fields: many Sage files only fill `parent`, and that is not a contradiction.
     So an index where no ticket lists children has nothing to warn about.
     """
-    if not any(map(attrgetter("children"), first.values())):
+    if not any(graph.nodes.children):
         return []
+    first = graph.first
     findings = []
     for ticket_id, ticket in first.items():
         for child_id in ticket.children:
@@ -373,8 +508,8 @@ class _Suggester:
     thousands of dangling references stays fast (the first few get the full search).
     """
 
-    def __init__(self, first: Mapping[str, Ticket]) -> None:
-        self._ids = list(first)
+    def __init__(self, ids: Sequence[str]) -> None:
+        self._ids = ids
         self._by_upper: dict[str, str] = {}
         self._by_number: dict[int, list[tuple[str, str]]] = {}  # number -> [(prefix, id)]
         self._budget = DIFFLIB_BUDGET
@@ -410,6 +545,8 @@ class _Suggester:
             if other_prefix == prefix:
                 return ticket_id
         prefixes = {other_prefix: ticket_id for other_prefix, ticket_id in reversed(same_number)}
+        import difflib  # only an index with unknown ids pays for the import
+
         close = difflib.get_close_matches(prefix, list(prefixes), n=1, cutoff=0.6)
         return prefixes[close[0]] if close else None
 
@@ -417,6 +554,8 @@ class _Suggester:
         if self._budget < len(self._ids):
             return None
         self._budget -= len(self._ids)
+        import difflib
+
         close = difflib.get_close_matches(unknown, self._ids, n=1, cutoff=0.75)
         return close[0] if close else None
 
@@ -429,7 +568,7 @@ def _split_number(ticket_id: str) -> tuple[str, int | None]:
 
 
 def _first_by_id(tickets: Sequence[Ticket]) -> dict[str, Ticket]:
-    first = dict(zip(map(attrgetter("id"), tickets), tickets, strict=True))
+    first = dict(zip([ticket.id for ticket in tickets], tickets, strict=True))
     if len(first) == len(tickets):
         return first
     first = {}  # duplicate ids: the comprehension kept the last ticket of each, we want the first

@@ -343,3 +343,47 @@ def test_a_graph_of_other_tickets_is_refused() -> None:
     tickets = [ticket("A-1")]
     with pytest.raises(ValueError, match="another ticket list"):
         graph_findings(list(tickets), graph=DependencyGraph(tickets))
+
+
+def edge_ids(graph: DependencyGraph) -> list[tuple[str, str]]:
+    ids = graph.nodes.ids
+    return [(ids[before], ids[after]) for before, after in zip(graph.edge_dependency, graph.edge_dependent)]
+
+
+def test_edges_come_grouped_by_dependent_in_a_topological_order() -> None:
+    tickets = layered(40)
+    random.Random(7).shuffle(tickets)
+    graph = DependencyGraph(tickets)
+    dependents = [after for _, after in edge_ids(graph)]
+    assert graph.order is not None and not graph.in_index_order
+    place = {ticket_id: position for position, ticket_id in enumerate(graph.order)}
+    assert [place[after] for after in dependents] == sorted(place[after] for after in dependents)
+    assert all(place[before] < place[after] for before, after in edge_ids(graph))
+    assert sorted(set(edge_ids(graph))) == sorted(
+        (before, after) for before, afters in graph.dependents.items() for after in afters)
+
+
+def test_the_same_tickets_in_any_order_make_the_same_graph() -> None:
+    tickets = [ticket("A-1"), ticket("A-2", "A-1", "A-1"), ticket("A-3", "A-1", "A-2", "A-3", "GONE-1"),
+               ticket("A-2", "A-3"), ticket("A-4", state="COMPLETED")]
+    for seed in range(20):
+        shuffled = list(tickets)
+        random.Random(seed).shuffle(shuffled)
+        graph = DependencyGraph(shuffled)
+        first = {}
+        for t in shuffled:
+            first.setdefault(t.id, t)
+        wanted = {(before, t.id) for t in first.values() for before in t.dependencies
+                  if before in first and before != t.id}
+        assert set(edge_ids(graph)) == wanted
+        assert graph.first == first and list(graph.nodes.tickets) == list(first.values())
+        assert graph.has_duplicate_ids and not graph.every_dependency_known
+
+
+def test_unfinished_edges_and_a_completed_ticket_waiting_on_unfinished_work() -> None:
+    sound = DependencyGraph([ticket("A-1", state="COMPLETED"), ticket("A-2", "A-1"), ticket("A-3", "A-2")])
+    assert not sound.completed_depends_on_unfinished
+    assert sound.unfinished_edges == ([2], [1])  # A-2 -> A-3 only: A-1 is COMPLETED
+    unsound = DependencyGraph([ticket("A-1"), ticket("A-2", "A-1", state="COMPLETED")])
+    assert unsound.completed_depends_on_unfinished
+    assert unsound.unfinished_edges == ([], [])

@@ -291,6 +291,40 @@ def test_the_analysis_agrees_with_references(tickets: list[Ticket]) -> None:
     assert all(by_id[b.ticket_id].state.value != "COMPLETED" for b in analysis.blocked)
 
 
+def reference_critical_path(tickets: list[Ticket], levels: dict[str, float]) -> list[str]:
+    """From the unfinished ticket with the largest bottom level (smallest id on a tie),
+    follow the dependent with the largest bottom level (smallest id on a tie); COMPLETED
+    tickets on the way are left out."""
+    unfinished = [t.id for t in tickets if t.state.value != "COMPLETED"]
+    if not unfinished:
+        return []
+    dependents: dict[str, list[str]] = {t.id: [] for t in tickets}
+    for t in tickets:
+        for dependency in dict.fromkeys(t.dependencies):
+            if dependency in dependents and dependency != t.id:
+                dependents[dependency].append(t.id)
+    longest = max(levels[ticket_id] for ticket_id in unfinished)
+    path = [min(ticket_id for ticket_id in unfinished if levels[ticket_id] == longest)]
+    while dependents[path[-1]]:
+        path.append(min(dependents[path[-1]], key=lambda ticket_id: (-levels[ticket_id], ticket_id)))
+    return [ticket_id for ticket_id in path if ticket_id in unfinished]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sound_backlog())
+def test_bottom_levels_and_the_critical_path_agree_with_references(tickets: list[Ticket]) -> None:
+    # any states: a COMPLETED ticket may depend on unfinished work here, as it may in an
+    # index `sage stream` analyses without validating first
+    remaining = {t.id: (0 if t.state.value == "COMPLETED" else t.estimate) for t in tickets}
+    levels = reference_bottom_levels(remaining, {t.id: t.dependencies for t in tickets})
+    analysis = analyze(tickets, NOW)
+    assert analysis.bottom_level == {t.id: levels[t.id] for t in tickets if t.state.value != "COMPLETED"}
+    assert analysis.critical_path == reference_critical_path(tickets, levels)
+    path = analysis.critical_path
+    assert analysis.critical_path_minutes == (levels[path[0]] if path else 0)
+    assert analysis.total_minutes == sum(t.estimate for t in tickets if t.state.value != "COMPLETED")
+
+
 # ---------------------------------------------------------------- schedules
 
 
