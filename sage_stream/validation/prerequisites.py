@@ -166,9 +166,17 @@ def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
 def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
     """The configured agent, when `.sage/config.toml` names one: its CLI installed, and which
     version. Nothing when no agent is configured (`sage stream` then runs `exec`)."""
+    config_path = str(sage_dir / "config.toml")
+    try:
+        os.stat(config_path)
+    except FileNotFoundError:
+        # no config: its defaults name no agent (nothing to check), and loading them
+        # would import the config models for nothing (10 ms of every `sage validate`)
+        return []
+    except OSError:
+        pass  # load_config says what is wrong
     from sage_stream.config import load_config
 
-    config_path = str(sage_dir / "config.toml")
     try:
         config = load_config(sage_dir)
     except SageError as error:

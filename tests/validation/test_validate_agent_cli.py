@@ -86,3 +86,16 @@ def test_nothing_to_check_without_a_configured_agent(index: Path) -> None:
     assert agent_items(validate_index(index)) == []
     configure(index, '[agent]\npreset = "exec"\n')
     assert agent_items(validate_index(index)) == []
+
+
+def test_without_a_config_file_nothing_is_loaded_and_the_defaults_agree(tmp_path: Path) -> None:
+    # validate skips loading the config when there is no config.toml: only right while
+    # the defaults name no agent
+    from sage_stream.config import load_config
+
+    defaults = load_config(tmp_path).agent
+    assert defaults.preset is None and not defaults.command
+    assert prerequisites.agent_prerequisites(tmp_path) == []
+    (tmp_path / "config.toml").mkdir()  # there, but not a file: still reported
+    (item,) = prerequisites.agent_prerequisites(tmp_path)
+    assert item.name == "config_valid" and not item.ok and "cannot read" in item.message

@@ -88,6 +88,7 @@ def test_unsafe_ids_are_errors_and_non_sage_ids_are_warnings(
 
 @pytest.mark.parametrize(("ticket_id", "code"), [
     ("AUTH-" + "1" * 130, "unsafe_id"),  # Sage's format, but longer than a file name may be
+    ("AUTH-" + "1" * 124, "unsafe_id"),  # 129 characters: one too many
     ("AUTH-1\nAUTH-2", "unsafe_id"),  # two Sage ids on two lines are not one id
     ("auth-1", "id_format"),
 ])
@@ -100,6 +101,19 @@ def test_one_odd_id_among_many_sage_ids_is_found(
     [finding] = [f for f in report.findings if f.field == "id"]
     assert finding.code == code and json.dumps(ticket_id).startswith(finding.found.rstrip("."))
     assert finding.ticket == (ticket_id if ticket_id.isprintable() else "#21")
+
+
+@pytest.mark.parametrize("position", [0, 20, 49])
+def test_sage_ids_of_128_characters_are_fine_anywhere_in_the_index(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex, position: int,
+) -> None:
+    tickets = [make_ticket(f"AUTH-{n}") for n in range(1, 50)]
+    tickets.insert(position, make_ticket("AUTH-" + "1" * 123))
+    longer = [make_ticket(t["id"]) for t in tickets]
+    longer[position] = make_ticket("AUTH-" + "1" * 124)
+    assert [f for f in validate_index(make_index(git_repo, tickets)).findings if f.field == "id"] == []
+    [finding] = [f for f in validate_index(make_index(git_repo, longer)).findings if f.field == "id"]
+    assert finding.code == "unsafe_id"
 
 
 def test_lightweight_completed_records_do_not_hide_a_missing_field(
