@@ -8,18 +8,18 @@ quotes, brackets, `#`, `<br>`, backslashes or newlines renders as text.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
-import networkx as nx
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import analyze
-from sage_stream.graph.dependency_graph import build_graph, gc_paused
+from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.commands.common import load_sound_index
+from sage_stream.tickets.store import resolve_index_path
 
 FORMATS = ("mermaid", "dot", "json")
 
@@ -40,6 +40,8 @@ DOT_FILL = {
 DOT_CRITICAL = 'color="#d00000", penwidth=3'
 # characters a mermaid quoted label shows as they are; any other becomes a #code; entity
 _MERMAID_PLAIN = frozenset(" .,:-_/()[]{}!?'+=*@$%~^|")
+# a label made only of those and of letters and digits (`\w` is str.isalnum() or "_")
+_MERMAID_AS_IS = re.compile(r"[\w .,:\-/()\[\]{}!?'+=*@$%~^|]*")
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
 _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 
@@ -47,11 +49,17 @@ _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 class GraphView:
     """What every format draws: tickets in index order, edges, the critical path."""
 
-    def __init__(self, tickets: Sequence[Ticket]) -> None:
-        graph: nx.DiGraph = build_graph(tickets)
-        analysis = analyze(tickets)
-        self.tickets: list[Ticket] = [ticket for _, ticket in graph.nodes(data="ticket")]
-        self.edges: list[tuple[str, str]] = list(graph.edges())
+    def __init__(self, tickets: Sequence[Ticket], graph: DependencyGraph | None = None) -> None:
+        if graph is None:
+            graph = DependencyGraph(tickets)
+        analysis = analyze(tickets, graph=graph)
+        # the first ticket of each id, in index order; edges by dependency in index order,
+        # each dependency's dependents in index order (the order networkx gave them in)
+        self.tickets: list[Ticket] = list(graph.nodes.tickets)
+        self.edges: list[tuple[str, str]] = [
+            (dependency, dependent) for dependency, dependents in graph.dependents.items()
+            for dependent in dependents
+        ]
         self.critical_path = analysis.critical_path
         self.critical_path_minutes = analysis.critical_path_minutes
         self.critical_nodes = set(self.critical_path)
@@ -67,8 +75,8 @@ def command(output_format: str, index_path: str | None) -> int:
     """Print the dependency graph (mermaid, dot or json)."""
     render: Callable[[GraphView], str] = {"mermaid": mermaid, "dot": dot, "json": as_json}[output_format]
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = load_sound_index(index_path)
-        output = render(GraphView(loaded.tickets))
+        loaded, graph = read_sound_index(resolve_index_path(index_path))
+        output = render(GraphView(loaded.tickets, graph))
     click.echo(output)
     return EXIT_OK
 
@@ -101,6 +109,8 @@ def mermaid(view: GraphView) -> str:
 def mermaid_text(text: str) -> str:
     """Text for a quoted mermaid label: letters, digits and harmless punctuation stay;
     everything else (quotes, #, <, >, &, `, ;, newlines...) becomes a `#code;` entity."""
+    if _MERMAID_AS_IS.fullmatch(text):  # the usual case, without a pass per character
+        return text
     return "".join(
         char if char.isalnum() or char in _MERMAID_PLAIN else f"#{ord(char)};"
         for char in _one_line(text)
@@ -158,4 +168,6 @@ def as_json(view: GraphView) -> str:
 
 def _one_line(text: str | None) -> str:
     """Control characters, newlines included, become spaces: a label is one line."""
+    if text and text.isprintable():  # no Cc, Zl or Zp character: nothing to replace
+        return text
     return "".join(" " if unicodedata.category(char) in _LINE_BREAKING else char for char in text or "")

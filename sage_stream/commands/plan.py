@@ -16,7 +16,7 @@ import click
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, analyze, remaining_estimates
-from sage_stream.graph.dependency_graph import gc_paused
+from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.graph.simulate import (
     WITHIN_BEST,
     WorkerPlan,
@@ -25,8 +25,7 @@ from sage_stream.graph.simulate import (
     simulate,
 )
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import LoadedIndex
-from sage_stream.commands.common import load_sound_index
+from sage_stream.tickets.store import IndexView, resolve_index_path
 
 PLANNED_WORKERS = 8
 _CLOSE = 1e-9
@@ -59,8 +58,8 @@ class Prediction:
 def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
     """Predict the makespan for 1..8 workers and recommend a worker count."""
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = load_sound_index(index_path)
-        prediction = predict(loaded.tickets, extra_workers=workers)
+        loaded, graph = read_sound_index(resolve_index_path(index_path))
+        prediction = predict(loaded.tickets, extra_workers=workers, graph=graph)
     shown = [row for row in prediction.rows if workers is None or row.workers == workers]
     if as_json:
         click.echo(json.dumps(plan_json(loaded, prediction, shown), indent=2))
@@ -70,13 +69,16 @@ def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
 
 
 
-def predict(tickets: Sequence[Ticket], *, extra_workers: int | None = None) -> Prediction:
-    """Greedy makespans for 1..8 workers (and `extra_workers`), the bound, the advice."""
-    analysis = analyze(tickets)
+def predict(
+    tickets: Sequence[Ticket], *, extra_workers: int | None = None, graph: DependencyGraph | None = None
+) -> Prediction:
+    """Greedy makespans for 1..8 workers (and `extra_workers`), the bound, the advice.
+    `graph`, when given, is `DependencyGraph(tickets)`, built once by the caller."""
+    if graph is None:
+        graph = DependencyGraph(tickets)
+    analysis = analyze(tickets, graph=graph)
     estimates = remaining_estimates(tickets)
-    first: dict[str, Ticket] = {}
-    for ticket in tickets:
-        first.setdefault(ticket.id, ticket)
+    first = graph.first
     dependencies = {ticket_id: first[ticket_id].dependencies for ticket_id in estimates}
     ranks = {ticket_id: first[ticket_id].priority_rank for ticket_id in estimates}
     plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks)
@@ -147,7 +149,7 @@ def plan_text(prediction: Prediction, rows: Sequence[PlanRow]) -> str:
     return "\n".join(lines)
 
 
-def plan_json(loaded: LoadedIndex, prediction: Prediction, rows: Sequence[PlanRow]) -> dict[str, Any]:
+def plan_json(loaded: IndexView, prediction: Prediction, rows: Sequence[PlanRow]) -> dict[str, Any]:
     return {
         "index": str(loaded.path),
         "tickets": prediction.tickets,

@@ -11,11 +11,10 @@ import click
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
-from sage_stream.graph.dependency_graph import gc_paused
+from sage_stream.graph.dependency_graph import gc_paused, read_sound_index
 from sage_stream.graph.ordering import is_retryable
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.tickets.store import LoadedIndex
-from sage_stream.commands.common import load_sound_index
+from sage_stream.tickets.store import IndexView, resolve_index_path
 
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
 _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
@@ -28,9 +27,9 @@ _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
 def command(as_json: bool, index_path: str | None) -> int:
     """Show what would start next, in order, and why blocked tickets wait."""
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
-        loaded = load_sound_index(index_path)
-        first = loaded.index.by_id()
-        analysis = analyze(loaded.tickets)
+        loaded, graph = read_sound_index(resolve_index_path(index_path))
+        first = graph.first
+        analysis = analyze(loaded.tickets, graph=graph)
         if as_json:
             output = json.dumps(ready_json(loaded, first, analysis), indent=2, ensure_ascii=False)
         else:
@@ -52,7 +51,10 @@ def ready_reason(ticket: Ticket, bottom_level: float) -> str:
 
 def one_line(text: str | None) -> str:
     """Ticket text for a terminal: control characters (newlines, escape sequences) become spaces."""
-    flat = "".join(" " if unicodedata.category(char) in _LINE_BREAKING else char for char in text or "")
+    text = text or ""
+    if text.isprintable():  # no Cc, Zl or Zp character: the usual case, without a pass per character
+        return text.strip()
+    flat = "".join(" " if unicodedata.category(char) in _LINE_BREAKING else char for char in text)
     return flat.strip()
 
 
@@ -117,7 +119,7 @@ def _defer_text(ticket: Ticket) -> str:
 # ---------------------------------------------------------------- json
 
 
-def ready_json(loaded: LoadedIndex, first: Mapping[str, Ticket], analysis: Analysis) -> dict[str, Any]:
+def ready_json(loaded: IndexView, first: Mapping[str, Ticket], analysis: Analysis) -> dict[str, Any]:
     def ready_item(ticket_id: str) -> dict[str, Any]:
         ticket = first[ticket_id]
         level = analysis.bottom_level.get(ticket_id, ticket.estimate)

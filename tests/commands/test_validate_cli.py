@@ -119,6 +119,25 @@ def test_sage_validate_as_a_program_finds_the_index_from_the_work_tree(
     assert f"{index}: ticket TKT-002, field 'type'" in result.stdout
 
 
+def test_sage_validate_as_a_program_writes_all_of_a_long_report_and_runs_atexit(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex, tmp_path: Path,
+) -> None:
+    # `main` ends a validate process with os._exit (nothing freed): only after the atexit
+    # functions ran and the output, far longer than a pipe's buffer here, is all written
+    index = make_index(git_repo, [make_ticket(f"tkt-{number}") for number in range(3000)])
+    marker = tmp_path / "atexit-ran"
+    program = ("import atexit, sys; from pathlib import Path;"
+               " atexit.register(lambda: Path(sys.argv[1]).write_text('ran'));"
+               " from sage_stream.cli import main; main(['validate', '--json', '--index', sys.argv[2]])")
+    result = subprocess.run([sys.executable, "-c", program, str(marker), str(index)],
+                            capture_output=True, text=True, check=False, timeout=120)
+    report = json.loads(result.stdout)
+    assert result.returncode == report["exit_code"] == 2
+    assert len([w for w in report["warnings"] if w["code"] == "id_format"]) == 3000
+    assert marker.read_text() == "ran"
+    assert result.stderr == ""
+
+
 def test_validate_leaves_the_repository_as_it_was(
     git_repo: Path, capsys: pytest.CaptureFixture[str], run_git: RunGit,
 ) -> None:
