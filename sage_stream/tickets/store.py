@@ -23,7 +23,6 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from sage_stream.durable import write_atomic
 from sage_stream.errors import SageError
 from sage_stream.tickets.models import Ticket, TicketIndex
 from sage_stream.validation.findings import Finding, Severity
@@ -453,13 +452,13 @@ class IndexStore:
             raw, layout = read_raw(self.path)
             mutate(raw)
             index = _validate(raw, self.path)
-            write_atomic(self.path, layout.dumps(raw).encode("utf-8"))
+            _write_atomic(self.path, layout.dumps(raw).encode("utf-8"))
             return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
 
     def save_unchanged(self, loaded: LoadedIndex) -> None:
         """Write a loaded index back as it was (used to prove the round trip)."""
         with self._writing():
-            write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
+            _write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -469,6 +468,12 @@ class IndexStore:
         except OSError as error:
             reason = error.strerror or str(error)
             raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from sage_stream.durable import write_atomic  # only writers need it (6 ms of every reader's start)
+
+    write_atomic(path, data)
 
 
 class IndexWriteError(SageError):
