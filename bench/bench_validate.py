@@ -9,8 +9,10 @@ prerequisites are real), then takes the median of RUNS runs of, alternately:
 
 and the same two in this process (json.load vs the validate command's own function,
 garbage collector paused as the command does). Peak RSS is each child's own high-water
-mark (VmHWM, read by the child at exit): `wait4`'s ru_maxrss would report the parent's
-size for a small child, since Linux carries the high-water mark over fork and exec.
+mark (VmHWM, read by the child at exit, from an atexit function: `sage validate` ends
+with os._exit, after running the atexit functions): `wait4`'s ru_maxrss would report
+the parent's size for a small child, since Linux carries the high-water mark over fork
+and exec.
 CPU is user + system seconds of the child (and its git children), less sensitive than
 wall time to other jobs on the machine; the load average is printed with each size.
 
@@ -165,6 +167,7 @@ def breakdown(path: Path, count: int) -> str:
     import psutil
 
     from sage_stream.graph.analysis import analyze
+    from sage_stream.graph.columns import Columns
     from sage_stream.graph.dependency_graph import DependencyGraph, graph_findings
     from sage_stream.tickets.store import gc_paused, read_index
     from sage_stream.validation import checks
@@ -186,8 +189,10 @@ def breakdown(path: Path, count: int) -> str:
         context, _ = timed("prerequisites (git)", lambda: check_prerequisites(path))
         made["loaded"] = timed("read_index (bytes -> models, pydantic-core)", lambda: read_index(path))
         tickets = made["loaded"].tickets
-        made["graph"] = timed("DependencyGraph (edges, topological order)", lambda: DependencyGraph(tickets))
-        made["columns"] = timed("checks: columns (validation/checks.py)", lambda: checks.Columns.of(tickets))
+        made["columns"] = timed("Columns (graph/columns.py: every field the checks and graph read)",
+                                lambda: Columns.of(tickets))
+        made["graph"] = timed("DependencyGraph (edges, topological order)",
+                              lambda: DependencyGraph(tickets, columns=made["columns"]))
         made["ticket findings"] = timed(
             "checks: per-ticket checks (validation/checks.py)",
             lambda: checks.ticket_findings(made["columns"], made["loaded"].tickets_dir, context, file))
@@ -200,7 +205,7 @@ def breakdown(path: Path, count: int) -> str:
                                           states=checks._count_states(made["columns"].states))
         timed("render_json", lambda: render_json(made["report"]))
         tickets = []
-        timed("freeing it all", made.clear)
+        timed("freeing it all (`sage validate` skips this: os._exit)", made.clear)
     lines = [f"| phase ({count:,} tickets, in-process) | seconds | RSS after |", "| --- | ---: | ---: |"]
     lines += [f"| {name} | {seconds:.2f} | {rss} MB |" for name, seconds, rss in phases]
     return "\n".join(lines)
