@@ -16,6 +16,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -211,48 +212,78 @@ def _land_locked(
         found = current if attempt == 0 else git.commit_and_tree(ref)
         assert found is not None
         old, old_tree = found
-        # The ticket's own changes, measured from where it left the target (the agent may
-        # have merged the target into its branch: `base` alone would count those too).
-        changed = git.changed_since_fork(old, tip)
-        if changed is None:
-            return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
-        if not changed and not allow_empty:
-            return LandingResult(NO_CHANGES, None, [], f"{ticket_id} changed no file")
-        stray = outside(changed, globs)
-        if stray:
-            return LandingResult(
-                SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
-            )
-        leaving = escaping_links(git.symlinks(tip, changed)) if changed else {}
-        if leaving:
-            shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
-            return LandingResult(
-                SCOPE_VIOLATION, None, list(leaving), f"{ticket_id} adds symbolic links that point outside the "
-                f"repository (or into .git): {shown}"
-            )
-        merged = git.merge_tree(old, tip)
-        if not merged.clean:
-            paths = merged.conflicts
-            return LandingResult(CONFLICT, None, paths, f"{ticket_id} conflicts with {target} in: {', '.join(paths)}")
-        assert merged.tree is not None
-        if merged.tree == old_tree and not allow_empty:
-            return LandingResult(NO_CHANGES, None, [], f"{ticket_id}'s changes are already on {target}")
-        # Which checked-out trees may be brought along is decided before the ref moves:
-        # afterwards every one of them looks dirty.
-        checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
-        clean = {info.path: git.is_clean(info.path) for info in checkouts}
-        commit = git.commit_tree(merged.tree, [old], message)
-        crash_point("after_commit_tree")
-        if git.update_ref(ref, commit, old):
-            crash_point("after_update_ref")
-            result = LandingResult(LANDED, commit, changed, f"{ticket_id} landed on {target} as {commit[:12]}")
-            if on_landed is not None:
-                on_landed(result)
-            _bring_along(git, result, checkouts, clean, target, old, commit)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # which checkouts may be brought along, found while the merge is computed
+            inspected = pool.submit(_checkouts_of, git, target)
+            result = _merge_and_swap(git, target, ref, tip, ticket_id, message, globs, allow_empty, on_landed,
+                                     old, old_tree, inspected)
+        if result is not None:
             return result
     return LandingResult(
         CONFLICT, None, [], f"{target} moved {CAS_ATTEMPTS} times while {ticket_id} was landing; try again"
     )
+
+
+def _checkouts_of(git: Git, target: str) -> tuple[list[WorktreeInfo], dict[Path, bool]]:
+    """The work trees that have the target checked out, and whether each is clean."""
+    checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
+    return checkouts, {info.path: git.is_clean(info.path) for info in checkouts}
+
+
+def _merge_and_swap(
+    git: Git,
+    target: str,
+    ref: str,
+    tip: str,
+    ticket_id: str,
+    message: str,
+    globs: Sequence[str],
+    allow_empty: bool,
+    on_landed: Callable[[LandingResult], None] | None,
+    old: str,
+    old_tree: str,
+    inspected: Future[tuple[list[WorktreeInfo], dict[Path, bool]]],
+) -> LandingResult | None:
+    """One try at landing on `old`: a result, or None when the target moved meanwhile."""
+    # The ticket's own changes, measured from where it left the target (the agent may
+    # have merged the target into its branch: `base` alone would count those too).
+    changed = git.changed_since_fork(old, tip)
+    if changed is None:
+        return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
+    if not changed and not allow_empty:
+        return LandingResult(NO_CHANGES, None, [], f"{ticket_id} changed no file")
+    stray = outside(changed, globs)
+    if stray:
+        return LandingResult(
+            SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
+        )
+    leaving = escaping_links(git.symlinks(tip, changed)) if changed else {}
+    if leaving:
+        shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
+        return LandingResult(
+            SCOPE_VIOLATION, None, list(leaving), f"{ticket_id} adds symbolic links that point outside the "
+            f"repository (or into .git): {shown}"
+        )
+    merged = git.merge_tree(old, tip)
+    if not merged.clean:
+        paths = merged.conflicts
+        return LandingResult(CONFLICT, None, paths, f"{ticket_id} conflicts with {target} in: {', '.join(paths)}")
+    assert merged.tree is not None
+    if merged.tree == old_tree and not allow_empty:
+        return LandingResult(NO_CHANGES, None, [], f"{ticket_id}'s changes are already on {target}")
+    # Which checked-out trees may be brought along is decided before the ref moves:
+    # afterwards every one of them looks dirty.
+    checkouts, clean = inspected.result()
+    commit = git.commit_tree(merged.tree, [old], message)
+    crash_point("after_commit_tree")
+    if not git.update_ref(ref, commit, old):
+        return None
+    crash_point("after_update_ref")
+    result = LandingResult(LANDED, commit, changed, f"{ticket_id} landed on {target} as {commit[:12]}")
+    if on_landed is not None:
+        on_landed(result)
+    _bring_along(git, result, checkouts, clean, target, old, commit)
+    return result
 
 
 def escaping_links(links: dict[str, str]) -> dict[str, str]:
