@@ -16,6 +16,10 @@ Rules it enforces for all of them:
 - Variables that point git at another repository or index (`GIT_DIR`, `GIT_INDEX_FILE`...,
   set when sage runs from inside a git hook) are dropped: every call names its repository
   by its working directory.
+- Every git process carries `SAGE_GIT_OF=<our pid>` and `SAGE_GIT_REPO=<the repository>`
+  in its environment: a run killed with SIGKILL leaves its git processes running, and the
+  next run finds them by these and waits for them (engine/recovery.py) before it touches
+  what they write.
 - Commits we create are never GPG-signed (a pinentry prompt would hang an unattended
   run) and get the identity `sage-stream <sage@localhost>` only when the repository has
   none configured; a configured user is never overridden.
@@ -27,6 +31,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +44,9 @@ from sage_stream.errors import SageError
 FALLBACK_NAME = "sage-stream"
 FALLBACK_EMAIL = "sage@localhost"
 ZERO_SHA = "0" * 40
+GIT_OF_VAR = "SAGE_GIT_OF"  # the pid of the sage process that started a git process
+GIT_REPO_VAR = "SAGE_GIT_REPO"  # the repository it works on (real path)
+WORKTREE_LIST_TRIES = 5
 
 # Variables that make git use another repository, work tree or index than the one we name.
 _REPO_LOCATING_VARS = (
@@ -163,7 +171,7 @@ class Git:
             self._worktree_lock = _ThreadsThenFileLock(FileLock(str(worktree_lock)))
         else:
             self._worktree_lock = threading.RLock()
-        self._env = _base_env()
+        self._env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
         self._commit_env: dict[str, str] | None = None
 
     # -- running --------------------------------------------------------------------
@@ -302,8 +310,18 @@ class Git:
         return history
 
     def worktrees(self) -> list[WorktreeInfo]:
-        out = self.run("worktree", "list", "--porcelain", "-z").stdout
-        return [_parse_worktree(record) for record in out.split("\0\0") if record.strip("\0")]
+        """The registered work trees. Under the worktree lock: `worktree list` read while a
+        `worktree add` is half done dies ("failed to read .../commondir"); a work tree
+        somebody else is adding at that moment is waited out (a few tries)."""
+        for attempt in range(WORKTREE_LIST_TRIES):
+            with self._worktree_lock:
+                result = self.run("worktree", "list", "--porcelain", "-z", check=False)
+            if result.returncode == 0:
+                return [_parse_worktree(record) for record in result.stdout.split("\0\0") if record.strip("\0")]
+            if "failed to read" not in result.stderr or attempt == WORKTREE_LIST_TRIES - 1:
+                break
+            time.sleep(0.05 * (attempt + 1))
+        raise GitError(["worktree", "list", "--porcelain", "-z"], self.repo, result.returncode, result.stderr)
 
     def commit_and_tree(self, ref: str) -> tuple[str, str] | None:
         """The commit `ref` names and its tree, in one git process; None when it names no commit."""

@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from sage_stream.engine.crashpoints import crash_point
+from sage_stream.git import GIT_OF_VAR, GIT_REPO_VAR
 
 EXITED = "exited"
 TIMEOUT = "timeout"
@@ -457,6 +458,28 @@ def stop_strays(worktrees_root: Path, *, keep_run_id: str | None, grace_s: float
         if not strays:
             break
     return sorted(found)
+
+
+def wait_for_leftover_git(repo: Path, *, timeout_s: float = 60.0) -> tuple[list[int], list[int]]:
+    """Wait for the git processes other sage processes started in `repo` to finish:
+    (pids waited for, pids still running after `timeout_s`).
+
+    A scheduler killed with SIGKILL leaves its git children running (a `worktree add`,
+    a `checkout` in a slot, an `update-ref`): the next run would read their half-written
+    files ("failed to read .../commondir") or take their locks from under them. They are
+    waited for, never killed: a git killed in the middle of a write is what leaves the
+    half-written files. They are recognised by the variables `Git` gives every git it
+    starts (git.py: `SAGE_GIT_REPO`, `SAGE_GIT_OF`)."""
+    ours = str(os.getpid())
+    leftover = []
+    for process in processes_with_environment({GIT_REPO_VAR: os.path.realpath(repo)}):
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.environ().get(GIT_OF_VAR) != ours:
+                leftover.append(process)
+    if not leftover:
+        return [], []
+    _, running = psutil.wait_procs(leftover, timeout=timeout_s)
+    return sorted(process.pid for process in leftover), sorted(p.pid for p in running if _alive(p))
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:

@@ -2,7 +2,9 @@
 
 Runs with the repository's run lock held, so no other `sage stream` is live here.
 0. Agents the dead run left running (a SIGKILL cannot take them along: they lead their
-   own process groups) are stopped before they write into a slot the next ticket gets.
+   own process groups) are stopped before they write into a slot the next ticket gets;
+   its git processes are waited for (never killed: that is what leaves half-written
+   files), and slot registrations a kill left half made are set aside.
 1. Every commit-queue entry lands (or is found landed already), in finish order. An
    entry that no longer merges with the target (what landed since conflicts with it) is
    not deferred: like a conflict in a live run, its ticket runs again on the new tip
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.agent_process import stop_strays
+from sage_stream.engine.agent_process import stop_strays, wait_for_leftover_git
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.run_lock import is_alive
@@ -44,6 +46,7 @@ class RecoveryReport:
     brought_along: list[str] = field(default_factory=list)  # checkouts updated over earlier landings
 
 
+LEFTOVER_GIT_TIMEOUT_S = 60.0  # git processes of a dead run finish in well under a second
 HISTORY_LIMIT = 100  # landings a checkout may be behind and still be brought along
 
 
@@ -53,6 +56,17 @@ def recover(run: StreamRun) -> RecoveryReport:
     if report.stopped_pids:
         run.emit(ev.MESSAGE, None, level="warning",
                  text=f"stopped {len(report.stopped_pids)} agent process(es) a dead run left running")
+    waited, running = wait_for_leftover_git(run.git.repo, timeout_s=LEFTOVER_GIT_TIMEOUT_S)
+    if running:
+        run.emit(ev.MESSAGE, None, level="warning",
+                 text=f"{len(running)} git process(es) another sage process started here are still running after "
+                      f"{LEFTOVER_GIT_TIMEOUT_S:.0f} s (pids {', '.join(map(str, running))}); going on")
+    elif waited:
+        run.emit(ev.MESSAGE, None, level="info",
+                 text=f"waited for {len(waited)} git process(es) a dead or other sage process left running")
+    for place in run.workspaces.cleanup_stale():
+        run.emit(ev.MESSAGE, None, level="warning",
+                 text=f"a worktree slot whose creation was killed half way was set aside: {place}")
     by_id = run.store.load().index.by_id()
     for entry in run.queue.entries():
         ticket = by_id.get(entry.ticket)
@@ -98,7 +112,6 @@ def recover(run: StreamRun) -> RecoveryReport:
         run.emit(ev.MESSAGE, ticket.id, level="warning",
                  text=f"{ticket.id} was IN_PROGRESS in dead run {dead_run}: back to UNPROCESSED "
                       f"(its work so far is kept on {branch})")
-    run.workspaces.cleanup_stale()
     report.brought_along = _catch_up_checkouts(run)
     return report
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -165,9 +166,39 @@ class TicketWorkspaces:
                 return branch
             return self._keep(commit, f"{BRANCH_PREFIX}{ticket_id}-attempt")
 
-    def cleanup_stale(self) -> None:
-        """Forget worktrees whose directories were deleted behind git's back."""
-        self.git.worktree_prune()
+    def cleanup_stale(self) -> list[Path]:
+        """Forget worktrees whose directories were deleted behind git's back, and set
+        aside the registrations of slots whose `worktree add` was killed half way; the
+        places those registrations went (under `<root>/.stale`).
+
+        Such a registration is still locked "initializing" (git removes that lock last),
+        so `worktree prune` keeps it forever, and one with an empty `commondir` makes
+        every `worktree list` fail. It holds no work (an add that never finished checked
+        nothing out for anyone); it is moved, not deleted, and the slot's directory is
+        moved aside the next time the slot is used (`_ensure_slot`). Call with no git of
+        ours or of a dead run at work (recovery waits for those first)."""
+        set_aside = []
+        with self.git.worktree_lock():
+            admin = self.git.common_dir() / "worktrees"
+            for entry in sorted(admin.iterdir()) if admin.is_dir() else []:
+                if self._is_half_made_slot(entry):
+                    (self.root / ".stale").mkdir(parents=True, exist_ok=True)
+                    aside = Path(tempfile.mkdtemp(prefix=f"{entry.name}-registration-", dir=self.root / ".stale"))
+                    shutil.move(entry, aside / entry.name)
+                    set_aside.append(aside / entry.name)
+            self.git.worktree_prune()
+        return set_aside
+
+    def _is_half_made_slot(self, entry: Path) -> bool:
+        """A registration (`.git/worktrees/<name>`) of one of our slots whose add never finished."""
+        try:
+            reason = (entry / "locked").read_text(encoding="utf-8").strip()
+            gitdir = Path((entry / "gitdir").read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            return False
+        slot = gitdir.parent
+        return (reason == "initializing" and gitdir.name == ".git" and slot.name.startswith("slot-")
+                and slot.parent.resolve() == self.root.resolve())
 
     def remove_slots(self) -> None:
         """Remove every slot work tree (after keeping any work in it on a branch)."""

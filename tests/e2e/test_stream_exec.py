@@ -307,6 +307,30 @@ def test_kill_9_at_any_point_then_rerun_lands_every_ticket_exactly_once(repo, po
     lock.release()
 
 
+def test_a_run_after_a_kill_in_the_middle_of_making_a_slot_lands_everything(repo, capsys):
+    """`git worktree add` killed half way (the whole process group got SIGKILL) leaves a
+    registration locked "initializing" with an empty `commondir`: every `git worktree list`
+    fails until it is gone. The next run sets it aside and lands every ticket."""
+    write_index(repo, [make_ticket(f"S-{n}", write_file_cmd(f"s{n}.txt", f"{n}\n")) for n in range(4)])
+    slots = repo / ".sage" / "worktrees"
+    entry = repo / ".git" / "worktrees" / "slot-1"
+    entry.mkdir(parents=True)
+    (slots / "slot-1").mkdir(parents=True)
+    (entry / "locked").write_text("initializing")
+    (entry / "gitdir").write_text(f"{slots / 'slot-1' / '.git'}\n")
+    (slots / "slot-1" / ".git").write_text(f"gitdir: {entry}\n")
+    (entry / "commondir").write_text("")
+
+    code, events = stream(repo, capsys, "--parallel=2")
+
+    assert code == 0
+    assert {t["state"] for t in read_index(repo).values()} == {"COMPLETED"}
+    assert trailer_counts(repo) == {f"S-{n}": 1 for n in range(4)}
+    assert any("set aside" in e.get("text", "") for e in events if e["event"] == "message")
+    assert list((slots / ".stale").glob("slot-1-registration-*/slot-1/locked"))  # moved, not deleted
+    git(repo, "worktree", "list")  # works again
+
+
 def test_ctrl_c_lands_what_finished_stops_the_rest_and_exits_130(repo, tmp_path):
     import psutil
 

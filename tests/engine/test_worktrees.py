@@ -11,7 +11,7 @@ import pytest
 
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
 from sage_stream.errors import SageError
-from sage_stream.git import Git
+from sage_stream.git import Git, GitError
 
 
 def sh(repo: Path, *args: str) -> str:
@@ -276,3 +276,68 @@ def test_the_one_pass_switch_can_leave_the_landed_branch_for_later(git: Git, spa
     assert branches(git) == {"main", "sage/TKT-001", "sage/TKT-002"}  # nothing deleted yet
     git.branch_delete(later.pop())
     assert branches(git) == {"main", "sage/TKT-002"}
+
+
+def half_made_registration(git: Git, root: Path, name: str, *, commondir: str | None) -> Path:
+    """What a `git worktree add` killed half way leaves: its registration still locked
+    "initializing", with `commondir` missing, empty (the moment that makes every
+    `worktree list` fail) or written."""
+    entry = git.repo / ".git" / "worktrees" / name
+    entry.mkdir(parents=True)
+    (root / name).mkdir(parents=True, exist_ok=True)
+    (entry / "locked").write_text("initializing")
+    (entry / "gitdir").write_text(f"{root / name / '.git'}\n")
+    (root / name / ".git").write_text(f"gitdir: {entry}\n")
+    if commondir is not None:
+        (entry / "commondir").write_text(commondir)
+    return entry
+
+
+@pytest.mark.parametrize("commondir", [None, "", "../..\n"])
+def test_a_slot_whose_creation_was_killed_half_way_is_set_aside_and_made_again(
+        git: Git, spaces: TicketWorkspaces, commondir: str | None) -> None:
+    entry = half_made_registration(git, spaces.root, "slot-1", commondir=commondir)
+    if commondir == "":
+        with pytest.raises(GitError, match="commondir"):
+            git.worktrees()
+
+    set_aside = spaces.cleanup_stale()
+
+    assert [place.name for place in set_aside] == ["slot-1"] and not entry.exists()
+    assert (set_aside[0] / "locked").read_text() == "initializing"  # moved, not deleted
+    assert all(info.path.name != "slot-1" for info in git.worktrees())
+    workspace = spaces.prepare("TKT-001", "main", slot=1)
+    assert git.current_branch(workspace.path) == "sage/TKT-001"
+    assert (workspace.path / "README.md").is_file()
+    assert "locked" not in sh(git.repo, "worktree", "list", "--porcelain")
+
+
+def test_a_half_made_work_tree_that_is_not_a_slot_of_ours_is_left_alone(git: Git, spaces: TicketWorkspaces,
+                                                                         tmp_path: Path) -> None:
+    theirs = half_made_registration(git, tmp_path / "elsewhere", "slot-2", commondir="../..\n")
+    assert spaces.cleanup_stale() == []
+    assert (theirs / "locked").is_file()
+
+
+def test_listing_work_trees_waits_out_one_being_added_at_that_moment(git: Git, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`worktree list` dies while another process's `worktree add` has written an empty
+    `commondir`; that lasts an instant, so the listing is tried again."""
+    real_run = Git.run
+    failures = iter([True, True])
+
+    def run(self: Git, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("worktree", "list") and next(failures, False):
+            stderr = "fatal: failed to read .git/worktrees/x/commondir: Success"
+            return subprocess.CompletedProcess(["git"], 128, "", stderr)
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Git, "run", run)
+    assert [info.path for info in git.worktrees()] == [git.repo]
+
+
+def test_git_processes_carry_who_started_them_for_the_next_run_to_find(git: Git) -> None:
+    import os
+
+    printed = git.run("-c", "alias.showenv=!env", "showenv").stdout.splitlines()  # the environment git itself got
+    assert f"SAGE_GIT_OF={os.getpid()}" in printed
+    assert f"SAGE_GIT_REPO={os.path.realpath(git.repo)}" in printed

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sage_stream.engine import crashpoints
-from sage_stream.engine.agent_process import processes_with_environment, stop_strays
+from sage_stream.engine.agent_process import processes_with_environment, stop_strays, wait_for_leftover_git
 from sage_stream.engine.landing import escaping_links
 from sage_stream.engine.recovery import _landings_behind
 from sage_stream.git import HistoryEntry, _passed_to_git
@@ -103,6 +103,37 @@ def test_stray_agents_of_a_dead_run_are_stopped_and_the_current_runs_are_not(tmp
         assert alive(live.pid) and alive(elsewhere.pid)
     finally:
         for process in (dead, live, elsewhere):
+            process.kill()
+            process.wait()
+
+
+def test_git_a_dead_run_left_running_is_waited_for_never_killed(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git_like(seconds: float, started_by: int, where: Path = repo,
+                 done: Path = tmp_path / "unused") -> subprocess.Popen:
+        env = {**os.environ, "SAGE_GIT_REPO": os.path.realpath(where), "SAGE_GIT_OF": str(started_by)}
+        code = f"import time, pathlib; time.sleep({seconds}); pathlib.Path({str(done)!r}).write_text('done')"
+        return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+    finished = tmp_path / "finished"
+    dead_runs = git_like(1.0, started_by=999_999, done=finished)  # its sage process is gone
+    ours = git_like(60, started_by=os.getpid())  # this process's own git: not waited for
+    other_repo = git_like(60, started_by=999_999, where=tmp_path / "other")
+    hung = git_like(60, started_by=999_998)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(
+                processes_with_environment({"SAGE_GIT_REPO": os.path.realpath(repo)})) < 3:
+            time.sleep(0.05)  # the children have exec'd and their environment is readable
+        waited, running = wait_for_leftover_git(repo, timeout_s=5.0)
+        assert finished.read_text() == "done"  # it ran to its end: waited for, not killed
+        assert waited == sorted([dead_runs.pid, hung.pid])
+        assert running == [hung.pid] and alive(hung.pid)  # still running after the wait: left alone
+        assert alive(ours.pid) and alive(other_repo.pid)
+    finally:
+        for process in (dead_runs, ours, other_repo, hung):
             process.kill()
             process.wait()
 
