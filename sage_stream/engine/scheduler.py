@@ -153,6 +153,16 @@ class DispatchPlan:
                 return True
         return False
 
+    def may_start_more(self) -> bool:
+        """Could this run still start a ticket that is not running now (ready or not)?
+        False once every ticket of the run is done, failed or running, or --max-tickets
+        is used up: then no worker will need another worktree slot."""
+        waiting = (tid for tid in self.tickets if tid not in self.done and tid not in self.failed
+                   and tid not in self.running and (self.only is None or tid in self.only))
+        if self._start_budget() > 0:
+            return next(waiting, None) is not None
+        return any(self._started_before(tid) for tid in waiting)  # reruns need no budget
+
     def is_finished(self) -> bool:
         """Nothing runs and nothing more can start."""
         return not self.running and not self.next_to_start(1)

@@ -170,6 +170,7 @@ class StreamRun:
         self.free_worktrees = list(range(settings.workers))
         self.worktree_slots = settings.workers
         self.max_worktree_slots = settings.workers + 1
+        self._spare_maker: threading.Thread | None = None  # makes the spare slot ahead of need
         self.stopping = False
         self.stop_deadline: float | None = None
         self.interrupted = False
@@ -222,6 +223,8 @@ class StreamRun:
             raise
         finally:
             self._restore_signal_handlers(previous)
+            if self._spare_maker is not None:
+                self._spare_maker.join()  # one checkout at most; the slot is then made or not
             releases = list(self.pending_release.values())
             self.pending_release.clear()
             self._finish_releases_in_parallel(releases)
@@ -404,6 +407,32 @@ class StreamRun:
         if slot not in self.free_worktrees:
             self.free_worktrees.append(slot)
             self.free_worktrees.sort()
+
+    def _make_spare_if_useful(self) -> None:
+        """Make the spare slot in the background once it may be needed: when every
+        running ticket has its worktree (not to slow their checkouts), more tickets may
+        start, and a running ticket unblocks nothing when it lands (its worker takes the
+        spare while it lands). A new slot's first checkout writes every file of the
+        repository (hundreds of ms on a slow disk); made on demand, it would sit between
+        one agent and the next."""
+        if self._spare_maker is not None or self.worktree_slots >= self.max_worktree_slots or self.stopping:
+            return
+        if any(attempt.workspace is None for attempt in self.attempts.values()) or not self.plan.may_start_more():
+            return
+        if all(self.plan.would_unblock(ticket_id) for ticket_id in self.attempts):
+            return
+        slot = self.worktree_slots
+        self.worktree_slots += 1  # taken until it is ready: `_dispatch` does not count it yet
+        self._spare_maker = threading.Thread(target=self._make_spare, args=(slot,), name="spare-slot", daemon=True)
+        self._spare_maker.start()
+
+    def _make_spare(self, slot: int) -> None:
+        error = None
+        try:
+            self.workspaces.make_spare(slot, f"refs/heads/{self.settings.target}")
+        except Exception as failure:  # the ticket that needs the slot tries again, and says why
+            error = failure.message if isinstance(failure, SageError) else repr(failure)
+        self.inbox.put(("spare_ready", "", (slot, error)))
 
     def _continuation(self, ticket: Ticket) -> Continuation | None:
         """The session to continue: its only dependency's, landed in this run, not yet
@@ -599,6 +628,13 @@ class StreamRun:
     # ---------------------------------------------------------------- results
 
     def _handle(self, kind: str, ticket_id: str, payload: Any) -> None:
+        if kind == "spare_ready":
+            slot, error = payload
+            self._return_worktree(slot)
+            if error:
+                self.emit(ev.MESSAGE, None, level="warning",
+                          text=f"could not make worktree slot {slot} ahead of time ({error}); it is made when needed")
+            return
         attempt = self.attempts.get(ticket_id)
         if attempt is None:
             return
@@ -611,6 +647,8 @@ class StreamRun:
         if kind == "event":
             event_kind, data = payload
             self.emit(event_kind, ticket_id, **data)
+            if event_kind == ev.TICKET_STARTED:
+                self._make_spare_if_useful()
             return
         if kind == "turn":
             self._turn_finished(attempt, *payload)

@@ -130,6 +130,44 @@ def test_a_finished_ticket_that_unblocks_nothing_frees_its_worker_before_it_land
     assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split() == ["main"]
 
 
+def wait_for_path_cmd(path: str, *, present: bool, seconds: float) -> list[str]:
+    """An agent that waits up to `seconds` for `path` to exist (or stay absent), then
+    writes what it saw; exit 1 when it was not as expected."""
+    code = (f"import pathlib, sys, time; p = pathlib.Path({path!r}); end = time.monotonic() + {seconds}\n"
+            f"while time.monotonic() < end and not p.exists(): time.sleep(0.05)\n"
+            f"seen = p.exists(); pathlib.Path('seen.txt').write_text(str(seen)); sys.exit(0 if seen == {present} else 1)")
+    return [PY, "-c", code]
+
+
+def test_the_spare_slot_is_made_while_agents_work_when_a_ticket_will_need_it(repo, capsys):
+    """One worker: SP-1 unblocks nothing, so the spare slot is made while its agent works
+    (the agent sees its checkout appear) and SP-2 starts there while SP-1 lands."""
+    spare_file = str(repo / ".sage" / "worktrees" / "slot-1" / "README.md")
+    write_index(repo, [
+        make_ticket("SP-1", wait_for_path_cmd(spare_file, present=True, seconds=60), priority="P0"),
+        make_ticket("SP-2", write_file_cmd("sp2.txt", "2\n"), priority="P1"),
+    ])
+    code, events = stream(repo, capsys, "--parallel=1")
+    assert code == 0, [e for e in events if e["event"] in ("ticket_deferred", "message")]
+    started = {e["ticket"]: e["slot"] for e in events if e["event"] == "ticket_started"}
+    assert started == {"SP-1": 0, "SP-2": 1}
+    assert {t["state"] for t in read_index(repo).values()} == {"COMPLETED"}
+
+
+def test_no_spare_slot_is_made_when_every_finish_unblocks_the_next(repo, capsys):
+    """A chain on one worker: each landing unblocks the next ticket, which waits for it
+    and takes the landed slot back; a spare would only cost a checkout."""
+    write_index(repo, [
+        make_ticket("CN-1", write_file_cmd("cn1.txt", "1\n", sleep=1.0)),
+        make_ticket("CN-2", write_file_cmd("cn2.txt", "2\n", sleep=1.0), deps=["CN-1"]),
+        make_ticket("CN-3", write_file_cmd("cn3.txt", "3\n"), deps=["CN-2"]),
+    ])
+    code, events = stream(repo, capsys, "--parallel=1")
+    assert code == 0
+    assert {e["slot"] for e in events if e["event"] == "ticket_started"} == {0}
+    assert not (repo / ".sage" / "worktrees" / "slot-1").exists()
+
+
 def test_a_failing_agent_defers_its_ticket_and_the_others_go_on(repo, capsys):
     write_index(repo, [
         make_ticket("BAD-1", [PY, "-c", "import sys; print('tests failed: 3 errors'); sys.exit(2)"]),

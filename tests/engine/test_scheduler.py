@@ -193,6 +193,30 @@ def test_a_requeued_ticket_is_ready_again_without_using_a_start_or_a_rerun():
     assert plan.next_to_start(3) == ["Q-2"]
 
 
+def test_may_start_more_until_every_ticket_is_running_done_or_failed():
+    plan = make_plan([ticket("S-1"), ticket("S-2", deps=["S-1"]), ticket("S-3")])
+    plan.started("S-1")
+    plan.started("S-3")
+    assert plan.may_start_more()  # S-2 waits on a running ticket: a worker will need a slot for it
+    plan.landed("S-1")
+    plan.started("S-2")
+    assert not plan.may_start_more()  # everything left is running
+    plan.gave_up("S-3")
+    plan.landed("S-2")
+    assert not plan.may_start_more() and plan.is_finished()
+
+
+def test_may_start_more_respects_max_tickets_and_the_selection_but_not_for_reruns():
+    plan = make_plan([ticket("B-1"), ticket("B-2"), ticket("B-3")], max_tickets=1)
+    plan.started("B-1")
+    assert not plan.may_start_more()  # the budget is spent: B-2 and B-3 never start in this run
+    assert plan.rerun("B-1")
+    assert plan.may_start_more()  # a conflict rerun needs no budget
+    selected = make_plan([ticket("B-1"), ticket("B-2")], only=frozenset({"B-1"}))
+    selected.started("B-1")
+    assert not selected.may_start_more()
+
+
 def test_only_selected_tickets_run():
     tickets = [ticket("O-1"), ticket("O-2"), ticket("O-3", deps=["O-1"])]
     plan = make_plan(tickets, only=frozenset({"O-1", "O-3"}))

@@ -341,3 +341,26 @@ def test_git_processes_carry_who_started_them_for_the_next_run_to_find(git: Git)
     printed = git.run("-c", "alias.showenv=!env", "showenv").stdout.splitlines()  # the environment git itself got
     assert f"SAGE_GIT_OF={os.getpid()}" in printed
     assert f"SAGE_GIT_REPO={os.path.realpath(git.repo)}" in printed
+
+
+def test_a_spare_slot_is_made_ahead_of_need_and_then_used_like_any_slot(git: Git, spaces: TicketWorkspaces) -> None:
+    assert spaces.make_spare(1, "main") is True
+    spare = spaces.root / "slot-1"
+    assert (spare / "README.md").is_file() and git.current_branch(spare) is None  # checked out, detached
+    assert git.is_clean(spare, include_untracked=True)
+    assert spaces.make_spare(1, "main") is False  # made already: left as it is
+    workspace = spaces.prepare("TKT-001", "main", slot=1)
+    assert workspace.path == spare and git.current_branch(spare) == "sage/TKT-001"
+    assert branches(git) == {"main", "sage/TKT-001"}  # nothing kept: the spare held no work
+
+
+def test_a_slot_whose_first_checkout_was_killed_is_filled_on_its_next_use(git: Git, spaces: TicketWorkspaces) -> None:
+    path = spaces.root / "slot-0"
+    git.worktree_add_detached(path, git.rev_parse("main") or "", checkout=False)
+    admin = git.repo / ".git" / "worktrees" / "slot-0"
+    (admin / "index.lock").write_text("")  # git died writing the index
+    (path / "README.md").write_text("half writ")  # and some of the files
+    workspace = spaces.prepare("TKT-001", "main", slot=0)
+    assert (workspace.path / "README.md").read_text() == (git.repo / "README.md").read_text()
+    assert git.current_branch(workspace.path) == "sage/TKT-001" and not (admin / "index.lock").exists()
+    assert branches(git) == {"main", "sage/TKT-001"}  # the half-written files were no one's work
