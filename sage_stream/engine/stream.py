@@ -415,7 +415,9 @@ class StreamRun:
         spare while it lands). A new slot's first checkout writes every file of the
         repository (hundreds of ms on a slow disk); made on demand, it would sit between
         one agent and the next."""
-        if self._spare_maker is not None or self.worktree_slots >= self.max_worktree_slots or self.stopping:
+        if self._spare_maker is not None or self.worktree_slots >= self.max_worktree_slots:
+            return
+        if self.stopping or self.halted:  # nothing new starts
             return
         if any(attempt.workspace is None for attempt in self.attempts.values()) or not self.plan.may_start_more():
             return
