@@ -52,7 +52,8 @@ def run_stream(options: StreamOptions) -> int:
     from sage_stream.engine.run_lock import RunLock, describe_owner
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.scheduler import SCHEDULES, DispatchPlan
-    from sage_stream.engine.stream import StreamRun, StreamSettings
+    from sage_stream.engine.settings import StreamSettings
+    from sage_stream.engine.stream import StreamRun
     from sage_stream.git import Git
 
     _check_mode_flags(options)
