@@ -53,7 +53,7 @@ def run_stream(options: StreamOptions) -> int:
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.scheduler import SCHEDULES, DispatchPlan
     from sage_stream.engine.settings import StreamSettings
-    from sage_stream.engine.stream import StreamRun
+    from sage_stream.engine.stream import local_stream_run
     from sage_stream.git import Git
 
     _check_mode_flags(options)
@@ -131,9 +131,9 @@ def run_stream(options: StreamOptions) -> int:
             check_env=[*config.agent.env, *config.checks.env], rate_limits=_rate_limit_policy(config),
         )
         store = IndexStore(index_path)
-        run = StreamRun(store, git, settings, display, run_id)
+        run, workspaces = local_stream_run(store, git, settings, display, run_id)
         try:
-            recover(run)
+            recover(run.recovery(workspaces))
             _warn_about_dirty_checkouts(run, git, target)
             plan, ready = make_plan(store.load())
             tickets_meta = {tid: {"title": t.title, "estimate": t.estimate} for tid, t in plan.tickets.items()

@@ -167,6 +167,8 @@ def describe(event: ev.Event) -> str | None:
                 f"(attempt {one_line(data.get('attempt', '?'))})")
     if kind == ev.TICKET_DEFERRED:
         return _describe_deferred(ticket, data)
+    if kind == ev.TICKET_STOPPED:
+        return f"warning: {ticket} stopped; it stays UNPROCESSED (work kept on {one_line(data.get('branch'), 80)})"
     if kind == ev.DISPATCH_PAUSED:
         until = data.get("until")
         tail = f" until {_when(until)}" if until is not None else ""
@@ -522,6 +524,7 @@ _VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
     ev.TICKET_LANDED: _on_ticket_landed,
     ev.TICKET_REQUEUED: _on_ticket_requeued,
     ev.TICKET_DEFERRED: _on_ticket_deferred,
+    ev.TICKET_STOPPED: _on_ticket_requeued,  # its row is free; it is neither landed nor deferred
     ev.DISPATCH_PAUSED: _on_dispatch_paused,
     ev.DISPATCH_RESUMED: _on_dispatch_resumed,
     ev.RUN_FINISHED: _on_run_finished,
@@ -534,6 +537,7 @@ _VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
 _LINE_STYLES = {
     ev.TICKET_LANDED: "green",
     ev.TICKET_DEFERRED: "yellow",
+    ev.TICKET_STOPPED: "yellow",
     ev.TICKET_REQUEUED: "yellow",
     ev.DISPATCH_PAUSED: "yellow",
     ev.RUN_FINISHED: "bold",

@@ -26,6 +26,8 @@ ticket_landed      commit, duration_s
 ticket_requeued    reason, attempt (a conflict: run again on the new tip; a rate limit:
                    run again after the pause), category (conflict|rate_limit|quota)
 ticket_deferred    category, message, retryable, not_before
+ticket_stopped     message, branch (Ctrl-C / SIGTERM stopped its agent: UNPROCESSED again,
+                   its work kept on `branch`)
 dispatch_paused    reason, until (epoch seconds or null)
 dispatch_resumed   workers, reason (a pause ended, or a worker was given back)
 message            level (info|warning|error), text
@@ -49,6 +51,7 @@ TICKET_QUEUED = "ticket_queued"
 TICKET_LANDED = "ticket_landed"
 TICKET_REQUEUED = "ticket_requeued"
 TICKET_DEFERRED = "ticket_deferred"
+TICKET_STOPPED = "ticket_stopped"
 DISPATCH_PAUSED = "dispatch_paused"
 DISPATCH_RESUMED = "dispatch_resumed"
 MESSAGE = "message"

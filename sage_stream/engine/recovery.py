@@ -19,20 +19,21 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from itertools import pairwise
-from typing import TYPE_CHECKING
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.agent_process import stop_strays, wait_for_leftover_git
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.crashpoints import crash_point
+from sage_stream.engine.lander import Emit, Landed, Lander
+from sage_stream.engine.landing import TICKET_TRAILER as TRAILER
+from sage_stream.engine.outcomes import Defer, decide_landing
 from sage_stream.engine.run_lock import is_alive
+from sage_stream.engine.worktrees import TicketWorkspaces, ticket_branch
 from sage_stream.git import HistoryEntry
-from sage_stream.tickets.models import State
-
-if TYPE_CHECKING:
-    from sage_stream.engine.stream import StreamRun
+from sage_stream.tickets.models import State, Ticket
 
 
 @dataclass
@@ -50,111 +51,148 @@ LEFTOVER_GIT_TIMEOUT_S = 60.0  # git processes of a dead run finish in well unde
 HISTORY_LIMIT = 100  # landings a checkout may be behind and still be brought along
 
 
-def recover(run: StreamRun) -> RecoveryReport:
+@dataclass(frozen=True)
+class Recovery:
+    """What recovery works with: the lander (its git, target, queue and index states),
+    the worktree slots, and this run's identity."""
+
+    lander: Lander
+    workspaces: TicketWorkspaces
+    emit: Emit
+    run_id: str
+    pid: int
+    retry_backoff_s: float = 300.0
+
+
+def recover(rec: Recovery) -> RecoveryReport:
     report = RecoveryReport()
-    report.stopped_pids = stop_strays(run.workspaces.root, keep_run_id=run.run_id)
+    _stop_what_a_dead_run_left(rec, report)
+    _land_queued_work(rec, report)
+    _reconcile_in_progress(rec, report)
+    report.brought_along = _catch_up_checkouts(rec)
+    return report
+
+
+def _stop_what_a_dead_run_left(rec: Recovery, report: RecoveryReport) -> None:
+    report.stopped_pids = stop_strays(rec.workspaces.root, keep_run_id=rec.run_id)
     if report.stopped_pids:
-        run.emit(ev.MESSAGE, None, level="warning",
+        rec.emit(ev.MESSAGE, None, level="warning",
                  text=f"stopped {len(report.stopped_pids)} agent process(es) a dead run left running")
-    waited, running = wait_for_leftover_git(run.git.repo, timeout_s=LEFTOVER_GIT_TIMEOUT_S)
+    waited, running = wait_for_leftover_git(rec.lander.git.repo, timeout_s=LEFTOVER_GIT_TIMEOUT_S)
     if running:
-        run.emit(ev.MESSAGE, None, level="warning",
+        rec.emit(ev.MESSAGE, None, level="warning",
                  text=f"{len(running)} git process(es) another sage process started here are still running after "
                       f"{LEFTOVER_GIT_TIMEOUT_S:.0f} s (pids {', '.join(map(str, running))}); going on")
     elif waited:
-        run.emit(ev.MESSAGE, None, level="info",
+        rec.emit(ev.MESSAGE, None, level="info",
                  text=f"waited for {len(waited)} git process(es) a dead or other sage process left running")
-    for place in run.workspaces.cleanup_stale():
-        run.emit(ev.MESSAGE, None, level="warning",
+    for place in rec.workspaces.cleanup_stale():
+        rec.emit(ev.MESSAGE, None, level="warning",
                  text=f"a worktree slot whose creation was killed half way was set aside: {place}")
-    by_id = run.store.load().index.by_id()
-    for entry in run.queue.entries():
+
+
+def _land_queued_work(rec: Recovery, report: RecoveryReport) -> None:
+    lander = rec.lander
+    by_id = lander.states.current()
+    for entry in lander.queue.entries():
         ticket = by_id.get(entry.ticket)
         if ticket is None or ticket.state is State.COMPLETED:
-            run.queue.remove(entry)
+            lander.queue.remove(entry)
             report.dropped_entries.append(entry.ticket)
             continue
-        if _conflicts_now(run, entry):
-            _run_again(run, entry)
+        if _conflicts_now(rec, entry):
+            _run_again(rec, entry)
             report.requeued.append(entry.ticket)
             continue
-        outcome = run.land(entry, ticket)
-        if outcome in ("landed", "already_landed"):
+        outcome = lander.land(entry, ticket)
+        if isinstance(outcome, Landed):
             report.landed.append(entry.ticket)
             crash_point("recovery_landed")
-        run.emit(ev.MESSAGE, entry.ticket, level="info",
-                 text=f"recovered {entry.ticket} from the commit queue of run {entry.run_id}: {outcome}")
+        else:
+            _defer(rec, ticket, decide_landing(outcome, rerun_left=False, attempts_before=ticket.attempts,
+                                               now=datetime.now(timezone.utc), retry_backoff_s=rec.retry_backoff_s))
+        rec.emit(ev.MESSAGE, entry.ticket, level="info",
+                 text=f"recovered {entry.ticket} from the commit queue of run {entry.run_id}: {outcome.outcome}")
 
-    by_id = run.store.load().index.by_id()
-    for ticket in by_id.values():
+
+def _defer(rec: Recovery, ticket: Ticket, decision: Defer) -> None:
+    rec.lander.states.apply({ticket.id: ticket_state.defer(
+        category=decision.category, message=decision.message, last_error=_clip(decision.last_error, decision.clip),
+        log=decision.log, retryable=decision.retryable, not_before=decision.not_before)})
+    crash_point("after_defer_edit")
+    rec.emit(ev.TICKET_DEFERRED, ticket.id, category=decision.category, message=decision.message,
+             retryable=decision.retryable, not_before=decision.not_before)
+
+
+def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
+    lander = rec.lander
+    for ticket in lander.states.store.load().index.by_id().values():
         if ticket.state is not State.IN_PROGRESS:
             continue
         info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
         info = info if isinstance(info, dict) else {}
-        if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != run.pid:
+        if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != rec.pid:
             continue  # a live run elsewhere owns it (another checkout sharing this index)
-        landed = run.git.commits_with_trailer(f"refs/heads/{run.settings.target}", "Sage-Ticket", ticket.id,
-                                              limit=1)
-        branch = (ticket.git.branch if ticket.git else None) or f"sage/{ticket.id}"
+        landed = lander.git.commits_with_trailer(f"refs/heads/{lander.target}", TRAILER, ticket.id, limit=1)
+        branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
         if landed:
             edit = ticket_state.complete(commit=landed[0], message=f"#{ticket.id} {ticket.title}", branch=branch)
-            ticket_state.apply(run.store, {ticket.id: edit})
+            lander.states.apply({ticket.id: edit})
             report.completed_from_trailer.append(ticket.id)
-            run.emit(ev.MESSAGE, ticket.id, level="info",
+            rec.emit(ev.MESSAGE, ticket.id, level="info",
                      text=f"{ticket.id} had landed as {landed[0][:10]} before its run died: COMPLETED")
             continue
-        _keep_worktree_changes(run, ticket.id)
+        _keep_worktree_changes(rec, ticket.id)
         dead_run = info.get("run_id", "an earlier run")
-        ticket_state.apply(run.store, {ticket.id: ticket_state.release(
+        lander.states.apply({ticket.id: ticket_state.release(
             count_attempt=True, note=f"run {dead_run} died while this ticket was in progress")})
         report.released.append(ticket.id)
         crash_point("recovery_released")
-        run.emit(ev.MESSAGE, ticket.id, level="warning",
+        rec.emit(ev.MESSAGE, ticket.id, level="warning",
                  text=f"{ticket.id} was IN_PROGRESS in dead run {dead_run}: back to UNPROCESSED "
                       f"(its work so far is kept on {branch})")
-    report.brought_along = _catch_up_checkouts(run)
-    return report
 
 
-def _conflicts_now(run: StreamRun, entry: QueueEntry) -> bool:
+def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:
     """The queued work no longer merges with the target (and has not landed already)."""
-    ref = f"refs/heads/{run.settings.target}"
-    tip = run.git.rev_parse(ref)
-    if tip is None or run.git.rev_parse(entry.tip) is None or run.git.rev_parse(entry.base) is None:
+    git = rec.lander.git
+    ref = f"refs/heads/{rec.lander.target}"
+    tip = git.rev_parse(ref)
+    if tip is None or git.rev_parse(entry.tip) is None or git.rev_parse(entry.base) is None:
         return False  # landing reports what is wrong
-    if run.git.commits_with_trailer(f"{entry.base}..{ref}", "Sage-Ticket", entry.ticket, limit=1):
+    if git.commits_with_trailer(f"{entry.base}..{ref}", TRAILER, entry.ticket, limit=1):
         return False  # landed before its run died: landing records it
-    return not run.git.merge_tree(tip, entry.tip).clean
+    return not git.merge_tree(tip, entry.tip).clean
 
 
-def _run_again(run: StreamRun, entry: QueueEntry) -> None:
-    branch = run.workspaces.keep_unlanded(entry.ticket, entry.tip)
+def _run_again(rec: Recovery, entry: QueueEntry) -> None:
+    branch = rec.workspaces.keep_unlanded(entry.ticket, entry.tip)
     note = (f"its work from run {entry.run_id} conflicts with what landed since; it runs again on the new tip "
             f"(that work is kept on {branch})")
-    ticket_state.apply(run.store, {entry.ticket: ticket_state.release(count_attempt=False, note=note)})
-    run.queue.remove(entry)
-    run.emit(ev.MESSAGE, entry.ticket, level="warning", text=f"{entry.ticket}: {note}")
+    rec.lander.states.apply({entry.ticket: ticket_state.release(count_attempt=False, note=note)})
+    rec.lander.queue.remove(entry)
+    rec.emit(ev.MESSAGE, entry.ticket, level="warning", text=f"{entry.ticket}: {note}")
 
 
-def _catch_up_checkouts(run: StreamRun) -> list[str]:
+def _catch_up_checkouts(rec: Recovery) -> list[str]:
     """Bring along each checkout of the target whose files are still those of an older
     target commit, when every commit since is a landing (a kill came between moving the
     ref and updating the files) and it has no change of its own."""
-    target = run.settings.target
-    history = run.git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer="Sage-Ticket")
+    git, target = rec.lander.git, rec.lander.target
+    history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
     if not history:
         return []
-    slots = run.workspaces.root.resolve()
+    slots = rec.workspaces.root.resolve()
     updated = []
-    for info in run.git.worktrees():
+    for info in git.worktrees():
         if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
             continue
-        behind = _landings_behind(history, run.git.index_tree(info.path))
-        if behind is None or run.git.has_unstaged_changes(info.path):
+        behind = _landings_behind(history, git.index_tree(info.path))
+        if behind is None or git.has_unstaged_changes(info.path):
             continue
-        if run.git.bring_along(info.path, behind, history[0].commit):
+        if git.bring_along(info.path, behind, history[0].commit):
             updated.append(str(info.path))
-            run.emit(ev.MESSAGE, None, level="info",
+            rec.emit(ev.MESSAGE, None, level="info",
                      text=f"brought {info.path} along to {target} ({history[0].commit[:12]}): an earlier run "
                           "died between landing and updating it")
     return updated
@@ -172,12 +210,18 @@ def _landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str
     return None
 
 
-def _keep_worktree_changes(run: StreamRun, ticket_id: str) -> None:
+def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:
     """Commit what the dead attempt left uncommitted in whichever slot has its branch."""
-    branch = f"sage/{ticket_id}"
-    for info in run.git.worktrees():
+    branch, git = ticket_branch(ticket_id), rec.lander.git
+    for info in git.worktrees():
         if info.branch in (branch, f"refs/heads/{branch}") and info.path.is_dir():
             try:
-                run.git.snapshot(info.path, f"wip: {ticket_id} (unlanded attempt, kept by sage recovery)")
+                git.snapshot(info.path, f"wip: {ticket_id} (unlanded attempt, kept by sage recovery)")
             except Exception:
                 pass  # the work tree itself stays; nothing is deleted
+
+
+def _clip(text: str | None, limit: int = 2000) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else "..." + text[-limit:]

@@ -251,6 +251,11 @@ def _on_ticket_deferred(record: RunRecord, event: ev.Event) -> None:
     ticket.message = _text(event.data.get("message"))
 
 
+def _on_ticket_stopped(record: RunRecord, event: ev.Event) -> None:
+    ticket = _finish_ticket(record, event, "interrupted")
+    ticket.message = _text(event.data.get("message"))
+
+
 def _on_run_finished(record: RunRecord, event: ev.Event) -> None:
     code = _integer(event.data.get("exit_code"))
     record.exit_code = code
@@ -270,6 +275,7 @@ _RECORD_UPDATES = {
     ev.TICKET_LANDED: _on_ticket_landed,
     ev.TICKET_REQUEUED: _on_ticket_requeued,
     ev.TICKET_DEFERRED: _on_ticket_deferred,
+    ev.TICKET_STOPPED: _on_ticket_stopped,
     ev.RUN_FINISHED: _on_run_finished,
 }
 
@@ -392,3 +398,39 @@ def _real(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- the live record
+
+
+class RecordWriter:
+    """The run's record, folded from the events the engine emits and rewritten
+    atomically at most twice a second (it is a report: the index is what recovery trusts)."""
+
+    def __init__(self, sage_dir: Path, record: RunRecord, *, min_interval_s: float = 0.5) -> None:
+        self.sage_dir = sage_dir
+        self.record = record
+        self.min_interval_s = min_interval_s
+        self._saved_at = 0.0
+        self.pending = False
+
+    def apply(self, event: ev.Event) -> None:
+        self.record.apply(event)
+
+    def save(self, *, force: bool = False) -> OSError | None:
+        """Write it now if forced or due, else mark it pending (see `flush`). Returns the
+        error when it could not be written."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < self.min_interval_s:
+            self.pending = True
+            return None
+        self._saved_at, self.pending = now, False
+        try:
+            write_run(self.sage_dir, self.record)
+        except OSError as error:
+            return error
+        return None
+
+    def flush(self) -> OSError | None:
+        """A pending write, when the loop is idle."""
+        return self.save() if self.pending else None

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sage_stream.tickets.models import State, now_iso
+from sage_stream.agents.base import AgentResult
+from sage_stream.tickets.models import State, Ticket, now_iso
 from sage_stream.tickets.store import IndexStore, LoadedIndex
 
 RawTicket = dict[str, Any]
@@ -141,3 +142,31 @@ def apply(store: IndexStore, edits: dict[str, Edit]) -> LoadedIndex:
             raise SageError(f"tickets {', '.join(sorted(pending))} are no longer in {store.path}")
 
     return store.modify(mutate)
+
+
+class TicketStates:
+    """The engine's one door to the index: edits applied in one locked, atomic write,
+    and the index as of the last write kept, so that reading it back costs nothing."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+        self._tickets: dict[str, Ticket] | None = None
+
+    def apply(self, edits: dict[str, Edit]) -> None:
+        self._tickets = apply(self.store, edits).index.by_id()
+
+    def current(self) -> dict[str, Ticket]:
+        if self._tickets is None:
+            self._tickets = self.store.load().index.by_id()
+        return self._tickets
+
+
+def agent_result_json(result: AgentResult | None, **extra: Any) -> dict[str, Any]:
+    """What the index keeps of an agent's result (`agent_result`), without empty keys."""
+    if result is None:
+        return {}
+    data = {"summary": result.summary, "session_id": result.session_id, "cost_usd": result.cost_usd,
+            "tokens": result.tokens, "turns": result.turns, "error_kind": result.error_kind,
+            "note": result.message if result.success else None,  # e.g. why a result file was ignored
+            **extra}
+    return {key: value for key, value in data.items() if value is not None}

@@ -1,0 +1,113 @@
+"""The commit queue's one consumer: queued work -> one landed commit -> COMPLETED.
+
+Used by the loop (engine/stream.py) and by recovery (engine/recovery.py) alike. It never
+dispatches: the moment a landing is recorded it calls the caller's `on_recorded` (the
+loop releases the slot and starts what the landing unblocked there, while the commit
+lock is still held and checked-out work trees are brought along). A landing that does
+not land comes back as a `LandingVerdict` for engine/outcomes.py to decide on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage_stream.engine import events as ev
+from sage_stream.engine import ticket_state
+from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
+from sage_stream.engine.crashpoints import crash_point
+from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
+from sage_stream.engine.outcomes import LandingVerdict
+from sage_stream.git import Git
+from sage_stream.tickets.models import Ticket
+
+LANDED, ALREADY_LANDED = "landed", "already_landed"
+
+Emit = Callable[..., None]  # emit(kind, ticket_id, **data)
+
+
+@dataclass(frozen=True)
+class Landed:
+    """The target has the ticket's commit and the index says COMPLETED."""
+
+    outcome: str  # landed | already_landed
+    commit: str | None
+
+
+class Lander:
+    def __init__(self, git: Git, *, target: str, queue: CommitQueue, states: ticket_state.TicketStates,
+                 landing_lock: Path, emit: Emit) -> None:
+        self.git = git
+        self.target = target
+        self.queue = queue
+        self.states = states
+        self.landing_lock = landing_lock
+        self.emit = emit
+
+    def land(self, entry: QueueEntry, ticket: Ticket, *, started: float | None = None, owned: bool = False,
+             on_recorded: Callable[[Landed], None] | None = None) -> Landed | LandingVerdict:
+        """Land one queued entry. `owned`: this run started the attempt itself (no earlier
+        landing of it can exist); recovery's entries are not. `started`: when the attempt
+        started, for the duration reported."""
+        message = commit_message(ticket, docs_paths=_docs_paths(ticket), summary=entry.result.get("summary"))
+        started = started if started is not None else entry.finished_at
+        recorded: list[BaseException | None] = []  # one item once the landing was recorded (or failed to be)
+
+        def record(result: LandingResult) -> None:
+            try:
+                self._record(entry, ticket, result, message, started, on_recorded)
+                recorded.append(None)
+            except BaseException as error:  # the loop's failure, not landing's: no checkout is touched now
+                recorded.append(error)    # (the next run's recovery brings them along)
+                raise
+
+        try:
+            result = land_ticket(self.git, target_branch=self.target, ticket_tip=entry.tip, base=entry.base,
+                                 ticket=ticket, message=message, allowed_globs=ticket.files,
+                                 allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
+                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned)
+        except BaseException as error:
+            if recorded and recorded[0] is not None:
+                raise
+            if recorded:  # it landed and was recorded; only bringing checkouts along failed
+                self.emit(ev.MESSAGE, ticket.id, level="warning",
+                          text=f"{ticket.id} landed, but checkouts of {self.target} were not updated: {error}")
+                return Landed(LANDED, None)
+            if not isinstance(error, Exception):
+                raise
+            self.queue.remove(entry)
+            return LandingVerdict("error", message=str(error), log=entry.log)
+        if recorded:
+            if result.message and result.brought_along is False:
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
+            return Landed(result.outcome, result.commit)
+        if result.outcome == ALREADY_LANDED:
+            return self._record(entry, ticket, result, message, started, on_recorded)
+        self.queue.remove(entry)
+        return LandingVerdict(result.outcome, paths=tuple(result.paths), message=result.message, log=entry.log)
+
+    def _record(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str, started: float,
+                on_recorded: Callable[[Landed], None] | None) -> Landed:
+        """The target has the ticket: COMPLETED in the index, out of the queue, then the
+        caller's turn (the commit lock is still held while landing brings the
+        checked-out work trees along)."""
+        crash_point("after_land")
+        edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
+                                     result=entry.result or None)
+        self.states.apply({ticket.id: edit})
+        crash_point("after_complete_edit")
+        self.queue.remove(entry)
+        landed = Landed(result.outcome, result.commit)
+        self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
+        if on_recorded is not None:
+            on_recorded(landed)
+        return landed
+
+
+def _docs_paths(ticket: Ticket) -> list[str]:
+    if ticket.docs is None:
+        return []
+    return [path for path in (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown) if path]
+

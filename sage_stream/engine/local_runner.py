@@ -1,0 +1,299 @@
+"""Attempts on this machine: one thread per attempt, in a worktree slot of this repository.
+
+A ticket's thread switches its slot to the ticket's branch, runs the agent and then the
+checks (engine/verification.py): when a check fails, the agent gets the failing output
+and another turn (continuing its session when it has one), up to the ticket's fix turns.
+Then everything the agent left is committed on the ticket's branch, and the thread hands
+back the last turn and the verdict as one `AttemptDone` (or `AttemptCrashed`). Checks run
+in the ticket's thread, so its worker stays busy and other tickets go on meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from sage_stream.agents import environment
+from sage_stream.agents.base import Agent, AgentJob, AgentResult
+from sage_stream.agents.prompt import write_prompt_file
+from sage_stream.engine import events as ev
+from sage_stream.engine.agent_process import EXITED, AgentExit, AgentLaunch, run_agent
+from sage_stream.engine.crashpoints import crash_point
+from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
+from sage_stream.engine.slots import SlotRelease
+from sage_stream.engine.verification import Verification, fix_prompt, run_checks
+from sage_stream.engine.work import (
+    AgentLine,
+    AttemptCrashed,
+    AttemptDone,
+    AttemptHandle,
+    AttemptSpec,
+    Message,
+    Prepared,
+    Progress,
+    SpareReady,
+    TicketWork,
+    TurnDone,
+)
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
+from sage_stream.errors import SageError
+from sage_stream.git import Git
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What running an attempt here needs beyond the attempt itself."""
+
+    agent: Agent
+    run_id: str
+    run_dir: Path  # .sage/workers/<run-id>: prompts, logs, result files
+    target: str
+    timeout_s: float
+    idle_timeout_s: float
+    grace_s: float
+    check_timeout_s: float = 600.0
+    check_parallel: int = 4
+    check_env: tuple[str, ...] = ()  # names passed to checks beyond the standard set
+
+
+class _Running:
+    """One attempt's own state, kept by its thread."""
+
+    def __init__(self, spec: AttemptSpec, handle: AttemptHandle) -> None:
+        self.spec = spec
+        self.ticket = spec.ticket
+        self.cancel = handle.cancelled
+        self.job = spec.job
+        self.workspace: Workspace | None = None
+        self.git_link: bytes | None = None  # the worktree's `.git` file as sage made it
+        self.delete_later: list[str] = []  # landed branches to delete once the agent runs
+
+
+class LocalRunner:
+    def __init__(self, git: Git, workspaces: TicketWorkspaces, settings: RunnerSettings,
+                 inbox: queue.Queue[Message]) -> None:
+        self.git = git
+        self.workspaces = workspaces
+        self.settings = settings
+        self.inbox = inbox
+        self.guard = RepoGuard.start(git.common_dir())
+
+    # ------------------------------------------------------------ the Runner interface
+
+    def start(self, spec: AttemptSpec) -> AttemptHandle:
+        handle = AttemptHandle()
+        thread = threading.Thread(target=self._run, args=(_Running(spec, handle),), name=f"agent-{spec.ticket.id}",
+                                  daemon=True)
+        thread.start()
+        return handle
+
+    def make_spare_slot(self, slot: int) -> None:
+        threading.Thread(target=self._make_spare, args=(slot,), name="spare-slot", daemon=True).start()
+
+    def keep_work(self, workspace: Workspace, ticket_id: str) -> None:
+        try:
+            self.git.snapshot(workspace.path, f"wip: {ticket_id} (unlanded attempt, kept by sage)")
+        except Exception:
+            pass  # the worktree itself is kept; the snapshot is a convenience
+
+    def finish_releases(self, releases: list[SlotRelease]) -> list[tuple[str, str]]:
+        """The run is over: reset every slot at once (one thread each; slots are independent)."""
+        warnings: list[tuple[str, str]] = []
+        threads = [threading.Thread(target=self._release_all, args=([item], warnings.append),
+                                    name=f"release-{item.workspace.path.name}") for item in releases]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return warnings
+
+    # ------------------------------------------------------------ a ticket's thread
+
+    def _run(self, running: _Running) -> None:
+        """Agent turns and checks to the end, then report back. Never raises."""
+        ticket_id = running.ticket.id
+        try:
+            self.inbox.put(AttemptDone(ticket_id, self._work_on_ticket(running)))
+        except Exception as error:  # includes SageError from an agent that cannot run this ticket
+            detail = error.message if isinstance(error, SageError) else traceback.format_exc()
+            self.inbox.put(AttemptCrashed(ticket_id, detail, running.workspace))
+
+    def _work_on_ticket(self, running: _Running) -> TicketWork:
+        """Prepare the worktree; the agent's turn, then the checks; while they fail and fix
+        turns are left, the agent gets their output and another turn. Then everything the
+        agent left is committed on the ticket's branch."""
+        self._prepare(running)
+        try:
+            work = self._agent_turns(running)
+        finally:
+            self._delete_landed_branches(running)  # when no agent started
+        self._snapshot(running, work)
+        return work
+
+    def _prepare(self, running: _Running) -> None:
+        """Switch the slot's worktree to the ticket's branch at the start commit (in the
+        ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
+        spec = running.spec
+        self._release_all(list(spec.releases), self._warn)
+        start = spec.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
+        if start is None:
+            raise SageError(f"the target branch {self.settings.target!r} is gone")
+        workspace = None
+        if spec.after_landed is not None:
+            workspace = self.workspaces.switch_after_landing(spec.after_landed, spec.ticket.id, start, slot=spec.slot,
+                                                             delete_later=running.delete_later)
+            if workspace is None:
+                self._release_all([SlotRelease(spec.after_landed, landed=True)], self._warn)
+        if workspace is None:
+            workspace = self.workspaces.prepare(spec.ticket.id, start, slot=spec.slot)
+        running.workspace = workspace
+        running.git_link = worktree_link(workspace.path)
+        running.job = replace(running.job, worktree=workspace.path)
+        self.inbox.put(Prepared(spec.ticket.id, workspace))
+
+    def _agent_turns(self, running: _Running) -> TicketWork:
+        spec, job, turn, results = running.spec, running.job, 0, []
+        while True:
+            turn_started = time.time()
+            exit, result = self._agent_turn(running, job)
+            results.append(result)
+            self.inbox.put(TurnDone(spec.ticket.id, exit, result, turn, turn_started))
+            work = TicketWork(exit=exit, result=over_turns(results), turn_started=turn_started,
+                              workspace=running.workspace, log=job.log_path, fix_turns=turn)
+            work.tampered = self._undo_tampering(running)  # before any git command touches its work
+            if work.tampered or not result.success or not spec.checks:
+                return work
+            work.verification = self._verify(running, turn)
+            if work.verification.cancelled or running.cancel.is_set():
+                work.cancelled = True
+                return work
+            fix_next = not work.verification.passed and turn < spec.max_fix_turns
+            self.inbox.put(Progress(spec.ticket.id, ev.TICKET_CHECKED, dict(
+                passed=work.verification.passed, failed=[item.check.name for item in work.verification.failed],
+                turn=turn, fix_turn_next=fix_next,
+                duration_s=round(max((item.duration_s for item in work.verification.results), default=0), 2))))
+            if not fix_next:
+                return work
+            turn += 1
+            job = self._fix_job(running, result, work.verification, turn)
+
+    def _agent_turn(self, running: _Running, job: AgentJob) -> tuple[AgentExit, AgentResult]:
+        ticket_id = running.ticket.id
+        invocation = self.settings.agent.invocation(job)
+        launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
+                             log_path=job.log_path, timeout_s=self.settings.timeout_s,
+                             idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
+        exit = run_agent(launch, cancel=running.cancel, on_line=lambda line: self.inbox.put(AgentLine(ticket_id, line)),
+                         on_start=lambda pid, created: self._delete_landed_branches(running))
+        return exit, self.settings.agent.parse_result(job, exit)
+
+    def _undo_tampering(self, running: _Running) -> list[str]:
+        """Git control files changed during the turn, put back as they were (see repo_guard)."""
+        changed = self.guard.check_and_restore()
+        path = running.workspace.path
+        if running.git_link is not None and worktree_link(path) != running.git_link:
+            restore_worktree_link(path, running.git_link)
+            changed.append(f"{path}/.git")
+        return changed
+
+    def _verify(self, running: _Running, turn: int) -> Verification:
+        """Run the checks on exactly what would land: the agent's work is committed first,
+        and whatever the checks leave behind (caches, reports) is removed after them."""
+        spec, path = running.spec, running.workspace.path
+        checked = self.git.snapshot(path, f"{spec.ticket.id}: {spec.ticket.title}")
+        self.inbox.put(Progress(spec.ticket.id, ev.TICKET_CHECKING,
+                                dict(checks=[check.name for check in spec.checks], turn=turn)))
+        env = environment.agent_environment(os.environ, passthrough=self.settings.check_env, sage={
+            environment.SAGE_TICKET_ID: spec.ticket.id,
+            environment.SAGE_RUN_ID: self.settings.run_id,
+            environment.SAGE_WORKTREE: str(Path(path).absolute()),
+        })
+        try:
+            return run_checks(spec.checks, worktree=path, env=env, log_dir=self.settings.run_dir, stem=spec.stem,
+                              timeout_s=self.settings.check_timeout_s, cancel=running.cancel,
+                              max_parallel=self.settings.check_parallel, label=f"turn {turn}")
+        finally:
+            self.git.run("reset", "--quiet", "--hard", checked, cwd=path)
+            self.git.run("clean", "-q", "-fd", cwd=path)  # not -x: ignored files never land anyway
+
+    def _fix_job(self, running: _Running, previous: AgentResult, verification: Verification, turn: int) -> AgentJob:
+        """The next turn: the failing output as its prompt, in the same session when the
+        agent has one (else after the ticket's own prompt, for an agent that starts cold)."""
+        spec, run_dir = running.spec, self.settings.run_dir
+        session = previous.session_id if self.settings.agent.supports_sessions() else None
+        stem = f"{spec.stem}.fix-{turn}"
+        original = None if session else spec.job.prompt_file.read_text(encoding="utf-8")
+        prompt_file = run_dir / f"{stem}.prompt.md"
+        write_prompt_file(prompt_file, fix_prompt(spec.ticket, verification, fix_turn=turn,
+                                                  max_fix_turns=spec.max_fix_turns, original_prompt=original))
+        result_file = run_dir / f"{stem}.result.json"
+        result_file.unlink(missing_ok=True)
+        return AgentJob(ticket=spec.ticket, worktree=running.workspace.path, prompt_file=prompt_file,
+                        result_file=result_file, log_path=run_dir / f"{stem}.log", run_id=self.settings.run_id,
+                        session_id=session)
+
+    def _snapshot(self, running: _Running, work: TicketWork) -> None:
+        """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
+        ticket = running.ticket
+        succeeded = work.result.success and work.exit.outcome == EXITED and not work.tampered and (
+            work.verification is None or work.verification.passed)
+        message = f"{ticket.id}: {ticket.title}" if succeeded else f"wip: {ticket.id} (unlanded attempt, kept by sage)"
+        try:
+            work.tip = self.git.snapshot(running.workspace.path, message)
+        except Exception as error:
+            work.snapshot_error = str(error)
+            return
+        if succeeded:
+            crash_point("after_snapshot")
+
+    def _delete_landed_branches(self, running: _Running) -> None:
+        """Branches of tickets that landed, deleted while the next agent works (not
+        between a landing and the next start)."""
+        while running.delete_later:
+            branch = running.delete_later.pop()
+            try:
+                self.git.branch_delete(branch)
+            except Exception as error:  # a leftover branch of landed work costs nothing
+                self.inbox.put(Progress(running.ticket.id, ev.MESSAGE, dict(
+                    level="warning", text=f"could not delete {branch} (it landed): {error}")))
+
+    # ------------------------------------------------------------ slots
+
+    def _make_spare(self, slot: int) -> None:
+        error = None
+        try:
+            self.workspaces.make_spare(slot, f"refs/heads/{self.settings.target}")
+        except Exception as failure:  # the ticket that needs the slot tries again, and says why
+            error = failure.message if isinstance(failure, SageError) else repr(failure)
+        self.inbox.put(SpareReady(slot, error))
+
+    def _release_all(self, releases: list[SlotRelease], warn: Any) -> None:
+        for item in releases:
+            try:
+                self.workspaces.release(item.workspace, landed=item.landed)
+            except Exception as error:  # the next prepare secures and resets the slot anyway
+                warn((item.workspace.ticket, f"could not reset worktree {item.workspace.path}: {error}"))
+
+    def _warn(self, warning: tuple[str, str]) -> None:
+        ticket_id, text = warning
+        self.inbox.put(Progress(ticket_id, ev.MESSAGE, dict(level="warning", text=text)))
+
+
+def over_turns(results: list[AgentResult]) -> AgentResult:
+    """The last turn's result, with cost, tokens and turns summed over every turn."""
+    def total(values: list[Any]) -> Any:
+        present = [value for value in values if value is not None]
+        return sum(present) if present else None
+
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    session = next((r.session_id for r in reversed(results) if r.session_id), None)
+    return replace(last, cost_usd=total([r.cost_usd for r in results]), tokens=total([r.tokens for r in results]),
+                   turns=total([r.turns for r in results]), session_id=session)

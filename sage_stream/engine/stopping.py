@@ -1,0 +1,59 @@
+"""Ctrl-C and SIGTERM: nothing new starts; running agents get a grace period, then stop.
+
+A second signal stops the agents at once. The loop asks `due()` whenever it wakes.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Stopping:
+    def __init__(self, grace_s: float, *, wake: Callable[[], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace_s = grace_s
+        self.wake = wake
+        self.clock = clock
+        self.requested = False  # start nothing new
+        self.interrupted = False  # by a signal (exit 130), not by an answer to a question
+        self.deadline: float | None = None
+        self.announced = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Catch SIGINT and SIGTERM (only the main thread can)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self.on_signal)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.interrupted = True
+        if self.requested:  # a second Ctrl-C: stop the agents now
+            self.deadline = self.clock()
+            return
+        self.requested = True
+        self.deadline = self.clock() + self.grace_s
+        self.wake()
+
+    def quit(self) -> None:
+        """The user answered "quit": nothing new starts, running tickets finish."""
+        self.requested = True
+        self.interrupted = False
+
+    def due(self) -> tuple[bool, bool]:
+        """(announce now, stop the agents now)."""
+        if not (self.requested and self.interrupted and self.deadline is not None):
+            return False, False
+        announce = not self.announced
+        self.announced = True
+        return announce, self.clock() >= self.deadline
