@@ -131,9 +131,9 @@ def run_stream(options: StreamOptions) -> int:
             check_env=[*config.agent.env, *config.checks.env], rate_limits=_rate_limit_policy(config),
         )
         store = IndexStore(index_path)
-        run, workspaces = local_stream_run(store, git, settings, display, run_id)
+        run, recovery = local_stream_run(store, git, settings, display, run_id)
         try:
-            recover(run.recovery(workspaces))
+            recover(recovery)
             _warn_about_dirty_checkouts(run, git, target)
             plan, ready = make_plan(store.load())
             tickets_meta = {tid: {"title": t.title, "estimate": t.estimate} for tid, t in plan.tickets.items()

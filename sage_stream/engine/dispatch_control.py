@@ -24,6 +24,7 @@ drive it directly.
 
 from __future__ import annotations
 
+import os
 import random as _random
 import time
 from collections.abc import Callable
@@ -158,3 +159,27 @@ class DispatchControl:
 
 def _stamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+class LoadGate:
+    """`--max-load`: start nothing new while the 1-minute load average is above the limit.
+    `check()` says whether starting is held back, and what changed (for the display)."""
+
+    def __init__(self, limit: float | None, *, load: Callable[[], float] = lambda: os.getloadavg()[0]) -> None:
+        self.limit = limit
+        self.load = load
+        self.paused = False
+
+    def check(self) -> tuple[bool, str | None, str | None]:
+        """(held back, pause reason if it just paused, resume reason if it just resumed)."""
+        if self.limit is None:
+            return False, None, None
+        load = self.load()
+        if load > self.limit:
+            just_paused = not self.paused
+            self.paused = True
+            return True, (f"load average {load:.2f} is above --max-load {self.limit}" if just_paused else None), None
+        if self.paused:
+            self.paused = False
+            return False, None, "the load average is down"
+        return False, None, None

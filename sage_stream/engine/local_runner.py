@@ -46,6 +46,9 @@ from sage_stream.errors import SageError
 from sage_stream.git import Git
 
 
+LINE_INTERVAL_S = 0.25
+
+
 @dataclass(frozen=True)
 class RunnerSettings:
     """What running an attempt here needs beyond the attempt itself."""
@@ -73,6 +76,15 @@ class _Running:
         self.workspace: Workspace | None = None
         self.git_link: bytes | None = None  # the worktree's `.git` file as sage made it
         self.delete_later: list[str] = []  # landed branches to delete once the agent runs
+        self.line_sent_at = 0.0
+
+    def line_due(self) -> bool:
+        """The live view shows an agent's latest line; four a second is plenty."""
+        now = time.monotonic()
+        if now - self.line_sent_at < LINE_INTERVAL_S:
+            return False
+        self.line_sent_at = now
+        return True
 
 
 class LocalRunner:
@@ -189,7 +201,11 @@ class LocalRunner:
         launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
                              idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
-        exit = run_agent(launch, cancel=running.cancel, on_line=lambda line: self.inbox.put(AgentLine(ticket_id, line)),
+        def on_line(line: str) -> None:
+            if running.line_due():
+                self.inbox.put(AgentLine(ticket_id, line))
+
+        exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
                          on_start=lambda pid, created: self._delete_landed_branches(running))
         return exit, self.settings.agent.parse_result(job, exit)
 

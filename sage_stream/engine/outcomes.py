@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from sage_stream.engine.dispatch_control import DEFER, RATE_LIMIT_KINDS, STOP, RateLimitDecision
-from sage_stream.errors import EXIT_DEFERRED
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -235,3 +235,13 @@ def decide_landing(verdict: LandingVerdict, *, rerun_left: bool, attempts_before
     # the repository); without its words, name the paths
     return Defer("scope_violation", verdict.message or f"changed files outside its `files` globs: {paths}",
                  last_error=verdict.message, log=verdict.log)
+
+
+def run_exit_code(*, interrupted: bool, deferred: int, halt_exit: int | None) -> int:
+    """130 when a signal stopped the run, 3 when a ticket was deferred or a halt asks for
+    it (rate limits), else 0 (a --max-cost halt is not a failure)."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    if deferred or halt_exit == EXIT_DEFERRED:
+        return EXIT_DEFERRED
+    return EXIT_OK

@@ -116,10 +116,7 @@ def _land_queued_work(rec: Recovery, report: RecoveryReport) -> None:
 
 
 def _defer(rec: Recovery, ticket: Ticket, decision: Defer) -> None:
-    rec.lander.states.apply({ticket.id: ticket_state.defer(
-        category=decision.category, message=decision.message, last_error=_clip(decision.last_error, decision.clip),
-        log=decision.log, retryable=decision.retryable, not_before=decision.not_before)})
-    crash_point("after_defer_edit")
+    rec.lander.states.defer(ticket.id, decision)
     rec.emit(ev.TICKET_DEFERRED, ticket.id, category=decision.category, message=decision.message,
              retryable=decision.retryable, not_before=decision.not_before)
 
@@ -220,8 +217,3 @@ def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:
             except Exception:
                 pass  # the work tree itself stays; nothing is deleted
 
-
-def _clip(text: str | None, limit: int = 2000) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else "..." + text[-limit:]

@@ -30,6 +30,7 @@ to land; tickets the run has not started yet are not listed.
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
 import re
@@ -43,6 +44,7 @@ from typing import Any
 from sage_stream.durable import TEMP_PREFIX, write_json_atomic
 from sage_stream.engine import events as ev
 from sage_stream.engine.run_lock import is_alive, process_identity
+from sage_stream.engine.outcomes import run_exit_code
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 
 FORMAT_VERSION = 1
@@ -403,34 +405,70 @@ def _real(value: Any) -> float | None:
 # ---------------------------------------------------------------- the live record
 
 
-class RecordWriter:
-    """The run's record, folded from the events the engine emits and rewritten
-    atomically at most twice a second (it is a report: the index is what recovery trusts)."""
+class RunReport:
+    """Every event of the run goes here: folded into the run's record, which is rewritten
+    atomically at most twice a second (it is a report: the index is what recovery
+    trusts), and shown by the display, which decides nothing."""
 
-    def __init__(self, sage_dir: Path, record: RunRecord, *, min_interval_s: float = 0.5) -> None:
+    def __init__(self, sage_dir: Path, record: RunRecord, display: Any, *, min_interval_s: float = 0.5) -> None:
         self.sage_dir = sage_dir
         self.record = record
+        self.display = display
         self.min_interval_s = min_interval_s
         self._saved_at = 0.0
-        self.pending = False
+        self._pending = False
 
-    def apply(self, event: ev.Event) -> None:
+    def emit(self, kind: str, ticket_id: str | None, **data: Any) -> None:
+        event = ev.Event(kind=kind, ticket=ticket_id, data=data)
         self.record.apply(event)
+        self.display.handle(event)
+        if event.kind in _RECORD_UPDATES:
+            self._warn(self._save())
 
-    def save(self, *, force: bool = False) -> OSError | None:
-        """Write it now if forced or due, else mark it pending (see `flush`). Returns the
-        error when it could not be written."""
+    def flush(self) -> None:
+        """A write that was held back, now that the loop is idle."""
+        if self._pending:
+            self._warn(self._save())
+
+    def failed(self) -> None:
+        """The engine itself failed: the record says so (its write may fail the same way)."""
+        self.record.apply(ev.Event(kind=ev.RUN_FINISHED, ticket=None, data={"exit_code": EXIT_ERROR}))
+        self._save(force=True)
+
+    def finish(self, *, remaining: int, interrupted: bool, halt_exit: int | None, halted: str | None) -> int:
+        """The run is over: its exit code, the last event, and the record written."""
+        tickets = self.record.tickets.values()
+        landed = sum(1 for record in tickets if record.outcome == "landed")
+        deferred = sum(1 for record in tickets if record.outcome == "deferred")
+        code = run_exit_code(interrupted=interrupted, deferred=deferred, halt_exit=halt_exit)
+        self.emit(ev.RUN_FINISHED, None, completed=landed, deferred=deferred, interrupted=interrupted,
+                  remaining=remaining, exit_code=code,
+                  duration_s=round(time.time() - _epoch(self.record.started), 1),
+                  summary_path=str(run_path(self.sage_dir, self.record.run_id)),
+                  total_cost_usd=self.record.total_cost_usd,
+                  stopped=f"stopped starting tickets: {halted}" if halted else None)
+        error = self._save(force=True)
+        if error is not None:
+            raise error
+        return code
+
+    def _save(self, *, force: bool = False) -> OSError | None:
         now = time.monotonic()
         if not force and now - self._saved_at < self.min_interval_s:
-            self.pending = True
+            self._pending = True  # written by `flush` when the loop is idle
             return None
-        self._saved_at, self.pending = now, False
+        self._saved_at, self._pending = now, False
         try:
             write_run(self.sage_dir, self.record)
         except OSError as error:
             return error
         return None
 
-    def flush(self) -> OSError | None:
-        """A pending write, when the loop is idle."""
-        return self.save() if self.pending else None
+    def _warn(self, error: OSError | None) -> None:
+        if error is not None:
+            self.display.handle(ev.Event(kind=ev.MESSAGE, ticket=None, data=dict(
+                level="warning", text=f"could not write the run summary: {error}")))
+
+
+def _epoch(stamp: str | None) -> float:
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) if stamp else time.time()

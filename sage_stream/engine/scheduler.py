@@ -198,6 +198,10 @@ class DispatchPlan:
         self.running.discard(ticket_id)
         self.requeued.add(ticket_id)
 
+    def pending(self) -> list[str]:
+        """The tickets of this run (all, or --ticket's) that are not COMPLETED yet."""
+        return [tid for tid in self.tickets if tid not in self.done and (self.only is None or tid in self.only)]
+
     def blocked_by_failures(self) -> dict[str, list[str]]:
         """Tickets this run could not reach, with the failed tickets they wait on."""
         result: dict[str, list[str]] = {}

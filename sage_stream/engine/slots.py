@@ -16,8 +16,10 @@ landing and the next start. Pure bookkeeping: no git, no threads.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sage_stream.engine.scheduler import DispatchPlan
 from sage_stream.engine.worktrees import Workspace
 
 
@@ -110,3 +112,9 @@ class Slots:
         self.pending.clear()
         return releases
 
+
+
+def spare_is_useful(plan: DispatchPlan, running: Iterable[str]) -> bool:
+    """Whether the spare slot may be needed soon: more tickets may start, and some
+    running ticket unblocks nothing when it lands (its worker takes the spare then)."""
+    return plan.may_start_more() and not all(plan.would_unblock(ticket_id) for ticket_id in running)

@@ -18,7 +18,6 @@ count), by `--max-cost` and by `--max-load`.
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 from dataclasses import dataclass
@@ -30,13 +29,12 @@ from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.crashpoints import crash_point
-from sage_stream.engine.dispatch_control import DEFER, DispatchControl
+from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
 from sage_stream.engine.outcomes import (
     Defer,
-    FinishedAttempt,
     Halt,
     Interrupted,
     Land,
@@ -51,13 +49,13 @@ from sage_stream.engine.outcomes import (
 from sage_stream.engine.prompts import attempt_stem, write_attempt_job
 from sage_stream.engine.recovery import Recovery
 from sage_stream.engine.run_lock import process_identity
-from sage_stream.engine.run_record import RecordWriter, RunRecord
+from sage_stream.engine.run_record import RunRecord, RunReport
 from sage_stream.engine.scheduler import DispatchPlan
 from sage_stream.engine.sessions import SessionBook
 from sage_stream.engine.settings import StreamSettings
-from sage_stream.engine.slots import Slots
+from sage_stream.engine.slots import Slots, spare_is_useful
 from sage_stream.engine.stopping import Stopping
-from sage_stream.engine.verification import CheckDefinitionError, fix_turns_allowed, ticket_checks
+from sage_stream.engine.verification import Check, CheckDefinitionError, fix_turns_allowed, ticket_checks
 from sage_stream.engine.work import (
     AgentLine,
     AttemptCrashed,
@@ -72,9 +70,9 @@ from sage_stream.engine.work import (
     TicketWork,
     TurnDone,
     Wake,
+    finished_attempt,
 )
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
-from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket, now_iso
 from sage_stream.tickets.store import IndexStore
@@ -104,7 +102,6 @@ class StreamRun:
         self.lander = lander
         self.runner = runner
         self.inbox = inbox
-        self.display = display
         self.run_id = run_id
         self.run_dir = settings.sage_dir / "workers" / run_id
         self.tickets_dir = tickets_dir
@@ -116,17 +113,17 @@ class StreamRun:
                                     max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
                                     rate_limit_stop_after=settings.rate_limits.stop_after)
         self.pid, self.pid_create_time = process_identity()
-        self.record = RecordWriter(settings.sage_dir, RunRecord(
-            run_id=run_id, pid=self.pid, pid_create_time=self.pid_create_time, started=now_iso()))
+        self.report = RunReport(settings.sage_dir, RunRecord(
+            run_id=run_id, pid=self.pid, pid_create_time=self.pid_create_time, started=now_iso()), display)
+        self.emit = self.report.emit
         self.attempts: dict[str, Running] = {}
         self.plan: DispatchPlan | None = None  # set by execute(); recovery lands before there is one
         self.halted: Halt | None = None  # why this run starts no more tickets (cost, rate limits)
         self.halt_exit: int | None = None  # the exit code the halts ask for, at least
         self.starts: dict[str, int] = {}  # agent starts per ticket in this run (file names)
         self.rate_limited: dict[str, int] = {}  # rate limits per ticket in this run
-        self._paused_for_load = False
+        self.load_gate = LoadGate(settings.max_load)
         self._spare_pending = False
-        self._last_line_sent: dict[str, float] = {}
         self._tip_now: str | None = None  # the target's tip while a landing dispatches what it unblocked
 
     # ---------------------------------------------------------------- entry
@@ -163,7 +160,7 @@ class StreamRun:
                 message = self.inbox.get(timeout=self._wait_s())
             except queue.Empty:
                 self._check_stop()
-                self._report_error(self.record.flush())
+                self.report.flush()
                 continue
             self._handle(message)
             self._check_stop()
@@ -182,8 +179,7 @@ class StreamRun:
                 continue
             if isinstance(message, (AttemptDone, AttemptCrashed)):
                 self.attempts.pop(message.ticket_id, None)
-        self.record.apply(ev.Event(kind=ev.RUN_FINISHED, ticket=None, data={"exit_code": EXIT_ERROR}))
-        self.record.save(force=True)  # a failure here is the same disk failure, most likely
+        self.report.failed()
 
     def _wait_for_spare(self) -> None:
         """The spare slot being made: one checkout at most; the slot is then made or not."""
@@ -194,7 +190,7 @@ class StreamRun:
 
     def _waiting_to_dispatch(self) -> bool:
         # With nothing running, only a pause (load average, rate limit) makes the loop wait.
-        return self._paused_for_load or self.control.paused_until is not None
+        return self.load_gate.paused or self.control.paused_until is not None
 
     def _wait_s(self) -> float:
         until_resume = self.control.seconds_to_resume()
@@ -235,42 +231,26 @@ class StreamRun:
             self._start(ticket)
 
     def _load_too_high(self) -> bool:
-        limit = self.settings.max_load
-        if limit is None:
-            return False
-        load = os.getloadavg()[0]
-        if load > limit:
-            if not self._paused_for_load:
-                self._paused_for_load = True
-                self.emit(ev.DISPATCH_PAUSED, None, reason=f"load average {load:.2f} is above --max-load {limit}",
-                          until=None)
-            if not self.attempts:
-                time.sleep(1.0)
-            return True
-        if self._paused_for_load:
-            self._paused_for_load = False
-            self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the load average is down")
-        return False
+        held, paused, resumed = self.load_gate.check()
+        if paused:
+            self.emit(ev.DISPATCH_PAUSED, None, reason=paused, until=None)
+        if resumed:
+            self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason=resumed)
+        if held and not self.attempts:
+            time.sleep(1.0)
+        return held
 
     def _start(self, ticket: Ticket) -> None:
         crash_point("before_start_edit")
+        checks = self._mark_started(ticket)
+        self.plan.started(ticket.id)
+        if isinstance(checks, Defer):  # found before any agent spends anything
+            self._defer(ticket, checks)
+            return
+        crash_point("after_start_edit")
         continuation = self.sessions.for_ticket(ticket)
         worker = self.slots.take_worker()
         slot = self.slots.take_slot(continuation.slot if continuation else None)
-        try:
-            checks = tuple(self._checks(ticket))
-        except CheckDefinitionError as error:
-            failure: Defer | None = Defer("error", error.message)
-        else:
-            failure = self._mark_started(ticket)
-        if failure is not None:  # found before any agent spends anything
-            self.slots.return_worker(worker)
-            self.slots.return_slot(slot)
-            self.plan.started(ticket.id)
-            self._defer(ticket, failure)
-            return
-        self.plan.started(ticket.id)
-        crash_point("after_start_edit")
         count = self.starts[ticket.id] = self.starts.get(ticket.id, 0) + 1
         stem = attempt_stem(ticket.id, count)
         job = write_attempt_job(ticket, stem=stem, run_dir=self.run_dir, run_id=self.run_id,
@@ -288,31 +268,31 @@ class StreamRun:
             releases=tuple(releases), after_landed=after_landed)
         self.attempts[ticket.id] = Running(spec=spec, handle=self.runner.start(spec), started=time.time())
 
-    def _checks(self, ticket: Ticket) -> list:
-        return [*ticket_checks(ticket), *self.settings.checks]
-
-    def _mark_started(self, ticket: Ticket) -> Defer | None:
-        """IN_PROGRESS in the index; or why it cannot be (a disk failure for this one ticket)."""
+    def _mark_started(self, ticket: Ticket) -> tuple[Check, ...] | Defer:
+        """IN_PROGRESS in the index, and the ticket's checks; or why it cannot start (a
+        check that cannot run, a disk failure for this one ticket)."""
+        try:
+            checks = (*ticket_checks(ticket), *self.settings.checks)
+        except CheckDefinitionError as error:
+            return Defer("error", error.message)
         try:
             self.states.apply({ticket.id: ticket_state.start(
                 run_id=self.run_id, pid=self.pid, pid_create_time=self.pid_create_time,
                 branch=ticket_branch(ticket.id))})
         except Exception as error:
             return Defer("error", f"could not mark it IN_PROGRESS: {error}", last_error=str(error))
-        return None
+        return checks
 
     def _make_spare_if_useful(self) -> None:
-        """Make the spare slot in the background once it may be needed: when every
-        running ticket has its worktree (not to slow their checkouts), more tickets may
-        start, and a running ticket unblocks nothing when it lands (its worker takes the
-        spare while it lands). A new slot's first checkout writes every file of the
-        repository (hundreds of ms on a slow disk); made on demand, it would sit between
-        one agent and the next."""
-        if self._spare_pending or self.stopping.requested or self.halted:
+        """Make the spare slot in the background once it may be needed (see
+        `spare_is_useful`) and every running ticket has its worktree (not to slow their
+        checkouts). A new slot's first checkout writes every file of the repository
+        (hundreds of ms on a slow disk); made on demand, it would sit between one agent
+        and the next."""
+        if self._spare_pending or self.stopping.requested or self.halted:  # nothing new starts
             return
-        if any(running.workspace is None for running in self.attempts.values()) or not self.plan.may_start_more():
-            return
-        if all(self.plan.would_unblock(ticket_id) for ticket_id in self.attempts):
+        prepared = all(running.workspace is not None for running in self.attempts.values())
+        if not prepared or not spare_is_useful(self.plan, self.attempts):
             return
         slot = self.slots.reserve_spare()
         if slot is not None:
@@ -337,7 +317,7 @@ class StreamRun:
         elif running is None:
             return
         elif isinstance(message, AgentLine):
-            self._agent_line(message)
+            self.emit(ev.AGENT_OUTPUT, message.ticket_id, line=message.line)
         elif isinstance(message, Prepared):
             self._prepared(running, message.workspace)
         elif isinstance(message, TurnDone):
@@ -349,12 +329,6 @@ class StreamRun:
                 self._attempt_over(running, message)
             finally:
                 self._release(running, landed=False)  # every outcome releases its slot; never leaks
-
-    def _agent_line(self, message: AgentLine) -> None:
-        now = time.monotonic()
-        if now - self._last_line_sent.get(message.ticket_id, 0.0) >= 0.25:
-            self._last_line_sent[message.ticket_id] = now
-            self.emit(ev.AGENT_OUTPUT, message.ticket_id, line=message.line)
 
     def _prepared(self, running: Running, workspace: Workspace) -> None:
         running.workspace = workspace
@@ -376,7 +350,7 @@ class StreamRun:
             if workers is not None:
                 self.emit(ev.DISPATCH_RESUMED, None, workers=workers,
                           reason=f"{self.settings.rate_limits.raise_after} agent runs in a row without a rate limit")
-        limit, spent = self.settings.max_cost_usd, self.record.record.total_cost_usd or 0.0
+        limit, spent = self.settings.max_cost_usd, self.report.record.total_cost_usd or 0.0
         if limit is not None and spent >= limit:
             self._halt(Halt(f"cost ${spent:.2f} reached --max-cost ${limit:.2f}"))
 
@@ -399,7 +373,7 @@ class StreamRun:
         running.workspace = running.workspace or workspace
         if work is not None:
             crash_point("after_agent_exit")
-        finished = self._finished(running, message)
+        finished = finished_attempt(running.spec, message, running.workspace, now=datetime.now(timezone.utc))
         decision = decide(finished, self.policy)
         if isinstance(decision, RateLimited):
             decision = self._rate_limit_decision(finished, decision, work)
@@ -418,27 +392,7 @@ class StreamRun:
             if decision.halt is not None:
                 self._halt(decision.halt)
 
-    def _finished(self, running: Running, message: AttemptDone | AttemptCrashed) -> FinishedAttempt:
-        spec = running.spec
-        common = dict(ticket_id=spec.ticket.id, attempts_before=spec.ticket.attempts, now=datetime.now(timezone.utc),
-                      branch=running.workspace.branch if running.workspace else "")
-        if isinstance(message, AttemptCrashed):
-            return FinishedAttempt(log=str(spec.job.log_path), crashed=message.detail,
-                                   prepared=message.workspace is not None, **common)
-        work: TicketWork = message.work
-        exit, result, checks = work.exit, work.result, work.verification
-        failed = checks.failed if checks is not None and not checks.passed else None
-        return FinishedAttempt(
-            log=str(work.log or spec.job.log_path), tampered=tuple(work.tampered), cancelled=work.cancelled,
-            exit_outcome=exit.outcome, returncode=exit.returncode, last_line=exit.last_line,
-            exit_error=exit.error, success=result.success, error_kind=result.error_kind, retryable=result.retryable,
-            result_message=result.message, reset_at=result.reset_at,
-            checks_failed=tuple(item.check.name for item in failed) if failed is not None else None,
-            checks_tail=checks.failure_tail() if failed is not None else None,
-            checks_log=str(failed[0].log_path) if failed else None, fix_turns=work.fix_turns, tip=work.tip,
-            snapshot_error=work.snapshot_error, **common)
-
-    def _rate_limit_decision(self, finished: FinishedAttempt, limited: RateLimited,
+    def _rate_limit_decision(self, finished: Any, limited: RateLimited,
                              work: TicketWork) -> Defer | Requeue:
         """Not the ticket's fault: the dispatch controller pauses dispatch for everyone,
         or, when the limit resets far in the future, stops it."""
@@ -478,12 +432,7 @@ class StreamRun:
             self._halt(decision.halt)
 
     def _defer(self, ticket: Ticket, decision: Defer, *, result: Any = None) -> None:
-        edit = ticket_state.defer(category=decision.category, message=decision.message,
-                                  last_error=_clip(decision.last_error, decision.clip), log=decision.log,
-                                  retryable=decision.retryable, not_before=decision.not_before,
-                                  result=ticket_state.agent_result_json(result) if result else None)
-        self.states.apply({ticket.id: edit})
-        crash_point("after_defer_edit")
+        self.states.defer(ticket.id, decision, result=result)
         if self.plan is not None:
             self.plan.gave_up(ticket.id)
         self.emit(ev.TICKET_DEFERRED, ticket.id, category=decision.category, message=decision.message,
@@ -537,61 +486,18 @@ class StreamRun:
             finally:
                 self._tip_now = None
 
-    def recovery(self, workspaces: TicketWorkspaces) -> Recovery:
-        """What recovery needs, before the loop starts: this run's lander and identity."""
-        return Recovery(lander=self.lander, workspaces=workspaces, emit=self.emit, run_id=self.run_id, pid=self.pid,
-                        retry_backoff_s=self.settings.retry_backoff_s)
-
-    # ---------------------------------------------------------------- reporting
-
-    def emit(self, kind: str, ticket_id: str | None, **data: Any) -> None:
-        event = ev.Event(kind=kind, ticket=ticket_id, data=data)
-        self.record.apply(event)
-        self.display.handle(event)
-        if kind in _RECORDED:
-            self._report_error(self.record.save())
-
-    def _report_error(self, error: OSError | None) -> None:
-        if error is not None:
-            self.display.handle(ev.Event(kind=ev.MESSAGE, ticket=None, data=dict(
-                level="warning", text=f"could not write the run summary: {error}")))
-
     def _finish(self) -> int:
-        interrupted = self.stopping.interrupted
-        tickets = self.record.record.tickets.values()
-        landed = sum(1 for record in tickets if record.outcome == "landed")
-        deferred = sum(1 for record in tickets if record.outcome == "deferred")
-        if interrupted:
-            code = EXIT_INTERRUPTED
-        elif deferred or self.halt_exit == EXIT_DEFERRED:
-            code = EXIT_DEFERRED
-        else:
-            code = EXIT_OK
-        plan = self.plan
-        remaining = [tid for tid in plan.tickets if tid not in plan.done and (plan.only is None or tid in plan.only)]
-        for ticket_id, waiting in sorted(plan.blocked_by_failures().items()):
+        for ticket_id, waiting in sorted(self.plan.blocked_by_failures().items()):
             self.emit(ev.MESSAGE, ticket_id, level="info",
                       text=f"{ticket_id} not started: blocked by {', '.join(waiting)} (deferred in this run)")
-        path = self.settings.sage_dir / "runs" / f"{self.run_id}.json"
-        self.emit(ev.RUN_FINISHED, None, completed=landed, deferred=deferred, interrupted=interrupted,
-                  remaining=len(remaining), exit_code=code,
-                  duration_s=round(time.time() - _epoch(self.record.record.started), 1), summary_path=str(path),
-                  total_cost_usd=self.record.record.total_cost_usd,
-                  stopped=f"stopped starting tickets: {self.halted.reason}" if self.halted else None)
-        error = self.record.save(force=True)
-        if error is not None:
-            raise error
-        return code
-
-
-# events that change the record: written (throttled) as they happen
-_RECORDED = frozenset({ev.TICKET_STARTED, ev.AGENT_FINISHED, ev.TICKET_QUEUED, ev.TICKET_LANDED,
-                       ev.TICKET_REQUEUED, ev.TICKET_DEFERRED, ev.TICKET_STOPPED, ev.RUN_STARTED})
+        return self.report.finish(remaining=len(self.plan.pending()), interrupted=self.stopping.interrupted,
+                                  halt_exit=self.halt_exit, halted=self.halted.reason if self.halted else None)
 
 
 def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, display: Display,
-                     run_id: str) -> tuple[StreamRun, TicketWorkspaces]:
-    """A run whose attempts run on this machine, in worktree slots of `git`'s repository."""
+                     run_id: str) -> tuple[StreamRun, Recovery]:
+    """A run whose attempts run on this machine, in worktree slots of `git`'s repository,
+    and the recovery to carry out before it starts."""
     inbox: queue.Queue[Message] = queue.Queue()
     workspaces = TicketWorkspaces(git, settings.sage_dir / "worktrees")
     states = ticket_state.TicketStates(store)
@@ -609,11 +515,8 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
                     states=states, landing_lock=settings.sage_dir / "commit.lock", emit=emit)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
-    return run, workspaces
-
-
-def _epoch(stamp: str) -> float:
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,
+                         retry_backoff_s=settings.retry_backoff_s)
 
 
 def _epoch_or_none(stamp: str | None) -> float | None:
@@ -632,8 +535,3 @@ def _iso(epoch: float | None) -> str | None:
         return None
     return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-def _clip(text: str | None, limit: int = 2000) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else "..." + text[-limit:]

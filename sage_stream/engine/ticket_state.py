@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sage_stream.agents.base import AgentResult
+from sage_stream.engine.crashpoints import crash_point
+from sage_stream.engine.outcomes import Defer
 from sage_stream.tickets.models import State, Ticket, now_iso
 from sage_stream.tickets.store import IndexStore, LoadedIndex
 
@@ -155,6 +157,14 @@ class TicketStates:
     def apply(self, edits: dict[str, Edit]) -> None:
         self._tickets = apply(self.store, edits).index.by_id()
 
+    def defer(self, ticket_id: str, decision: Defer, *, result: AgentResult | None = None) -> None:
+        """DEFERRED with the decision's reason (and the agent's result, when given)."""
+        self.apply({ticket_id: defer(category=decision.category, message=decision.message,
+                                     last_error=clip_tail(decision.last_error, decision.clip), log=decision.log,
+                                     retryable=decision.retryable, not_before=decision.not_before,
+                                     result=agent_result_json(result) if result else None)})
+        crash_point("after_defer_edit")
+
     def current(self) -> dict[str, Ticket]:
         if self._tickets is None:
             self._tickets = self.store.load().index.by_id()
@@ -170,3 +180,9 @@ def agent_result_json(result: AgentResult | None, **extra: Any) -> dict[str, Any
             "note": result.message if result.success else None,  # e.g. why a result file was ignored
             **extra}
     return {key: value for key, value in data.items() if value is not None}
+
+
+def clip_tail(text: str | None, limit: int = 2000) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else "..." + text[-limit:]

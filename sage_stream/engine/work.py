@@ -9,12 +9,14 @@ shared mutable state: the loop keeps its own bookkeeping, the runner its own.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sage_stream.agents.base import AgentJob, AgentResult
 from sage_stream.engine.agent_process import AgentExit
+from sage_stream.engine.outcomes import FinishedAttempt
 from sage_stream.engine.slots import SlotRelease
 from sage_stream.engine.verification import Check, Verification
 from sage_stream.engine.worktrees import Workspace
@@ -154,5 +156,23 @@ class Runner(Protocol):
         """Reset slots at the end of the run; returns (ticket, warning) for those that failed."""
 
 
-def job_in(job: AgentJob, workspace: Workspace) -> AgentJob:
-    return replace(job, worktree=workspace.path)
+def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, workspace: Workspace | None, *,
+                     now: datetime) -> FinishedAttempt:
+    """What engine/outcomes.py decides on, from the attempt's last message."""
+    common = dict(ticket_id=spec.ticket.id, attempts_before=spec.ticket.attempts, now=now,
+                  branch=workspace.branch if workspace else "")
+    if isinstance(message, AttemptCrashed):
+        return FinishedAttempt(log=str(spec.job.log_path), crashed=message.detail,
+                               prepared=message.workspace is not None, **common)
+    work = message.work
+    exit, result, checks = work.exit, work.result, work.verification
+    failed = checks.failed if checks is not None and not checks.passed else None
+    return FinishedAttempt(
+        log=str(work.log or spec.job.log_path), tampered=tuple(work.tampered), cancelled=work.cancelled,
+        exit_outcome=exit.outcome, returncode=exit.returncode, last_line=exit.last_line, exit_error=exit.error,
+        success=result.success, error_kind=result.error_kind, retryable=result.retryable,
+        result_message=result.message, reset_at=result.reset_at,
+        checks_failed=tuple(item.check.name for item in failed) if failed is not None else None,
+        checks_tail=checks.failure_tail() if failed is not None else None,
+        checks_log=str(failed[0].log_path) if failed else None, fix_turns=work.fix_turns, tip=work.tip,
+        snapshot_error=work.snapshot_error, **common)
