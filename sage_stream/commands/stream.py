@@ -123,7 +123,7 @@ def run_stream(options: StreamOptions) -> int:
             max_attempts=config.stream.max_attempts, retry_backoff_s=60 * config.stream.retry_backoff_minutes,
             only=only, max_tickets=options.max_tickets,
             max_load=options.max_load if options.max_load is not None else config.stream.max_load,
-            confirm=_ask_before_start if options.interactive else None, config=config,
+            confirm=_ask_before_start if options.interactive else None,
             max_cost_usd=options.max_cost if options.max_cost is not None else config.stream.max_cost_usd,
             reuse_sessions=options.reuse_sessions or config.agent.reuse_sessions,
             checks=checks, check_timeout_s=60 * config.checks.timeout_minutes,

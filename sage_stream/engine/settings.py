@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sage_stream.agents.base import Agent
-from sage_stream.config import SageConfig
 from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.verification import Check
 from sage_stream.tickets.models import Ticket
 
 
-@dataclass
+@dataclass(frozen=True)
 class StreamSettings:
     """Everything the loop needs to know, already decided from flags and config."""
 
@@ -35,7 +34,6 @@ class StreamSettings:
     max_tickets: int | None = None
     max_load: float | None = None
     confirm: Callable[[Ticket], str] | None = None  # interactive: "yes" | "skip" | "quit"
-    config: SageConfig = field(default_factory=SageConfig)
     max_cost_usd: float | None = None  # start nothing new once the run's agents cost this much
     reuse_sessions: bool = False  # continue the session of a ticket's only dependency
     checks: Sequence[Check] = ()  # the project's [checks] commands, for every ticket
