@@ -5,24 +5,28 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from sage_stream.config import load_config
-from sage_stream.engine.settings import StreamOptions, StreamSettings, check_mode_flags
+from sage_stream.engine.settings import StreamOptions, StreamSettings, agent_choice, check_mode_flags, resolve_settings
 from sage_stream.errors import EXIT_OK, SageError
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
 
-MIN_GIT = (2, 38, 0)
+if TYPE_CHECKING:
+    from sage_stream.engine.scheduler import DispatchPlan
+    from sage_stream.git import Git
 
-__all__ = ["StreamOptions", "command", "run_stream"]
+MIN_GIT = (2, 38, 0)
 
 
 def run_stream(options: StreamOptions) -> int:
+    """Check the flags, find out what needs git and the machine, resolve the settings, then
+    (unless --dry-run) take the run lock and run; errors come before anything is changed."""
     from sage_stream.agents.registry import get_agent
     from sage_stream.engine.cpus import cpu_budget
-    from sage_stream.engine.settings import agent_choice, resolve_settings
     from sage_stream.git import Git
 
     options = _check_mode_flags(options)
@@ -48,7 +52,7 @@ def run_stream(options: StreamOptions) -> int:
     return _run_locked(settings, index_path, git, wait=options.wait)
 
 
-def _run_locked(settings: StreamSettings, index_path: Path, git, *, wait: bool) -> int:
+def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: bool) -> int:
     """Hold the run lock, recover what an earlier run left, then run."""
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover
@@ -83,7 +87,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git, *, wait: bool) 
         run_lock.release()
 
 
-def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime):
+def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> tuple[DispatchPlan, list[str]]:
     """The dispatch plan for `index` and the tickets ready to start now."""
     from sage_stream.engine.scheduler import DispatchPlan
     from sage_stream.graph.analysis import analyze
@@ -109,6 +113,7 @@ def _warn_about_dirty_checkouts(run, git, target: str) -> None:
 
 
 def _check_mode_flags(options: StreamOptions) -> StreamOptions:
+    """The flags' own rules (engine/settings.py), then whether there is a terminal to ask on."""
     options = check_mode_flags(options)
     if options.interactive and not options.dry_run and not sys.stdin.isatty():
         raise SageError("--interactive (the default) asks before each ticket, but there is no terminal to ask on:"
