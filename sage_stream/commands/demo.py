@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from sage_stream.commands.stream import StreamOptions, run_stream
+from sage_stream.commands.stream import run_stream
+from sage_stream.engine.settings import StreamOptions
 from sage_stream.errors import SageError
 
 

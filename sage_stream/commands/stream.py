@@ -1,62 +1,35 @@
-"""`sage stream`: decide the run from flags and config, then hand it to the engine."""
+"""`sage stream`: gather the facts, resolve the run's settings, then hand it to the engine."""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from sage_stream.config import SageConfig, load_config
+from sage_stream.config import load_config
+from sage_stream.engine.settings import StreamOptions, StreamSettings, agent_choice, check_mode_flags, resolve_settings
 from sage_stream.errors import EXIT_OK, SageError
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
 
 if TYPE_CHECKING:
-    from sage_stream.engine.dispatch_control import RateLimitPolicy
-    from sage_stream.engine.verification import Check
+    from sage_stream.engine.scheduler import DispatchPlan
+    from sage_stream.git import Git
 
 MIN_GIT = (2, 38, 0)
 
 
-@dataclass
-class StreamOptions:
-    auto: bool = False
-    interactive: bool = False
-    parallel: str | None = None  # None: one worker; "auto"; or a number
-    dry_run: bool = False
-    schedule: str | None = None
-    agent: str | None = None
-    agent_cmd: str | None = None
-    tickets: tuple[str, ...] = ()
-    max_tickets: int | None = None
-    timeout_minutes: float | None = None
-    idle_timeout_minutes: float | None = None
-    output: str = "auto"  # auto | live | plain | json
-    index: str | None = None
-    target: str | None = None
-    wait: bool = False
-    max_load: float | None = None
-    max_cost: float | None = None  # US dollars
-    reuse_sessions: bool = False
-
-
 def run_stream(options: StreamOptions) -> int:
+    """Check the flags, find out what needs git and the machine, resolve the settings, then
+    (unless --dry-run) take the run lock and run; errors come before anything is changed."""
     from sage_stream.agents.registry import get_agent
-    from sage_stream.engine.cpus import decide_workers
-    from sage_stream.engine.display import make_display
-    from sage_stream.engine.recovery import recover
-    from sage_stream.engine.run_lock import RunLock, describe_owner
-    from sage_stream.engine.run_record import new_run_id
-    from sage_stream.engine.scheduler import SCHEDULES, DispatchPlan
-    from sage_stream.engine.settings import StreamSettings
-    from sage_stream.engine.stream import local_stream_run
+    from sage_stream.engine.cpus import cpu_budget
     from sage_stream.git import Git
 
-    _check_mode_flags(options)
+    options = _check_mode_flags(options)
     index_path = resolve_index_path(options.index)
     loaded = _load_valid(index_path)
     sage_dir = index_path.parent.parent
@@ -66,79 +39,47 @@ def run_stream(options: StreamOptions) -> int:
     if git.version() < MIN_GIT:
         raise SageError(f"git {'.'.join(map(str, git.version()))} is too old: sage stream needs git >= 2.38 "
                         "(for `git merge-tree --write-tree`)")
-    target = options.target or config.stream.target or git.current_branch(repo)
-    if not target:
-        raise SageError(f"{repo}: HEAD is detached: check out the branch tickets should land on, or pass --target")
-    if git.rev_parse(f"refs/heads/{target}") is None:
-        raise SageError(f"target branch '{target}' does not exist in {repo} (it needs at least one commit)")
-    schedule = options.schedule or config.stream.schedule
-    if schedule not in SCHEDULES:
-        raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
-    agent = get_agent(options.agent or config.agent.preset or ("command" if (options.agent_cmd or config.agent.command) else "exec"),
-                      agent_cmd=options.agent_cmd or config.agent.command, config=config.agent.model_dump())
-    checks = _project_checks(config, sage_dir)
-    only = frozenset(options.tickets) if options.tickets else None
-    _check_selected(loaded, only)
-
-    def make_plan(index: LoadedIndex) -> tuple[DispatchPlan, list[str]]:
-        from sage_stream.graph.analysis import analyze
-
-        analysis = analyze(index.tickets)
-        plan = DispatchPlan(tickets=index.index.by_id(), bottom_levels=analysis.bottom_level,
-                            now=datetime.now(timezone.utc), schedule=schedule, only=only,
-                            max_tickets=options.max_tickets, max_reruns=config.stream.max_reruns)
-        return plan, plan.ready()
-
-    plan, ready = make_plan(loaded)
-    requested = _requested_workers(options, config)
-    # Cap by what this run could ever start, not by what is ready this instant: tickets
-    # unblock as others land (a backlog with one root still fans out).
-    startable = _startable_count(plan)
-    decision = decide_workers(None if requested == "auto" else requested, startable or 1)
-    if requested is None:
-        decision = type(decision)(workers=1, reason="one worker (pass --auto --parallel to run several)")
-
+    name, agent_cmd = agent_choice(options, config)
+    agent = get_agent(name, agent_cmd=agent_cmd, config=config.agent.model_dump())
+    now = datetime.now(timezone.utc)
+    settings = resolve_settings(options, config, repo=repo, sage_dir=sage_dir, checked_out=git.current_branch(repo),
+                                index=loaded, now=now, cpus=cpu_budget(), agent=agent, ask=_ask_before_start)
+    if git.rev_parse(f"refs/heads/{settings.target}") is None:
+        raise SageError(f"target branch '{settings.target}' does not exist in {repo} (it needs at least one commit)")
     if options.dry_run:
-        return _print_dry_run(loaded, plan, ready, decision, schedule, target, options.output == "json")
+        plan, ready = _make_plan(loaded, settings, now)
+        return _print_dry_run(loaded, plan, ready, settings, options.output == "json")
+    return _run_locked(settings, index_path, git, wait=options.wait)
 
-    run_lock = RunLock(sage_dir)
-    sage_dir.mkdir(parents=True, exist_ok=True)
-    if not run_lock.acquire(wait=options.wait):
+
+def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: bool) -> int:
+    """Hold the run lock, recover what an earlier run left, then run."""
+    from sage_stream.engine.display import make_display
+    from sage_stream.engine.recovery import recover
+    from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
+    from sage_stream.engine.run_record import new_run_id
+    from sage_stream.engine.stream import local_stream_run
+    from sage_stream.tickets.models import now_iso
+
+    run_lock = RunLock(settings.sage_dir)
+    settings.sage_dir.mkdir(parents=True, exist_ok=True)
+    if not run_lock.acquire(wait=wait):
         click.echo(f"sage stream: {describe_owner(run_lock.owner())}; nothing to do here", err=False)
         return EXIT_OK
     try:
-        from sage_stream.engine.run_lock import RunOwner, process_identity
-        from sage_stream.tickets.models import now_iso
-
         run_id = new_run_id()
         pid, create_time = process_identity()
         run_lock.write_owner(RunOwner(pid=pid, pid_create_time=create_time, run_id=run_id, started=now_iso()))
-        display = make_display("plain" if (options.interactive and options.output == "auto") else options.output)
-        settings = StreamSettings(
-            repo=repo, sage_dir=sage_dir, target=target, workers=decision.workers, workers_reason=decision.reason,
-            schedule=schedule, agent=agent,
-            timeout_s=60 * (options.timeout_minutes or config.agent.timeout_minutes or config.stream.timeout_minutes),
-            idle_timeout_s=60 * (options.idle_timeout_minutes or config.stream.idle_timeout_minutes),
-            grace_s=config.stream.grace_seconds, max_reruns=config.stream.max_reruns,
-            max_attempts=config.stream.max_attempts, retry_backoff_s=60 * config.stream.retry_backoff_minutes,
-            only=only, max_tickets=options.max_tickets,
-            max_load=options.max_load if options.max_load is not None else config.stream.max_load,
-            confirm=_ask_before_start if options.interactive else None, config=config,
-            max_cost_usd=options.max_cost if options.max_cost is not None else config.stream.max_cost_usd,
-            reuse_sessions=options.reuse_sessions or config.agent.reuse_sessions,
-            checks=checks, check_timeout_s=60 * config.checks.timeout_minutes,
-            max_fix_turns=config.checks.max_fix_turns, check_parallel=config.checks.max_parallel,
-            check_env=[*config.agent.env, *config.checks.env], rate_limits=_rate_limit_policy(config),
-        )
+        display = make_display(settings.output)
         store = IndexStore(index_path)
         run, recovery = local_stream_run(store, git, settings, display, run_id)
         try:
             recover(recovery)
-            _warn_about_dirty_checkouts(run, git, target)
-            plan, ready = make_plan(store.load())
-            tickets_meta = {tid: {"title": t.title, "estimate": t.estimate} for tid, t in plan.tickets.items()
-                            if tid not in plan.done and (only is None or tid in only)}
-            predicted = _predicted_makespan(plan, decision.workers, schedule)
+            _warn_about_dirty_checkouts(run, git, settings.target)
+            plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
+            tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
+                            for tid in plan.pending()}
+            predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
             return run.execute(plan, tickets_meta, ready, predicted)
         finally:
             display.close()
@@ -146,25 +87,16 @@ def run_stream(options: StreamOptions) -> int:
         run_lock.release()
 
 
-def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:
-    """`[checks] commands`, parsed now: a check that cannot run stops the run before it starts."""
-    from sage_stream.agents.environment import check_passthrough
-    from sage_stream.engine.verification import project_checks
+def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> tuple[DispatchPlan, list[str]]:
+    """The dispatch plan for `index` and the tickets ready to start now."""
+    from sage_stream.engine.scheduler import DispatchPlan
+    from sage_stream.graph.analysis import analyze
 
-    try:
-        check_passthrough(config.checks.env)
-    except SageError as error:
-        raise SageError(f"{sage_dir / 'config.toml'}: [checks] {error.message.removeprefix('[agent] ')}") from None
-    return project_checks(config.checks.commands, config_path=str(sage_dir / "config.toml"))
-
-
-def _rate_limit_policy(config: SageConfig) -> RateLimitPolicy:
-    from sage_stream.engine.dispatch_control import RateLimitPolicy
-
-    stream = config.stream
-    return RateLimitPolicy(backoff_s=stream.rate_limit_backoff_seconds,
-                           max_backoff_s=max(stream.rate_limit_max_backoff_seconds, stream.rate_limit_backoff_seconds),
-                           stop_after=stream.rate_limit_stop_after, far_reset_s=60 * stream.quota_wait_minutes)
+    analysis = analyze(index.tickets)
+    plan = DispatchPlan(tickets=index.index.by_id(), bottom_levels=analysis.bottom_level, now=now,
+                        schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
+                        max_reruns=settings.max_reruns)
+    return plan, plan.ready()
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:
@@ -180,40 +112,13 @@ def _warn_about_dirty_checkouts(run, git, target: str) -> None:
                 "to catch up). Commit or stash first, or land on another branch with --target."))
 
 
-def _startable_count(plan) -> int:
-    from sage_stream.graph.ordering import is_startable
-
-    return sum(1 for tid, t in plan.tickets.items()
-               if tid not in plan.done and (plan.only is None or tid in plan.only) and is_startable(t, plan.now))
-
-
-def _check_mode_flags(options: StreamOptions) -> None:
-    if options.auto and options.interactive:
-        raise SageError("--auto and --interactive exclude each other")
-    if not options.auto and not options.dry_run:
-        options.interactive = True  # Sage's default
-    if options.parallel is not None and not options.auto and not options.dry_run:
-        raise SageError("--parallel needs --auto: parallel workers cannot each stop to ask (Sage's rule)")
+def _check_mode_flags(options: StreamOptions) -> StreamOptions:
+    """The flags' own rules (engine/settings.py), then whether there is a terminal to ask on."""
+    options = check_mode_flags(options)
     if options.interactive and not options.dry_run and not sys.stdin.isatty():
         raise SageError("--interactive (the default) asks before each ticket, but there is no terminal to ask on:"
                         " pass --auto to run unattended")
-
-
-def _requested_workers(options: StreamOptions, config: SageConfig) -> int | str | None:
-    value = options.parallel
-    if value is None and options.auto and config.stream.parallel is not None:
-        value = str(config.stream.parallel)
-    if value is None:
-        return None
-    if value == "auto":
-        return "auto"
-    try:
-        number = int(value)
-    except ValueError:
-        raise SageError(f"--parallel takes a number or 'auto', not {value!r}")
-    if number < 1:
-        raise SageError(f"--parallel must be at least 1, not {number}")
-    return number
+    return options
 
 
 def _load_valid(index_path: Path) -> LoadedIndex:
@@ -236,15 +141,6 @@ def _repo_root(index_path: Path) -> Path:
     return index_path.parent.parent.parent if index_path.parent.name == "tickets" else index_path.parent
 
 
-def _check_selected(loaded: LoadedIndex, only: frozenset[str] | None) -> None:
-    if not only:
-        return
-    known = loaded.index.by_id()
-    unknown = sorted(only - set(known))
-    if unknown:
-        raise SageError(f"{loaded.path}: --ticket names tickets that are not in the index: {', '.join(unknown)}")
-
-
 def _ask_before_start(ticket: Ticket) -> str:
     answer = click.prompt(f"Start {ticket.id} \"{ticket.title}\"? [y]es / [s]kip / [q]uit", default="y",
                           show_default=False).strip().lower()
@@ -258,8 +154,7 @@ def _ask_before_start(ticket: Ticket) -> str:
 def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     from sage_stream.graph.simulate import simulate
 
-    pending = {tid: t for tid, t in plan.tickets.items()
-               if tid not in plan.done and (plan.only is None or tid in plan.only)}
+    pending = {tid: plan.tickets[tid] for tid in plan.pending()}
     if not pending:
         return 0.0
     durations = {tid: t.estimate for tid, t in pending.items()}
@@ -268,8 +163,7 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks).makespan, 2)
 
 
-def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], decision, schedule: str, target: str,
-                   as_json: bool) -> int:
+def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool) -> int:
     from sage_stream.graph.simulate import simulate
 
     pending = {tid: t for tid, t in plan.tickets.items()
@@ -278,7 +172,7 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], decision, schedu
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
-    schedule_result = simulate(durations, deps, decision.workers, policy=schedule, priority_rank=ranks)
+    schedule_result = simulate(durations, deps, settings.workers, policy=settings.schedule, priority_rank=ranks)
     order = sorted(schedule_result.starts, key=lambda tid: (schedule_result.starts[tid][0], tid))
     waves: list[list[str]] = []
     last_start = None
@@ -292,16 +186,16 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], decision, schedu
         import json
 
         click.echo(json.dumps({
-            "target": target, "workers": decision.workers, "workers_reason": decision.reason,
-            "schedule": schedule, "ready": ready, "order": order,
+            "target": settings.target, "workers": settings.workers, "workers_reason": settings.workers_reason,
+            "schedule": settings.schedule, "ready": ready, "order": order,
             "starts": {tid: {"start": s, "end": e, "worker": w} for tid, (s, e, w) in schedule_result.starts.items()},
             "predicted_makespan_minutes": schedule_result.makespan,
         }, indent=2))
         return EXIT_OK
     click.echo(f"dry run: nothing will be started or changed ({loaded.path})")
-    click.echo(f"target branch: {target}")
-    click.echo(f"workers: {decision.workers} ({decision.reason})")
-    click.echo(f"schedule: {schedule}")
+    click.echo(f"target branch: {settings.target}")
+    click.echo(f"workers: {settings.workers} ({settings.workers_reason})")
+    click.echo(f"schedule: {settings.schedule}")
     click.echo(f"ready now ({len(ready)}): {', '.join(ready) if ready else 'none'}")
     click.echo("predicted order (minute: tickets starting then):")
     for wave in waves:

@@ -153,16 +153,18 @@ class WorkerDecision:
     reason: str
 
 
-def decide_workers(requested: int | None, ready_count: int, *, cpus: int | None = None) -> WorkerDecision:
+def decide_workers(requested: int | None, ready_count: int, *, cpus: int | None = None,
+                   budget: CpuBudget | None = None) -> WorkerDecision:
     """How many agents to run at once.
 
     `requested` None is Sage's auto rule: usable CPUs // 2, clamped to 1..8 and to the number
     of ready tickets. An explicit N is capped at the ready count. Never fewer than 1.
+    The CPUs are `cpus`, else those of `budget` (already read), else read now.
     """
     if requested is not None:
         return _explicit_workers(requested, ready_count)
     if cpus is None:
-        budget = cpu_budget()
+        budget = budget or cpu_budget()
         cpus, detail = budget.usable, f" ({budget.describe()})"
     else:
         detail = ""

@@ -1,20 +1,60 @@
-"""The settings of one `sage stream` run, already decided from flags, config and defaults."""
+"""The settings of one `sage stream` run, decided from flags, config and defaults.
+
+`resolve_settings` is the one place where a flag beats the config and the config beats the
+default. It is pure (no git, files, environment or clock): the command finds out what
+needs them - the checked-out branch, the index, the CPUs, the agent, the time - and
+passes it in.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from sage_stream.agents.base import Agent
+from sage_stream.agents.environment import check_passthrough
 from sage_stream.config import SageConfig
+from sage_stream.engine.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.engine.dispatch_control import RateLimitPolicy
-from sage_stream.engine.verification import Check
+from sage_stream.engine.scheduler import SCHEDULES
+from sage_stream.engine.verification import Check, project_checks
+from sage_stream.errors import SageError
+from sage_stream.graph.ordering import is_startable
 from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.store import IndexView
+
+ONE_WORKER = "one worker (pass --auto --parallel to run several)"
 
 
-@dataclass
+@dataclass(frozen=True)
+class StreamOptions:
+    """The flags of `sage stream`, as parsed; None where not given."""
+
+    auto: bool = False
+    interactive: bool = False
+    parallel: str | None = None  # None: one worker; "auto"; or a number
+    dry_run: bool = False
+    schedule: str | None = None
+    agent: str | None = None
+    agent_cmd: str | None = None
+    tickets: tuple[str, ...] = ()
+    max_tickets: int | None = None
+    timeout_minutes: float | None = None
+    idle_timeout_minutes: float | None = None
+    output: str = "auto"  # auto | live | plain | json
+    index: str | None = None
+    target: str | None = None
+    wait: bool = False
+    max_load: float | None = None
+    max_cost: float | None = None  # US dollars
+    reuse_sessions: bool = False
+
+
+@dataclass(frozen=True)
 class StreamSettings:
     """Everything the loop needs to know, already decided from flags and config."""
 
@@ -35,7 +75,6 @@ class StreamSettings:
     max_tickets: int | None = None
     max_load: float | None = None
     confirm: Callable[[Ticket], str] | None = None  # interactive: "yes" | "skip" | "quit"
-    config: SageConfig = field(default_factory=SageConfig)
     max_cost_usd: float | None = None  # start nothing new once the run's agents cost this much
     reuse_sessions: bool = False  # continue the session of a ticket's only dependency
     checks: Sequence[Check] = ()  # the project's [checks] commands, for every ticket
@@ -45,3 +84,130 @@ class StreamSettings:
     check_env: Sequence[str] = ()  # names passed to checks beyond the standard set
     rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     clock: Callable[[], float] = time.time  # the dispatch controller's clock
+    output: str = "auto"  # the display: auto | live | plain | json
+
+
+def check_mode_flags(options: StreamOptions) -> StreamOptions:
+    """`options` with `interactive` decided (Sage asks before each ticket unless --auto), or a
+    SageError for mode flags that exclude each other. Calling it again changes nothing."""
+    if options.auto and options.interactive:
+        raise SageError("--auto and --interactive exclude each other")
+    if not options.auto and not options.dry_run:
+        options = replace(options, interactive=True)  # Sage's default
+    if options.parallel is not None and not options.auto and not options.dry_run:
+        raise SageError("--parallel needs --auto: parallel workers cannot each stop to ask (Sage's rule)")
+    return options
+
+
+def agent_choice(options: StreamOptions, config: SageConfig) -> tuple[str, str | None]:
+    """The agent to run and the `command` agent's template: --agent over [agent] preset; without
+    either, `command` when there is a template (--agent-cmd over [agent] command), else `exec`."""
+    agent_cmd = options.agent_cmd or config.agent.command
+    return options.agent or config.agent.preset or ("command" if agent_cmd else "exec"), agent_cmd
+
+
+def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, sage_dir: Path,
+                     checked_out: str | None, index: IndexView, now: datetime, cpus: CpuBudget,
+                     agent: Agent, ask: Callable[[Ticket], str]) -> StreamSettings:
+    """The run's settings: each flag over its config key over the default.
+
+    The facts: `checked_out` the branch checked out in `repo` (None when HEAD is detached),
+    `index` the validated ticket index, `cpus` this process's CPU budget, `agent` the agent
+    `agent_choice` names, `ask` the question before each ticket of an interactive run.
+    A SageError names the first setting that cannot be used, in the order written here.
+    """
+    options = check_mode_flags(options)
+    target = _target(options, config, checked_out=checked_out, repo=repo)
+    schedule = options.schedule or config.stream.schedule
+    if schedule not in SCHEDULES:
+        raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
+    checks = _project_checks(config, sage_dir)
+    tickets = index.index.by_id()
+    only = _selected_tickets(options, tickets, index_path=index.path)
+    workers = _workers(options, config, startable=_startable_count(tickets, only, now), cpus=cpus)
+    stream = config.stream
+    return StreamSettings(
+        repo=repo, sage_dir=sage_dir, target=target, workers=workers.workers, workers_reason=workers.reason,
+        schedule=schedule, agent=agent,
+        timeout_s=60 * (options.timeout_minutes or config.agent.timeout_minutes or stream.timeout_minutes),
+        idle_timeout_s=60 * (options.idle_timeout_minutes or stream.idle_timeout_minutes),
+        grace_s=stream.grace_seconds, max_reruns=stream.max_reruns, max_attempts=stream.max_attempts,
+        retry_backoff_s=60 * stream.retry_backoff_minutes, only=only, max_tickets=options.max_tickets,
+        max_load=options.max_load if options.max_load is not None else stream.max_load,
+        confirm=ask if options.interactive else None,
+        max_cost_usd=options.max_cost if options.max_cost is not None else stream.max_cost_usd,
+        reuse_sessions=options.reuse_sessions or config.agent.reuse_sessions,
+        checks=tuple(checks), check_timeout_s=60 * config.checks.timeout_minutes,
+        max_fix_turns=config.checks.max_fix_turns, check_parallel=config.checks.max_parallel,
+        check_env=(*config.agent.env, *config.checks.env), rate_limits=_rate_limit_policy(config),
+        # questions are asked between the lines of the display: a live view would draw over them
+        output="plain" if (options.interactive and options.output == "auto") else options.output,
+    )
+
+
+def _target(options: StreamOptions, config: SageConfig, *, checked_out: str | None, repo: Path) -> str:
+    """--target, else [stream] target, else the checked-out branch."""
+    target = options.target or config.stream.target or checked_out
+    if not target:
+        raise SageError(f"{repo}: HEAD is detached: check out the branch tickets should land on, or pass --target")
+    return target
+
+
+def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:
+    """`[checks] commands`, parsed now: a check that cannot run stops the run before it starts."""
+    try:
+        check_passthrough(config.checks.env)
+    except SageError as error:
+        raise SageError(f"{sage_dir / 'config.toml'}: [checks] {error.message.removeprefix('[agent] ')}") from None
+    return project_checks(config.checks.commands, config_path=str(sage_dir / "config.toml"))
+
+
+def _selected_tickets(options: StreamOptions, tickets: Mapping[str, Ticket], *,
+                      index_path: Path) -> frozenset[str] | None:
+    """The --ticket IDs (None: every ticket), each of which must be in the index."""
+    if not options.tickets:
+        return None
+    only = frozenset(options.tickets)
+    unknown = sorted(only - set(tickets))
+    if unknown:
+        raise SageError(f"{index_path}: --ticket names tickets that are not in the index: {', '.join(unknown)}")
+    return only
+
+
+def _startable_count(tickets: Mapping[str, Ticket], only: frozenset[str] | None, now: datetime) -> int:
+    return sum(1 for tid, t in tickets.items() if (only is None or tid in only) and is_startable(t, now))
+
+
+def _workers(options: StreamOptions, config: SageConfig, *, startable: int, cpus: CpuBudget) -> WorkerDecision:
+    """One worker unless asked for more (--parallel, or [stream] parallel with --auto).
+
+    Capped by what this run could ever start, not by what is ready this instant: tickets
+    unblock as others land (a backlog with one root still fans out)."""
+    requested = _requested_workers(options, config)
+    if requested is None:
+        return WorkerDecision(workers=1, reason=ONE_WORKER)
+    return decide_workers(None if requested == "auto" else requested, startable or 1, budget=cpus)
+
+
+def _requested_workers(options: StreamOptions, config: SageConfig) -> int | Literal["auto"] | None:
+    value = options.parallel
+    if value is None and options.auto and config.stream.parallel is not None:
+        value = str(config.stream.parallel)
+    if value is None:
+        return None
+    if value == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise SageError(f"--parallel takes a number or 'auto', not {value!r}")
+    if number < 1:
+        raise SageError(f"--parallel must be at least 1, not {number}")
+    return number
+
+
+def _rate_limit_policy(config: SageConfig) -> RateLimitPolicy:
+    stream = config.stream
+    return RateLimitPolicy(backoff_s=stream.rate_limit_backoff_seconds,
+                           max_backoff_s=max(stream.rate_limit_max_backoff_seconds, stream.rate_limit_backoff_seconds),
+                           stop_after=stream.rate_limit_stop_after, far_reset_s=60 * stream.quota_wait_minutes)

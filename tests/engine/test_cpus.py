@@ -135,6 +135,11 @@ class TestDecideWorkers:
         assert decision.workers == 2
         assert decision.reason == "auto: 4 usable CPUs (affinity 16, cgroup quota 4) // 2 = 2"
 
+    def test_a_budget_read_earlier_is_used_and_named(self, monkeypatch) -> None:
+        monkeypatch.setattr(cpus, "cpu_budget", lambda: pytest.fail("the budget was passed in"))
+        decision = decide_workers(None, 5, budget=cpus.CpuBudget(affinity=16, quota=4.0))
+        assert (decision.workers, decision.reason) == (2, "auto: 4 usable CPUs (affinity 16, cgroup quota 4) // 2 = 2")
+
     @pytest.mark.parametrize(
         ("requested", "ready", "cpu_count", "reason"),
         [
