@@ -37,10 +37,10 @@ class Stopping:
         self._previous.clear()
 
     def on_signal(self, signum: int, frame: Any) -> None:
-        self.interrupted = True
-        if self.requested:  # a second Ctrl-C: stop the agents now
+        if self.interrupted:  # a second Ctrl-C: stop the agents now
             self.deadline = self.clock()
             return
+        self.interrupted = True  # also after a "quit" answer: the agents still get their grace period
         self.requested = True
         self.deadline = self.clock() + self.grace_s
         self.wake()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 
-import pytest
 
 from sage_stream.engine.stopping import Stopping
 
@@ -65,8 +64,6 @@ def test_quit_stops_starting_without_interrupting() -> None:
     assert wakes == []
 
 
-@pytest.mark.xfail(strict=True, reason="a first Ctrl-C after answering 'quit' is taken as the second signal: "
-                                      "on_signal sees requested=True and stops the agents at once, without grace")
 def test_a_signal_after_quit_still_gives_the_agents_their_grace_period() -> None:
     stop, clock, _ = stopping(grace_s=10.0)
     stop.quit()
