@@ -36,7 +36,7 @@ from sage_stream.agents.base import (
     reported_problems,
 )
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.engine.agent_process import NOTE_PREFIX
+from sage_stream.process.supervise import NOTE_PREFIX
 from sage_stream.errors import SageError
 
 ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument

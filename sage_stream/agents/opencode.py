@@ -81,7 +81,7 @@ from sage_stream.agents.base import (
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
 from sage_stream.agents.environment import agent_environment
-from sage_stream.engine.agent_process import EXITED, AgentExit
+from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.errors import SageError
 
 EXECUTABLE = "opencode"

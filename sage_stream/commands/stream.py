@@ -46,7 +46,7 @@ class StreamOptions:
 
 def run_stream(options: StreamOptions) -> int:
     from sage_stream.agents.registry import get_agent
-    from sage_stream.engine.cpus import decide_workers
+    from sage_stream.process.cpus import decide_workers
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover
     from sage_stream.engine.run_lock import RunLock, describe_owner

@@ -32,7 +32,7 @@ POINTS = {
     "before_start_edit": "a ticket was chosen, nothing written yet",
     "worktree_prepared": "the slot is on the ticket's new branch, the index not yet IN_PROGRESS",
     "after_start_edit": "IN_PROGRESS written, agent not started",
-    # agent run (engine/agent_process.py, engine/stream.py)
+    # agent run (process/supervise.py, engine/stream.py)
     "agent_started": "the agent process was just started",
     "agent_running": "the agent is running (reached about every 50 ms while it runs)",
     "after_agent_exit": "the agent finished, nothing recorded",

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.agent_process import stop_strays, wait_for_leftover_git
+from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.run_lock import is_alive

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sage_stream.engine import crashpoints
-from sage_stream.engine.agent_process import processes_with_environment, stop_strays, wait_for_leftover_git
+from sage_stream.process.tree import processes_with_environment, stop_strays, wait_for_leftover_git
 from sage_stream.engine.landing import escaping_links
 from sage_stream.engine.recovery import _landings_behind
 from sage_stream.git import HistoryEntry, _passed_to_git
@@ -143,7 +143,7 @@ def test_checks_of_one_ticket_running_at_once_do_not_stop_each_other(tmp_path: P
     finish must not take the others for processes its ticket left behind."""
     import threading
 
-    from sage_stream.engine.agent_process import AgentLaunch, run_agent
+    from sage_stream.process.supervise import AgentLaunch, run_agent
 
     env = {**os.environ, "SAGE_RUN_ID": "run", "SAGE_TICKET_ID": "T-1", "SAGE_WORKTREE": str(tmp_path)}
     exits = {}
