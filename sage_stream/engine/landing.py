@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.git import Git, WorktreeInfo

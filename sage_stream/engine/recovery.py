@@ -26,7 +26,7 @@ from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.engine.commit_queue import QueueEntry
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.engine.run_lock import is_alive
 from sage_stream.git import HistoryEntry
 from sage_stream.tickets.models import State

@@ -35,7 +35,7 @@ from sage_stream.config import SageConfig
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.process.supervise import CANCELLED, EXITED, AgentExit, AgentLaunch, run_agent
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.dispatch_control import (
     DEFER,

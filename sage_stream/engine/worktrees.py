@@ -56,7 +56,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.errors import SageError
 from sage_stream.git import ZERO_SHA, Git, WorktreeInfo
 from sage_stream.tickets.prose import is_safe_id

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import psutil
 
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.process.tree import descendants, group_members, is_running, processes_with_environment
 
 
