@@ -220,7 +220,7 @@ def _load_valid(index_path: Path) -> LoadedIndex:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
     unknown dependencies, missing fields...); else a SageError and nothing is started."""
     from sage_stream.validation.checks import index_findings
-    from sage_stream.validation.findings import Severity
+    from sage_stream.findings import Severity
 
     loaded = load_index(index_path)
     errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from sage_stream.errors import SageError
 from sage_stream.tickets.models import Ticket, TicketIndex
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 
 INDEX_RELATIVE = Path(".sage") / "tickets" / "index.json"
 LOCK_TIMEOUT_SECONDS = 60

@@ -41,7 +41,7 @@ from sage_stream.tickets.store import (
     gc_paused,
     read_index,
 )
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 from sage_stream.validation.prerequisites import (
     GitContext,
     Prerequisite,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sage_stream.errors import SageError
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 
 MIN_GIT_VERSION = (2, 38)
 """`git merge-tree --write-tree` (landing without touching a work tree) needs 2.38."""
