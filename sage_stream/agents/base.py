@@ -31,7 +31,8 @@ from typing import Any, Protocol
 from sage_stream.agents import environment
 from sage_stream.process.supervise import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
 from sage_stream.errors import SageError
-from sage_stream.tickets.models import Ticket, parse_timestamp
+from sage_stream.text import parse_timestamp
+from sage_stream.tickets.models import Ticket
 
 ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
 RESULT_FILE_LIMIT = 1_000_000

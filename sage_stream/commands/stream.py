@@ -108,7 +108,7 @@ def run_stream(options: StreamOptions) -> int:
         return EXIT_OK
     try:
         from sage_stream.engine.run_lock import RunOwner, process_identity
-        from sage_stream.tickets.models import now_iso
+        from sage_stream.text import now_iso
 
         run_id = new_run_id()
         pid, create_time = process_identity()

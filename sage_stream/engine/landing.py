@@ -27,6 +27,7 @@ from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.git import Git, WorktreeInfo
 from sage_stream.tickets.models import Ticket
+from sage_stream.text import one_line
 from sage_stream.tickets.prose import is_safe_id
 
 LANDED = "landed"
@@ -73,14 +74,14 @@ def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, s
     if not is_safe_id(ticket.id):
         raise SageError(f"ticket id {ticket.id!r} cannot be written into a commit message")
     kind = COMMIT_TYPES.get(ticket.type or "", "chore")
-    title = _one_line(ticket.title).lower()
+    title = one_line(ticket.title).lower()
     subject = f"{kind}({commit_scope(ticket)}): #{ticket.id} {title}".rstrip()
     paragraphs = [subject]
     if summary and summary.strip():
         paragraphs.append(_paragraph(summary))
     docs = list(docs_paths) if docs_paths is not None else _ticket_docs(ticket)
     if docs:
-        paragraphs.append("\n".join(["Docs:", *(f"- {_one_line(path)}" for path in docs)]))
+        paragraphs.append("\n".join(["Docs:", *(f"- {one_line(path)}" for path in docs)]))
     paragraphs.append(f"Closes: #{ticket.id}\n{TICKET_TRAILER}: {ticket.id}")
     return "\n\n".join(paragraphs) + "\n"
 
@@ -88,7 +89,7 @@ def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, s
 def commit_scope(ticket: Ticket) -> str:
     component = getattr(ticket, "component", None)
     if isinstance(component, str) and component.strip():
-        scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", _one_line(component)).strip("-")
+        scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", one_line(component)).strip("-")
         if scope:
             return scope.lower()
     prefix = re.match(r"^([A-Za-z0-9]+)-[0-9]+$", ticket.id)
@@ -120,10 +121,6 @@ def _split_trailers(message: str) -> tuple[str, str]:
     if sep and all(_TRAILER_LINE.match(line) for line in last.splitlines()):
         return head, last
     return text, ""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def _paragraph(text: str) -> str:

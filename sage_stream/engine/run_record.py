@@ -44,6 +44,7 @@ from sage_stream.durable import TEMP_PREFIX, write_json_atomic
 from sage_stream.engine import events as ev
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
+from sage_stream.text import iso_utc
 
 FORMAT_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -118,7 +119,7 @@ class RunRecord:
         """A new record owned by the calling process (pid + create time, for liveness)."""
         pid, create_time = process_identity()
         return cls(run_id=run_id, pid=pid, pid_create_time=create_time,
-                   started=started or _iso(time.time()))
+                   started=started or iso_utc(time.time()))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT_VERSION}
@@ -188,7 +189,7 @@ def record_from_events(run_id: str, events: Iterable[ev.Event], *, pid: int | No
 
 def _on_run_started(record: RunRecord, event: ev.Event) -> None:
     data = event.data
-    record.started = record.started or _iso(event.time)
+    record.started = record.started or iso_utc(event.time)
     record.status = RUNNING
     record.target = _text(data.get("target"))
     record.workers = _integer(data.get("workers"))
@@ -202,7 +203,7 @@ def _on_ticket_started(record: RunRecord, event: ev.Event) -> None:
     data = event.data
     ticket.title = _text(data.get("title")) or ticket.title
     ticket.outcome = "running"
-    ticket.start = _iso(event.time)
+    ticket.start = iso_utc(event.time)
     ticket.end = None
     ticket.duration_s = None
     ticket.attempts = _integer(data.get("attempt")) or ticket.attempts + 1
@@ -229,7 +230,7 @@ def _on_ticket_queued(record: RunRecord, event: ev.Event) -> None:
 def _finish_ticket(record: RunRecord, event: ev.Event, outcome: str) -> TicketRecord:
     ticket = record.ticket(event.ticket or "?")
     ticket.outcome = outcome
-    ticket.end = _iso(event.time)
+    ticket.end = iso_utc(event.time)
     return ticket
 
 
@@ -254,7 +255,7 @@ def _on_ticket_deferred(record: RunRecord, event: ev.Event) -> None:
 def _on_run_finished(record: RunRecord, event: ev.Event) -> None:
     code = _integer(event.data.get("exit_code"))
     record.exit_code = code
-    record.finished = _iso(event.time)
+    record.finished = iso_utc(event.time)
     record.status = {EXIT_INTERRUPTED: INTERRUPTED, EXIT_ERROR: FAILED}.get(code, FINISHED)
     for ticket in record.tickets.values():
         if ticket.outcome in ("running", "queued", "requeued"):
@@ -366,10 +367,6 @@ def is_run_alive(record: RunRecord) -> bool:
 
 
 # ---------------------------------------------------------------- tolerant field readers
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _text(value: Any) -> str | None:

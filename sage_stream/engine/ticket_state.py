@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sage_stream.tickets.models import State, now_iso
+from sage_stream.text import now_iso
+from sage_stream.tickets.models import State
 from sage_stream.tickets.store import IndexStore, LoadedIndex
 
 RawTicket = dict[str, Any]
