@@ -60,11 +60,12 @@ from sage_stream.engine.verification import (
     run_checks,
     ticket_checks,
 )
-from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
 from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, SageError
 from sage_stream.git import Git
 from sage_stream.text import now_iso, parse_timestamp
 from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.naming import ticket_branch
 from sage_stream.tickets.store import IndexStore
 
 TRAILER_KEY = "Sage-Ticket"

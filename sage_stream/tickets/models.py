@@ -181,6 +181,12 @@ class Ticket(_Open):
     def not_before_time(self) -> datetime | None:
         return parse_timestamp(self.not_before) if self.not_before else None
 
+    def doc_paths(self) -> list[str]:
+        """The paths `docs` names, those that are set: spec, plan, tasks, breakdown."""
+        if self.docs is None:
+            return []
+        return [path for path in (self.docs.spec, self.docs.plan, self.docs.tasks, self.docs.breakdown) if path]
+
 
 class TicketIndex(_Open):
     version: str | None = None
