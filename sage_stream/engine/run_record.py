@@ -44,6 +44,7 @@ from sage_stream.durable import TEMP_PREFIX, write_json_atomic
 from sage_stream.engine import events as ev
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
+from sage_stream.paths import SagePaths
 from sage_stream.text import iso_utc
 
 FORMAT_VERSION = 1
@@ -279,7 +280,7 @@ _RECORD_UPDATES = {
 
 
 def runs_dir(sage_dir: Path) -> Path:
-    return Path(sage_dir) / "runs"
+    return SagePaths(Path(sage_dir)).runs
 
 
 def new_run_id() -> str:
@@ -290,7 +291,7 @@ def new_run_id() -> str:
 def run_path(sage_dir: Path, run_id: str) -> Path:
     if not RUN_ID_PATTERN.match(run_id):
         raise SageError(f"invalid run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
-    return runs_dir(sage_dir) / f"{run_id}.json"
+    return SagePaths(Path(sage_dir)).run_record(run_id)
 
 
 def write_run(sage_dir: Path, record: RunRecord) -> Path:

@@ -39,6 +39,7 @@ from pathlib import Path
 
 from sage_stream.process.supervise import CANCELLED, EXITED, FAILED_TO_START, AgentLaunch, run_agent
 from sage_stream.errors import SageError
+from sage_stream.paths import REPO_RELATIVE
 from sage_stream.tickets.models import Ticket
 
 MAX_PARALLEL = 4
@@ -154,7 +155,7 @@ def ticket_checks(ticket: Ticket) -> list[Check]:
     return checks
 
 
-def project_checks(commands: Sequence[str], *, config_path: str = ".sage/config.toml") -> list[Check]:
+def project_checks(commands: Sequence[str], *, config_path: str = str(REPO_RELATIVE.config)) -> list[Check]:
     """`[checks] commands` of the config, for every ticket."""
     return [parse_check(name=f"check {index + 1}", source=f"[checks] commands[{index}]", command=command,
                         where=config_path) for index, command in enumerate(commands)]

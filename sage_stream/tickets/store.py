@@ -24,10 +24,10 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from sage_stream.errors import SageError
-from sage_stream.tickets.models import Ticket, TicketIndex
 from sage_stream.findings import Finding, Severity
+from sage_stream.paths import INDEX_RELATIVE
+from sage_stream.tickets.models import Ticket, TicketIndex
 
-INDEX_RELATIVE = Path(".sage") / "tickets" / "index.json"
 LOCK_TIMEOUT_SECONDS = 60
 
 
