@@ -119,8 +119,6 @@ def describe(event: ev.Event) -> str | None:
         return _describe_checked(ticket, data)
     if kind == ev.TICKET_QUEUED:
         return f"queued {ticket} to land"
-    if kind == TICKET_LANDING:
-        return f"landing {ticket}"
     if kind == ev.TICKET_LANDED:
         commit = one_line(data.get("commit"), 40)[:7] or "?"
         return f"landed {ticket} as {commit} in {format_duration(_number(data.get('duration_s')))}"
@@ -268,11 +266,8 @@ class JsonDisplay:
 # ---------------------------------------------------------------- the state the live view shows
 
 # A ticket's stage, in the order a ticket moves through them.
-STARTING, RUNNING, CHECKING, QUEUED, LANDING = "starting", "running", "checking", "queued", "landing"
+STARTING, RUNNING, CHECKING, QUEUED = "starting", "running", "checking", "queued"
 AGENT_STAGES = (STARTING, RUNNING, CHECKING)
-# Not in events.py yet: if the engine emits it when a queued ticket starts landing,
-# the row says "landing" instead of "queued".
-TICKET_LANDING = "ticket_landing"
 
 
 @dataclass
@@ -293,7 +288,6 @@ class RunView:
     target: str = ""
     workers: int = 0
     workers_reason: str = ""
-    predicted_minutes: float | None = None
     estimates: dict[str, float] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
     active: dict[str, ActiveTicket] = field(default_factory=dict)
@@ -378,7 +372,6 @@ def _on_run_started(view: RunView, event: ev.Event) -> None:
     view.target = one_line(data.get("target"), 80)
     view.workers = _count(data.get("workers"))
     view.workers_reason = one_line(data.get("workers_reason"), LINE_WIDTH)
-    view.predicted_minutes = _number(data.get("predicted_makespan_minutes"))
     tickets = data.get("tickets")
     for ticket, info in (tickets.items() if isinstance(tickets, dict) else ()):
         info = info if isinstance(info, dict) else {}
@@ -480,7 +473,6 @@ _VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
     ev.TICKET_CHECKING: _set_stage(CHECKING),
     ev.TICKET_CHECKED: _on_ticket_checked,
     ev.TICKET_QUEUED: _set_stage(QUEUED),
-    TICKET_LANDING: _set_stage(LANDING),
     ev.TICKET_LANDED: _on_ticket_landed,
     ev.TICKET_REQUEUED: _on_ticket_requeued,
     ev.TICKET_DEFERRED: _on_ticket_deferred,
@@ -500,8 +492,8 @@ _LINE_STYLES = {
     ev.DISPATCH_PAUSED: "yellow",
     ev.RUN_FINISHED: "bold",
 }
-_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, TICKET_LANDING, ev.TICKET_CHECKING}
-_STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue", LANDING: "green"}
+_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, ev.TICKET_CHECKING}
+_STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue"}
 
 
 class LiveDisplay:
