@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sage_stream.errors import SageError
+from sage_stream.paths import SagePaths
 
 
 class _Section(BaseModel):
@@ -61,7 +62,7 @@ class SageConfig(BaseModel):
 
 def load_config(sage_dir: Path) -> SageConfig:
     """The config in `<sage_dir>/config.toml`, or the defaults when there is none."""
-    path = sage_dir / "config.toml"
+    path = SagePaths(sage_dir).config
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sage_stream.engine.crashpoints import write_point
+from sage_stream.faults import write_point
 
 TEMP_PREFIX = ".tmp-"
 

@@ -244,19 +244,6 @@ class Git:
         sha = result.stdout.strip()
         return sha if result.returncode == 0 and sha else None
 
-    def branch_tips(self, branches: Iterable[str]) -> dict[str, str]:
-        """The commit each existing branch of `branches` points at, in one git process
-        (a missing branch is left out)."""
-        refs = [f"refs/heads/{name}" for name in branches]
-        out = self.run("for-each-ref", "--format=%(objectname) %(refname)", *refs).stdout
-        wanted = set(refs)
-        tips: dict[str, str] = {}
-        for line in out.splitlines():
-            sha, _, ref = line.partition(" ")
-            if ref in wanted:  # for-each-ref matches prefixes too (`sage/A` would list `sage/A/x`)
-                tips[ref.removeprefix("refs/heads/")] = sha
-        return tips
-
     def tree_of(self, commit: str) -> str:
         return self.run("rev-parse", "--verify", f"{commit}^{{tree}}").stdout.strip()
 

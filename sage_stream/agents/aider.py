@@ -86,7 +86,7 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, CliAgent, ErrorRule, words
-from sage_stream.engine.agent_process import EXITED, AgentExit
+from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.errors import SageError
 
 EXECUTABLE = "aider"

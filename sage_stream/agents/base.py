@@ -8,7 +8,7 @@ when one is given and reports the session it used in `AgentResult.session_id`, s
 chain of dependent tickets can keep one agent's context.
 
 Starting, watching and stopping the process is not an agent's business: the engine does
-that with `engine.agent_process.run_agent`, which never uses a shell.
+that with `process.supervise.run_agent`, which never uses a shell.
 
 Shared here: the `[agent] env` names, the standard environment, the `SAGE-RESULT` block the
 prompt asks for, the optional JSON result file, and the result of a plain process (exit 0 =
@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sage_stream.agents import environment
-from sage_stream.engine.agent_process import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
+from sage_stream.process.supervise import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
 from sage_stream.errors import SageError
-from sage_stream.tickets.models import Ticket, parse_timestamp
+from sage_stream.text import parse_timestamp
+from sage_stream.tickets.models import Ticket
 
 ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
 RESULT_FILE_LIMIT = 1_000_000

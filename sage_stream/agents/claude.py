@@ -74,7 +74,7 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
-from sage_stream.engine.agent_process import EXITED, AgentExit
+from sage_stream.process.supervise import EXITED, AgentExit
 
 EXECUTABLE = "claude"
 ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt argument

@@ -36,8 +36,9 @@ from sage_stream.agents.base import (
     reported_problems,
 )
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.engine.agent_process import NOTE_PREFIX
+from sage_stream.process.supervise import NOTE_PREFIX
 from sage_stream.errors import SageError
+from sage_stream.text import iso_utc as iso_utc_of_epoch
 
 ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument
 SUMMARY_CHARS = 2000
@@ -308,7 +309,8 @@ def classify(rules: Sequence[ErrorRule], message: str, *, status: int | None = N
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """A time an agent reported, as Sage writes times."""
+    return iso_utc_of_epoch(moment.timestamp())
 
 
 _DELAY = re.compile(r"(?:try again|retry) (?:in|after) ((?:\s*(?:,|and)?\s*\d+(?:\.\d+)?\s*"

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.engine.agent_process import AgentExit
+from sage_stream.process.supervise import AgentExit
 from sage_stream.errors import SageError
 
 PLACEHOLDER = re.compile(r"\{(prompt_file|ticket|worktree|result_file)\}")

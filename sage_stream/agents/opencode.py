@@ -81,8 +81,9 @@ from sage_stream.agents.base import (
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
 from sage_stream.agents.environment import agent_environment
-from sage_stream.engine.agent_process import EXITED, AgentExit
+from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.errors import SageError
+from sage_stream.text import one_line
 
 EXECUTABLE = "opencode"
 ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt argument
@@ -174,8 +175,7 @@ def with_sage_permissions(config: Mapping[str, Any], *, readable: Sequence[str] 
 
 
 def _title(job: AgentJob) -> str:
-    title = " ".join(f"{job.ticket.id}: {job.ticket.title}".split())
-    return title if len(title) <= TITLE_CHARS else title[: TITLE_CHARS - 1] + "…"
+    return one_line(f"{job.ticket.id}: {job.ticket.title}", TITLE_CHARS)
 
 
 def opencode_database(env: Mapping[str, str]) -> Path:

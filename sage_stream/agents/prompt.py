@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sage_stream.agents.base import RESULT_BLOCK_TAG
 from sage_stream.durable import write_atomic
+from sage_stream.text import one_line
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.prose import read_prose
 
@@ -60,10 +61,6 @@ def write_prompt_file(path: Path, text: str) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _heading(ticket: Ticket) -> str:
     facts = [f"- Ticket: {ticket.id}"]
     if ticket.priority:
@@ -72,7 +69,7 @@ def _heading(ticket: Ticket) -> str:
         facts.append(f"- Type: {ticket.type}")
     return "\n".join(
         [
-            f"# {ticket.id}: {_one_line(ticket.title)}",
+            f"# {ticket.id}: {one_line(ticket.title)}",
             "",
             "You are working on one ticket of this repository's backlog, in a git worktree made for it.",
             "",
@@ -120,13 +117,13 @@ def _demote_headings(markdown: str) -> str:
 def _acceptance_criteria(ticket: Ticket) -> str:
     if not ticket.acceptanceCriteria:
         return ""
-    items = "\n".join(f"- {_one_line(item)}" for item in ticket.acceptanceCriteria)
+    items = "\n".join(f"- {one_line(item)}" for item in ticket.acceptanceCriteria)
     return f"## Acceptance criteria\n\n{items}"
 
 
 def _sub_tasks(ticket: Ticket) -> str:
     items = [
-        f"- {task.id + ': ' if task.id else ''}{_one_line(task.description)}"
+        f"- {task.id + ': ' if task.id else ''}{one_line(task.description)}"
         for task in ticket.tasks
         if task.description
     ]
@@ -251,8 +248,8 @@ def _dependencies(ticket: Ticket, summaries: Mapping[str, str], titles: Mapping[
         return ""
     lines = []
     for dependency in ticket.dependencies:
-        title = f" ({_one_line(titles[dependency])})" if titles.get(dependency) else ""
-        summary = _one_line(summaries.get(dependency) or "") or "no summary recorded"
+        title = f" ({one_line(titles[dependency])})" if titles.get(dependency) else ""
+        summary = one_line(summaries.get(dependency) or "") or "no summary recorded"
         if len(summary) > SUMMARY_CHARS:
             summary = summary[: SUMMARY_CHARS - 1] + "…"
         lines.append(f"- {dependency}{title}: {summary}")

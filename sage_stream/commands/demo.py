@@ -13,6 +13,7 @@ import click
 from sage_stream.commands.stream import run_stream
 from sage_stream.engine.settings import StreamOptions
 from sage_stream.errors import SageError
+from sage_stream.paths import SagePaths
 
 
 def make_demo_repo(directory: Path) -> Path:
@@ -23,7 +24,7 @@ def make_demo_repo(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with resources.as_file(example) as source:
         shutil.copytree(Path(source) / "repo", directory, dirs_exist_ok=True)
-        tickets = directory / ".sage" / "tickets"
+        tickets = SagePaths.of_repo(directory).tickets
         tickets.mkdir(parents=True)
         for item in (Path(source) / "tickets").iterdir():
             shutil.copy2(item, tickets / item.name)
@@ -52,7 +53,7 @@ def command(directory: Path | None, parallel: str, as_json: bool, plain: bool) -
     repo = make_demo_repo(directory or Path(tempfile.mkdtemp(prefix="sage-demo-")))
     click.echo(f"demo repository: {repo}")
     code = run_stream(StreamOptions(
-        auto=True, parallel=parallel, agent="exec", index=str(repo / ".sage" / "tickets" / "index.json"),
+        auto=True, parallel=parallel, agent="exec", index=str(SagePaths.of_repo(repo).index),
         output="json" if as_json else "plain" if plain else "auto",
     ))
     if not as_json:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import click
 
-INDEX = Path(".sage") / "tickets" / "index.json"
-CONFIG = Path(".sage") / "config.toml"
+from sage_stream.paths import REPO_RELATIVE
+
+INDEX = REPO_RELATIVE.index
+CONFIG = REPO_RELATIVE.config
 GITIGNORE_LINES = (".sage/",)
 """As Sage: all of .sage/ is local state of this checkout, never part of a commit."""
 

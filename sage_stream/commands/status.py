@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from sage_stream.engine.display import EXIT_MEANINGS, format_duration, one_line
+from sage_stream.engine.display import EXIT_MEANINGS, LINE_WIDTH
 from sage_stream.engine.run_record import (
     RUNNING,
     RunRecord,
@@ -19,8 +19,9 @@ from sage_stream.engine.run_record import (
     latest_run,
 )
 from sage_stream.errors import EXIT_ERROR, EXIT_OK, SageError
-from sage_stream.tickets.models import State, parse_timestamp
+from sage_stream.tickets.models import State
 from sage_stream.tickets.store import load_index, resolve_index_path
+from sage_stream.text import format_duration, one_line, parse_timestamp
 
 CRASHED = "crashed"
 
@@ -140,9 +141,9 @@ def counts_line(counts: Counter[str]) -> str:
 def _shown_path(path_text: str, repo_root: Path) -> str:
     path = Path(path_text)
     try:
-        return one_line(path.relative_to(repo_root)) if path.is_absolute() else one_line(path_text)
+        return one_line(path.relative_to(repo_root), LINE_WIDTH) if path.is_absolute() else one_line(path_text, LINE_WIDTH)
     except ValueError:
-        return one_line(path_text)
+        return one_line(path_text, LINE_WIDTH)
 
 
 def _seconds_between(start: str | None, end: str | None, now: float) -> float | None:

@@ -26,7 +26,7 @@ def run_stream(options: StreamOptions) -> int:
     """Check the flags, find out what needs git and the machine, resolve the settings, then
     (unless --dry-run) take the run lock and run; errors come before anything is changed."""
     from sage_stream.agents.registry import get_agent
-    from sage_stream.engine.cpus import cpu_budget
+    from sage_stream.process.cpus import cpu_budget
     from sage_stream.git import Git
 
     options = _check_mode_flags(options)
@@ -59,7 +59,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.stream import local_stream_run
-    from sage_stream.tickets.models import now_iso
+    from sage_stream.text import now_iso
 
     run_lock = RunLock(settings.sage_dir)
     settings.sage_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ def _load_valid(index_path: Path) -> LoadedIndex:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
     unknown dependencies, missing fields...); else a SageError and nothing is started."""
     from sage_stream.validation.checks import index_findings
-    from sage_stream.validation.findings import Severity
+    from sage_stream.findings import Severity
 
     loaded = load_index(index_path)
     errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]

@@ -58,9 +58,3 @@ class CommitQueue:
             except (OSError, ValueError, TypeError):
                 continue
         return found
-
-    def entry_for(self, ticket_id: str) -> QueueEntry | None:
-        for entry in self.entries():
-            if entry.ticket == ticket_id:
-                return entry
-        return None

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sage_stream.text import iso_utc
+
 RATE_LIMIT_KINDS = ("rate_limit", "quota")
 
 REQUEUE = "requeue"  # back to ready; dispatch is (or stays) paused
@@ -125,7 +127,7 @@ class DispatchControl:
         now = self.clock()
         what = "quota exhausted" if kind == "quota" else "rate limit"
         if reset_at is not None and reset_at - now > self.policy.far_reset_s:
-            self.stopped = f"{what} until {_stamp(reset_at)} (nothing else would succeed before then)"
+            self.stopped = f"{what} until {iso_utc(reset_at)} (nothing else would succeed before then)"
             return RateLimitDecision(DEFER, self.stopped, self.workers, not_before=reset_at)
         if self._before_pause(started_at):
             return RateLimitDecision(REQUEUE, f"{what} (hit before the pause began)", self.workers,
@@ -155,10 +157,6 @@ class DispatchControl:
             return (reset_at - now) + policy.backoff_s * (stretch - 1.0)
         backoff = policy.backoff_s * (2 ** (self.limits_in_row - 1))
         return min(policy.max_backoff_s, backoff * stretch)
-
-
-def _stamp(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 class LoadGate:

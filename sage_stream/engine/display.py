@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ from typing import Any, Protocol, TextIO
 
 from sage_stream.engine import events as ev
 from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.text import format_duration, iso_utc, one_line
 
 MODES = ("auto", "live", "plain", "json")
 TITLE_WIDTH = 40
@@ -69,45 +69,7 @@ def _is_terminal(stream: TextIO) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- text we did not write
-
-_ANSI_ESCAPE = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
-    r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
-    r"|\x1b[ -/]*[0-~]?"  # any other escape
-)
-# C0/C1 controls (newlines, carriage returns, bells) and the bidi overrides that can make
-# a terminal show text in an order other than the one it has.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def one_line(value: Any, limit: int = LINE_WIDTH) -> str:
-    """`value` as a single printable line of at most `limit` characters."""
-    text = "" if value is None else str(value)
-    text = _CONTROL.sub(" ", _ANSI_ESCAPE.sub("", text))
-    text = " ".join(text.split())
-    # lone surrogates (undecodable agent output) cannot be written to a UTF-8 stream
-    text = text.encode("utf-8", "replace").decode("utf-8")
-    if len(text) > limit:
-        text = text[: max(limit - 1, 0)] + "…"
-    return text
-
-
-def iso_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def format_duration(seconds: float | None) -> str:
-    """12.4s, 3m05s, 1h02m."""
-    if seconds is None:
-        return "?"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+# ---------------------------------------------------------------- spans and values
 
 
 def format_minutes(minutes: float) -> str:
@@ -129,7 +91,7 @@ def _number(value: Any) -> float | None:
 def _when(value: Any) -> str:
     """A `not_before`/`until` value, which may be epoch seconds or already ISO text."""
     number = _number(value)
-    return iso_time(number) if number is not None else one_line(value, 40)
+    return iso_utc(number) if number is not None else one_line(value, 40)
 
 
 # ---------------------------------------------------------------- one line per event
@@ -146,7 +108,7 @@ def describe(event: ev.Event) -> str | None:
         row = _worker_row(data)
         slot_text = f"slot {row + 1}" if row is not None else "slot ?"
         return (f'started {ticket} "{one_line(data.get("title"), 80)}" '
-                f'({slot_text}, attempt {one_line(data.get("attempt", "?"))})')
+                f'({slot_text}, attempt {one_line(data.get("attempt", "?"), LINE_WIDTH)})')
     if kind == ev.AGENT_OUTPUT:
         return None
     if kind == ev.AGENT_FINISHED:
@@ -157,14 +119,12 @@ def describe(event: ev.Event) -> str | None:
         return _describe_checked(ticket, data)
     if kind == ev.TICKET_QUEUED:
         return f"queued {ticket} to land"
-    if kind == TICKET_LANDING:
-        return f"landing {ticket}"
     if kind == ev.TICKET_LANDED:
         commit = one_line(data.get("commit"), 40)[:7] or "?"
         return f"landed {ticket} as {commit} in {format_duration(_number(data.get('duration_s')))}"
     if kind == ev.TICKET_REQUEUED:
-        return (f"requeued {ticket}: {one_line(data.get('reason'))} "
-                f"(attempt {one_line(data.get('attempt', '?'))})")
+        return (f"requeued {ticket}: {one_line(data.get('reason'), LINE_WIDTH)} "
+                f"(attempt {one_line(data.get('attempt', '?'), LINE_WIDTH)})")
     if kind == ev.TICKET_DEFERRED:
         return _describe_deferred(ticket, data)
     if kind == ev.TICKET_STOPPED:
@@ -172,12 +132,12 @@ def describe(event: ev.Event) -> str | None:
     if kind == ev.DISPATCH_PAUSED:
         until = data.get("until")
         tail = f" until {_when(until)}" if until is not None else ""
-        return f"paused starting new tickets: {one_line(data.get('reason'))}{tail}"
+        return f"paused starting new tickets: {one_line(data.get('reason'), LINE_WIDTH)}{tail}"
     if kind == ev.DISPATCH_RESUMED:
-        return f"resumed starting tickets with {one_line(data.get('workers', '?'))} workers"
+        return f"resumed starting tickets with {one_line(data.get('workers', '?'), LINE_WIDTH)} workers"
     if kind == ev.MESSAGE:
         level = one_line(data.get("level") or "info", 10)
-        return f"{level}: {one_line(data.get('text'))}"
+        return f"{level}: {one_line(data.get('text'), LINE_WIDTH)}"
     if kind == ev.RUN_FINISHED:
         return _describe_run_finished(data)
     return f"{one_line(kind, 40)}" + (f" {ticket}" if ticket else "")
@@ -191,8 +151,8 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     makespan = _number(data.get("predicted_makespan_minutes"))
     predicted = f", predicted makespan {format_minutes(makespan)}" if makespan is not None else ""
     target = f" onto {one_line(data.get('target'), 80)}" if data.get("target") else ""
-    return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'))} "
-            f"workers ({one_line(data.get('workers_reason') or 'no reason given')}), "
+    return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'), LINE_WIDTH)} "
+            f"workers ({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
             f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "
             f"agent {one_line(data.get('agent'), 40)}{predicted}")
 
@@ -216,7 +176,7 @@ def _describe_checking(ticket: str, data: dict[str, Any]) -> str:
     checks = data.get("checks")
     count = len(checks) if isinstance(checks, list) else 0
     turn = data.get("turn")
-    after = f" after fix turn {one_line(turn)}" if isinstance(turn, int) and turn > 0 else ""
+    after = f" after fix turn {one_line(turn, LINE_WIDTH)}" if isinstance(turn, int) and turn > 0 else ""
     return f"checking {ticket}{after}: {count} check{'s' if count != 1 else ''} ({_names(checks)})"
 
 
@@ -229,7 +189,7 @@ def _describe_checked(ticket: str, data: dict[str, Any]) -> str:
 
 def _describe_deferred(ticket: str, data: dict[str, Any]) -> str:
     category = one_line(data.get("category") or "error", 40)
-    message = one_line(data.get("message"))
+    message = one_line(data.get("message"), LINE_WIDTH)
     reason = f"{category}: {message}" if message else category
     if data.get("not_before") is not None:
         tail = f" (will retry after {_when(data.get('not_before'))})"
@@ -250,11 +210,11 @@ def _describe_run_finished(data: dict[str, Any]) -> str:
         if isinstance(value, bool):  # `interrupted` may be a flag rather than a count
             parts.extend([key] if value else [])
         else:
-            parts.append(f"{one_line(value)} {key}")
-    summary = f"; summary {one_line(data.get('summary_path'))}" if data.get("summary_path") else ""
+            parts.append(f"{one_line(value, LINE_WIDTH)} {key}")
+    summary = f"; summary {one_line(data.get('summary_path'), LINE_WIDTH)}" if data.get("summary_path") else ""
     cost = _number(data.get("total_cost_usd"))
     cost_text = f", ${cost:.2f} spent" if cost else ""
-    stopped = f"; {one_line(data.get('stopped'))}" if data.get("stopped") else ""
+    stopped = f"; {one_line(data.get('stopped'), LINE_WIDTH)}" if data.get("stopped") else ""
     return (f"finished: {', '.join(parts)} in {format_duration(_number(data.get('duration_s')))}{cost_text} "
             f"({exit_text}){stopped}{summary}")
 
@@ -287,7 +247,7 @@ class PlainDisplay:
     def handle(self, event: ev.Event) -> None:
         line = describe(event)
         if line is not None:
-            self._out.write(f"{iso_time(event.time)} {line}")
+            self._out.write(f"{iso_utc(event.time)} {line}")
 
     def close(self) -> None:
         pass
@@ -308,11 +268,8 @@ class JsonDisplay:
 # ---------------------------------------------------------------- the state the live view shows
 
 # A ticket's stage, in the order a ticket moves through them.
-STARTING, RUNNING, CHECKING, QUEUED, LANDING = "starting", "running", "checking", "queued", "landing"
+STARTING, RUNNING, CHECKING, QUEUED = "starting", "running", "checking", "queued"
 AGENT_STAGES = (STARTING, RUNNING, CHECKING)
-# Not in events.py yet: if the engine emits it when a queued ticket starts landing,
-# the row says "landing" instead of "queued".
-TICKET_LANDING = "ticket_landing"
 
 
 @dataclass
@@ -333,7 +290,6 @@ class RunView:
     target: str = ""
     workers: int = 0
     workers_reason: str = ""
-    predicted_minutes: float | None = None
     estimates: dict[str, float] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
     active: dict[str, ActiveTicket] = field(default_factory=dict)
@@ -417,8 +373,7 @@ def _on_run_started(view: RunView, event: ev.Event) -> None:
     view.run_id = one_line(data.get("run_id"), 60)
     view.target = one_line(data.get("target"), 80)
     view.workers = _count(data.get("workers"))
-    view.workers_reason = one_line(data.get("workers_reason"))
-    view.predicted_minutes = _number(data.get("predicted_makespan_minutes"))
+    view.workers_reason = one_line(data.get("workers_reason"), LINE_WIDTH)
     tickets = data.get("tickets")
     for ticket, info in (tickets.items() if isinstance(tickets, dict) else ()):
         info = info if isinstance(info, dict) else {}
@@ -464,7 +419,7 @@ def _on_ticket_checked(view: RunView, event: ev.Event) -> None:
 def _on_agent_output(view: RunView, event: ev.Event) -> None:
     item = view.active.get(event.ticket or "")
     if item is not None:
-        item.last_line = one_line(event.data.get("line"))
+        item.last_line = one_line(event.data.get("line"), LINE_WIDTH)
         if item.stage == STARTING:
             item.stage = RUNNING
 
@@ -520,7 +475,6 @@ _VIEW_UPDATES: dict[str, Callable[[RunView, ev.Event], None]] = {
     ev.TICKET_CHECKING: _set_stage(CHECKING),
     ev.TICKET_CHECKED: _on_ticket_checked,
     ev.TICKET_QUEUED: _set_stage(QUEUED),
-    TICKET_LANDING: _set_stage(LANDING),
     ev.TICKET_LANDED: _on_ticket_landed,
     ev.TICKET_REQUEUED: _on_ticket_requeued,
     ev.TICKET_DEFERRED: _on_ticket_deferred,
@@ -542,8 +496,8 @@ _LINE_STYLES = {
     ev.DISPATCH_PAUSED: "yellow",
     ev.RUN_FINISHED: "bold",
 }
-_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, TICKET_LANDING, ev.TICKET_CHECKING}
-_STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue", LANDING: "green"}
+_SHOWN_IN_TABLE_ONLY = {ev.AGENT_OUTPUT, ev.AGENT_FINISHED, ev.TICKET_QUEUED, ev.TICKET_CHECKING}
+_STAGE_STYLES = {STARTING: "dim", RUNNING: "cyan", CHECKING: "magenta", QUEUED: "blue"}
 
 
 class LiveDisplay:

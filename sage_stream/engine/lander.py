@@ -17,7 +17,7 @@ from pathlib import Path
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
 from sage_stream.git import Git
@@ -51,7 +51,7 @@ class Lander:
         """Land one queued entry. `owned`: this run started the attempt itself (no earlier
         landing of it can exist); recovery's entries are not. `started`: when the attempt
         started, for the duration reported."""
-        message = commit_message(ticket, docs_paths=_docs_paths(ticket), summary=entry.result.get("summary"))
+        message = commit_message(ticket, docs_paths=ticket.doc_paths(), summary=entry.result.get("summary"))
         started = started if started is not None else entry.finished_at
         recorded: list[BaseException | None] = []  # one item once the landing was recorded (or failed to be)
 
@@ -104,10 +104,4 @@ class Lander:
         if on_recorded is not None:
             on_recorded(landed)
         return landed
-
-
-def _docs_paths(ticket: Ticket) -> list[str]:
-    if ticket.docs is None:
-        return []
-    return [path for path in (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown) if path]
 

@@ -22,11 +22,13 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
+from sage_stream.faults import crash_point
 from sage_stream.git import Git, WorktreeInfo
+from sage_stream.text import one_line
 from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.naming import TRAILER
 from sage_stream.tickets.prose import is_safe_id
 
 LANDED = "landed"
@@ -35,7 +37,6 @@ NO_CHANGES = "no_changes"
 SCOPE_VIOLATION = "scope_violation"
 ALREADY_LANDED = "already_landed"
 
-TICKET_TRAILER = "Sage-Ticket"
 LANDING_LOCK_TIMEOUT_S = 300.0  # a landing takes milliseconds; this is a stuck process
 CAS_ATTEMPTS = 5  # merges on a target that keeps moving under us before giving up
 
@@ -73,22 +74,22 @@ def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, s
     if not is_safe_id(ticket.id):
         raise SageError(f"ticket id {ticket.id!r} cannot be written into a commit message")
     kind = COMMIT_TYPES.get(ticket.type or "", "chore")
-    title = _one_line(ticket.title).lower()
+    title = one_line(ticket.title).lower()
     subject = f"{kind}({commit_scope(ticket)}): #{ticket.id} {title}".rstrip()
     paragraphs = [subject]
     if summary and summary.strip():
         paragraphs.append(_paragraph(summary))
-    docs = list(docs_paths) if docs_paths is not None else _ticket_docs(ticket)
+    docs = list(docs_paths) if docs_paths is not None else [path for path in ticket.doc_paths() if path.strip()]
     if docs:
-        paragraphs.append("\n".join(["Docs:", *(f"- {_one_line(path)}" for path in docs)]))
-    paragraphs.append(f"Closes: #{ticket.id}\n{TICKET_TRAILER}: {ticket.id}")
+        paragraphs.append("\n".join(["Docs:", *(f"- {one_line(path)}" for path in docs)]))
+    paragraphs.append(f"Closes: #{ticket.id}\n{TRAILER}: {ticket.id}")
     return "\n\n".join(paragraphs) + "\n"
 
 
 def commit_scope(ticket: Ticket) -> str:
     component = getattr(ticket, "component", None)
     if isinstance(component, str) and component.strip():
-        scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", _one_line(component)).strip("-")
+        scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", one_line(component)).strip("-")
         if scope:
             return scope.lower()
     prefix = re.match(r"^([A-Za-z0-9]+)-[0-9]+$", ticket.id)
@@ -106,7 +107,7 @@ def with_summary(message: str, summary: str | None) -> str:
 
 def _ensure_ticket_trailer(message: str, ticket_id: str) -> str:
     """The idempotency check looks for this trailer: make sure the landed commit has it."""
-    trailer = f"{TICKET_TRAILER}: {ticket_id}"
+    trailer = f"{TRAILER}: {ticket_id}"
     head, trailers = _split_trailers(message)
     if trailers and trailer in trailers.splitlines():
         return message
@@ -122,23 +123,12 @@ def _split_trailers(message: str) -> tuple[str, str]:
     return text, ""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def _paragraph(text: str) -> str:
     """Free text as one body paragraph group: no blank-line tricks at its end, and no
     line that git's trailer parser would take for a patch divider (`---`)."""
     lines = [line.rstrip() for line in text.strip().splitlines()]
     lines = [f"  {line}" if line.startswith("---") else line for line in lines]
     return "\n".join(lines)
-
-
-def _ticket_docs(ticket: Ticket) -> list[str]:
-    if ticket.docs is None:
-        return []
-    values = (ticket.docs.spec, ticket.docs.plan, ticket.docs.tasks, ticket.docs.breakdown)
-    return [value for value in values if isinstance(value, str) and value.strip()]
 
 
 # -- landing ------------------------------------------------------------------------
@@ -203,7 +193,7 @@ def _land_locked(
     # Only a commit made since the ticket's base can be its earlier landing (nothing was
     # made when the target is still at the base: the common case, no git log needed).
     if check_earlier and current[0] != base:
-        earlier = git.commits_with_trailer(f"{base}..{current[0]}", TICKET_TRAILER, ticket_id, limit=1)
+        earlier = git.commits_with_trailer(f"{base}..{current[0]}", TRAILER, ticket_id, limit=1)
         if earlier:
             return LandingResult(ALREADY_LANDED, earlier[0], [],
                                  f"{ticket_id} is already on {target} as {earlier[0][:12]}")

@@ -12,6 +12,7 @@ import psutil
 from filelock import FileLock, Timeout
 
 from sage_stream.durable import write_json_atomic
+from sage_stream.paths import SagePaths
 
 
 @dataclass
@@ -24,8 +25,8 @@ class RunOwner:
 
 class RunLock:
     def __init__(self, sage_dir: Path) -> None:
-        self.lock_path = sage_dir / "stream.lock"
-        self.owner_path = sage_dir / "stream.owner.json"
+        self.lock_path = SagePaths(sage_dir).run_lock
+        self.owner_path = SagePaths(sage_dir).run_owner
         self._lock = FileLock(str(self.lock_path), is_singleton=True)
 
     def acquire(self, *, wait: bool) -> bool:

@@ -30,7 +30,6 @@ to land; tickets the run has not started yet are not listed.
 
 from __future__ import annotations
 
-import calendar
 import json
 import math
 import re
@@ -46,6 +45,8 @@ from sage_stream.engine import events as ev
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.outcomes import run_exit_code
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
+from sage_stream.paths import SagePaths
+from sage_stream.text import epoch_of, iso_utc
 
 FORMAT_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -120,7 +121,7 @@ class RunRecord:
         """A new record owned by the calling process (pid + create time, for liveness)."""
         pid, create_time = process_identity()
         return cls(run_id=run_id, pid=pid, pid_create_time=create_time,
-                   started=started or _iso(time.time()))
+                   started=started or iso_utc(time.time()))
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT_VERSION}
@@ -190,7 +191,7 @@ def record_from_events(run_id: str, events: Iterable[ev.Event], *, pid: int | No
 
 def _on_run_started(record: RunRecord, event: ev.Event) -> None:
     data = event.data
-    record.started = record.started or _iso(event.time)
+    record.started = record.started or iso_utc(event.time)
     record.status = RUNNING
     record.target = _text(data.get("target"))
     record.workers = _integer(data.get("workers"))
@@ -204,7 +205,7 @@ def _on_ticket_started(record: RunRecord, event: ev.Event) -> None:
     data = event.data
     ticket.title = _text(data.get("title")) or ticket.title
     ticket.outcome = "running"
-    ticket.start = _iso(event.time)
+    ticket.start = iso_utc(event.time)
     ticket.end = None
     ticket.duration_s = None
     ticket.attempts = _integer(data.get("attempt")) or ticket.attempts + 1
@@ -231,7 +232,7 @@ def _on_ticket_queued(record: RunRecord, event: ev.Event) -> None:
 def _finish_ticket(record: RunRecord, event: ev.Event, outcome: str) -> TicketRecord:
     ticket = record.ticket(event.ticket or "?")
     ticket.outcome = outcome
-    ticket.end = _iso(event.time)
+    ticket.end = iso_utc(event.time)
     return ticket
 
 
@@ -261,7 +262,7 @@ def _on_ticket_stopped(record: RunRecord, event: ev.Event) -> None:
 def _on_run_finished(record: RunRecord, event: ev.Event) -> None:
     code = _integer(event.data.get("exit_code"))
     record.exit_code = code
-    record.finished = _iso(event.time)
+    record.finished = iso_utc(event.time)
     record.status = {EXIT_INTERRUPTED: INTERRUPTED, EXIT_ERROR: FAILED}.get(code, FINISHED)
     for ticket in record.tickets.values():
         if ticket.outcome in ("running", "queued", "requeued"):
@@ -286,7 +287,7 @@ _RECORD_UPDATES = {
 
 
 def runs_dir(sage_dir: Path) -> Path:
-    return Path(sage_dir) / "runs"
+    return SagePaths(Path(sage_dir)).runs
 
 
 def new_run_id() -> str:
@@ -297,7 +298,7 @@ def new_run_id() -> str:
 def run_path(sage_dir: Path, run_id: str) -> Path:
     if not RUN_ID_PATTERN.match(run_id):
         raise SageError(f"invalid run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
-    return runs_dir(sage_dir) / f"{run_id}.json"
+    return SagePaths(Path(sage_dir)).run_record(run_id)
 
 
 def write_run(sage_dir: Path, record: RunRecord) -> Path:
@@ -376,10 +377,6 @@ def is_run_alive(record: RunRecord) -> bool:
 # ---------------------------------------------------------------- tolerant field readers
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, (dict, list)):
         return None
@@ -443,7 +440,7 @@ class RunReport:
         code = run_exit_code(interrupted=interrupted, deferred=deferred, halt_exit=halt_exit)
         self.emit(ev.RUN_FINISHED, None, completed=landed, deferred=deferred, interrupted=interrupted,
                   remaining=remaining, exit_code=code,
-                  duration_s=round(time.time() - _epoch(self.record.started), 1),
+                  duration_s=round(time.time() - (epoch_of(self.record.started) or time.time()), 1),
                   summary_path=str(run_path(self.sage_dir, self.record.run_id)),
                   total_cost_usd=self.record.total_cost_usd,
                   stopped=f"stopped starting tickets: {halted}" if halted else None)
@@ -469,6 +466,3 @@ class RunReport:
             self.display.handle(ev.Event(kind=ev.MESSAGE, ticket=None, data=dict(
                 level="warning", text=f"could not write the run summary: {error}")))
 
-
-def _epoch(stamp: str | None) -> float:
-    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) if stamp else time.time()

@@ -69,7 +69,6 @@ class DispatchPlan:
     started_count: int = 0
     reruns: dict[str, int] = field(default_factory=dict)
     requeued: set[str] = field(default_factory=set)  # rate-limited in this run: ready again
-    _batch_open: bool = False
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -106,7 +105,6 @@ class DispatchPlan:
         if self.schedule == BATCH:
             if self.running:
                 return []  # the barrier: wait for the whole batch
-            self._batch_open = True
         chosen: list[str] = []
         budget = self._start_budget()  # reruns of tickets already started do not use it up
         for ticket_id in self.ready():

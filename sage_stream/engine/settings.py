@@ -18,7 +18,7 @@ from typing import Literal
 from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.config import SageConfig
-from sage_stream.engine.cpus import CpuBudget, WorkerDecision, decide_workers
+from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.scheduler import SCHEDULES
 from sage_stream.engine.verification import Check, project_checks

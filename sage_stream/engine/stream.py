@@ -28,7 +28,7 @@ from typing import Any
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.engine.crashpoints import crash_point
+from sage_stream.faults import crash_point
 from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
@@ -72,9 +72,12 @@ from sage_stream.engine.work import (
     Wake,
     finished_attempt,
 )
-from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
 from sage_stream.git import Git
-from sage_stream.tickets.models import Ticket, now_iso
+from sage_stream.paths import SagePaths
+from sage_stream.text import epoch_of, iso_utc, now_iso
+from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.naming import ticket_branch
 from sage_stream.tickets.store import IndexStore
 
 
@@ -103,7 +106,7 @@ class StreamRun:
         self.runner = runner
         self.inbox = inbox
         self.run_id = run_id
-        self.run_dir = settings.sage_dir / "workers" / run_id
+        self.run_dir = SagePaths(settings.sage_dir).run_logs(run_id)
         self.tickets_dir = tickets_dir
         self.slots = Slots(settings.workers)
         self.control = DispatchControl(settings.workers, settings.rate_limits, clock=settings.clock)
@@ -397,12 +400,12 @@ class StreamRun:
         """Not the ticket's fault: the dispatch controller pauses dispatch for everyone,
         or, when the limit resets far in the future, stops it."""
         control = self.control.on_rate_limit(kind=limited.kind, started_at=work.turn_started,
-                                             reset_at=_epoch_or_none(limited.reset_at))
+                                             reset_at=epoch_of(limited.reset_at))
         count = self.rate_limited.get(finished.ticket_id, 0)
         if control.action != DEFER:
             count = self.rate_limited[finished.ticket_id] = count + 1
         return decide_rate_limit(finished, limited, control, times_this_run=count, policy=self.policy,
-                                 not_before=_iso(control.not_before))
+                                 not_before=iso_utc(control.not_before))
 
     def _interrupted(self, running: Running) -> None:
         ticket_id = running.ticket.id
@@ -499,10 +502,11 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
     """A run whose attempts run on this machine, in worktree slots of `git`'s repository,
     and the recovery to carry out before it starts."""
     inbox: queue.Queue[Message] = queue.Queue()
-    workspaces = TicketWorkspaces(git, settings.sage_dir / "worktrees")
+    paths = SagePaths(settings.sage_dir)
+    workspaces = TicketWorkspaces(git, paths.worktrees)
     states = ticket_state.TicketStates(store)
     runner = LocalRunner(git, workspaces, RunnerSettings(
-        agent=settings.agent, run_id=run_id, run_dir=settings.sage_dir / "workers" / run_id, target=settings.target,
+        agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
         check_env=tuple(settings.check_env)), inbox)
@@ -511,27 +515,10 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:
         run.emit(kind, ticket_id, **data)
 
-    lander = Lander(git, target=settings.target, queue=CommitQueue(settings.sage_dir / "commit-queue"),
-                    states=states, landing_lock=settings.sage_dir / "commit.lock", emit=emit)
+    lander = Lander(git, target=settings.target, queue=CommitQueue(paths.commit_queue), states=states,
+                    landing_lock=paths.commit_lock, emit=emit)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
     return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,
                          retry_backoff_s=settings.retry_backoff_s)
-
-
-def _epoch_or_none(stamp: str | None) -> float | None:
-    from sage_stream.tickets.models import parse_timestamp
-
-    if not stamp:
-        return None
-    try:
-        return parse_timestamp(stamp).timestamp()
-    except ValueError:
-        return None
-
-
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

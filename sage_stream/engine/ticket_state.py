@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sage_stream.agents.base import AgentResult
-from sage_stream.engine.crashpoints import crash_point
 from sage_stream.engine.outcomes import Defer
-from sage_stream.tickets.models import State, Ticket, now_iso
+from sage_stream.faults import crash_point
+from sage_stream.text import clip_tail, now_iso
+from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex
 
 RawTicket = dict[str, Any]
@@ -181,8 +182,3 @@ def agent_result_json(result: AgentResult | None, **extra: Any) -> dict[str, Any
             **extra}
     return {key: value for key, value in data.items() if value is not None}
 
-
-def clip_tail(text: str | None, limit: int = 2000) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else "..." + text[-limit:]

@@ -20,7 +20,7 @@ the repository, and the check runs the script (`sh scripts/check.sh`). A stand-a
 operator such as `|` or `&&` is refused with a message saying so, rather than handed to
 the program as an argument. A relative program path (`./check.sh`) starts at the worktree.
 
-Each check runs like an agent (`engine.agent_process.run_agent`: its own process group,
+Each check runs like an agent (`process.supervise.run_agent`: its own process group,
 the wall-clock timeout, the whole tree stopped at the end), logs to
 `<log_dir>/<stem>.check-<n>.log` (appended per fix turn, each run under a header line),
 and gets the agents' allow-listed environment. Checks of one ticket run in parallel, at
@@ -37,8 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_stream.engine.agent_process import CANCELLED, EXITED, FAILED_TO_START, AgentLaunch, run_agent
+from sage_stream.process.supervise import CANCELLED, EXITED, FAILED_TO_START, AgentLaunch, run_agent
 from sage_stream.errors import SageError
+from sage_stream.paths import REPO_RELATIVE
 from sage_stream.tickets.models import Ticket
 
 MAX_PARALLEL = 4
@@ -70,7 +71,7 @@ class CheckResult:
     check: Check
     passed: bool
     reason: str  # "passed", "exit code 1", "timed out after 600 s", ...
-    outcome: str  # agent_process outcome: exited | timeout | cancelled | failed_to_start
+    outcome: str  # process.supervise ExitOutcome: exited | timeout | cancelled | failed_to_start
     returncode: int | None
     duration_s: float
     output_tail: str  # the end of this run's output (at most OUTPUT_TAIL_BYTES)
@@ -154,7 +155,7 @@ def ticket_checks(ticket: Ticket) -> list[Check]:
     return checks
 
 
-def project_checks(commands: Sequence[str], *, config_path: str = ".sage/config.toml") -> list[Check]:
+def project_checks(commands: Sequence[str], *, config_path: str = str(REPO_RELATIVE.config)) -> list[Check]:
     """`[checks] commands` of the config, for every ticket."""
     return [parse_check(name=f"check {index + 1}", source=f"[checks] commands[{index}]", command=command,
                         where=config_path) for index, command in enumerate(commands)]

@@ -56,12 +56,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_stream.engine.crashpoints import crash_point
 from sage_stream.errors import SageError
+from sage_stream.faults import crash_point
 from sage_stream.git import ZERO_SHA, Git, WorktreeInfo
-from sage_stream.tickets.prose import is_safe_id
+from sage_stream.tickets.naming import BRANCH_PREFIX, ticket_branch
 
-BRANCH_PREFIX = "sage/"
 FULL_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SLOT_LOCKS = ("index.lock", "HEAD.lock")  # in a slot's private git directory
 
@@ -332,9 +331,3 @@ def _was_checked_out(path: Path) -> bool:
     in between): it has no index yet, so `git status` would call every file deleted."""
     gitdir = _slot_git_dir(path)
     return gitdir is None or (gitdir / "index").exists()
-
-
-def ticket_branch(ticket_id: str) -> str:
-    if not is_safe_id(ticket_id):
-        raise SageError(f"ticket id {ticket_id!r} cannot name a branch or a directory")
-    return f"{BRANCH_PREFIX}{ticket_id}"

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sage_stream.text import parse_timestamp
+
 
 class State(str, enum.Enum):
     UNPROCESSED = "UNPROCESSED"
@@ -179,6 +181,12 @@ class Ticket(_Open):
     def not_before_time(self) -> datetime | None:
         return parse_timestamp(self.not_before) if self.not_before else None
 
+    def doc_paths(self) -> list[str]:
+        """The paths `docs` names, those that are set: spec, plan, tasks, breakdown."""
+        if self.docs is None:
+            return []
+        return [path for path in (self.docs.spec, self.docs.plan, self.docs.tasks, self.docs.breakdown) if path]
+
 
 class TicketIndex(_Open):
     version: str | None = None
@@ -190,23 +198,3 @@ class TicketIndex(_Open):
         for ticket in self.tickets:
             result.setdefault(ticket.id, ticket)
         return result
-
-
-def parse_timestamp(value: str) -> datetime:
-    """ISO-8601, with `Z` accepted for UTC; naive times are taken as UTC."""
-    from datetime import timezone
-
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        raise ValueError(f"expected an ISO-8601 time such as 2026-01-31T12:00:00Z, found {value!r}")
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
-
-
-def now_iso() -> str:
-    """The current UTC time as Sage writes it: 2026-01-31T12:00:00Z."""
-    from datetime import timezone
-
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

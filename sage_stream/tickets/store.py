@@ -24,20 +24,13 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from sage_stream.errors import SageError
+from sage_stream.findings import Finding, Severity
+from sage_stream.paths import INDEX_RELATIVE
 from sage_stream.tickets.models import Ticket, TicketIndex
-from sage_stream.validation.findings import Finding, Severity
 
-INDEX_RELATIVE = Path(".sage") / "tickets" / "index.json"
 LOCK_TIMEOUT_SECONDS = 60
 
 
-class _Remove:
-    def __repr__(self) -> str:
-        return "REMOVE"
-
-
-REMOVE: Any = _Remove()
-"""A change value that deletes the key from the ticket."""
 
 
 class IndexLoadError(SageError):
@@ -421,8 +414,6 @@ def _shown_value(value: Any) -> str:
 
 # ---------------------------------------------------------------- writing
 
-TicketChanges = Mapping[str, Mapping[str, Any]]
-"""ticket id -> {field: new JSON value, or REMOVE}"""
 
 
 class IndexStore:
@@ -437,10 +428,6 @@ class IndexStore:
 
     def load(self) -> LoadedIndex:
         return load_index(self.path)
-
-    def update(self, changes: TicketChanges) -> LoadedIndex:
-        """Apply field changes to tickets, by id, and write the file atomically."""
-        return self.modify(lambda raw: _apply_changes(raw, changes))
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -478,21 +465,3 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 class IndexWriteError(SageError):
     """The index could not be written (read-only, disk full, permissions): nothing changed."""
-
-
-def _apply_changes(raw: dict[str, Any], changes: TicketChanges) -> None:
-    wanted = dict(changes)
-    for item in raw.get("tickets", []):
-        if not isinstance(item, dict):
-            continue
-        fields = wanted.pop(item.get("id"), None)
-        if fields is None:
-            continue
-        for key, value in fields.items():
-            if value is REMOVE:
-                item.pop(key, None)
-            else:
-                item[key] = value  # an existing key keeps its place; a new one goes last
-    if wanted:
-        missing = ", ".join(sorted(str(key) for key in wanted))
-        raise SageError(f"cannot update ticket(s) {missing}: not in the index any more")

@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sage_stream.errors import SageError
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
+from sage_stream.paths import SAGE_DIR, SagePaths
 
 MIN_GIT_VERSION = (2, 38)
 """`git merge-tree --write-tree` (landing without touching a work tree) needs 2.38."""
 
 GIT_TIMEOUT_SECONDS = 30
 PREREQUISITE_PREFIX = "prerequisite_"  # finding codes: prerequisite_<Prerequisite.name>
-RUNTIME_DIRS = ("commit-queue", "workers")
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 _OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -106,11 +106,11 @@ def is_creatable(path: Path) -> bool:
 
 def sage_dir_for(index_path: Path, work_tree: Path | None) -> Path:
     """The `.sage/` directory a run would use for this index."""
-    if index_path.parent.parent.name == ".sage":
+    if index_path.parent.parent.name == SAGE_DIR:
         return index_path.parent.parent
     if work_tree is not None:
-        return work_tree / ".sage"
-    return index_path.parent / ".sage"
+        return SagePaths.of_repo(work_tree).root
+    return SagePaths.of_repo(index_path.parent).root
 
 
 def inspect_git(directory: Path) -> GitContext:
@@ -151,9 +151,10 @@ def _version_prerequisite(context: GitContext) -> Prerequisite:
 
 
 def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
-    runtime = [sage_dir / name for name in RUNTIME_DIRS]
+    paths = SagePaths(sage_dir)
+    runtime = [paths.commit_queue, paths.workers]
     blocked = [path for path in (sage_dir, *runtime) if not is_creatable(path)]
-    names = ", ".join(f".sage/{name}" for name in RUNTIME_DIRS)
+    names = ", ".join(f"{SAGE_DIR}/{path.name}" for path in runtime)
     if blocked:
         shown = ", ".join(str(path) for path in blocked)
         return Prerequisite("sage_dir_writable", False,
@@ -166,7 +167,7 @@ def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
 def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
     """The configured agent, when `.sage/config.toml` names one: its CLI installed, and which
     version. Nothing when no agent is configured (`sage stream` then runs `exec`)."""
-    config_path = str(sage_dir / "config.toml")
+    config_path = str(SagePaths(sage_dir).config)
     try:
         os.stat(config_path)
     except FileNotFoundError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sage_stream.errors import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 from sage_stream.validation.prerequisites import PREREQUISITE_PREFIX, Prerequisite
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sage_stream.agents.base import Agent, AgentJob, AgentResult
-from sage_stream.engine.agent_process import AgentExit, AgentLaunch, run_agent
+from sage_stream.process.supervise import AgentExit, AgentLaunch, run_agent
 from sage_stream.tickets.models import Ticket
 
 MakeJob = Callable[..., AgentJob]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from sage_stream.engine.agent_process import EXITED, AgentExit, clean_line
+from sage_stream.process.supervise import EXITED, AgentExit, clean_line
 
 
 def exited(returncode: int, log: Path) -> AgentExit:

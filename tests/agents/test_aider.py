@@ -19,7 +19,7 @@ from sage_stream.agents import aider
 from sage_stream.agents.aider import AiderAgent, classify_error, make_agent
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import IDLE_TIMEOUT, AgentExit
+from sage_stream.process.supervise import IDLE_TIMEOUT, AgentExit
 from sage_stream.errors import SageError
 from tests.agents.support import exited, fake_program
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sage_stream.agents.base import ResultBlock, describe_returncode, find_result_block, read_log_tail, stopped_result
-from sage_stream.engine.agent_process import AgentExit
+from sage_stream.process.supervise import AgentExit
 
 
 class TestResultBlock:

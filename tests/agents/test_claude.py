@@ -20,7 +20,7 @@ from sage_stream.agents import claude
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.claude import ClaudeAgent, classify_error, make_agent, reset_time
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import TIMEOUT, AgentExit
+from sage_stream.process.supervise import TIMEOUT, AgentExit
 from sage_stream.errors import SageError
 from tests.agents.support import exited, fake_program
 

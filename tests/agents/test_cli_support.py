@@ -13,7 +13,7 @@ import pytest
 from sage_stream.agents import cli_support
 from sage_stream.agents.base import ResultBlock, ResultFile
 from sage_stream.agents.cli_support import CliAgent, CliConfig, ErrorRule, read_cli_config
-from sage_stream.engine.agent_process import NOTE_PREFIX
+from sage_stream.process.supervise import NOTE_PREFIX
 from sage_stream.errors import SageError
 from tests.agents.support import fake_program
 

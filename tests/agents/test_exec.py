@@ -13,7 +13,7 @@ import pytest
 
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.exec import ExecAgent
-from sage_stream.engine.agent_process import AgentExit
+from sage_stream.process.supervise import AgentExit
 from sage_stream.errors import SageError
 
 MakeJob = Callable[..., AgentJob]

@@ -20,7 +20,7 @@ from sage_stream.agents import gemini
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.gemini import GeminiAgent, classify_error, make_agent, retry_time, session_file
 from sage_stream.agents.registry import get_agent
-from sage_stream.engine.agent_process import CANCELLED, AgentExit
+from sage_stream.process.supervise import CANCELLED, AgentExit
 from sage_stream.errors import SageError
 from tests.agents.support import exited, fake_program
 

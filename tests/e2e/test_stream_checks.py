@@ -16,7 +16,7 @@ from sage_stream.agents import registry
 from sage_stream.agents.base import AgentJob, AgentResult, Invocation
 from sage_stream.agents.command import CommandAgent
 from sage_stream.cli import run
-from sage_stream.engine.agent_process import AgentExit
+from sage_stream.process.supervise import AgentExit
 
 PY = sys.executable
 

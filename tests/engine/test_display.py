@@ -19,9 +19,9 @@ from sage_stream.engine.display import (
     RunView,
     format_minutes,
     make_display,
-    one_line,
 )
 from sage_stream.engine.events import Event
+from sage_stream.text import one_line
 
 T0 = 1795252443.0  # 2026-11-21T09:14:03Z
 HOSTILE_TITLE = "Add [bold red]addition[/] \x1b]0;pwned\x07\x1b[31mred\nsecond line\r\u202eevil"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from sage_stream.config import SageConfig
-from sage_stream.engine.cpus import CpuBudget
+from sage_stream.process.cpus import CpuBudget
 from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.settings import (
     ONE_WORKER,

@@ -19,7 +19,7 @@ from tests.conftest import ticket, write_index
 from sage_stream.agents.base import AgentResult
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.agent_process import AgentExit
+from sage_stream.process.supervise import AgentExit
 from sage_stream.engine.commit_queue import CommitQueue
 from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.lander import Landed

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_stream.engine.worktrees import TicketWorkspaces, Workspace, ticket_branch
+from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
+from sage_stream.tickets.naming import ticket_branch
 from sage_stream.errors import SageError
 from sage_stream.git import Git, GitError
 

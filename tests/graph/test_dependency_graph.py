@@ -17,7 +17,7 @@ from sage_stream.graph.dependency_graph import (
     require_sound_graph,
 )
 from sage_stream.tickets.models import Ticket
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 
 FILE = ".sage/tickets/index.json"
 

@@ -20,7 +20,8 @@ from sage_stream.graph.simulate import (
     recommend_workers,
     simulate,
 )
-from sage_stream.tickets.models import PRIORITIES, Ticket, parse_timestamp
+from sage_stream.text import parse_timestamp
+from sage_stream.tickets.models import PRIORITIES, Ticket
 
 NOW = datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)
 IDS = [f"N-{n}" for n in range(9)]

@@ -4,7 +4,7 @@ The backlog (7 tickets, run with `--parallel=2`): a diamond DIA-1 -> DIA-2, DIA-
 FAIL-1, whose agent writes a file and then fails; and CON-1 / CON-2, which both write
 `shared.txt` (so the second to land conflicts and reruns on the new tip).
 
-Kill points are the named crash points of `sage_stream/engine/crashpoints.py`
+Kill points are the named crash points of `sage_stream/faults.py`
 (`SAGE_TEST_CRASH_AT=<point>#<n>` kills the scheduler the n-th time it reaches the
 point). `calibrate` records the points a clean run reaches, in order
 (`SAGE_TEST_CRASH_TRACE`); `kills_for_seed(seed, trace)` picks 1-3 kills from that trace,

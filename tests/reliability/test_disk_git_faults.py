@@ -5,7 +5,7 @@ its index stops with a message naming the index and the error (exit 1, no traceb
 stops its agents; the index stays whole, nothing lands twice, and once the fault is gone a
 rerun finishes every ticket exactly once (crash_harness.check_final).
 
-Faults come at named points of the run (`SAGE_TEST_FAULT_AT`, see crashpoints.py) by
+Faults come at named points of the run (`SAGE_TEST_FAULT_AT`, see faults.py) by
 running fault_tools.py. A full disk needs root (a small tmpfs); a read-only index is a
 read-only bind mount as root and plain permissions otherwise.
 """

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_stream.engine import crashpoints
-from sage_stream.engine.agent_process import processes_with_environment, stop_strays, wait_for_leftover_git
+from sage_stream import faults
+from sage_stream.process.tree import processes_with_environment, stop_strays, wait_for_leftover_git
 from sage_stream.engine.landing import escaping_links
 from sage_stream.engine.recovery import _landings_behind
 from sage_stream.git import HistoryEntry, _passed_to_git
@@ -59,22 +59,22 @@ def test_a_checkout_behind_only_landings_is_caught_up_from_the_commit_it_holds()
 
 def test_a_fault_point_runs_its_command_once_at_the_nth_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "count"
-    monkeypatch.setenv(crashpoints.FAULT_ENV, "landing_locked#2")
+    monkeypatch.setenv(faults.FAULT_ENV, "landing_locked#2")
     count_calls = (f"import pathlib; p = pathlib.Path({str(out)!r}); "
                    "p.write_text(str(int(p.read_text()) + 1) if p.exists() else '1')")
-    monkeypatch.setenv(crashpoints.FAULT_CMD_ENV, json.dumps([sys.executable, "-c", count_calls]))
-    monkeypatch.setenv(crashpoints.TRACE_ENV, str(tmp_path / "trace"))
-    monkeypatch.setattr(crashpoints, "_fault_hits", {})
+    monkeypatch.setenv(faults.FAULT_CMD_ENV, json.dumps([sys.executable, "-c", count_calls]))
+    monkeypatch.setenv(faults.TRACE_ENV, str(tmp_path / "trace"))
+    monkeypatch.setattr(faults, "_fault_hits", {})
     for _ in range(4):
-        crashpoints.crash_point("landing_locked")
-    crashpoints.crash_point("after_land")
+        faults.crash_point("landing_locked")
+    faults.crash_point("after_land")
     assert out.read_text() == "1"
     assert (tmp_path / "trace").read_text().split() == ["landing_locked"] * 4 + ["after_land"]
 
 
 def test_a_crash_point_kills_at_the_nth_hit_only() -> None:
     code = ("import os; os.environ['SAGE_TEST_CRASH_AT'] = 'after_land#3'\n"
-            "from sage_stream.engine.crashpoints import crash_point\n"
+            "from sage_stream.faults import crash_point\n"
             "for n in range(5):\n    print(n, flush=True); crash_point('after_land'); crash_point('landing_locked')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == -signal.SIGKILL
@@ -143,7 +143,7 @@ def test_checks_of_one_ticket_running_at_once_do_not_stop_each_other(tmp_path: P
     finish must not take the others for processes its ticket left behind."""
     import threading
 
-    from sage_stream.engine.agent_process import AgentLaunch, run_agent
+    from sage_stream.process.supervise import AgentLaunch, run_agent
 
     env = {**os.environ, "SAGE_RUN_ID": "run", "SAGE_TICKET_ID": "T-1", "SAGE_WORKTREE": str(tmp_path)}
     exits = {}

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from sage_stream.errors import SageError
 from sage_stream.tickets import store
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import REMOVE, IndexLoadError, IndexStore, gc_paused, load_index, read_index
+from sage_stream.engine import ticket_state
+from sage_stream.tickets.store import IndexLoadError, IndexStore, gc_paused, load_index, read_index
 
 LAYOUTS = {
     "indent 2": {"indent": 2},
@@ -88,7 +89,12 @@ def test_update_changes_only_the_named_fields(tmp_path: Path, layout: dict[str, 
     path = tmp_path / "index.json"
     data = rich_index()
     write(path, data, layout)
-    IndexStore(path).update({"AUTH-002": {"state": "IN_PROGRESS", "estimate": REMOVE, "x_new": [1]}})
+    def change(item: dict[str, Any]) -> None:
+        item["state"] = "IN_PROGRESS"
+        del item["estimate"]
+        item["x_new"] = [1]
+
+    ticket_state.apply(IndexStore(path), {"AUTH-002": change})
     after = json.loads(path.read_text(encoding="utf-8"))
     expected = rich_index()
     ticket = expected["tickets"][1]
@@ -105,7 +111,7 @@ def test_update_with_an_invalid_value_leaves_the_file_alone(tmp_path: Path) -> N
     path = tmp_path / "index.json"
     original = write(path, rich_index(), {"indent": 2})
     with pytest.raises(IndexLoadError) as raised:
-        IndexStore(path).update({"AUTH-002": {"state": "DONE"}})
+        ticket_state.apply(IndexStore(path), {"AUTH-002": lambda item: item.update(state="DONE")})
     assert "AUTH-002" in str(raised.value) and "'state'" in str(raised.value)
     assert path.read_bytes() == original
 
@@ -114,7 +120,7 @@ def test_update_of_an_unknown_ticket_is_an_error_and_writes_nothing(tmp_path: Pa
     path = tmp_path / "index.json"
     original = write(path, rich_index(), {"indent": 2})
     with pytest.raises(SageError, match="AUTH-404"):
-        IndexStore(path).update({"AUTH-404": {"state": "COMPLETED"}})
+        ticket_state.apply(IndexStore(path), {"AUTH-404": lambda item: item.update(state="COMPLETED")})
     assert path.read_bytes() == original
 
 
@@ -166,7 +172,7 @@ def test_unknown_keys_at_every_level_survive_save_and_update(tmp_path: Path, dat
     store = IndexStore(path)
     store.save_unchanged(store.load())
     assert path.read_bytes() == original
-    store.update({"TKT-000": {"state": "IN_PROGRESS"}})
+    ticket_state.apply(store, {"TKT-000": lambda item: item.update(state="IN_PROGRESS")})
     expected = json.loads(json.dumps(data))
     expected["tickets"][0]["state"] = "IN_PROGRESS"
     assert json.loads(path.read_text(encoding="utf-8")) == expected

@@ -12,7 +12,7 @@ import pytest
 
 from sage_stream.validation import prerequisites
 from sage_stream.validation.checks import validate_index
-from sage_stream.validation.findings import Severity
+from sage_stream.findings import Severity
 
 MakeIndex = Callable[..., Path]
 MakeTicket = Callable[..., dict[str, Any]]

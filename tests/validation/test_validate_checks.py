@@ -13,7 +13,7 @@ import pytest
 
 from sage_stream.errors import EXIT_ERROR, EXIT_OK, EXIT_WARNINGS
 from sage_stream.validation.checks import CHECK_ORDER, escapes_repository, validate_index
-from sage_stream.validation.findings import Severity
+from sage_stream.findings import Severity
 
 MakeIndex = Callable[..., Path]
 MakeTicket = Callable[..., dict[str, Any]]

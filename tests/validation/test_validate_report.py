@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sage_stream.validation.findings import Finding, Severity
+from sage_stream.findings import Finding, Severity
 from sage_stream.validation.prerequisites import Prerequisite
 from sage_stream.validation.report import (
     MAX_LINES_PER_CHECK,

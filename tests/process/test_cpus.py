@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sage_stream.engine import cpus
-from sage_stream.engine.cpus import cgroup_cpu_quota, decide_workers, usable_cpus
+from sage_stream.process import cpus
+from sage_stream.process.cpus import cgroup_cpu_quota, decide_workers, usable_cpus
 from sage_stream.errors import SageError
 
 

@@ -33,18 +33,36 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import psutil
 
-from sage_stream.engine.crashpoints import crash_point
-from sage_stream.git import GIT_OF_VAR, GIT_REPO_VAR
+from sage_stream.faults import crash_point
+from sage_stream.process.tree import descendants, group_members, is_running, processes_with_environment
 
-EXITED = "exited"
-TIMEOUT = "timeout"
-IDLE_TIMEOUT = "idle_timeout"
-CANCELLED = "cancelled"
-FAILED_TO_START = "failed_to_start"
+
+class ExitOutcome(str, Enum):
+    """How an agent run ended. A str: it compares equal to, and is written to JSON as, its value."""
+
+    EXITED = "exited"
+    TIMEOUT = "timeout"
+    IDLE_TIMEOUT = "idle_timeout"
+    CANCELLED = "cancelled"
+    FAILED_TO_START = "failed_to_start"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+EXITED = ExitOutcome.EXITED
+TIMEOUT = ExitOutcome.TIMEOUT
+IDLE_TIMEOUT = ExitOutcome.IDLE_TIMEOUT
+CANCELLED = ExitOutcome.CANCELLED
+FAILED_TO_START = ExitOutcome.FAILED_TO_START
 
 CHUNK_BYTES = 64 * 1024
 LAST_LINE_CHARS = 200
@@ -76,7 +94,7 @@ class AgentLaunch:
 
 @dataclass
 class AgentExit:
-    outcome: str  # "exited" | "timeout" | "idle_timeout" | "cancelled" | "failed_to_start"
+    outcome: ExitOutcome
     returncode: int | None  # negative = killed by that signal
     duration_s: float
     last_line: str
@@ -216,7 +234,7 @@ class _Run:
 
     def _stop_reason(
         self, cancel: threading.Event, now: float, deadline: float | None
-    ) -> tuple[str, str] | None:
+    ) -> tuple[ExitOutcome, str] | None:
         if cancel.is_set():
             return CANCELLED, "cancelled"
         if deadline is not None and now >= deadline:
@@ -246,7 +264,7 @@ class _Run:
     def _descendants(self) -> list[psutil.Process]:
         if self.process.returncode is not None:  # reaped: its pid may belong to someone else now
             return []
-        return _descendants(self.process.pid)
+        return descendants(self.process.pid)
 
     def _remember(self, processes: Iterable[psutil.Process]) -> None:
         for process in processes:
@@ -263,8 +281,8 @@ class _Run:
 
     def _leftovers(self) -> list[psutil.Process]:
         self._remember(self._marked())
-        alive = [p for p in self.known.values() if _alive(p)]
-        alive += [p for p in _group_members(self.pgid) if p.pid != self.process.pid and p.pid not in self.known]
+        alive = [p for p in self.known.values() if is_running(p)]
+        alive += [p for p in group_members(self.pgid) if p.pid != self.process.pid and p.pid not in self.known]
         return alive
 
     def _marked(self) -> list[psutil.Process]:
@@ -303,7 +321,7 @@ class _Run:
                 midway = None
             time.sleep(POLL_SECONDS)
 
-    def _exit(self, outcome: str, error: str | None) -> AgentExit:
+    def _exit(self, outcome: ExitOutcome, error: str | None) -> AgentExit:
         self.cleanup()
         return AgentExit(
             outcome=outcome,
@@ -349,20 +367,6 @@ def _seconds(value: float | None) -> str:
     return f"{value:g} s"
 
 
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 # Set for every agent turn (agents/environment.py); the prompt file is a turn's own, so
 # no two running agents share all four. Checks get no prompt file: several run at once
 # for one ticket, and are only stopped by their group and descendants.
@@ -374,127 +378,6 @@ def _identity(env: dict[str, str]) -> dict[str, str] | None:
     if not all(env.get(key) for key in IDENTITY_KEYS):
         return None
     return {key: env[key] for key in IDENTITY_KEYS}
-
-
-def processes_with_environment(wanted: dict[str, str]) -> list[psutil.Process]:
-    """Live processes of this user whose environment has every `wanted` variable, with
-    that value (a value ending in `/` matches as a path prefix)."""
-    found = []
-    for pid, env in _environments():
-        if pid == os.getpid():
-            continue
-        if all(_env_matches(env.get(key), value) for key, value in wanted.items()):
-            with contextlib.suppress(psutil.Error):
-                process = psutil.Process(pid)
-                if _alive(process):
-                    found.append(process)
-    return found
-
-
-def _env_matches(value: str | None, wanted: str) -> bool:
-    if value is None:
-        return False
-    if wanted.endswith(os.sep):
-        return (os.path.realpath(value) + os.sep).startswith(wanted)
-    return value == wanted
-
-
-def _environments() -> Iterable[tuple[int, dict[str, str]]]:
-    """(pid, environment) of every process whose environment we may read. Straight from
-    /proc where there is one: about 1 ms for a hundred processes (psutil: ~13 ms)."""
-    if not os.path.isdir("/proc/self"):
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error, OSError):
-                yield process.pid, process.environ()
-        return
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        env = {}
-        for item in data.split(b"\0"):
-            key, sep, value = item.partition(b"=")
-            if sep and key.startswith(b"SAGE_"):  # only ours are ever looked at
-                env[key.decode(errors="replace")] = value.decode(errors="replace")
-        if env:
-            yield int(name), env
-
-
-def stop_strays(worktrees_root: Path, *, keep_run_id: str | None, grace_s: float = 2.0) -> list[int]:
-    """Stop agents, and whatever they started, that a dead run left running; their pids.
-
-    A scheduler killed with SIGKILL cannot stop its agents: each leads its own process
-    group and goes on writing in its worktree, where the next run would mix that output
-    into another ticket's work. They are recognised by the `SAGE_WORKTREE` of their
-    environment (every agent gets it, what it starts inherits it) lying under
-    `worktrees_root`, and a `SAGE_RUN_ID` other than `keep_run_id`; the processes of their
-    groups and their descendants go with them. Only processes whose environment this user
-    may read are looked at.
-    """
-    root = os.path.realpath(worktrees_root) + os.sep
-    found: dict[int, psutil.Process] = {}
-    for process in processes_with_environment({"SAGE_WORKTREE": root}):
-        with contextlib.suppress(psutil.Error, OSError):
-            if keep_run_id is None or process.environ().get("SAGE_RUN_ID") != keep_run_id:
-                found[process.pid] = process
-    for process in list(found.values()):
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) == process.pid:  # an agent: its whole group goes
-                for member in _group_members(process.pid):
-                    found.setdefault(member.pid, member)
-            for child in process.children(recursive=True):
-                found.setdefault(child.pid, child)
-    strays = [process for process in found.values() if _alive(process)]
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        for process in strays:
-            with contextlib.suppress(psutil.Error):
-                process.send_signal(signum)
-        _, strays = psutil.wait_procs(strays, timeout=grace_s if signum == signal.SIGTERM else 1.0)
-        strays = [process for process in strays if _alive(process)]
-        if not strays:
-            break
-    return sorted(found)
-
-
-def wait_for_leftover_git(repo: Path, *, timeout_s: float = 60.0) -> tuple[list[int], list[int]]:
-    """Wait for the git processes other sage processes started in `repo` to finish:
-    (pids waited for, pids still running after `timeout_s`).
-
-    A scheduler killed with SIGKILL leaves its git children running (a `worktree add`,
-    a `checkout` in a slot, an `update-ref`): the next run would read their half-written
-    files ("failed to read .../commondir") or take their locks from under them. They are
-    waited for, never killed: a git killed in the middle of a write is what leaves the
-    half-written files. They are recognised by the variables `Git` gives every git it
-    starts (git.py: `SAGE_GIT_REPO`, `SAGE_GIT_OF`)."""
-    ours = str(os.getpid())
-    leftover = []
-    for process in processes_with_environment({GIT_REPO_VAR: os.path.realpath(repo)}):
-        with contextlib.suppress(psutil.Error, OSError):
-            if process.environ().get(GIT_OF_VAR) != ours:
-                leftover.append(process)
-    if not leftover:
-        return [], []
-    _, running = psutil.wait_procs(leftover, timeout=timeout_s)
-    return sorted(process.pid for process in leftover), sorted(p.pid for p in running if _alive(p))
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of a process group."""
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) != pgid:
-                continue
-            process = psutil.Process(pid)
-        except (OSError, psutil.Error):
-            continue
-        if _alive(process):
-            members.append(process)
-    return members
 
 
 class _LineEmitter:

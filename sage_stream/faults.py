@@ -20,6 +20,8 @@ import signal
 import threading
 from pathlib import Path
 
+from sage_stream.paths import REPO_RELATIVE
+
 ENV = "SAGE_TEST_CRASH_AT"
 TRACE_ENV = "SAGE_TEST_CRASH_TRACE"
 FAULT_ENV = "SAGE_TEST_FAULT_AT"
@@ -32,7 +34,7 @@ POINTS = {
     "before_start_edit": "a ticket was chosen, nothing written yet",
     "worktree_prepared": "the slot is on the ticket's new branch, the index not yet IN_PROGRESS",
     "after_start_edit": "IN_PROGRESS written, agent not started",
-    # agent run (engine/agent_process.py, engine/stream.py)
+    # agent run (process/supervise.py, engine/stream.py)
     "agent_started": "the agent process was just started",
     "agent_running": "the agent is running (reached about every 50 ms while it runs)",
     "after_agent_exit": "the agent finished, nothing recorded",
@@ -104,9 +106,9 @@ def write_point(stage: str, path: Path) -> None:
 
 
 def _file_kind(path: Path) -> str:
-    if path.name == "index.json":
+    if path.name == REPO_RELATIVE.index.name:
         return "index"
-    return {"commit-queue": "queue", "runs": "run"}.get(path.parent.name, "file")
+    return {REPO_RELATIVE.commit_queue.name: "queue", REPO_RELATIVE.runs.name: "run"}.get(path.parent.name, "file")
 
 
 def _append(trace: str, name: str) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sage_stream.engine import agent_process
-from sage_stream.engine.agent_process import AgentExit, AgentLaunch, clean_line, run_agent
+from sage_stream.process import supervise
+from sage_stream.process.supervise import AgentExit, AgentLaunch, clean_line, run_agent
 
 PY = sys.executable
 
@@ -242,7 +242,7 @@ class TestLeftBehind:
     def test_escaped_grandchild_of_a_finished_agent_is_stopped(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(agent_process, "TRACK_DESCENDANTS_SECONDS", 0.0)
+        monkeypatch.setattr(supervise, "TRACK_DESCENDANTS_SECONDS", 0.0)
         source = """
             import subprocess, sys, time
             from pathlib import Path

@@ -1,0 +1,89 @@
+"""Text we show or store: one line of text we did not write, clipped output, UTC times, durations.
+
+Times are written the one way Sage writes them (2026-01-31T12:00:00Z, UTC, whole seconds)
+and read tolerantly (any ISO-8601; `Z` or an offset; a naive time is UTC).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+_ANSI_ESCAPE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[P^_X][^\x1b]*(?:\x1b\\)?"  # DCS, PM, APC, SOS strings
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+)
+# C0/C1 controls (newlines, carriage returns, bells) and the bidi overrides that can make
+# a terminal show text in an order other than the one it has.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` as a single printable line: escape sequences dropped, control characters and
+    runs of whitespace made one space, at most `limit` characters (ending in "…" when cut).
+    None is the empty line; anything else is shown as `str()` shows it."""
+    line = "" if text is None else str(text)
+    line = _CONTROL.sub(" ", _ANSI_ESCAPE.sub("", line))
+    line = " ".join(line.split())
+    # lone surrogates (undecodable agent output) cannot be written to a UTF-8 stream
+    line = line.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(line) > limit:
+        line = line[: max(limit - 1, 0)] + "…"
+    return line
+
+
+def clip_tail(text: str | None, limit: int = 2000) -> str | None:
+    """The last `limit` characters of `text`, after "..." when some were cut."""
+    if text is None:
+        return None
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """Epoch seconds as Sage writes a time: 2026-01-31T12:00:00Z."""
+    if epoch is None:
+        return None
+    return time.strftime(ISO_FORMAT, time.gmtime(epoch))
+
+
+def now_iso() -> str:
+    """The current UTC time as Sage writes it: 2026-01-31T12:00:00Z."""
+    return datetime.now(timezone.utc).strftime(ISO_FORMAT)
+
+
+def parse_timestamp(value: str) -> datetime:
+    """ISO-8601, with `Z` accepted for UTC; naive times are taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an ISO-8601 time such as 2026-01-31T12:00:00Z, found {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+def epoch_of(stamp: str | None) -> float | None:
+    """Epoch seconds of an ISO-8601 time; None for None, empty or unparseable text."""
+    if not stamp:
+        return None
+    try:
+        return parse_timestamp(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def format_duration(seconds: float | None) -> str:
+    """12.4s, 3m05s, 1h02m."""
+    if seconds is None:
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
