@@ -86,8 +86,8 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, CliAgent, ErrorRule, words
-from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import EXITED, AgentExit
 
 EXECUTABLE = "aider"
 OWN_ENVIRONMENT = ("AIDER_*", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "OPENROUTER_API_KEY",

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sage_stream.agents import environment
-from sage_stream.process.supervise import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
 from sage_stream.text import parse_timestamp
 from sage_stream.tickets.models import Ticket
 

@@ -36,8 +36,8 @@ from sage_stream.agents.base import (
     reported_problems,
 )
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.process.supervise import NOTE_PREFIX
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import NOTE_PREFIX
 from sage_stream.text import iso_utc as iso_utc_of_epoch
 
 ARGUMENT_LIMIT_BYTES = 120_000  # Linux: MAX_ARG_STRLEN is 128 KiB for one argument

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.process.supervise import AgentExit
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import AgentExit
 
 PLACEHOLDER = re.compile(r"\{(prompt_file|ticket|worktree|result_file)\}")
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.process.supervise import AgentExit
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import AgentExit
 from sage_stream.tickets.models import Ticket
 
 

@@ -81,8 +81,8 @@ from sage_stream.agents.base import (
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
 from sage_stream.agents.environment import agent_environment
-from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.errors import SageError
+from sage_stream.process.supervise import EXITED, AgentExit
 from sage_stream.text import one_line
 
 EXECUTABLE = "opencode"

@@ -17,13 +17,7 @@ import click
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, analyze, remaining_estimates
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
-from sage_stream.graph.simulate import (
-    WITHIN_BEST,
-    WorkerPlan,
-    plan_workers,
-    recommend_workers,
-    simulate,
-)
+from sage_stream.graph.simulate import WITHIN_BEST, WorkerPlan, plan_workers, recommend_workers, simulate
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexView, resolve_index_path
 

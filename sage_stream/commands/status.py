@@ -11,17 +11,11 @@ from typing import Any
 import click
 
 from sage_stream.engine.display import EXIT_MEANINGS, LINE_WIDTH
-from sage_stream.engine.run_record import (
-    RUNNING,
-    RunRecord,
-    TicketRecord,
-    alive_run,
-    latest_run,
-)
+from sage_stream.engine.run_record import RUNNING, RunRecord, TicketRecord, alive_run, latest_run
 from sage_stream.errors import EXIT_ERROR, EXIT_OK, SageError
+from sage_stream.text import format_duration, one_line, parse_timestamp
 from sage_stream.tickets.models import State
 from sage_stream.tickets.store import load_index, resolve_index_path
-from sage_stream.text import format_duration, one_line, parse_timestamp
 
 CRASHED = "crashed"
 

@@ -12,6 +12,7 @@ import click
 from sage_stream.config import load_config
 from sage_stream.engine.settings import StreamOptions, StreamSettings, agent_choice, check_mode_flags, resolve_settings
 from sage_stream.errors import EXIT_OK, SageError
+from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
 
@@ -26,15 +27,15 @@ def run_stream(options: StreamOptions) -> int:
     """Check the flags, find out what needs git and the machine, resolve the settings, then
     (unless --dry-run) take the run lock and run; errors come before anything is changed."""
     from sage_stream.agents.registry import get_agent
-    from sage_stream.process.cpus import cpu_budget
     from sage_stream.git import Git
+    from sage_stream.process.cpus import cpu_budget
 
     options = _check_mode_flags(options)
     index_path = resolve_index_path(options.index)
     loaded = _load_valid(index_path)
     sage_dir = index_path.parent.parent
     config = load_config(sage_dir)
-    git = Git(_repo_root(index_path), worktree_lock=sage_dir / "worktree.lock")
+    git = Git(_repo_root(index_path), worktree_lock=SagePaths(sage_dir).worktree_lock)
     repo = git.toplevel()
     if git.version() < MIN_GIT:
         raise SageError(f"git {'.'.join(map(str, git.version()))} is too old: sage stream needs git >= 2.38 "
@@ -124,8 +125,8 @@ def _check_mode_flags(options: StreamOptions) -> StreamOptions:
 def _load_valid(index_path: Path) -> LoadedIndex:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
     unknown dependencies, missing fields...); else a SageError and nothing is started."""
-    from sage_stream.validation.checks import index_findings
     from sage_stream.findings import Severity
+    from sage_stream.validation.checks import index_findings
 
     loaded = load_index(index_path)
     errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]

@@ -17,9 +17,9 @@ from pathlib import Path
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.faults import crash_point
 from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
+from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket
 

@@ -23,8 +23,6 @@ from sage_stream.agents import environment
 from sage_stream.agents.base import Agent, AgentJob, AgentResult
 from sage_stream.agents.prompt import write_prompt_file
 from sage_stream.engine import events as ev
-from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
-from sage_stream.faults import crash_point
 from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.slots import SlotRelease
 from sage_stream.engine.verification import Verification, fix_prompt, run_checks
@@ -43,8 +41,9 @@ from sage_stream.engine.work import (
 )
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
 from sage_stream.errors import SageError
+from sage_stream.faults import crash_point
 from sage_stream.git import Git
-
+from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
 
 LINE_INTERVAL_S = 0.25
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+
 from sage_stream.engine.dispatch_control import DEFER, RATE_LIMIT_KINDS, STOP, RateLimitDecision
 from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
 

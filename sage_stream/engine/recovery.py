@@ -24,14 +24,14 @@ from itertools import pairwise
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.lander import Emit, Landed, Lander
 from sage_stream.engine.outcomes import Defer, decide_landing
-from sage_stream.faults import crash_point
 from sage_stream.engine.run_lock import is_alive
 from sage_stream.engine.worktrees import TicketWorkspaces
+from sage_stream.faults import crash_point
 from sage_stream.git import HistoryEntry
+from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import TRAILER, ticket_branch
 

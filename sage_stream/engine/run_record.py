@@ -42,8 +42,8 @@ from typing import Any
 
 from sage_stream.durable import TEMP_PREFIX, write_json_atomic
 from sage_stream.engine import events as ev
-from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.outcomes import run_exit_code
+from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.text import epoch_of, iso_utc

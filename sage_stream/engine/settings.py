@@ -18,12 +18,13 @@ from typing import Literal
 from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.config import SageConfig
-from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.scheduler import SCHEDULES
 from sage_stream.engine.verification import Check, project_checks
 from sage_stream.errors import SageError
 from sage_stream.graph.ordering import is_startable
+from sage_stream.paths import SagePaths
+from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexView
 
@@ -155,11 +156,12 @@ def _target(options: StreamOptions, config: SageConfig, *, checked_out: str | No
 
 def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:
     """`[checks] commands`, parsed now: a check that cannot run stops the run before it starts."""
+    config_path = SagePaths(sage_dir).config
     try:
         check_passthrough(config.checks.env)
     except SageError as error:
-        raise SageError(f"{sage_dir / 'config.toml'}: [checks] {error.message.removeprefix('[agent] ')}") from None
-    return project_checks(config.checks.commands, config_path=str(sage_dir / "config.toml"))
+        raise SageError(f"{config_path}: [checks] {error.message.removeprefix('[agent] ')}") from None
+    return project_checks(config.checks.commands, config_path=str(config_path))
 
 
 def _selected_tickets(options: StreamOptions, tickets: Mapping[str, Ticket], *,

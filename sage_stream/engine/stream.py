@@ -28,7 +28,6 @@ from typing import Any
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.faults import crash_point
 from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
@@ -73,6 +72,7 @@ from sage_stream.engine.work import (
     finished_attempt,
 )
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
+from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.paths import SagePaths
 from sage_stream.text import epoch_of, iso_utc, now_iso

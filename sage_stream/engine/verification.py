@@ -37,9 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_stream.process.supervise import CANCELLED, EXITED, FAILED_TO_START, AgentLaunch, run_agent
 from sage_stream.errors import SageError
 from sage_stream.paths import REPO_RELATIVE
+from sage_stream.process.supervise import CANCELLED, EXITED, FAILED_TO_START, AgentLaunch, run_agent
 from sage_stream.tickets.models import Ticket
 
 MAX_PARALLEL = 4

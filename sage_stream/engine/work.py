@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sage_stream.agents.base import AgentJob, AgentResult
-from sage_stream.process.supervise import AgentExit
 from sage_stream.engine.outcomes import FinishedAttempt
 from sage_stream.engine.slots import SlotRelease
 from sage_stream.engine.verification import Check, Verification
 from sage_stream.engine.worktrees import Workspace
+from sage_stream.process.supervise import AgentExit
 from sage_stream.tickets.models import Ticket
 
 

@@ -29,12 +29,7 @@ from typing import TYPE_CHECKING
 
 from sage_stream.graph.columns import Columns
 from sage_stream.graph.dependency_graph import DependencyGraph
-from sage_stream.graph.ordering import (
-    is_retryable,
-    is_startable,
-    is_startable_state,
-    ready_order_key,
-)
+from sage_stream.graph.ordering import is_retryable, is_startable, is_startable_state, ready_order_key
 from sage_stream.graph.simulate import (
     RULE_LOWER_BOUND,
     RULE_SIMULATION,

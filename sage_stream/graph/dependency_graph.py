@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from sage_stream.errors import SageError
+from sage_stream.findings import Finding, Severity
 from sage_stream.graph.columns import Columns
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import IndexView, gc_paused, read_index
-from sage_stream.findings import Finding, Severity
 
 if TYPE_CHECKING:
     import networkx as nx

@@ -30,18 +30,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sage_stream.errors import SageError
+from sage_stream.findings import Finding, Severity
 from sage_stream.graph.columns import Columns
 from sage_stream.paths import INDEX_RELATIVE
 from sage_stream.tickets.models import PRIORITIES, TICKET_TYPES, VALIDATION_TYPES, Docs, State, Ticket
 from sage_stream.tickets.prose import SAGE_ID, is_safe_id
-from sage_stream.tickets.store import (
-    IndexLoadError,
-    IndexView,
-    find_index,
-    gc_paused,
-    read_index,
-)
-from sage_stream.findings import Finding, Severity
+from sage_stream.tickets.store import IndexLoadError, IndexView, find_index, gc_paused, read_index
 from sage_stream.validation.prerequisites import (
     GitContext,
     Prerequisite,
