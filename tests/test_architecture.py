@@ -98,3 +98,38 @@ def test_the_checker_sees_imports_inside_functions_and_under_type_checking() -> 
     assert found["sage_stream.agents"] == 7
     assert found["sage_stream.tickets.store"] == 8
     assert {layer_of(module) for module in found} >= {"engine", "commands", "validation", "agents", "tickets"}
+
+
+# Rooms small enough to live in: a newcomer reads a module, a class or a function in one sitting.
+MAX_MODULE_LINES, MAX_CLASS_LINES, MAX_FUNCTION_LINES = 650, 400, 80
+
+
+def oversized(source: str, name: str) -> list[str]:
+    """What in `source` is over the limits, as messages naming it and its size."""
+    found = []
+    lines = source.count("\n")
+    if lines > MAX_MODULE_LINES:
+        found.append(f"module {name} is {lines} lines (at most {MAX_MODULE_LINES})")
+    for node in ast.walk(ast.parse(source)):
+        size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+        if isinstance(node, ast.ClassDef) and size > MAX_CLASS_LINES:
+            found.append(f"class {name}.{node.name} is {size} lines (at most {MAX_CLASS_LINES})")
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > MAX_FUNCTION_LINES:
+            found.append(f"function {name}.{node.name} (line {node.lineno}) is {size} lines "
+                         f"(at most {MAX_FUNCTION_LINES})")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[module_name(path) for path in MODULES])
+def test_modules_classes_and_functions_stay_small(path: Path) -> None:
+    problems = oversized(path.read_text(encoding="utf-8"), module_name(path))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_size_check_names_what_is_too_big() -> None:
+    body = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    source = f"class Big:\n    def method(self):\n{body}\n" + "\n" * MAX_MODULE_LINES
+    problems = oversized(source, "probe")
+    assert problems[0].startswith("module probe is")
+    assert any(p.startswith("function probe.method (line 2) is 81 lines") for p in problems)
+    assert not any(p.startswith("class") for p in problems)  # 82 lines: within the class limit
