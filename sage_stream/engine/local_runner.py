@@ -93,11 +93,13 @@ class LocalRunner:
         self.workspaces = workspaces
         self.settings = settings
         self.inbox = inbox
-        self.guard = RepoGuard.start(git.common_dir())
+        self.guard: RepoGuard | None = None  # taken at the first start: after recovery, before any agent
 
     # ------------------------------------------------------------ the Runner interface
 
     def start(self, spec: AttemptSpec) -> AttemptHandle:
+        if self.guard is None:
+            self.guard = RepoGuard.start(self.git.common_dir())
         handle = AttemptHandle()
         thread = threading.Thread(target=self._run, args=(_Running(spec, handle),), name=f"agent-{spec.ticket.id}",
                                   daemon=True)

@@ -34,6 +34,7 @@ from sage_stream.engine.lander import Landed, Lander
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
 from sage_stream.engine.outcomes import (
     Defer,
+    FinishedAttempt,
     Halt,
     Interrupted,
     Land,
@@ -395,7 +396,7 @@ class StreamRun:
             if decision.halt is not None:
                 self._halt(decision.halt)
 
-    def _rate_limit_decision(self, finished: Any, limited: RateLimited,
+    def _rate_limit_decision(self, finished: FinishedAttempt, limited: RateLimited,
                              work: TicketWork) -> Defer | Requeue:
         """Not the ticket's fault: the dispatch controller pauses dispatch for everyone,
         or, when the limit resets far in the future, stops it."""
@@ -416,10 +417,10 @@ class StreamRun:
         self.emit(ev.TICKET_STOPPED, ticket_id, message="stopped by Ctrl-C / SIGTERM", branch=branch)
         self._release(running, landed=False)
 
-    def _requeue(self, running: Running, decision: Requeue, *, attempt: int | None = None) -> None:
+    def _requeue(self, running: Running, decision: Requeue) -> None:
         """Ready again in this run; not an attempt (its work is kept on its branch). A rate
         limit puts it back to UNPROCESSED; a conflict rerun keeps it IN_PROGRESS."""
-        ticket_id = running.ticket.id
+        ticket_id, attempt = running.ticket.id, running.spec.attempt
         if decision.category == "conflict":  # it stays IN_PROGRESS: it runs again at once, on the new tip
             attempt = self.plan.reruns[ticket_id] + 1
         else:
@@ -429,7 +430,7 @@ class StreamRun:
         self._release(running, landed=False)
         if decision.pause is not None:
             self.emit(ev.DISPATCH_PAUSED, None, reason=decision.pause.reason, until=decision.pause.until)
-        self.emit(ev.TICKET_REQUEUED, ticket_id, reason=decision.reason, attempt=attempt or running.spec.attempt,
+        self.emit(ev.TICKET_REQUEUED, ticket_id, reason=decision.reason, attempt=attempt,
                   category=decision.category)
         if decision.halt is not None:
             self._halt(decision.halt)
