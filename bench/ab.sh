@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Interleaved A/B of one bench_stream.py measure between two checkouts, each with its own
-# .venv (python3 -m venv .venv && .venv/bin/pip install -e .): A, B, A, B... so that both
-# see the same machine. Prints each run's output under a header naming the checkout.
+# Interleaved A/B of one bench_stream.py measure between two installs of sage-stream: the
+# same harness (this checkout's bench/) runs `python -m sage_stream` with each python in
+# turn - A, B, A, B... - so that both see the same machine.
 #
-#   bench/ab.sh OLD_CHECKOUT NEW_CHECKOUT ROUNDS overhead --tickets 500 --runs 1
+#   bench/ab.sh OLD_CHECKOUT/.venv/bin/python .venv/bin/python 3 overhead --tickets 500 --runs 1 --no-baseline
 set -euo pipefail
-(( $# >= 4 )) || { echo "usage: $0 CHECKOUT_A CHECKOUT_B ROUNDS MEASURE [ARGS...]" >&2; exit 2; }
-a=$(cd "$1" && pwd); b=$(cd "$2" && pwd); rounds=$3; shift 3
+(( $# >= 4 )) || { echo "usage: $0 PYTHON_A PYTHON_B ROUNDS MEASURE [ARGS...]" >&2; exit 2; }
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # not realpath: a venv's python is a link
+a=$(absolute "$1"); b=$(absolute "$2"); rounds=$3; shift 3
+cd "$(dirname "$0")/.."
 for round in $(seq 1 "$rounds"); do
-  for checkout in "$a" "$b"; do
-    echo "== round $round: $checkout ($(git -C "$checkout" rev-parse --short HEAD)), load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%H:%M:%S) UTC"
-    (cd "$checkout" && .venv/bin/python bench/bench_stream.py "$@")
+  for python in "$a" "$b"; do
+    where=$(cd / && "$python" -c 'import sage_stream, pathlib; print(pathlib.Path(sage_stream.__file__).parent.parent)')
+    echo "== round $round: $where ($(git -C "$where" rev-parse --short HEAD 2>/dev/null || echo '?')), load $(cut -d' ' -f1 /proc/loadavg), $(date -u +%H:%M:%S) UTC"
+    "$python" bench/bench_stream.py "$@"
   done
 done

@@ -1,7 +1,7 @@
 """Benchmarks of `sage stream`: makespan against the lower bound, per-ticket overhead, memory.
 
     python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4] [--policies greedy,...]
-    python bench/bench_stream.py overhead [--tickets 500] [--runs 3]
+    python bench/bench_stream.py overhead [--tickets 500] [--runs 3] [--no-baseline]
     python bench/bench_stream.py memory   [--tickets 200] [--workers 8]
 
 makespan: reference workloads (wide, long chains, diamonds, random layered; 50-200 tickets)
@@ -226,18 +226,25 @@ def _ratio(value: float | None, bound: float) -> str:
     return "-" if value is None else f"{value / bound:.3f}"
 
 
-def bench_overhead(n: int, runs: int) -> None:
+def bench_overhead(n: int, runs: int, *, baseline: bool = True) -> None:
     sage_times, plain_fresh, plain_reuse = [], [], []
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="sage-bench-overhead-") as tmp:
             tickets = [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1) for i in range(n)]
             index = make_repo(Path(tmp) / "sage", tickets)
             sage_times.append(run_sage(index, "--parallel=1") / n)
+            if not baseline:
+                continue
             base = Path(tmp) / "plain"
             make_bench_repo(base, files=300)
             plain_fresh.append(baseline_seconds_per_ticket(base, n, runs=1))
             make_bench_repo(base, files=300)
             plain_reuse.append(baseline_seconds_per_ticket(base, n, runs=1, reuse_worktree=True))
+    if not baseline:  # sage alone: for comparing two versions of sage (bench/ab.sh)
+        sage = statistics.median(sage_times)
+        print(f"| {n} tickets | sage {sage:.3f} s/ticket | {1 / sage:.1f} landings/s | runs "
+              f"{', '.join('%.3f' % x for x in sage_times)} |")
+        return
     sage, fresh, reuse = (statistics.median(x) for x in (sage_times, plain_fresh, plain_reuse))
     print(f"| tickets | sage s/ticket | plain script s/ticket (fresh worktree) | ratio | "
           f"plain script s/ticket (reused worktree) | ratio | sage landings/s |")
@@ -276,6 +283,7 @@ def main() -> int:
     overhead = sub.add_parser("overhead")
     overhead.add_argument("--tickets", type=int, default=500)
     overhead.add_argument("--runs", type=int, default=3)
+    overhead.add_argument("--no-baseline", action="store_true", help="sage alone, without the plain git scripts")
     memory = sub.add_parser("memory")
     memory.add_argument("--tickets", type=int, default=200)
     memory.add_argument("--workers", type=int, default=8)
@@ -285,7 +293,7 @@ def main() -> int:
     if args.what == "makespan":
         bench_makespan(args.runs, args.workers, args.scale, args.seed, tuple(args.policies.split(",")))
     elif args.what == "overhead":
-        bench_overhead(args.tickets, args.runs)
+        bench_overhead(args.tickets, args.runs, baseline=not args.no_baseline)
     else:
         bench_memory(args.tickets, args.workers, args.runs)
     return 0
