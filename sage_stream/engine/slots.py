@@ -75,6 +75,10 @@ class Slots:
             self.free_slots.append(slot)
             self.free_slots.sort()
 
+    def all_made(self) -> bool:
+        """Every slot exists (or is being made): no spare to make."""
+        return self.slot_count >= self.max_slots
+
     def reserve_spare(self) -> int | None:
         """The spare slot's number, counted as taken until `spare_made` (it is being made
         in the background), or None when every slot exists already."""

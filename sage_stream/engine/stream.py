@@ -293,7 +293,7 @@ class StreamRun:
         checkouts). A new slot's first checkout writes every file of the repository
         (hundreds of ms on a slow disk); made on demand, it would sit between one agent
         and the next."""
-        if self._spare_pending or self.stopping.requested or self.halted:  # nothing new starts
+        if self._spare_pending or self.slots.all_made() or self.stopping.requested or self.halted:
             return
         prepared = all(running.workspace is not None for running in self.attempts.values())
         if not prepared or not spare_is_useful(self.plan, self.attempts):
