@@ -71,6 +71,17 @@ class AgentResult:
     reset_at: str | None = None  # ISO-8601: when a rate limit or quota resets, if the agent said
 
 
+@dataclass(frozen=True)
+class AgentState:
+    """Where an agent's CLI keeps state of its own: a sandboxed agent may write these
+    (process/sandbox.py). `files` are single files in HOME that the CLI saves by writing a
+    temporary file beside them and renaming it; they get a private copy of HOME's directory
+    level, copied back after each turn."""
+
+    dirs: tuple[Path, ...] = ()
+    files: tuple[Path, ...] = ()
+
+
 class Agent(Protocol):
     name: str
 
@@ -83,6 +94,16 @@ class Agent(Protocol):
         ...
 
     def supports_sessions(self) -> bool: ...
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        """The CLI's own state paths, for a process with environment `env` (HOME, XDG_*...)."""
+        ...
+
+
+def agent_state(agent: Agent, env: Mapping[str, str]) -> AgentState:
+    """`agent.state(env)`; nothing for an agent that declares no state (a plain program)."""
+    state = getattr(agent, "state", None)
+    return state(env) if state is not None else AgentState()
 
 
 def env_passthrough(config: Mapping[str, Any]) -> list[str]:
