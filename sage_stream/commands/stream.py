@@ -86,6 +86,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
         run, recovery = local_stream_run(store, git, settings, display, run_id)
         try:
             recover(recovery)
+            _say_whether_sandboxed(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
@@ -108,6 +109,14 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
     return plan, plan.ready()
+
+
+def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
+    """Once, at the start: whether agents can write only their worktree (process/sandbox.py)."""
+    from sage_stream.engine import events as ev
+
+    if settings.sandbox.message:
+        run.emit(ev.MESSAGE, None, level=settings.sandbox.level, text=settings.sandbox.message)
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:

@@ -49,14 +49,15 @@ def sandboxed_launch(sandbox: Sandbox, paths: AttemptPaths, *, env: Mapping[str,
     """The sandbox of one process of the attempt, with environment `env`; `state` is what its CLI
     writes; `layer_dir` where a private HOME level goes, for a CLI with state files in HOME."""
     home = env.get("HOME")
-    writable = ensure_writable_paths([paths.worktree, *git_paths(paths.worktree, paths.common_dir), paths.run_dir,
-                                      *state.dirs, *_expand(paths.extra, home)])
+    own = ensure_writable_paths([paths.worktree, *git_paths(paths.worktree, paths.common_dir), paths.run_dir])
+    extra = ensure_writable_paths([*state.dirs, *_expand(paths.extra, home)])
     layer = None
     if state.files and home and layer_dir is not None:
         layer = HomeLayer.for_files(Path(home), state.files, layer_dir)
-    readable = [paths.common_dir.parent, paths.common_dir, *([Path(home)] if home else []), *path_entries(env)]
-    return SandboxedLaunch(tuple(sandbox.prefix(cwd=paths.worktree, writable=writable, readable=readable,
-                                                home_layer=layer)), layer)
+    repository = [paths.common_dir.parent, paths.common_dir]  # read-only, even inside an [agent] writable path
+    readable = [*repository, *([Path(home)] if home else []), *path_entries(env)]
+    return SandboxedLaunch(tuple(sandbox.prefix(cwd=paths.worktree, writable=own, readable=readable, extra=extra,
+                                                protected=repository, home_layer=layer)), layer)
 
 
 def git_paths(worktree: Path, common_dir: Path) -> list[Path]:

@@ -140,9 +140,6 @@ class StreamRun:
         self.emit(ev.RUN_STARTED, None, run_id=self.run_id, target=settings.target, workers=settings.workers,
                   workers_reason=settings.workers_reason, schedule=settings.schedule, agent=settings.agent.name,
                   tickets=tickets_meta, ready=ready, predicted_makespan_minutes=predicted_makespan)
-        if settings.sandbox.message:
-            self.emit(ev.MESSAGE, None, level="warning" if settings.sandbox.warning else "info",
-                      text=settings.sandbox.message)
         self.stopping.install()
         try:
             self._loop()

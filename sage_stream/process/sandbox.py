@@ -45,17 +45,24 @@ class Sandbox:
     bwrap: str  # the executable, as found on PATH
 
     def prefix(self, *, cwd: Path, writable: Iterable[Path], readable: Iterable[Path] = (),
+               extra: Iterable[Path] = (), protected: Iterable[Path] = (),
                home_layer: HomeLayer | None = None) -> list[str]:
-        """`bwrap ... --` for a command run in `cwd`. Every writable path must exist;
-        `readable` are paths to keep visible when they live under the private /tmp."""
+        """`bwrap ... --` for a command run in `cwd`, with `writable` writable (each must exist).
+
+        `readable`: paths to keep visible when they live under the private /tmp. `extra`: more
+        writable paths (a CLI's state, the configuration's), bound before `protected` - paths
+        that stay read-only even inside one of them (the repository) - and `writable` last."""
         argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", str(PRIVATE_TMP)]
         for path in _outermost(p for p in _absolute(readable) if _is_under(p, PRIVATE_TMP) and p != PRIVATE_TMP
                                 and p.exists()):
             argv += ["--ro-bind", str(path), str(path)]
         if home_layer is not None:
             argv += home_layer.binds()
-        for path in sorted(set(_absolute(writable)), key=lambda p: len(p.parts)):  # parents before children
-            argv += ["--bind", str(path), str(path)]
+        extra = _by_depth(extra)
+        argv += _binds("--bind", extra)
+        argv += _binds("--ro-bind", [path for path in _by_depth(protected)
+                                     if path.exists() and any(_is_under(path, outer) for outer in extra)])
+        argv += _binds("--bind", _by_depth(writable))
         return argv + ["--setenv", "TMPDIR", str(PRIVATE_TMP), "--unshare-pid", "--die-with-parent",
                        "--chdir", str(_absolute([cwd])[0]), "--"]
 
@@ -117,6 +124,10 @@ class SandboxChoice:
     sandbox: Sandbox | None
     message: str
     warning: bool = False  # the user asked for "auto" and gets no sandbox
+
+    @property
+    def level(self) -> str:
+        return "warning" if self.warning else "info"
 
 
 @dataclass(frozen=True)
@@ -191,6 +202,15 @@ def path_entries(env: Mapping[str, str]) -> list[Path]:
 def _absolute(paths: Iterable[Path]) -> list[Path]:
     # resolved: a bind through a symbolic link would mount at the link's target anyway
     return [Path(os.path.realpath(path)) for path in paths]
+
+
+def _by_depth(paths: Iterable[Path]) -> list[Path]:
+    """Absolute and without repeats, parents before children (a later bind wins)."""
+    return sorted(set(_absolute(paths)), key=lambda path: (len(path.parts), str(path)))
+
+
+def _binds(option: str, paths: Iterable[Path]) -> list[str]:
+    return [part for path in paths for part in (option, str(path), str(path))]
 
 
 def _is_under(path: Path, root: Path) -> bool:
