@@ -44,9 +44,10 @@ class AttemptPaths:
     extra: tuple[str, ...] = ()  # [agent] writable: absolute, or ~/... under the process's HOME
 
 
-def sandboxed_launch(sandbox: Sandbox, paths: AttemptPaths, *, env: Mapping[str, str],
+def sandboxed_launch(sandbox: Sandbox, paths: AttemptPaths, *, env: Mapping[str, str], argv: Sequence[str] = (),
                      state: AgentState = AgentState(), layer_dir: Path | None = None) -> SandboxedLaunch:
-    """The sandbox of one process of the attempt, with environment `env`; `state` is what its CLI
+    """The sandbox of one process of the attempt, with environment `env` and arguments `argv`
+    (absolute paths among them stay visible under the private /tmp); `state` is what its CLI
     writes; `layer_dir` where a private HOME level goes, for a CLI with state files in HOME."""
     home = env.get("HOME")
     own = ensure_writable_paths([paths.worktree, *git_paths(paths.worktree, paths.common_dir), paths.run_dir])
@@ -55,9 +56,15 @@ def sandboxed_launch(sandbox: Sandbox, paths: AttemptPaths, *, env: Mapping[str,
     if state.files and home and layer_dir is not None:
         layer = HomeLayer.for_files(Path(home), state.files, layer_dir)
     repository = [paths.common_dir.parent, paths.common_dir]  # read-only, even inside an [agent] writable path
-    readable = [*repository, *([Path(home)] if home else []), *path_entries(env)]
+    readable = [*repository, *([Path(home)] if home else []), *path_entries(env), *named_paths(argv)]
     return SandboxedLaunch(tuple(sandbox.prefix(cwd=paths.worktree, writable=own, readable=readable, extra=extra,
                                                 protected=repository, home_layer=layer)), layer)
+
+
+def named_paths(argv: Sequence[str]) -> list[Path]:
+    """The absolute paths a command names (a script, a data file): their directories."""
+    named = [Path(os.path.abspath(argument)) for argument in argv if argument.startswith("/")]
+    return [path if path.is_dir() else path.parent for path in named if path.exists()]
 
 
 def git_paths(worktree: Path, common_dir: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,8 @@ class LocalRunner:
     def _agent_turn(self, running: _Running, job: AgentJob) -> tuple[AgentExit, AgentResult]:
         ticket_id = running.ticket.id
         invocation = self.settings.agent.invocation(job)
-        sandboxed = self._sandboxed(running, invocation.env, agent_state(self.settings.agent, invocation.env),
+        sandboxed = self._sandboxed(running, invocation.env, invocation.argv,
+                                    agent_state(self.settings.agent, invocation.env),
                                     layer_dir=job.log_path.with_suffix(".home"))
         launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
@@ -225,7 +227,7 @@ class LocalRunner:
                 sandboxed.home_layer.copy_back()
         return exit, self.settings.agent.parse_result(job, exit)
 
-    def _sandboxed(self, running: _Running, env: dict[str, str], state: AgentState, *,
+    def _sandboxed(self, running: _Running, env: dict[str, str], argv: Sequence[str], state: AgentState, *,
                    layer_dir: Path | None = None) -> SandboxedLaunch:
         """The sandbox of one process of this attempt (none when the run has no sandbox)."""
         if self.settings.sandbox is None:
@@ -234,7 +236,7 @@ class LocalRunner:
             self._common_dir = self.git.common_dir()
         paths = AttemptPaths(worktree=Path(running.workspace.path).absolute(), common_dir=self._common_dir,
                              run_dir=Path(self.settings.run_dir).absolute(), extra=self.settings.writable)
-        return sandboxed_launch(self.settings.sandbox, paths, env=env, state=state, layer_dir=layer_dir)
+        return sandboxed_launch(self.settings.sandbox, paths, env=env, argv=argv, state=state, layer_dir=layer_dir)
 
     def _refused_writes(self, work: TicketWork) -> bool:
         """The sandbox refused a write of a turn that failed: its log says so."""
@@ -263,7 +265,8 @@ class LocalRunner:
             environment.SAGE_RUN_ID: self.settings.run_id,
             environment.SAGE_WORKTREE: str(Path(path).absolute()),
         })
-        sandbox = self._sandboxed(running, env, AgentState()).prefix
+        named = [argument for check in spec.checks for argument in check.argv]
+        sandbox = self._sandboxed(running, env, named, AgentState()).prefix
         try:
             return run_checks(spec.checks, worktree=path, env=env, log_dir=self.settings.run_dir, stem=spec.stem,
                               timeout_s=self.settings.check_timeout_s, cancel=running.cancel,

@@ -43,6 +43,7 @@ class Sandbox:
     """A working bwrap: the argv prefix that runs one command with only some paths writable."""
 
     bwrap: str  # the executable, as found on PATH
+    env: str = "/usr/bin/env"  # bwrap always sets PWD: `env -u PWD` keeps the environment exactly ours
 
     def prefix(self, *, cwd: Path, writable: Iterable[Path], readable: Iterable[Path] = (),
                extra: Iterable[Path] = (), protected: Iterable[Path] = (),
@@ -64,7 +65,7 @@ class Sandbox:
                                      if path.exists() and any(_is_under(path, outer) for outer in extra)])
         argv += _binds("--bind", _by_depth(writable))
         return argv + ["--setenv", "TMPDIR", str(PRIVATE_TMP), "--unshare-pid", "--die-with-parent",
-                       "--chdir", str(_absolute([cwd])[0]), "--"]
+                       "--chdir", str(_absolute([cwd])[0]), "--", self.env, "-u", "PWD", "--"]
 
 
 @dataclass(frozen=True)
@@ -136,14 +137,19 @@ class Probe:
 
     bwrap: str | None  # the executable, when installed
     problem: str | None = None  # why it cannot be used; None when it works
+    env: str = "/usr/bin/env"
 
 
 def probe(path: str | None = None) -> Probe:
     """Find bwrap on `path` (default: our PATH) and run it once the way agents are run."""
-    bwrap = shutil.which("bwrap", path=path if path is not None else os.environ.get("PATH", os.defpath))
+    search = path if path is not None else os.environ.get("PATH", os.defpath)
+    bwrap = shutil.which("bwrap", path=search)
     if bwrap is None:
         return Probe(None, "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
-    argv = [*Sandbox(bwrap).prefix(cwd=Path("/"), writable=()), "true"]
+    env = shutil.which("env", path=f"/usr/bin:/bin{os.pathsep}{search}")
+    if env is None:
+        return Probe(bwrap, "env (coreutils) is not installed")
+    argv = [*Sandbox(bwrap, env).prefix(cwd=Path("/"), writable=()), "true"]
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, check=False)
@@ -154,7 +160,7 @@ def probe(path: str | None = None) -> Probe:
         reason = said[-1] if said else f"exit code {done.returncode}"
         return Probe(bwrap, f"{bwrap} cannot make a sandbox here ({reason}; unprivileged users need user "
                             "namespaces enabled)")
-    return Probe(bwrap)
+    return Probe(bwrap, env=env)
 
 
 def check_mode(mode: str, *, source: str) -> str:
@@ -175,7 +181,7 @@ def decide_sandbox(mode: str, probed: Probe | None) -> SandboxChoice:
             raise SageError(f"sandbox \"bwrap\" was asked for, but {problem}: install it, or pass --sandbox auto")
         return SandboxChoice(None, f"agents are not sandboxed: {problem}; they can write anything you can",
                              warning=True)
-    return SandboxChoice(Sandbox(probed.bwrap), f"agents are sandboxed with {probed.bwrap}: each can write only "
+    return SandboxChoice(Sandbox(probed.bwrap, probed.env), f"agents are sandboxed with {probed.bwrap}: each can write only "
                                                 "its worktree, its own git refs, its CLI's state and a private /tmp")
 
 

@@ -176,6 +176,8 @@ def _start(launch: AgentLaunch, log) -> subprocess.Popen[bytes]:
 def _check_startable(launch: AgentLaunch) -> None:
     """The program exists and is executable: the same message with or without a sandbox."""
     program = launch.argv[0]
+    if "=" in program:  # `env` in the sandbox's prefix would take it for a variable
+        raise _StartError(f"cannot start {program!r} in the sandbox: a program name with '=' (rename it)")
     if "/" in program:
         found: str | None = str(Path(launch.cwd) / program)
         if not os.path.isfile(found):
