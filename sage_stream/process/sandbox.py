@@ -142,11 +142,10 @@ class Probe:
 
 def probe(path: str | None = None) -> Probe:
     """Find bwrap on `path` (default: our PATH) and run it once the way agents are run."""
-    search = path if path is not None else os.environ.get("PATH", os.defpath)
-    bwrap = shutil.which("bwrap", path=search)
+    bwrap = shutil.which("bwrap") if path is None else shutil.which("bwrap", path=path)
     if bwrap is None:
         return Probe(None, "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
-    env = shutil.which("env", path=f"/usr/bin:/bin{os.pathsep}{search}")
+    env = next((found for found in ("/usr/bin/env", "/bin/env") if os.access(found, os.X_OK)), None)
     if env is None:
         return Probe(bwrap, "env (coreutils) is not installed")
     argv = [*Sandbox(bwrap, env).prefix(cwd=Path("/"), writable=()), "true"]
