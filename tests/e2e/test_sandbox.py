@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from sage_stream.process.sandbox import probe
+from tests.conftest import init_git_repo
 
 PY = sys.executable
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -31,15 +32,7 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
 
 
 def make_repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir(parents=True)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Sandbox Test")
-    git(repo, "config", "user.email", "sandbox@example.invalid")
-    (repo / "README.md").write_text("hello\n")
-    (repo / ".gitignore").write_text(".sage/\n")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial")
+    repo = init_git_repo(root / "repo")
     (repo / ".sage" / "tickets").mkdir(parents=True)
     return repo
 
@@ -193,7 +186,7 @@ def test_a_failure_caused_by_a_refused_write_says_the_agent_wrote_outside_its_wo
     assert reason["category"] == "agent_failed"
     assert "tried to write outside its worktree" in reason["message"], reason
     assert "Read-only file system" in Path(reason["log"]).read_text()
-    assert (repo / "README.md").read_text() == "hello\n"
+    assert (repo / "README.md").read_text() == "test repository\n"
 
 
 @needs_bwrap
