@@ -85,7 +85,8 @@ class HomeLayer:
     def for_files(cls, home: Path, files: Iterable[Path], layer: Path) -> HomeLayer | None:
         home = Path(os.path.realpath(home))
         names = tuple(sorted({Path(file).name for file in files if Path(os.path.realpath(file)).parent == home}))
-        return cls(home, Path(os.path.realpath(layer)), names) if names and home.is_dir() else None
+        usable = names and home.is_dir() and home != Path(home.anchor)  # never a layer over "/"
+        return cls(home, Path(os.path.realpath(layer)), names) if usable else None
 
     def copy_in(self) -> None:
         self.layer.mkdir(parents=True, exist_ok=True)

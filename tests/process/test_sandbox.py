@@ -86,6 +86,7 @@ def test_a_home_layer_copies_the_state_files_in_and_back_and_goes_away(tmp_path)
 def test_no_home_layer_without_state_files_in_home(tmp_path):
     assert HomeLayer.for_files(tmp_path, [], tmp_path / "layer") is None
     assert HomeLayer.for_files(tmp_path, [tmp_path / "a" / "b.json"], tmp_path / "layer") is None
+    assert HomeLayer.for_files(Path("/"), [Path("/.claude.json")], tmp_path / "layer") is None  # HOME=/
 
 
 SAVE_BY_RENAME = """\
