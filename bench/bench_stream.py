@@ -2,7 +2,7 @@
 
     python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4] [--policies greedy,...]
     python bench/bench_stream.py overhead [--tickets 500] [--runs 3] [--sandbox auto|bwrap|none]
-    python bench/bench_stream.py sandbox  [--tickets 200] [--runs 3]
+    python bench/bench_stream.py sandbox  [--tickets 200] [--runs 3] [--check]
     python bench/bench_stream.py memory   [--tickets 200] [--workers 8]
 
 makespan: reference workloads (wide, long chains, diamonds, random layered; 50-200 tickets)
@@ -18,7 +18,7 @@ overhead: N no-op tickets (each writes one file) with isolation and landing on a
   `--sandbox` is passed to `sage stream` (default: its own default, auto).
 sandbox: the same no-op tickets with `--sandbox bwrap` and `--sandbox none`, interleaved (a fresh
   repository each run, the order alternating per round); seconds per ticket, and what the
-  sandbox adds per ticket.
+  sandbox adds per ticket. `--check`: each ticket also has one check, which runs sandboxed too.
 memory: peak RSS of the scheduler process (not its agents) with 8 workers.
 """
 
@@ -231,8 +231,10 @@ def _ratio(value: float | None, bound: float) -> str:
     return "-" if value is None else f"{value / bound:.3f}"
 
 
-def noop_tickets(n: int) -> list[dict]:
-    return [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1) for i in range(n)]
+def noop_tickets(n: int, *, check: bool = False) -> list[dict]:
+    """Tickets that each write one file (and, with `check`, have one check that passes: `true`)."""
+    extra = {"validation_config": {"verification_scripts": [{"command": "true"}]}} if check else {}
+    return [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1, **extra) for i in range(n)]
 
 
 def bench_overhead(n: int, runs: int, sandbox: str | None = None) -> None:
@@ -257,12 +259,12 @@ def bench_overhead(n: int, runs: int, sandbox: str | None = None) -> None:
           f"reused {['%.3f' % x for x in plain_reuse]}")
 
 
-def bench_sandbox(n: int, runs: int) -> None:
+def bench_sandbox(n: int, runs: int, check: bool) -> None:
     times: dict[str, list[float]] = {"bwrap": [], "none": []}
     for round_number in range(runs):
         for mode in ("bwrap", "none") if round_number % 2 == 0 else ("none", "bwrap"):
             with tempfile.TemporaryDirectory(prefix="sage-bench-sandbox-") as tmp:
-                index = make_repo(Path(tmp) / "sage", noop_tickets(n))
+                index = make_repo(Path(tmp) / "sage", noop_tickets(n, check=check))
                 times[mode].append(run_sage(index, "--parallel=1", "--sandbox", mode) / n)
     with_it, without = statistics.median(times["bwrap"]), statistics.median(times["none"])
     print(f"| tickets | s/ticket, --sandbox none | s/ticket, --sandbox bwrap | added per ticket | ratio |")
@@ -304,6 +306,7 @@ def main() -> int:
     sandbox = sub.add_parser("sandbox")
     sandbox.add_argument("--tickets", type=int, default=200)
     sandbox.add_argument("--runs", type=int, default=3)
+    sandbox.add_argument("--check", action="store_true", help="each ticket has one check (`true`), sandboxed too")
     memory = sub.add_parser("memory")
     memory.add_argument("--tickets", type=int, default=200)
     memory.add_argument("--workers", type=int, default=8)
@@ -315,7 +318,7 @@ def main() -> int:
     elif args.what == "overhead":
         bench_overhead(args.tickets, args.runs, args.sandbox)
     elif args.what == "sandbox":
-        bench_sandbox(args.tickets, args.runs)
+        bench_sandbox(args.tickets, args.runs, args.check)
     else:
         bench_memory(args.tickets, args.workers, args.runs)
     return 0
