@@ -10,7 +10,10 @@ edit a ticket wrote. With bubblewrap (`bwrap`: Debian's `bubblewrap`, no daemon,
   tmpfs would hide them;
 - writable: exactly the paths given (the engine names them: the ticket's worktree, the git
   paths a commit there needs, the run directory, the agent CLI's own state, `[agent]
-  writable`), bound after everything else so that a writable path inside a read-only one wins;
+  writable`); later binds win, so the order is: the CLI's state and the configured paths, then
+  the repository read-only again where it lies inside one of them, then the attempt's own
+  paths. A CLI that saves a state file in HOME by rename gets a private HOME level
+  (`HomeLayer`);
 - its own PID namespace (`--unshare-pid`) and `--die-with-parent`: when the agent exits,
   bwrap's init exits and the kernel kills whatever it left running, so no daemon outlives
   its ticket.
@@ -54,9 +57,8 @@ class Sandbox:
         writable paths (a CLI's state, the configuration's), bound before `protected` - paths
         that stay read-only even inside one of them (the repository) - and `writable` last."""
         argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", str(PRIVATE_TMP)]
-        for path in _outermost(p for p in _absolute(readable) if _is_under(p, PRIVATE_TMP) and p != PRIVATE_TMP
-                                and p.exists()):
-            argv += ["--ro-bind", str(path), str(path)]
+        argv += _binds("--ro-bind", _outermost(p for p in _absolute(readable)
+                                               if _is_under(p, PRIVATE_TMP) and p != PRIVATE_TMP and p.exists()))
         if home_layer is not None:
             argv += home_layer.binds()
         extra = _by_depth(extra)
