@@ -141,3 +141,10 @@ def test_a_sandboxed_process_keeps_its_exit_code_and_output(tmp_path):
                          sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path])))
     exit = run_agent(launch, cancel=threading.Event())
     assert (exit.outcome, exit.returncode, exit.last_line) == (EXITED, 3, "hello")
+
+
+def test_a_program_name_with_an_equals_sign_is_refused_in_the_sandbox(tmp_path):
+    launch = AgentLaunch(argv=["./A=B"], cwd=tmp_path, env={"PATH": "/usr/bin"}, log_path=tmp_path / "log",
+                         timeout_s=30, idle_timeout_s=None, sandbox=("/usr/bin/bwrap", "--"))
+    exit = run_agent(launch, cancel=threading.Event())
+    assert exit.outcome == FAILED_TO_START and "a program name with '='" in exit.error
