@@ -39,6 +39,7 @@ class AttemptPaths:
     """The paths of one attempt that do not depend on which process runs."""
 
     worktree: Path
+    repo: Path  # the repository's work tree (the user's checkout)
     common_dir: Path  # the repository's git directory
     run_dir: Path
     extra: tuple[str, ...] = ()  # [agent] writable: absolute, or ~/... under the process's HOME
@@ -55,7 +56,7 @@ def sandboxed_launch(sandbox: Sandbox, paths: AttemptPaths, *, env: Mapping[str,
     layer = None
     if state.files and home and layer_dir is not None:
         layer = HomeLayer.for_files(Path(home), state.files, layer_dir)
-    repository = [paths.common_dir.parent, paths.common_dir]  # read-only, even inside an [agent] writable path
+    repository = [paths.repo, paths.common_dir]  # read-only, even inside an [agent] writable path
     readable = [*repository, *([Path(home)] if home else []), *path_entries(env), *named_paths(argv)]
     return SandboxedLaunch(tuple(sandbox.prefix(cwd=paths.worktree, writable=own, readable=readable, extra=extra,
                                                 protected=repository, home_layer=layer)), layer)

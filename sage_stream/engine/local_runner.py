@@ -234,7 +234,8 @@ class LocalRunner:
             return SandboxedLaunch(())
         if self._common_dir is None:
             self._common_dir = self.git.common_dir()
-        paths = AttemptPaths(worktree=Path(running.workspace.path).absolute(), common_dir=self._common_dir,
+        paths = AttemptPaths(worktree=Path(running.workspace.path).absolute(), repo=self.git.repo.absolute(),
+                             common_dir=self._common_dir,
                              run_dir=Path(self.settings.run_dir).absolute(), extra=self.settings.writable)
         return sandboxed_launch(self.settings.sandbox, paths, env=env, argv=argv, state=state, layer_dir=layer_dir)
 
