@@ -5,7 +5,9 @@ into the argv and environment of one process (`invocation`), and that process's 
 output log and result file into an `AgentResult` (`parse_result`). An agent whose CLI can
 continue a conversation says so (`supports_sessions`); it then resumes `job.session_id`
 when one is given and reports the session it used in `AgentResult.session_id`, so that a
-chain of dependent tickets can keep one agent's context.
+chain of dependent tickets can keep one agent's context. It names the paths its CLI keeps
+state in (`state`: `~/.claude`, OpenCode's XDG directories...), which a sandboxed agent may
+write (process/sandbox.py, engine/attempt_sandbox.py).
 
 Starting, watching and stopping the process is not an agent's business: the engine does
 that with `process.supervise.run_agent`, which never uses a shell.
