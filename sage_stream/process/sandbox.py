@@ -197,12 +197,6 @@ def ensure_writable_paths(paths: Iterable[Path]) -> list[Path]:
     return made
 
 
-def home_paths(env: Mapping[str, str], *relative: str) -> list[Path]:
-    """`relative` paths under the process's HOME (none when HOME is not set)."""
-    home = env.get("HOME")
-    return [Path(home) / item for item in relative] if home else []
-
-
 def path_entries(env: Mapping[str, str]) -> list[Path]:
     return [Path(entry) for entry in env.get("PATH", "").split(os.pathsep) if entry.startswith("/")]
 
