@@ -9,14 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sage_stream.agents.base import (
-    AgentJob,
-    AgentResult,
-    AgentState,
-    Invocation,
-    process_result,
-    standard_environment,
-)
+from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.errors import SageError
 from sage_stream.process.supervise import AgentExit
