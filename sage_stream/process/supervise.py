@@ -345,7 +345,7 @@ class _Run:
         self.cleanup()
         return AgentExit(
             outcome=outcome,
-            returncode=self.process.returncode,
+            returncode=_returncode(self.process.returncode, sandboxed=bool(self.launch.sandbox)),
             duration_s=time.monotonic() - self.started,
             last_line=self.reader.last_line,
             error=error,
@@ -367,6 +367,15 @@ class _Run:
         if self.exit_poller is not None:
             os.close(self.exit_poller[0])
             self.exit_poller = None
+
+
+def _returncode(returncode: int | None, *, sandboxed: bool) -> int | None:
+    """The exit code as Popen gives it: negative for a signal. In a sandbox, bwrap passes a
+    command killed by signal N on as exit code 128 + N (as shells do): turned back here, so an
+    agent killed by SIGKILL reads the same with or without the sandbox."""
+    if sandboxed and returncode is not None and 128 < returncode < 128 + signal.NSIG:
+        return 128 - returncode
+    return returncode
 
 
 def _exit_poller(pid: int) -> tuple[int, select.poll] | None:

@@ -148,3 +148,13 @@ def test_a_program_name_with_an_equals_sign_is_refused_in_the_sandbox(tmp_path):
                          timeout_s=30, idle_timeout_s=None, sandbox=("/usr/bin/bwrap", "--"))
     exit = run_agent(launch, cancel=threading.Event())
     assert exit.outcome == FAILED_TO_START and "a program name with '='" in exit.error
+
+
+@needs_bwrap
+def test_a_sandboxed_process_killed_by_a_signal_reads_as_killed_by_it(tmp_path):
+    code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    launch = AgentLaunch(argv=[sys.executable, "-c", code], cwd=tmp_path, env={"PATH": "/usr/bin"},
+                         log_path=tmp_path / "log", timeout_s=30, idle_timeout_s=None,
+                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path])))
+    exit = run_agent(launch, cancel=threading.Event())
+    assert (exit.outcome, exit.returncode) == (EXITED, -9)
