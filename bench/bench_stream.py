@@ -1,7 +1,8 @@
 """Benchmarks of `sage stream`: makespan against the lower bound, per-ticket overhead, memory.
 
     python bench/bench_stream.py makespan [--runs 3] [--workers 4] [--scale 0.4] [--policies greedy,...]
-    python bench/bench_stream.py overhead [--tickets 500] [--runs 3] [--no-baseline]
+    python bench/bench_stream.py overhead [--tickets 500] [--runs 3] [--sandbox auto|bwrap|none] [--no-baseline]
+    python bench/bench_stream.py sandbox  [--tickets 200] [--runs 3] [--check]
     python bench/bench_stream.py memory   [--tickets 200] [--workers 8]
 
 makespan: reference workloads (wide, long chains, diamonds, random layered; 50-200 tickets)
@@ -14,6 +15,10 @@ makespan: reference workloads (wide, long chains, diamonds, random layered; 50-2
 overhead: N no-op tickets (each writes one file) with isolation and landing on a repository
   of 300 files, against bench_git_baseline.py's plain script doing only the git work each
   ticket needs, side by side in one run; seconds per ticket, ratio, landings per second.
+  `--sandbox` is passed to `sage stream` (default: its own default, auto).
+sandbox: the same no-op tickets with `--sandbox bwrap` and `--sandbox none`, interleaved (a fresh
+  repository each run, the order alternating per round); seconds per ticket, and what the
+  sandbox adds per ticket. `--check`: each ticket also has one check, which runs sandboxed too.
 memory: peak RSS of the scheduler process (not its agents) with 8 workers.
 """
 
@@ -226,13 +231,19 @@ def _ratio(value: float | None, bound: float) -> str:
     return "-" if value is None else f"{value / bound:.3f}"
 
 
-def bench_overhead(n: int, runs: int, *, baseline: bool = True) -> None:
+def noop_tickets(n: int, *, check: bool = False) -> list[dict]:
+    """Tickets that each write one file (and, with `check`, have one check that passes: `true`)."""
+    extra = {"validation_config": {"verification_scripts": [{"command": "true"}]}} if check else {}
+    return [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1, **extra) for i in range(n)]
+
+
+def bench_overhead(n: int, runs: int, sandbox: str | None = None, *, baseline: bool = True) -> None:
     sage_times, plain_fresh, plain_reuse = [], [], []
+    flags = ("--sandbox", sandbox) if sandbox else ()
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="sage-bench-overhead-") as tmp:
-            tickets = [ticket(f"N-{i}", ["touch", f"noop-{i}.txt"], [], 1) for i in range(n)]
-            index = make_repo(Path(tmp) / "sage", tickets)
-            sage_times.append(run_sage(index, "--parallel=1") / n)
+            index = make_repo(Path(tmp) / "sage", noop_tickets(n))
+            sage_times.append(run_sage(index, "--parallel=1", *flags) / n)
             if not baseline:
                 continue
             base = Path(tmp) / "plain"
@@ -253,6 +264,21 @@ def bench_overhead(n: int, runs: int, *, baseline: bool = True) -> None:
           f"| {1 / sage:.1f} |")
     print(f"runs: sage {['%.3f' % x for x in sage_times]}, fresh {['%.3f' % x for x in plain_fresh]}, "
           f"reused {['%.3f' % x for x in plain_reuse]}")
+
+
+def bench_sandbox(n: int, runs: int, check: bool) -> None:
+    times: dict[str, list[float]] = {"bwrap": [], "none": []}
+    for round_number in range(runs):
+        for mode in ("bwrap", "none") if round_number % 2 == 0 else ("none", "bwrap"):
+            with tempfile.TemporaryDirectory(prefix="sage-bench-sandbox-") as tmp:
+                index = make_repo(Path(tmp) / "sage", noop_tickets(n, check=check))
+                times[mode].append(run_sage(index, "--parallel=1", "--sandbox", mode) / n)
+    with_it, without = statistics.median(times["bwrap"]), statistics.median(times["none"])
+    print(f"| tickets | s/ticket, --sandbox none | s/ticket, --sandbox bwrap | added per ticket | ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {n} | {without:.3f} | {with_it:.3f} | {1000 * (with_it - without):+.1f} ms | {with_it / without:.2f} |")
+    print(f"runs (s/ticket, in the order run): bwrap {['%.3f' % x for x in times['bwrap']]}, "
+          f"none {['%.3f' % x for x in times['none']]}")
 
 
 def bench_memory(n: int, workers: int, runs: int) -> None:
@@ -283,7 +309,12 @@ def main() -> int:
     overhead = sub.add_parser("overhead")
     overhead.add_argument("--tickets", type=int, default=500)
     overhead.add_argument("--runs", type=int, default=3)
+    overhead.add_argument("--sandbox", choices=("auto", "bwrap", "none"), default=None)
     overhead.add_argument("--no-baseline", action="store_true", help="sage alone, without the plain git scripts")
+    sandbox = sub.add_parser("sandbox")
+    sandbox.add_argument("--tickets", type=int, default=200)
+    sandbox.add_argument("--runs", type=int, default=3)
+    sandbox.add_argument("--check", action="store_true", help="each ticket has one check (`true`), sandboxed too")
     memory = sub.add_parser("memory")
     memory.add_argument("--tickets", type=int, default=200)
     memory.add_argument("--workers", type=int, default=8)
@@ -293,7 +324,9 @@ def main() -> int:
     if args.what == "makespan":
         bench_makespan(args.runs, args.workers, args.scale, args.seed, tuple(args.policies.split(",")))
     elif args.what == "overhead":
-        bench_overhead(args.tickets, args.runs, baseline=not args.no_baseline)
+        bench_overhead(args.tickets, args.runs, args.sandbox, baseline=not args.no_baseline)
+    elif args.what == "sandbox":
+        bench_sandbox(args.tickets, args.runs, args.check)
     else:
         bench_memory(args.tickets, args.workers, args.runs)
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -42,6 +43,8 @@ class AgentConfig(_Section):
     timeout_minutes: float | None = Field(default=None, gt=0)
     env: list[str] = Field(default_factory=list)  # names of environment variables passed through
     reuse_sessions: bool = False  # continue the session of a ticket's only dependency
+    sandbox: Literal["auto", "bwrap", "none"] = "auto"  # process/sandbox.py
+    writable: list[str] = Field(default_factory=list)  # more paths sandboxed agents may write (absolute or ~/...)
 
 
 class ChecksConfig(_Section):

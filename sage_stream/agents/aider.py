@@ -126,6 +126,7 @@ def cli_version(executable: str | None = None) -> str | None:
 class AiderAgent(CliAgent):
     name = "aider"
     executable = EXECUTABLE
+    state_dirs = (".aider",)  # caches, analytics id; its chat history is in the run directory
     own_environment = OWN_ENVIRONMENT
 
     def invocation(self, job: AgentJob) -> Invocation:

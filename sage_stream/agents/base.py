@@ -5,7 +5,9 @@ into the argv and environment of one process (`invocation`), and that process's 
 output log and result file into an `AgentResult` (`parse_result`). An agent whose CLI can
 continue a conversation says so (`supports_sessions`); it then resumes `job.session_id`
 when one is given and reports the session it used in `AgentResult.session_id`, so that a
-chain of dependent tickets can keep one agent's context.
+chain of dependent tickets can keep one agent's context. It names the paths its CLI keeps
+state in (`state`: `~/.claude`, OpenCode's XDG directories...), which a sandboxed agent may
+write (process/sandbox.py, engine/attempt_sandbox.py).
 
 Starting, watching and stopping the process is not an agent's business: the engine does
 that with `process.supervise.run_agent`, which never uses a shell.
@@ -71,6 +73,17 @@ class AgentResult:
     reset_at: str | None = None  # ISO-8601: when a rate limit or quota resets, if the agent said
 
 
+@dataclass(frozen=True)
+class AgentState:
+    """Where an agent's CLI keeps state of its own: a sandboxed agent may write these
+    (process/sandbox.py). `files` are single files in HOME that the CLI saves by writing a
+    temporary file beside them and renaming it; they get a private copy of HOME's directory
+    level, copied back after each turn."""
+
+    dirs: tuple[Path, ...] = ()
+    files: tuple[Path, ...] = ()
+
+
 class Agent(Protocol):
     name: str
 
@@ -83,6 +96,16 @@ class Agent(Protocol):
         ...
 
     def supports_sessions(self) -> bool: ...
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        """The CLI's own state paths, for a process with environment `env` (HOME, XDG_*...)."""
+        ...
+
+
+def agent_state(agent: Agent, env: Mapping[str, str]) -> AgentState:
+    """`agent.state(env)`; nothing for an agent that declares no state (a plain program)."""
+    state = getattr(agent, "state", None)
+    return state(env) if state is not None else AgentState()
 
 
 def env_passthrough(config: Mapping[str, Any]) -> list[str]:

@@ -106,6 +106,8 @@ def cli_version(executable: str | None = None) -> str | None:
 class ClaudeAgent(CliAgent):
     name = "claude"
     executable = EXECUTABLE
+    state_dirs = (".claude",)  # settings, credentials, sessions (projects/), todos
+    state_files = (".claude.json",)  # saved by rename: a private copy, copied back
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = standard_environment(job, self.passthrough)

@@ -29,6 +29,7 @@ from typing import Any, Self
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
+    AgentState,
     ResultBlock,
     ResultFile,
     env_passthrough,
@@ -83,6 +84,8 @@ class CliAgent:
     name: str
     executable: str  # the program, found on PATH
     own_environment: tuple[str, ...] = ()  # variables the CLI needs, passed besides `[agent] env`
+    state_dirs: tuple[str, ...] = ()  # the CLI's own state under HOME (sandboxed agents may write it)
+    state_files: tuple[str, ...] = ()  # single files in HOME it saves by rename (see AgentState)
 
     def __init__(self, *, model: str | None = None, extra_args: Sequence[str] = (),
                  passthrough: Sequence[str] = (), executable: str | None = None) -> None:
@@ -98,6 +101,11 @@ class CliAgent:
 
     def supports_sessions(self) -> bool:
         return True
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        home = home_of(env)
+        return AgentState(dirs=tuple(home / path for path in self.state_dirs),
+                          files=tuple(home / path for path in self.state_files))
 
 
 def is_flag(arg: str, flags: Sequence[str]) -> bool:

@@ -63,6 +63,7 @@ from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
+    AgentState,
     Invocation,
     find_result_block,
     read_result_file,
@@ -96,6 +97,9 @@ class CodexAgent(CliAgent):
     name = "codex"
     executable = EXECUTABLE
     own_environment = OWN_ENVIRONMENT
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        return AgentState(dirs=(codex_home(env),))  # config, credentials, sessions
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = standard_environment(job, self.passthrough)

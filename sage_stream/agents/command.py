@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
+from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.errors import SageError
 from sage_stream.process.supervise import AgentExit
@@ -50,6 +50,9 @@ class CommandAgent:
 
     def supports_sessions(self) -> bool:
         return False
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        return AgentState()  # a plain program: whatever it needs besides its worktree goes in [agent] writable
 
 
 def split_template(template: str) -> list[str]:

@@ -7,9 +7,9 @@ exit code 0; see `base.process_result` for the summary and the optional result f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from sage_stream.agents.base import AgentJob, AgentResult, Invocation, process_result, standard_environment
+from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.errors import SageError
 from sage_stream.process.supervise import AgentExit
@@ -31,6 +31,9 @@ class ExecAgent:
 
     def supports_sessions(self) -> bool:
         return False
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        return AgentState()  # a plain program: whatever it needs besides its worktree goes in [agent] writable
 
 
 def ticket_command(ticket: Ticket) -> list[str]:

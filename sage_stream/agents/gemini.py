@@ -117,6 +117,7 @@ def cli_version(executable: str | None = None) -> str | None:
 class GeminiAgent(CliAgent):
     name = "gemini"
     executable = EXECUTABLE
+    state_dirs = (".gemini",)  # settings, sessions (tmp/), installation id
     own_environment = OWN_ENVIRONMENT
 
     def invocation(self, job: AgentJob) -> Invocation:

@@ -71,6 +71,7 @@ from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
+    AgentState,
     Invocation,
     find_result_block,
     join_notes,
@@ -116,6 +117,13 @@ def cli_version(executable: str | None = None) -> str | None:
 class OpenCodeAgent(CliAgent):
     name = "opencode"
     executable = EXECUTABLE
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        """Its XDG directories: data (the session database), config, cache (plugins), state."""
+        home = cli_support.home_of(env)
+        return AgentState(dirs=tuple(Path(env.get(variable) or home / default) / "opencode" for variable, default in (
+            ("XDG_DATA_HOME", ".local/share"), ("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache"),
+            ("XDG_STATE_HOME", ".local/state"))))
 
     def user_config(self, source: Mapping[str, str]) -> dict[str, Any]:
         """The user's OpenCode configuration passed through `[agent] env`, or {}."""

@@ -82,6 +82,12 @@ CONFIG_TEXT = """\
 # Continue the agent's session of a ticket's only dependency, when it landed in the same
 # run (agents that support sessions; like `sage stream --reuse-sessions`).
 # reuse_sessions = false
+# Run agents, their checks and fix turns in a sandbox (bubblewrap) where they can write
+# only their worktree, their git refs, their CLI's own state and a private /tmp: "auto"
+# (when bwrap is installed and works), "bwrap" (refuse to start without it) or "none".
+# sandbox = "auto"
+# More paths sandboxed agents may write: absolute, or ~/... in the agent's HOME.
+# writable = ["~/.cache/pip"]
 
 [checks]
 # Commands run in the ticket's worktree before it lands, besides the ticket's own

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 import click
 
 from sage_stream.config import load_config
-from sage_stream.engine.settings import StreamOptions, StreamSettings, agent_choice, check_mode_flags, resolve_settings
+from sage_stream.engine.settings import (
+    StreamOptions,
+    StreamSettings,
+    agent_choice,
+    check_mode_flags,
+    resolve_settings,
+    sandbox_mode,
+)
 from sage_stream.errors import EXIT_OK, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
@@ -29,6 +36,7 @@ def run_stream(options: StreamOptions) -> int:
     from sage_stream.agents.registry import get_agent
     from sage_stream.git import Git
     from sage_stream.process.cpus import cpu_budget
+    from sage_stream.process.sandbox import probe
 
     options = _check_mode_flags(options)
     index_path = resolve_index_path(options.index)
@@ -43,8 +51,10 @@ def run_stream(options: StreamOptions) -> int:
     name, agent_cmd = agent_choice(options, config)
     agent = get_agent(name, agent_cmd=agent_cmd, config=config.agent.model_dump())
     now = datetime.now(timezone.utc)
+    probed = probe() if sandbox_mode(options, config) != "none" else None  # once per run
     settings = resolve_settings(options, config, repo=repo, sage_dir=sage_dir, checked_out=git.current_branch(repo),
-                                index=loaded, now=now, cpus=cpu_budget(), agent=agent, ask=_ask_before_start)
+                                index=loaded, now=now, cpus=cpu_budget(), agent=agent, ask=_ask_before_start,
+                                probed=probed)
     if git.rev_parse(f"refs/heads/{settings.target}") is None:
         raise SageError(f"target branch '{settings.target}' does not exist in {repo} (it needs at least one commit)")
     if options.dry_run:
@@ -76,6 +86,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
         run, recovery = local_stream_run(store, git, settings, display, run_id)
         try:
             recover(recovery)
+            _say_whether_sandboxed(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
@@ -98,6 +109,14 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
     return plan, plan.ready()
+
+
+def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
+    """Once, at the start: whether agents can write only their worktree (process/sandbox.py)."""
+    from sage_stream.engine import events as ev
+
+    if settings.sandbox.message:
+        run.emit(ev.MESSAGE, None, level=settings.sandbox.level, text=settings.sandbox.message)
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:
@@ -197,6 +216,7 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     click.echo(f"target branch: {settings.target}")
     click.echo(f"workers: {settings.workers} ({settings.workers_reason})")
     click.echo(f"schedule: {settings.schedule}")
+    click.echo(f"sandbox: {settings.sandbox.message}")
     click.echo(f"ready now ({len(ready)}): {', '.join(ready) if ready else 'none'}")
     click.echo("predicted order (minute: tickets starting then):")
     for wave in waves:
@@ -238,11 +258,14 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--reuse-sessions", is_flag=True,
               help="A ticket whose only dependency landed in this run continues that agent session"
                    " (agents with sessions).")
+@click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default=None,
+              help="Run agents and checks so that they can write only their worktree (bwrap): auto (default:"
+                   " when bwrap works), bwrap (refuse to start without it), none.")
 def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, schedule: str | None,
             agent: str | None, agent_cmd: str | None, tickets: tuple[str, ...], max_tickets: int | None,
             timeout_minutes: float | None, idle_timeout_minutes: float | None, as_json: bool, plain: bool,
             index: str | None, target: str | None, wait: bool, max_load: float | None, max_cost: float | None,
-            reuse_sessions: bool) -> int:
+            reuse_sessions: bool, sandbox: str | None) -> int:
     """Run ready tickets with sub-agents in parallel worktrees and land each as one commit.
 
     Before a ticket lands, its checks run in its worktree (validation_config.verification_scripts,
@@ -257,6 +280,6 @@ def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, 
         auto=auto, interactive=interactive, parallel=parallel, dry_run=dry_run, schedule=schedule, agent=agent,
         agent_cmd=agent_cmd, tickets=tickets, max_tickets=max_tickets, timeout_minutes=timeout_minutes,
         idle_timeout_minutes=idle_timeout_minutes, output=output, index=index, target=target, wait=wait,
-        max_load=max_load, max_cost=max_cost, reuse_sessions=reuse_sessions,
+        max_load=max_load, max_cost=max_cost, reuse_sessions=reuse_sessions, sandbox=sandbox,
     ))
 

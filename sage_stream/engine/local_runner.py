@@ -15,14 +15,16 @@ import queue
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sage_stream.agents import environment
-from sage_stream.agents.base import Agent, AgentJob, AgentResult
+from sage_stream.agents.base import Agent, AgentJob, AgentResult, AgentState, agent_state, read_log_tail
 from sage_stream.agents.prompt import write_prompt_file
 from sage_stream.engine import events as ev
+from sage_stream.engine.attempt_sandbox import AttemptPaths, SandboxedLaunch, sandboxed_launch
 from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.slots import SlotRelease
 from sage_stream.engine.verification import Verification, fix_prompt, run_checks
@@ -43,6 +45,7 @@ from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
 from sage_stream.errors import SageError
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
+from sage_stream.process.sandbox import Sandbox, wrote_read_only
 from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
 
 LINE_INTERVAL_S = 0.25
@@ -62,6 +65,8 @@ class RunnerSettings:
     check_timeout_s: float = 600.0
     check_parallel: int = 4
     check_env: tuple[str, ...] = ()  # names passed to checks beyond the standard set
+    sandbox: Sandbox | None = None  # agents, checks and fix turns run in it (engine/attempt_sandbox.py)
+    writable: tuple[str, ...] = ()  # [agent] writable: more paths they may write in it
 
 
 class _Running:
@@ -94,6 +99,7 @@ class LocalRunner:
         self.settings = settings
         self.inbox = inbox
         self.guard: RepoGuard | None = None  # taken at the first start: after recovery, before any agent
+        self._common_dir: Path | None = None
 
     # ------------------------------------------------------------ the Runner interface
 
@@ -180,6 +186,7 @@ class LocalRunner:
             work = TicketWork(exit=exit, result=over_turns(results), turn_started=turn_started,
                               workspace=running.workspace, log=job.log_path, fix_turns=turn)
             work.tampered = self._undo_tampering(running)  # before any git command touches its work
+            work.refused_writes = self._refused_writes(work)
             if work.tampered or not result.success or not spec.checks:
                 return work
             work.verification = self._verify(running, turn)
@@ -199,16 +206,44 @@ class LocalRunner:
     def _agent_turn(self, running: _Running, job: AgentJob) -> tuple[AgentExit, AgentResult]:
         ticket_id = running.ticket.id
         invocation = self.settings.agent.invocation(job)
+        sandboxed = self._sandboxed(running, invocation.env, invocation.argv,
+                                    agent_state(self.settings.agent, invocation.env),
+                                    layer_dir=job.log_path.with_suffix(".home"))
         launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
-                             idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0))
+                             idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0),
+                             sandbox=sandboxed.prefix)
         def on_line(line: str) -> None:
             if running.line_due():
                 self.inbox.put(AgentLine(ticket_id, line))
 
-        exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
-                         on_start=lambda pid, created: self._delete_landed_branches(running))
+        if sandboxed.home_layer is not None:
+            sandboxed.home_layer.copy_in()
+        try:
+            exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
+                             on_start=lambda pid, created: self._delete_landed_branches(running))
+        finally:
+            if sandboxed.home_layer is not None:
+                sandboxed.home_layer.copy_back()
         return exit, self.settings.agent.parse_result(job, exit)
+
+    def _sandboxed(self, running: _Running, env: dict[str, str], argv: Sequence[str], state: AgentState, *,
+                   layer_dir: Path | None = None) -> SandboxedLaunch:
+        """The sandbox of one process of this attempt (none when the run has no sandbox)."""
+        if self.settings.sandbox is None:
+            return SandboxedLaunch(())
+        if self._common_dir is None:
+            self._common_dir = self.git.common_dir()
+        paths = AttemptPaths(worktree=Path(running.workspace.path).absolute(), repo=self.git.repo.absolute(),
+                             common_dir=self._common_dir,
+                             run_dir=Path(self.settings.run_dir).absolute(), extra=self.settings.writable)
+        return sandboxed_launch(self.settings.sandbox, paths, env=env, argv=argv, state=state, layer_dir=layer_dir)
+
+    def _refused_writes(self, work: TicketWork) -> bool:
+        """The sandbox refused a write of a turn that failed: its log says so."""
+        if self.settings.sandbox is None or work.result.success or work.log is None:
+            return False
+        return wrote_read_only([read_log_tail(work.log), work.exit.last_line or ""])
 
     def _undo_tampering(self, running: _Running) -> list[str]:
         """Git control files changed during the turn, put back as they were (see repo_guard)."""
@@ -231,10 +266,12 @@ class LocalRunner:
             environment.SAGE_RUN_ID: self.settings.run_id,
             environment.SAGE_WORKTREE: str(Path(path).absolute()),
         })
+        named = [argument for check in spec.checks for argument in check.argv]
+        sandbox = self._sandboxed(running, env, named, AgentState()).prefix
         try:
             return run_checks(spec.checks, worktree=path, env=env, log_dir=self.settings.run_dir, stem=spec.stem,
                               timeout_s=self.settings.check_timeout_s, cancel=running.cancel,
-                              max_parallel=self.settings.check_parallel, label=f"turn {turn}")
+                              max_parallel=self.settings.check_parallel, label=f"turn {turn}", sandbox=sandbox)
         finally:
             self.git.run("reset", "--quiet", "--hard", checked, cwd=path)
             self.git.run("clean", "-q", "-fd", cwd=path)  # not -x: ignored files never land anyway

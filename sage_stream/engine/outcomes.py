@@ -116,6 +116,7 @@ class FinishedAttempt:
     fix_turns: int = 0
     tip: str | None = None  # the branch commit with all of its work
     snapshot_error: str | None = None
+    refused_writes: bool = False  # the sandbox refused a write of the failed agent ("Read-only file system")
 
 
 def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
@@ -164,7 +165,9 @@ def _agent_failed(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
                                last_error=done.last_line, not_before=done.reset_at, with_result=True)
     detail = done.result_message or (f"exit code {done.returncode}" if done.exit_outcome == "exited"
                                      else done.exit_error)
-    return Defer("agent_failed", f"the agent failed: {detail}", last_error=done.last_line or done.exit_error,
+    failed = ("the agent tried to write outside its worktree (the sandbox refused: \"Read-only file system\" in "
+              "its log) and failed" if done.refused_writes else "the agent failed")
+    return Defer("agent_failed", f"{failed}: {detail}", last_error=done.last_line or done.exit_error,
                  log=done.log, with_result=True)
 
 

@@ -25,6 +25,7 @@ from sage_stream.errors import SageError
 from sage_stream.graph.ordering import is_startable
 from sage_stream.paths import SagePaths
 from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
+from sage_stream.process.sandbox import Probe, SandboxChoice, check_mode, decide_sandbox
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexView
 
@@ -53,6 +54,7 @@ class StreamOptions:
     max_load: float | None = None
     max_cost: float | None = None  # US dollars
     reuse_sessions: bool = False
+    sandbox: str | None = None  # auto | bwrap | none
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class StreamSettings:
     rate_limits: RateLimitPolicy = field(default_factory=RateLimitPolicy)
     clock: Callable[[], float] = time.time  # the dispatch controller's clock
     output: str = "auto"  # the display: auto | live | plain | json
+    sandbox: SandboxChoice = SandboxChoice(None, "")  # None: agents run unsandboxed
+    writable: tuple[str, ...] = ()  # [agent] writable: more paths sandboxed agents may write
 
 
 def check_mode_flags(options: StreamOptions) -> StreamOptions:
@@ -107,14 +111,22 @@ def agent_choice(options: StreamOptions, config: SageConfig) -> tuple[str, str |
     return options.agent or config.agent.preset or ("command" if agent_cmd else "exec"), agent_cmd
 
 
+def sandbox_mode(options: StreamOptions, config: SageConfig) -> str:
+    """--sandbox over [agent] sandbox (the config's value is checked when it loads)."""
+    if options.sandbox is None:
+        return config.agent.sandbox
+    return check_mode(options.sandbox, source="--sandbox")
+
+
 def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, sage_dir: Path,
                      checked_out: str | None, index: IndexView, now: datetime, cpus: CpuBudget,
-                     agent: Agent, ask: Callable[[Ticket], str]) -> StreamSettings:
+                     agent: Agent, ask: Callable[[Ticket], str], probed: Probe | None = None) -> StreamSettings:
     """The run's settings: each flag over its config key over the default.
 
     The facts: `checked_out` the branch checked out in `repo` (None when HEAD is detached),
     `index` the validated ticket index, `cpus` this process's CPU budget, `agent` the agent
-    `agent_choice` names, `ask` the question before each ticket of an interactive run.
+    `agent_choice` names, `ask` the question before each ticket of an interactive run, `probed`
+    whether bwrap works here (process/sandbox.py `probe`; None when not probed).
     A SageError names the first setting that cannot be used, in the order written here.
     """
     options = check_mode_flags(options)
@@ -123,6 +135,8 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     if schedule not in SCHEDULES:
         raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
     checks = _project_checks(config, sage_dir)
+    sandbox = decide_sandbox(sandbox_mode(options, config), probed)
+    writable = _writable_paths(config, sage_dir)
     tickets = index.index.by_id()
     only = _selected_tickets(options, tickets, index_path=index.path)
     workers = _workers(options, config, startable=_startable_count(tickets, only, now), cpus=cpus)
@@ -143,6 +157,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
         check_env=(*config.agent.env, *config.checks.env), rate_limits=_rate_limit_policy(config),
         # questions are asked between the lines of the display: a live view would draw over them
         output="plain" if (options.interactive and options.output == "auto") else options.output,
+        sandbox=sandbox, writable=writable,
     )
 
 
@@ -162,6 +177,15 @@ def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:
     except SageError as error:
         raise SageError(f"{config_path}: [checks] {error.message.removeprefix('[agent] ')}") from None
     return project_checks(config.checks.commands, config_path=str(config_path))
+
+
+def _writable_paths(config: SageConfig, sage_dir: Path) -> tuple[str, ...]:
+    """`[agent] writable`: each an absolute path or one under the agent's HOME (`~/...`)."""
+    for path in config.agent.writable:
+        if not (path.startswith("/") or path == "~" or path.startswith("~/")) or "\0" in path:
+            raise SageError(f"{SagePaths(sage_dir).config}: [agent] writable: {path!r} must be an absolute path or"
+                            " start with ~/ (the agent's HOME)")
+    return tuple(config.agent.writable)
 
 
 def _selected_tickets(options: StreamOptions, tickets: Mapping[str, Ticket], *,

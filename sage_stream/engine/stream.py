@@ -510,7 +510,7 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
         agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
-        check_env=tuple(settings.check_env)), inbox)
+        check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable), inbox)
     run: StreamRun | None = None
 
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:

@@ -186,6 +186,7 @@ def run_checks(
     cancel: threading.Event,
     max_parallel: int = MAX_PARALLEL,
     label: str = "",
+    sandbox: tuple[str, ...] = (),
 ) -> Verification:
     """Run every check in `worktree`, in parallel; never raises for a check that misbehaves."""
     if not checks:
@@ -194,20 +195,20 @@ def run_checks(
     workers = max(1, min(len(checks), max_parallel, MAX_PARALLEL))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check") as pool:
         futures = [pool.submit(run_check, check, worktree=worktree, env=env, log_path=log, timeout_s=timeout_s,
-                               cancel=cancel, label=label) for check, log in zip(checks, logs)]
+                               cancel=cancel, label=label, sandbox=sandbox) for check, log in zip(checks, logs)]
         results = tuple(future.result() for future in futures)
     return Verification(results=results, cancelled=cancel.is_set())
 
 
 def run_check(check: Check, *, worktree: Path, env: Mapping[str, str], log_path: Path, timeout_s: float | None,
-              cancel: threading.Event, label: str = "") -> CheckResult:
+              cancel: threading.Event, label: str = "", sandbox: tuple[str, ...] = ()) -> CheckResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         heading = f"{LOG_HEADER} {check.name}{f' ({label})' if label else ''}: {shlex.join(check.argv)}\n"
         log.write(heading.encode("utf-8", errors="replace"))
         start = log.tell()
     launch = AgentLaunch(argv=list(check.argv), cwd=Path(worktree), env=dict(env), log_path=log_path,
-                         timeout_s=timeout_s, idle_timeout_s=None, grace_s=GRACE_S)
+                         timeout_s=timeout_s, idle_timeout_s=None, grace_s=GRACE_S, sandbox=sandbox)
     exit = run_agent(launch, cancel=cancel)
     output = _read_from(log_path, start, PATTERN_SCAN_BYTES)
     passed, reason = _judge(check, exit.outcome, exit.returncode, exit.error, output)

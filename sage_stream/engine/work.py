@@ -56,6 +56,7 @@ class TicketWork:
     tip: str | None = None  # the branch commit holding all of the ticket's work (snapshot)
     tampered: list[str] = field(default_factory=list)  # git control files the agent changed (undone)
     snapshot_error: str | None = None
+    refused_writes: bool = False  # the sandbox refused a write of the failed last turn (its log says so)
 
 
 # ---------------------------------------------------------------- messages to the loop
@@ -175,4 +176,4 @@ def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, w
         checks_failed=tuple(item.check.name for item in failed) if failed is not None else None,
         checks_tail=checks.failure_tail() if failed is not None else None,
         checks_log=str(failed[0].log_path) if failed else None, fix_turns=work.fix_turns, tip=work.tip,
-        snapshot_error=work.snapshot_error, **common)
+        snapshot_error=work.snapshot_error, refused_writes=work.refused_writes, **common)

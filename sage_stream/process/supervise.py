@@ -90,6 +90,7 @@ class AgentLaunch:
     timeout_s: float | None
     idle_timeout_s: float | None
     grace_s: float = 5.0
+    sandbox: tuple[str, ...] = ()  # an argv prefix that runs the command sandboxed (process/sandbox.py)
 
 
 @dataclass
@@ -151,9 +152,11 @@ def _start(launch: AgentLaunch, log) -> subprocess.Popen[bytes]:
     program = launch.argv[0]
     if not Path(launch.cwd).is_dir():
         raise _StartError(f"cannot start {program!r}: working directory {launch.cwd} does not exist")
+    if launch.sandbox:
+        _check_startable(launch)  # inside the sandbox, bwrap would say it in words of its own
     try:
         return subprocess.Popen(
-            launch.argv,
+            [*launch.sandbox, *launch.argv],
             cwd=launch.cwd,
             env=launch.env,
             stdin=subprocess.DEVNULL,
@@ -168,6 +171,23 @@ def _start(launch: AgentLaunch, log) -> subprocess.Popen[bytes]:
         raise _StartError(f"cannot start {program!r}: permission denied (is it executable?)") from None
     except OSError as error:
         raise _StartError(f"cannot start {program!r}: {error.strerror or error}") from None
+
+
+def _check_startable(launch: AgentLaunch) -> None:
+    """The program exists and is executable: the same message with or without a sandbox."""
+    program = launch.argv[0]
+    if "=" in program:  # `env` in the sandbox's prefix would take it for a variable
+        raise _StartError(f"cannot start {program!r} in the sandbox: a program name with '=' (rename it)")
+    if "/" in program:
+        found: str | None = str(Path(launch.cwd) / program)
+        if not os.path.isfile(found):
+            found = None
+    else:
+        found = shutil.which(program, mode=os.F_OK, path=launch.env.get("PATH", os.defpath))
+    if found is None:
+        raise _StartError(f"cannot start {program!r}: {_not_found_reason(launch)}")
+    if not os.access(found, os.X_OK):
+        raise _StartError(f"cannot start {program!r}: permission denied (is it executable?)")
 
 
 def _not_found_reason(launch: AgentLaunch) -> str:
@@ -325,7 +345,7 @@ class _Run:
         self.cleanup()
         return AgentExit(
             outcome=outcome,
-            returncode=self.process.returncode,
+            returncode=_returncode(self.process.returncode, sandboxed=bool(self.launch.sandbox)),
             duration_s=time.monotonic() - self.started,
             last_line=self.reader.last_line,
             error=error,
@@ -347,6 +367,15 @@ class _Run:
         if self.exit_poller is not None:
             os.close(self.exit_poller[0])
             self.exit_poller = None
+
+
+def _returncode(returncode: int | None, *, sandboxed: bool) -> int | None:
+    """The exit code as Popen gives it: negative for a signal. In a sandbox, bwrap passes a
+    command killed by signal N on as exit code 128 + N (as shells do): turned back here, so an
+    agent killed by SIGKILL reads the same with or without the sandbox."""
+    if sandboxed and returncode is not None and 128 < returncode < 128 + signal.NSIG:
+        return 128 - returncode
+    return returncode
 
 
 def _exit_poller(pid: int) -> tuple[int, select.poll] | None:

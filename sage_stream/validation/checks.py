@@ -40,6 +40,8 @@ from sage_stream.validation.prerequisites import (
     GitContext,
     Prerequisite,
     check_prerequisites,
+    sage_dir_for,
+    sandbox_prerequisite,
     is_tracked,
     prerequisite_findings,
     unresolved_commits,
@@ -169,13 +171,15 @@ def _validate(
                           file=str((cwd or Path.cwd()) / INDEX_RELATIVE))
         return ValidationReport(index=finding.file, tickets=None, findings=[finding], strict=strict)
     context, prerequisites = check_prerequisites(path)
+    sandbox = sandbox_prerequisite(sage_dir_for(path, context.work_tree))
+    blocking = [sandbox] if sandbox.blocking else []  # a note otherwise: not a warning, and said once
     try:
         loaded = read_index(path)
     except IndexLoadError as error:
-        findings = order_findings([*error.findings, *prerequisite_findings(prerequisites)])
+        findings = order_findings([*error.findings, *prerequisite_findings([*prerequisites, *blocking])])
         return ValidationReport(index=str(path), tickets=None,
                                 findings=as_strict(findings) if strict else findings,
-                                prerequisites=prerequisites, strict=strict)
+                                prerequisites=prerequisites, strict=strict, sandbox=sandbox)
     from sage_stream.graph.dependency_graph import DependencyGraph
 
     # one read of the models, for the checks and the graph; fresh from read_index: the
@@ -183,8 +187,10 @@ def _validate(
     columns = Columns.of(loaded.tickets, as_validated=True)
     graph = DependencyGraph(loaded.tickets, columns=columns)
     findings = [*index_findings(loaded, context, graph=graph, columns=columns),
-                *prerequisite_findings(prerequisites)]
-    return _report(loaded, graph, columns, order_findings(findings), prerequisites, strict=strict, now=now)
+                *prerequisite_findings([*prerequisites, *blocking])]
+    report = _report(loaded, graph, columns, order_findings(findings), prerequisites, strict=strict, now=now)
+    report.sandbox = sandbox
+    return report
 
 
 def _report(

@@ -195,6 +195,30 @@ def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
     return [cli_prerequisite(preset, config_path)]
 
 
+def sandbox_prerequisite(sage_dir: Path) -> Prerequisite:
+    """Whether `sage stream` would sandbox its agents ([agent] sandbox, bwrap probed once).
+    Not ok without a working bwrap: an error when the config asks for "bwrap" (no run could
+    start), else a note - agents then run unsandboxed, as `sage stream` says too."""
+    from sage_stream.process.sandbox import decide_sandbox, probe
+
+    config_path = SagePaths(sage_dir).config
+    mode = "auto"
+    if config_path.is_file():
+        from sage_stream.config import load_config
+
+        try:
+            mode = load_config(sage_dir).agent.sandbox
+        except SageError:
+            pass  # config_valid says what is wrong with it
+    try:
+        choice = decide_sandbox(mode, probe() if mode != "none" else None)
+    except SageError as error:
+        return Prerequisite("sandbox", False, f"{config_path}: [agent] {error.message}", str(config_path),
+                            blocking=True)
+    return Prerequisite("sandbox", not choice.warning, choice.message,
+                        choice.sandbox.bwrap if choice.sandbox else None)
+
+
 def cli_prerequisite(preset: str, config_path: str | None = None) -> Prerequisite:
     """Whether the agent CLI `preset` is installed: its module's `cli_version()`."""
     from sage_stream.agents.registry import CLI_AGENTS, known_agents

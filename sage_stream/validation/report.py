@@ -47,6 +47,7 @@ class ValidationReport:
     strict: bool = False
     states: dict[str, int] | None = None
     analysis: Analysis | None = None
+    sandbox: Prerequisite | None = None  # whether agents would be sandboxed (a note unless it blocks)
 
     @property
     def errors(self) -> list[Finding]:
@@ -87,6 +88,7 @@ class ValidationReport:
             "warnings": [finding_json(finding) for finding in self.warnings],
             "analysis": analysis_json(self.analysis) if self.analysis else None,
             "prerequisites": [item.as_json() for item in self.prerequisites],
+            **({"sandbox": self.sandbox.as_json()} if self.sandbox else {}),
         }
 
 
@@ -139,6 +141,9 @@ def render_human(report: ValidationReport) -> str:
     if report.prerequisites:
         lines += ["", "prerequisites of sage stream:"]
         lines += [f"  {'ok  ' if item.ok else 'FAIL'}  {item.message}" for item in report.prerequisites]
+    if report.sandbox is not None:
+        item = report.sandbox
+        lines += [f"  {'ok  ' if item.ok else 'FAIL' if item.blocking else 'note'}  {item.message}"]
     lines += ["", summary_line(report)]
     return "\n".join(lines)
 

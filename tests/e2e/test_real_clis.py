@@ -347,3 +347,32 @@ def test_a_session_continued_in_another_worktree_slot(name, tmp_path, cli_homes)
         assert session_b != session_a
         assert not any("Ticket: TKT-A" in text for text in first_of_b.user_texts)
         assert f"not continuing session {session_a}: it ran in " in run.log_of("TKT-B")
+
+
+@pytest.mark.parametrize("name", CLIS)
+def test_the_cli_drains_a_backlog_inside_the_sandbox_and_keeps_its_own_state(name, tmp_path, cli_homes):
+    """`--sandbox bwrap`: the run refuses to start unsandboxed. The CLI writes its own state under
+    HOME (Claude's ~/.claude.json is saved by rename, through a private copy of HOME's top level,
+    copied back), and nothing but its state and the repository's own paths."""
+    from sage_stream.process.sandbox import probe
+
+    problem = probe().problem
+    if problem is not None:
+        pytest.skip(f"no sandbox here: {problem}")
+    home = cli_homes(name)
+    script = Script([answer("TKT-A", "a.txt", "A\n"), answer("TKT-B", "b.txt", "B\n")])
+    tickets = [ticket("TKT-A", files=("a.txt",)), ticket("TKT-B", "TKT-A", files=("b.txt",))]
+    run = run_stream(name, script, tickets, tmp_path, home, "--parallel=2", "--sandbox", "bwrap")
+    assert run.code == 0, run.explain()
+    said = [e["text"] for e in run.of("message") if "sandbox" in e["text"]]
+    assert len(said) == 1 and said[0].startswith("agents are sandboxed with "), run.explain()
+    assert [run.on_main("a.txt"), run.on_main("b.txt")] == ["A\n", "B\n"], run.explain()
+    for tid in ("TKT-A", "TKT-B"):
+        assert "Read-only file system" not in run.log_of(tid), run.explain()
+    if name == "claude":
+        assert json.loads((home / ".claude.json").read_text()), "Claude's state file was not copied back"
+        assert list((home / ".claude" / "projects").iterdir())  # its sessions
+    else:
+        assert (home / ".local" / "share" / "opencode" / "opencode.db").is_file()
+    run_dir = run.repo / ".sage" / "workers" / run.of("run_started")[0]["run_id"]
+    assert not list(run_dir.glob("*.home"))  # the private copies of HOME's top level are gone

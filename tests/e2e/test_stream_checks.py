@@ -17,6 +17,7 @@ from sage_stream.agents.base import AgentJob, AgentResult, Invocation
 from sage_stream.agents.command import CommandAgent
 from sage_stream.cli import run
 from sage_stream.process.supervise import AgentExit
+from tests.reliability.support import with_side_channels
 
 PY = sys.executable
 
@@ -72,6 +73,7 @@ def make_ticket(tid: str, *, command: list[str] | None = None, deps=(), priority
 def repo(tmp_path: Path, make_git_repo) -> Path:
     root = make_git_repo(tmp_path / "repo")
     (root / ".sage" / "tickets").mkdir(parents=True)
+    write_config(root, "")  # test agents count their runs beside the repository
     return root
 
 
@@ -81,7 +83,7 @@ def write_index(repo: Path, tickets: list[dict]) -> None:
 
 
 def write_config(repo: Path, text: str) -> None:
-    (repo / ".sage" / "config.toml").write_text(text)
+    (repo / ".sage" / "config.toml").write_text(with_side_channels(repo, text))
 
 
 def read_index(repo: Path) -> dict[str, dict]:

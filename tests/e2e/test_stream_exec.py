@@ -372,7 +372,8 @@ def test_a_run_after_a_kill_in_the_middle_of_making_a_slot_lands_everything(repo
 def test_ctrl_c_lands_what_finished_stops_the_rest_and_exits_130(repo, tmp_path):
     import psutil
 
-    (repo / ".sage" / "config.toml").write_text("[stream]\ngrace_seconds = 1\n")
+    # unsandboxed: the agent reports its process id, which means nothing outside a PID namespace
+    (repo / ".sage" / "config.toml").write_text("[stream]\ngrace_seconds = 1\n\n[agent]\nsandbox = \"none\"\n")
     pid_file = tmp_path / "agent.pid"
     hang = (f"import os, time, pathlib; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
             "[(print('still working', flush=True), time.sleep(0.2)) for _ in range(600)]")

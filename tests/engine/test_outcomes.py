@@ -123,6 +123,21 @@ DECIDE_CASES = [
               with_result=True),
         id="agent failed with a message: agent_failed with its message"),
     pytest.param(
+        failed(refused_writes=True),
+        Defer("agent_failed", "the agent tried to write outside its worktree (the sandbox refused: \"Read-only file "
+              "system\" in its log) and failed: exit code 1", last_error="error: it broke", log=LOG, with_result=True),
+        id="agent failed after the sandbox refused a write: says it tried to write outside its worktree"),
+    pytest.param(
+        failed(refused_writes=True, result_message="could not save the cache"),
+        Defer("agent_failed", "the agent tried to write outside its worktree (the sandbox refused: \"Read-only file "
+              "system\" in its log) and failed: could not save the cache", last_error="error: it broke", log=LOG,
+              with_result=True),
+        id="a refused write and the agent's own message: both"),
+    pytest.param(
+        finished(refused_writes=True),
+        Land(),
+        id="a refused write of an agent that succeeded anyway: it lands"),
+    pytest.param(
         failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="claude: not found"),
         Defer("agent_failed", "the agent failed: claude: not found", last_error="claude: not found", log=LOG,
               with_result=True),

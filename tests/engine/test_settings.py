@@ -25,6 +25,7 @@ from sage_stream.engine.settings import (
     resolve_settings,
 )
 from sage_stream.errors import SageError
+from sage_stream.process.sandbox import Probe
 from sage_stream.tickets.models import Ticket, TicketIndex
 from sage_stream.tickets.store import IndexView
 
@@ -348,3 +349,56 @@ def test_mode_flags_that_exclude_each_other_are_an_error(options, message):
 def test_agent_is_the_flag_then_the_preset_then_command_or_exec(flag, flag_cmd, preset, configured_cmd, choice):
     options = StreamOptions(auto=True, agent=flag, agent_cmd=flag_cmd)
     assert agent_choice(options, config(agent={"preset": preset, "command": configured_cmd})) == choice
+
+
+# ---------------------------------------------------------------- the sandbox
+
+WORKS = Probe("/usr/bin/bwrap")
+MISSING = Probe(None, "bwrap is not installed (Debian/Ubuntu: apt-get install bubblewrap)")
+
+
+def resolve_sandbox(options: StreamOptions, cfg: SageConfig | None, probed: Probe | None) -> StreamSettings:
+    index = IndexView(path=INDEX_PATH, index=TicketIndex(tickets=FIVE_READY))
+    return resolve_settings(options, cfg or SageConfig(), repo=REPO, sage_dir=SAGE_DIR, checked_out="main",
+                            index=index, now=NOW, cpus=CpuBudget(affinity=8, quota=None), agent=AGENT, ask=ask,
+                            probed=probed)
+
+
+@pytest.mark.parametrize(("flag", "configured", "probed", "sandboxed", "level"), [
+    (None, None, WORKS, True, "info"),  # auto is the default: bwrap when it works
+    (None, None, MISSING, False, "warning"),  # ... else unsandboxed, and a warning says so
+    ("none", None, WORKS, False, "info"),  # asked not to: no sandbox, and no warning
+    (None, "none", None, False, "info"),
+    ("bwrap", "none", WORKS, True, "info"),  # the flag beats the config
+    ("auto", "bwrap", MISSING, False, "warning"),
+])
+def test_the_sandbox_is_the_flag_then_the_config_then_auto(flag, configured, probed, sandboxed, level):
+    cfg = config(agent={"sandbox": configured}) if configured else None
+    settings = resolve_sandbox(StreamOptions(auto=True, sandbox=flag), cfg, probed)
+    assert (settings.sandbox.sandbox is not None) == sandboxed
+    assert settings.sandbox.level == level and settings.sandbox.message
+    if sandboxed:
+        assert settings.sandbox.sandbox.bwrap == "/usr/bin/bwrap"
+
+
+@pytest.mark.parametrize(("flag", "configured"), [("bwrap", None), (None, "bwrap")])
+def test_sandbox_bwrap_without_a_working_bwrap_is_an_error(flag, configured):
+    cfg = config(agent={"sandbox": configured}) if configured else None
+    with pytest.raises(SageError) as raised:
+        resolve_sandbox(StreamOptions(auto=True, sandbox=flag), cfg, MISSING)
+    assert raised.value.message.startswith('sandbox "bwrap" was asked for, but bwrap is not installed')
+
+
+def test_an_unknown_sandbox_flag_is_an_error():
+    with pytest.raises(SageError) as raised:
+        resolve_sandbox(StreamOptions(auto=True, sandbox="docker"), None, WORKS)
+    assert raised.value.message == "--sandbox must be one of auto, bwrap, none, not 'docker'"
+
+
+def test_writable_paths_come_from_the_config_and_must_be_absolute_or_under_home():
+    settings = resolve_sandbox(AUTO, config(agent={"writable": ["/var/cache/tool", "~/.npm"]}), WORKS)
+    assert settings.writable == ("/var/cache/tool", "~/.npm")
+    with pytest.raises(SageError) as raised:
+        resolve_sandbox(AUTO, config(agent={"writable": ["build/out"]}), WORKS)
+    assert raised.value.message == (f"{SAGE_DIR / 'config.toml'}: [agent] writable: 'build/out' must be an absolute"
+                                    " path or start with ~/ (the agent's HOME)")

@@ -83,8 +83,18 @@ def read_index(repo: Path) -> dict[str, dict[str, Any]]:
     return {item["id"]: item for item in data["tickets"]}
 
 
+def with_side_channels(repo: Path, text: str) -> str:
+    """`text` with `[agent] writable` naming the repository's parent directory: test agents
+    report what they saw in files beside the repository, which the sandbox (on by default
+    where bwrap works) would refuse; the repository itself stays read-only to them."""
+    line = f"writable = [{json.dumps(str(repo.parent))}]\n"
+    if "[agent]\n" in text:
+        return text.replace("[agent]\n", "[agent]\n" + line, 1)
+    return f"{text}\n[agent]\n{line}"
+
+
 def write_config(repo: Path, text: str) -> None:
-    (repo / ".sage" / "config.toml").write_text(text)
+    (repo / ".sage" / "config.toml").write_text(with_side_channels(repo, text))
 
 
 # ---------------------------------------------------------------- running sage

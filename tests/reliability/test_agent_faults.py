@@ -118,7 +118,11 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     pids.mkdir()
     marks.mkdir()
     repo = make_repo(root / "repo", files={"src/keep.txt": "keep\n", "src/gone.txt": "gone\n"})
-    write_config(repo, "[stream]\ngrace_seconds = 1\n")
+    # unsandboxed: these agents report their process ids, which mean nothing outside the
+    # sandbox's PID namespace, and tamper with git, which the sandbox would refuse: this is
+    # the supervisor's and the repository guard's defence on its own (tests/e2e/test_stream_sandbox.py
+    # has the sandbox's)
+    write_config(repo, "[stream]\ngrace_seconds = 1\n\n[agent]\nsandbox = \"none\"\n")
     write_index(repo, fault_backlog(pids, marks))
     result = run_stream(repo, "--timeout", TIMEOUT_MIN, "--idle-timeout", IDLE_MIN, parallel=4)
     return {"repo": repo, "pids": pids, "marks": marks, "result": result, "tickets": read_index(repo)}

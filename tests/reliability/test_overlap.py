@@ -24,6 +24,7 @@ from .support import (
     stream_argv,
     ticket,
     trailer_counts,
+    write_config,
     write_index,
 )
 
@@ -35,6 +36,7 @@ ROUND_TIMEOUT_S = 180
 def overlap_round(root: Path) -> dict[str, object]:
     """One round: a fresh repository, four runs started together; checks and returns figures."""
     repo = make_repo(root / "repo")
+    write_config(repo, "")  # the agents log their runs beside the repository
     executions = root / "executions.log"
     tickets = []
     for number in range(1, TICKETS + 1):

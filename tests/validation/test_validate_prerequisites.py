@@ -112,3 +112,49 @@ def test_unresolved_commits_asks_git_once_and_refuses_option_like_revisions(
     missing = unresolved_commits(context, [head, head[:7], "HEAD", "0" * 40, "--all", "a b", "main"])
     assert missing == {"0" * 40, "--all", "a b"}
     assert unresolved_commits(GitContext(), ["HEAD"]) is None
+
+
+# ---------------------------------------------------------------- the sandbox
+
+
+def path_with_git_only(tmp_path: Path) -> str:
+    import shutil
+
+    bin_dir = tmp_path / "bin-without-bwrap"
+    bin_dir.mkdir()
+    (bin_dir / "git").symlink_to(shutil.which("git"))
+    return str(bin_dir)
+
+
+def test_validate_notes_once_that_agents_would_run_unsandboxed_without_bwrap(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    index = make_index(git_repo, [make_ticket("TKT-001")])
+    monkeypatch.setenv("PATH", path_with_git_only(tmp_path))
+    report = validate_index(index)
+    assert report.sandbox is not None and not report.sandbox.ok and not report.sandbox.blocking
+    assert report.sandbox.message.startswith("agents are not sandboxed: bwrap is not installed")
+    assert not [f for f in report.findings if f.code.startswith("prerequisite_")], report.findings  # a note
+
+
+def test_validate_fails_when_the_config_asks_for_bwrap_and_there_is_none(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    index = make_index(git_repo, [make_ticket("TKT-001")])
+    (git_repo / ".sage" / "config.toml").write_text('[agent]\nsandbox = "bwrap"\n')
+    monkeypatch.setenv("PATH", path_with_git_only(tmp_path))
+    report = validate_index(index)
+    assert report.exit_code == 1
+    error = next(f for f in report.errors if f.code == "prerequisite_sandbox")
+    assert error.message.startswith(f"{git_repo / '.sage' / 'config.toml'}: [agent] sandbox \"bwrap\" was asked for")
+
+
+def test_validate_says_agents_are_not_sandboxed_when_the_config_says_none(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
+) -> None:
+    index = make_index(git_repo, [make_ticket("TKT-001")])
+    (git_repo / ".sage" / "config.toml").write_text('[agent]\nsandbox = "none"\n')
+    report = validate_index(index)
+    assert report.sandbox is not None and report.sandbox.ok
+    assert report.sandbox.message.startswith('agents are not sandboxed (sandbox = "none")')
+    assert report.as_json()["sandbox"]["name"] == "sandbox"
