@@ -17,6 +17,8 @@ from sage_stream.process.supervise import EXITED, FAILED_TO_START, AgentLaunch, 
 PROBED = probe()
 needs_bwrap = pytest.mark.skipif(PROBED.problem is not None, reason=f"no sandbox here: {PROBED.problem}")
 SANDBOX = Sandbox(PROBED.bwrap or "/usr/bin/bwrap", PROBED.env)
+# the tests' own python: visible in the sandbox when it lives under /tmp (a CI clone there)
+THIS_PYTHON = [Path(sys.prefix), Path(sys.base_prefix)]
 
 
 def binds(argv: list[str]) -> list[tuple[str, str]]:
@@ -112,7 +114,8 @@ def test_in_the_sandbox_a_cli_saves_its_state_file_by_rename_but_cannot_touch_th
     (home / "state.json").write_text("{}")
     layer = HomeLayer.for_files(home, [home / "state.json"], tmp_path / "layer")
     layer.copy_in()
-    prefix = SANDBOX.prefix(cwd=work, writable=[work], extra=[home / "cli"], readable=[home], home_layer=layer)
+    prefix = SANDBOX.prefix(cwd=work, writable=[work], extra=[home / "cli"], readable=[home, *THIS_PYTHON],
+                            home_layer=layer)
     done = subprocess.run([*prefix, sys.executable, "-c", SAVE_BY_RENAME], env={"HOME": str(home), "PATH": "/usr/bin"},
                           capture_output=True, text=True, timeout=30)
     layer.copy_back()
@@ -128,7 +131,7 @@ def test_in_the_sandbox_a_cli_saves_its_state_file_by_rename_but_cannot_touch_th
 def test_a_program_that_is_not_there_fails_to_start_in_the_sandbox_as_it_does_outside(tmp_path):
     launch = AgentLaunch(argv=["no-such-agent-program"], cwd=tmp_path, env={"PATH": "/usr/bin"},
                          log_path=tmp_path / "log", timeout_s=30, idle_timeout_s=None,
-                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path])))
+                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path], readable=THIS_PYTHON)))
     exit = run_agent(launch, cancel=threading.Event())
     assert exit.outcome == FAILED_TO_START
     assert exit.error == "cannot start 'no-such-agent-program': program not found on PATH (/usr/bin)"
@@ -138,7 +141,7 @@ def test_a_program_that_is_not_there_fails_to_start_in_the_sandbox_as_it_does_ou
 def test_a_sandboxed_process_keeps_its_exit_code_and_output(tmp_path):
     launch = AgentLaunch(argv=[sys.executable, "-c", "print('hello'); raise SystemExit(3)"], cwd=tmp_path,
                          env={"PATH": "/usr/bin"}, log_path=tmp_path / "log", timeout_s=30, idle_timeout_s=None,
-                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path])))
+                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path], readable=THIS_PYTHON)))
     exit = run_agent(launch, cancel=threading.Event())
     assert (exit.outcome, exit.returncode, exit.last_line) == (EXITED, 3, "hello")
 
@@ -155,6 +158,6 @@ def test_a_sandboxed_process_killed_by_a_signal_reads_as_killed_by_it(tmp_path):
     code = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
     launch = AgentLaunch(argv=[sys.executable, "-c", code], cwd=tmp_path, env={"PATH": "/usr/bin"},
                          log_path=tmp_path / "log", timeout_s=30, idle_timeout_s=None,
-                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path])))
+                         sandbox=tuple(SANDBOX.prefix(cwd=tmp_path, writable=[tmp_path], readable=THIS_PYTHON)))
     exit = run_agent(launch, cancel=threading.Event())
     assert (exit.outcome, exit.returncode) == (EXITED, -9)
