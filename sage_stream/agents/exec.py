@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.errors import SageError
+from sage_stream.errors import AgentSetupError
 from sage_stream.process.supervise import AgentExit
 from sage_stream.tickets.models import Ticket
 
@@ -37,9 +37,10 @@ class ExecAgent:
 
 
 def ticket_command(ticket: Ticket) -> list[str]:
-    """The ticket's argv, or SageError naming the ticket and the field."""
+    """The ticket's argv, or AgentSetupError naming the ticket and the field (a backlog
+    without commands meets an exec agent: the run halts rather than fail every ticket)."""
     if not ticket.command:
-        raise SageError(
+        raise AgentSetupError(
             f"ticket {ticket.id} has no `command`: the exec agent runs a ticket's command argv "
             '(add e.g. "command": ["python3", "scripts/do_it.py"] to the ticket, or choose another agent)'
         )
