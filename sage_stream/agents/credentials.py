@@ -35,10 +35,17 @@ class Provider:
 
 @dataclass(frozen=True)
 class LoginFile:
-    """A file (relative to HOME) the CLI's login writes; with `key`, only a JSON object holding it counts."""
+    """A file (relative to HOME) the CLI's login writes; with `key`, only a JSON object holding it counts.
+    With `dir_variable` set in the agent's environment, the file is its `path`'s name in that directory
+    (`CODEX_HOME`)."""
 
     path: str
     key: str | None = None
+    dir_variable: str | None = None
+
+    def located(self, env: Mapping[str, str], home: Path) -> Path:
+        moved = env.get(self.dir_variable) if self.dir_variable else None
+        return Path(moved) / Path(self.path).name if moved else home / self.path
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,9 @@ def found_credential(credentials: Credentials, env: Mapping[str, str], home: Pat
         if env.get(provider.switch):
             return provider.switch  # the provider's own credentials (AWS, Google) are its business
     for login_file in credentials.login_files:
-        if _holds_login(home / login_file.path, login_file.key):
-            return f"~/{login_file.path}"
+        path = login_file.located(env, home)
+        if _holds_login(path, login_file.key):
+            return str(path).replace(str(home), "~", 1) if path.is_relative_to(home) else str(path)
     return None
 
 
@@ -99,8 +107,8 @@ def missing_credential(credentials: Credentials, env: Mapping[str, str], home: P
     """The problem and its fix when no credential is found; None when one is."""
     if found_credential(credentials, env, home) is not None:
         return None
-    files = ", ".join(f"~/{login_file.path}" for login_file in credentials.login_files)
-    where = f" and no login in {files}" if files else ""
+    logins = [login_file.located(env, home) for login_file in credentials.login_files[:1]]
+    where = "".join(f" and no login in {str(path).replace(str(home), '~', 1)}" for path in logins)
     return f"{credentials.cli} has no credentials: none of {', '.join(credentials.keys)} is set{where}; " \
            + credential_fix(credentials)
 
