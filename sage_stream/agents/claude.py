@@ -96,7 +96,7 @@ TRANSCRIPT_LIMIT_BYTES = 200_000_000
 CREDENTIALS = Credentials(
     cli="claude",
     keys=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
-    login="run `claude`, then /login (or `claude setup-token` and export CLAUDE_CODE_OAUTH_TOKEN)",
+    login="run `claude`, then /login",
     endpoint=("ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS"),
     providers=(
         Provider("CLAUDE_CODE_USE_BEDROCK", ("AWS_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
