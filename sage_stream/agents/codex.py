@@ -271,6 +271,8 @@ _RULES = (
     ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS)),
     ErrorRule("auth", False, words(r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid.?api.?key|incorrect api key"
                                    r"|authenticat|not logged in|codex login")),
+    ErrorRule("setup", False, words(r"unexpected argument|unrecognized (option|argument)|model_not_found"
+                                    r"|model[^.\\n]{0,80}(not found|does not exist|is not supported)")),
     ErrorRule("api", True, words(r"\b5\d\d\b|high demand|temporar|overloaded|server (had an )?error|bad gateway"
                                  r"|service unavailable|stream disconnected|error sending request"
                                  r"|connection (failed|refused|reset)|timed? ?out|network")),

@@ -368,7 +368,8 @@ _TEXT_RULES = (
     ErrorRule("rate_limit", True, words(r"\b429\b|RESOURCE_EXHAUSTED|too many requests|rate.?limit|quota")),
     ErrorRule("auth", False, words(r"\b40[13]\b|UNAUTHENTICATED|PERMISSION_DENIED|api key not valid|invalid api key"
                                    r"|auth method|authenticat|credentials")),
-    ErrorRule("api", True, words(r"\b5\d\d\b|\b499\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
+    ErrorRule("setup", False, words(r"unknown arguments?:|model[^.\\n]{0,80}(not found|does not exist|is not supported)|models/\\S+ is not found")),
+    ErrorRule("api", True, words(r"\\b5\\d\\d\\b|\\b499\\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
                                  r"|ECONNRESET|ETIMEDOUT|fetch failed|socket hang up|network")),
 )
 
@@ -379,6 +380,8 @@ def classify_error(message: str, code: int | None) -> tuple[str, bool]:
         return ("quota", True) if _QUOTA.search(message) else ("rate_limit", True)
     if code in (401, 403, EXIT_AUTH):
         return "auth", False
+    if code == 404 and "model" in message.lower():
+        return "setup", False  # a model that does not exist: every ticket would fail the same way
     if code in SERVER_ERRORS or code == 499:
         return "api", True
     return cli_support.classify(_TEXT_RULES, message)

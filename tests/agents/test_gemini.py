@@ -277,7 +277,9 @@ def test_a_cancelled_run_keeps_the_session_it_reported(make_job):
     ("request to http://127.0.0.1:9/v1beta failed, reason: connect ECONNREFUSED", None, "api"),
     ("exceeded your current quota ... check your plan and billing details", None, "quota"),
     ("Invalid auth method selected.", 41, "auth"),
-    ("Model not found: gemini-9", 404, "other"),
+    ("Model not found: gemini-9", 404, "setup"),  # every ticket would fail the same way: the run halts
+    ("Unknown arguments: bogus", 1, "setup"),
+    ("Requested entity was not found.", 404, "other"),
 ])
 def test_errors_are_classified_by_code_then_words(message, code, kind):
     assert classify_error(message, code)[0] == kind
