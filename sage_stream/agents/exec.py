@@ -8,11 +8,12 @@ exit code 0; see `base.process_result` for the summary and the optional result f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.errors import AgentSetupError
-from sage_stream.process.supervise import AgentExit
+from sage_stream.process.supervise import FAILED_TO_START, AgentExit
 from sage_stream.tickets.models import Ticket
 
 
@@ -27,7 +28,10 @@ class ExecAgent:
 
     def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
         ticket_command(job.ticket)
-        return process_result(job, exit)
+        result = process_result(job, exit)
+        if exit.outcome == FAILED_TO_START:  # the program is the ticket's own `command`: its failure, not the setup's
+            return replace(result, error_kind="other")
+        return result
 
     def supports_sessions(self) -> bool:
         return False

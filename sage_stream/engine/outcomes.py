@@ -162,7 +162,7 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
 
 
 def _agent_failed(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
-    if done.error_kind in SETUP_ERROR_KINDS or done.exit_outcome == "failed_to_start":
+    if done.error_kind in SETUP_ERROR_KINDS:  # the agent says so (a CLI that cannot start is `setup`)
         return setup_halt(done.result_message or done.exit_error or done.last_line or "the agent could not start",
                           fix=done.fix)
     if done.error_kind in RATE_LIMIT_KINDS:

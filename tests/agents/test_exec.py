@@ -134,6 +134,7 @@ def test_missing_program_fails_with_a_clear_message(make_job: MakeJob, run_job) 
     exit, result = run_job(ExecAgent(), make_job(command=["sage-no-such-program"]))
     assert exit.outcome == "failed_to_start"
     assert result.success is False and "sage-no-such-program" in result.message
+    assert result.error_kind == "other"  # the program is the ticket's own `command`: its failure, not a setup error
 
 
 def test_demo_ticket_runs(make_job: MakeJob, run_job) -> None:

@@ -138,10 +138,16 @@ DECIDE_CASES = [
         Land(),
         id="a refused write of an agent that succeeded anyway: it lands"),
     pytest.param(
-        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="claude: not found"),
+        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="my-script: not found"),
+        Defer("agent_failed", "the agent failed: my-script: not found", last_error="my-script: not found", log=LOG,
+              with_result=True),
+        id="a ticket's own program failed to start (exec says `other`): agent_failed with the start error"),
+    pytest.param(
+        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="claude: not found",
+               error_kind="setup"),
         Requeue("setup", "setup error (not the ticket's): claude: not found",
                 halt=Halt("setup error: claude: not found", EXIT_SETUP)),
-        id="agent failed to start: a setup error - back unspent, the run halts with exit 4"),
+        id="the agent's CLI failed to start (`setup`): back unspent, the run halts with exit 4"),
     pytest.param(
         failed(exit_outcome="failed_to_start", returncode=None, last_line=None, error_kind="setup",
                result_message="cannot start 'claude': program not found on PATH (/usr/bin)",
@@ -448,7 +454,8 @@ def _changes_outside_files() -> None:
 
 
 def _setup_error() -> None:
-    for done in (failed(error_kind="auth", result_message="Not logged in"), failed(exit_outcome="failed_to_start"),
+    for done in (failed(error_kind="auth", result_message="Not logged in"),
+                 failed(exit_outcome="failed_to_start", error_kind="setup"),
                  finished(crashed="no `command`", crashed_on_setup=True, tip=None)):
         decision = decide(done, POLICY)
         assert isinstance(decision, Requeue) and decision.category == "setup"  # UNPROCESSED, not an attempt
