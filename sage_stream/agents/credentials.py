@@ -140,13 +140,15 @@ def agent_credentials(agent: object) -> Credentials | None:
     return found if isinstance(found, Credentials) else None
 
 
-def setup_fix(agent: object, kind: str | None) -> str | None:
-    """What to do about a setup error of `kind` from `agent`."""
+def setup_fix(agent: object, kind: str | None, message: str | None = None) -> str | None:
+    """What to do about a setup error of `kind` from `agent` (`message`: what it said)."""
     credentials = agent_credentials(agent)
     if kind == "auth":
         return credential_fix(credentials) if credentials is not None else \
             "give the agent its credentials (its result file said `auth`)"
-    if kind == "setup":
-        return "check that the agent's CLI is installed and on PATH, and its model and extra_args in [agent] " \
-               "of .sage/config.toml"
-    return None
+    if kind != "setup":
+        return None
+    if message and message.startswith("cannot start"):
+        program = getattr(agent, "executable", None) or "the agent's program"
+        return f"install {program} and put its directory on PATH (sage looks where its own PATH points)"
+    return "check the model and extra_args of [agent] in .sage/config.toml (and --agent / --agent-cmd)"

@@ -237,7 +237,7 @@ class LocalRunner:
                 sandboxed.home_layer.copy_back()
         result = self.settings.agent.parse_result(job, exit)
         if result.error_kind in SETUP_ERROR_KINDS and result.fix is None:
-            result = replace(result, fix=setup_fix(self.settings.agent, result.error_kind))
+            result = replace(result, fix=setup_fix(self.settings.agent, result.error_kind, result.message))
         return exit, result
 
     def _sandboxed(self, running: _Running, env: dict[str, str], argv: Sequence[str], state: AgentState, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sage_stream.agents import claude, codex, gemini
-from sage_stream.agents.credentials import found_credential, missing_credential, passed_names, start_notes
+from sage_stream.agents.credentials import found_credential, missing_credential, passed_names, setup_fix, start_notes
 
 
 def test_a_provider_s_variables_pass_only_when_it_is_switched_on() -> None:
@@ -56,3 +56,14 @@ def test_a_run_names_the_missing_credential_and_the_cli_variables_it_will_not_pa
     assert start_notes(claude.CREDENTIALS, source, listed.passthrough, tmp_path) == []
     (missing,) = start_notes(claude.CREDENTIALS, {"PATH": "/bin"}, agent.passthrough, tmp_path)
     assert missing.startswith("claude has no credentials")
+
+
+def test_the_fix_for_a_setup_error_fits_what_went_wrong() -> None:
+    agent = claude.make_agent({})
+    assert setup_fix(agent, "auth", "Not logged in") == (
+        "export ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN, CLAUDE_CODE_OAUTH_TOKEN) in the shell that runs sage, "
+        "or log in once: run `claude`, then /login")
+    assert setup_fix(agent, "setup", "cannot start 'claude': program not found on PATH (/bin)").startswith(
+        "install claude and put its directory on PATH")
+    assert "extra_args" in setup_fix(agent, "setup", "error: unknown option '--bogus'")
+    assert setup_fix(agent, "api", "overloaded") is None
