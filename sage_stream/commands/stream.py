@@ -205,9 +205,8 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
 def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool, *,
                    agent_checks: list = ()) -> int:
     """The plan, and the agent's checks; exit 4 when one of them would halt the run."""
-    from sage_stream.validation.agent_readiness import setup_problems
-
     from sage_stream.graph.simulate import simulate
+    from sage_stream.validation.agent_readiness import setup_problems
 
     pending = {tid: t for tid, t in plan.tickets.items()
                if tid not in plan.done and tid not in plan.failed and (plan.only is None or tid in plan.only)

@@ -458,3 +458,13 @@ def test_never_more_attempts_at_once_than_workers(tmp_path, workers):
     assert execute(run, plan) == EXIT_OK
     assert peak <= workers and {spec.worker for spec in runner.started} <= set(range(workers))
     assert len(lander.landed) == 6
+
+
+def test_a_setup_error_after_a_cost_halt_is_what_the_run_ends_with(tmp_path):
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B")], workers=2, script={"B": [NOT_LOGGED_IN]}, max_cost_usd=0.4)
+
+    assert execute(run, plan) == EXIT_SETUP
+    stopped = events.kinds(ev.RUN_FINISHED)[-1].data["stopped"]
+    assert "Not logged in" in stopped and "ANTHROPIC_API_KEY" in stopped  # not only "--max-cost"
+    assert states_of(store) == {"A": State.COMPLETED, "B": State.UNPROCESSED}
