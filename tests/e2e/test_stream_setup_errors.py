@@ -4,8 +4,9 @@ Each case runs `python -m sage_stream stream --auto --parallel 2` on an 8-ticket
 fresh repository, with an environment holding no credentials and HOME an empty directory:
 at most one agent starts per worker, the exit code is the setup one (4), every ticket stays
 UNPROCESSED with no attempt counted, and the last line says what to fix. The real Claude Code
-CLI case uses the pinned CLI of tests/e2e/cli_cache.py (no model server: it never gets as
-far as a request); the exec and "not on PATH" cases need no npm.
+cases use the pinned CLI of tests/e2e/cli_cache.py: without credentials (no model server: it
+never gets as far as a request), and with a key the endpoint rejects (HTTP 401 from
+tests/fakes/model_server.py). The exec, "not on PATH" and dry-run cases need no npm.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def make_repo(tmp_path: Path, tickets: list[dict[str, Any]], config: str) -> Pat
     return repo
 
 
-def run_stream(repo: Path, home: Path, path: str, *flags: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """Sage with an environment of its own: no ANTHROPIC_*, an empty HOME, `path` as PATH."""
+def run_stream(repo: Path, home: Path, path: str, *flags: str,
+               extra_env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Sage with an environment of its own: no ANTHROPIC_* (but `extra_env`), an empty HOME, `path` as PATH."""
     home.mkdir(exist_ok=True)
     env = {key: os.environ[key] for key in ("LANG", "LC_ALL", "TZ", "TMPDIR") if key in os.environ}
-    env.update(HOME=str(home), PATH=path, PYTHONPATH=str(CHECKOUT))
+    env.update(HOME=str(home), PATH=path, PYTHONPATH=str(CHECKOUT), **(extra_env or {}))
     done = subprocess.run(
         [sys.executable, "-m", "sage_stream", "stream", "--auto", "--parallel", str(WORKERS), "--json",
          "--index", str(repo / ".sage" / "tickets" / "index.json"), *flags],
@@ -143,3 +145,24 @@ def test_dry_run_checks_the_agent_that_will_run_and_exits_with_the_setup_code(tm
     assert [(c["name"], c["ok"]) for c in as_json["agent"]["checks"]] == [("agent_cli", True),
                                                                          ("agent_credentials", False)]
     assert sorted(p.name for p in (repo / ".sage").rglob("*")) == before  # a dry run changes nothing
+
+
+@pytest.mark.real_cli
+def test_the_real_claude_cli_with_a_rejected_key_halts_the_run(tmp_path):
+    """HTTP 401 from the endpoint (a fake model server): the same halt, naming the key to fix."""
+    from tests.fakes.model_server import ApiError, Conversation, FakeModelServer, Script
+
+    executable = cli_cache.require_cli("claude")
+    script = Script([Conversation("Ticket: ", [ApiError(401, "authentication_error", "invalid x-api-key")])])
+    with FakeModelServer(script, lifetime_s=RUN_TIMEOUT_S) as server:
+        repo = make_repo(tmp_path, backlog(), '[agent]\npreset = "claude"\nenv = ["CLAUDE_CODE_MAX_RETRIES", '
+                                              '"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"]\n')
+        path = os.pathsep.join([str(executable.parent), os.environ.get("PATH", os.defpath)])
+        done, events = run_stream(repo, tmp_path / "home", path, extra_env={
+            "ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "sk-rejected", "CLAUDE_CODE_MAX_RETRIES": "0",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"})
+        answers = {request.answer for request in server.requests_for("Ticket: ")}
+    stopped = assert_halted_on_setup(done, events, repo)
+    assert "401" in stopped and "ANTHROPIC_API_KEY" in stopped
+    # it reached the endpoint with the key: ANTHROPIC_BASE_URL and _API_KEY pass without [agent] env
+    assert answers == {"api_error"}
