@@ -80,8 +80,12 @@ def found_credential(credentials: Credentials, env: Mapping[str, str], home: Pat
     for login_file in credentials.login_files:
         path = login_file.located(env, home)
         if _holds_login(path, login_file.key):
-            return str(path).replace(str(home), "~", 1) if path.is_relative_to(home) else str(path)
+            return _shown(path, home)
     return None
+
+
+def _shown(path: Path, home: Path) -> str:
+    return f"~/{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 def _holds_login(path: Path, key: str | None) -> bool:
@@ -108,7 +112,7 @@ def missing_credential(credentials: Credentials, env: Mapping[str, str], home: P
     if found_credential(credentials, env, home) is not None:
         return None
     logins = [login_file.located(env, home) for login_file in credentials.login_files[:1]]
-    where = "".join(f" and no login in {str(path).replace(str(home), '~', 1)}" for path in logins)
+    where = "".join(f" and no login in {_shown(path, home)}" for path in logins)
     return f"{credentials.cli} has no credentials: none of {', '.join(credentials.keys)} is set{where}; " \
            + credential_fix(credentials)
 
