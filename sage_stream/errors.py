@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # invalid input, invalid index, usage errors, failed prerequisites
 EXIT_WARNINGS = 2  # `sage validate`: warnings only
 EXIT_DEFERRED = 3  # `sage stream`: the run finished but some tickets were deferred
+EXIT_SETUP = 4  # `sage stream`: halted by a setup error (credentials, CLI missing, bad flag): fix it, run again
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 
@@ -24,3 +25,11 @@ class SageError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class AgentSetupError(SageError):
+    """The agent cannot run at all as set up (not a ticket's fault): `sage stream` halts the
+    run and puts the ticket back, unspent (exit code 4)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, exit_code=EXIT_SETUP)

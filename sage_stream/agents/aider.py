@@ -292,10 +292,12 @@ _KIND_OF_ERROR = {
 }
 _QUOTA = re.compile(r"insufficient_quota|exceeded your current quota|quota exceeded|insufficient credits"
                     r"|credit balance|billing", re.IGNORECASE)
+_SETUP = words(r"LLM Provider NOT provided|model[^.\\n]{0,80}(not found|does not exist|is not supported)")
 _TEXT_RULES = (
     ErrorRule("quota", True, _QUOTA),
     ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS)),
     ErrorRule("auth", False, words(r"\b40[13]\b|unauthori[sz]ed|invalid.?api.?key|authenticat")),
+    ErrorRule("setup", False, words(r"unrecognized arguments|LLM Provider NOT provided|model[^.\\n]{0,80}(not found|does not exist|is not supported)")),
     ErrorRule("api", True, words(r"\b5\d\d\b|overloaded|server error|service unavailable|connection (error|refused)"
                                  r"|timed? ?out")),
 )
@@ -307,6 +309,8 @@ def classify_error(name: str, message: str) -> tuple[str, bool]:
         return "quota", True
     if name in _KIND_OF_ERROR:
         return _KIND_OF_ERROR[name]
+    if name in ("NotFoundError", "BadRequestError") and _SETUP.search(message):
+        return "setup", False  # the model: every ticket would fail the same way
     if name:
         return "other", False  # NotFound, BadRequest, ContextWindowExceeded...: running again won't help
     return cli_support.classify(_TEXT_RULES, message)

@@ -32,11 +32,14 @@ from typing import Any, Protocol
 
 from sage_stream.agents import environment
 from sage_stream.errors import SageError
-from sage_stream.process.supervise import EXITED, IDLE_TIMEOUT, TIMEOUT, AgentExit
+from sage_stream.process.supervise import EXITED, FAILED_TO_START, IDLE_TIMEOUT, TIMEOUT, AgentExit
 from sage_stream.text import parse_timestamp
 from sage_stream.tickets.models import Ticket
 
-ERROR_KINDS = ("rate_limit", "quota", "auth", "timeout", "api", "other")
+ERROR_KINDS = ("rate_limit", "quota", "auth", "setup", "timeout", "api", "other")
+# about the setup, not the ticket: credentials (`auth`), the CLI missing or refusing its command
+# line (`setup`: a bad flag, an unknown model); `sage stream` halts at the first one
+SETUP_ERROR_KINDS = ("auth", "setup")
 RESULT_FILE_LIMIT = 1_000_000
 LOG_TAIL_BYTES = 64_000
 RESULT_BLOCK_TAG = "SAGE-RESULT"
@@ -71,6 +74,7 @@ class AgentResult:
     retryable: bool = False  # worth running again later (rate limit, transient API error)
     message: str | None = None  # what went wrong, or notes about the result
     reset_at: str | None = None  # ISO-8601: when a rate limit or quota resets, if the agent said
+    fix: str | None = None  # for a setup error (SETUP_ERROR_KINDS): what the user should do about it
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,8 @@ def _optional_text(value: Mapping[str, Any], key: str, notes: list[str]) -> str 
 def stopped_result(exit: AgentExit, *, session_id: str | None = None, cost_usd: float | None = None) -> AgentResult:
     """The result of a run that did not exit by itself (timeout, cancel, failed to start),
     with the session it used and what it cost so far when the agent knows them."""
-    kind = "timeout" if exit.outcome in (TIMEOUT, IDLE_TIMEOUT) else "other"
+    kind = "timeout" if exit.outcome in (TIMEOUT, IDLE_TIMEOUT) else "setup" if exit.outcome == FAILED_TO_START \
+        else "other"
     return AgentResult(
         success=False,
         summary=exit.last_line or None,

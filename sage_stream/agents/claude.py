@@ -30,14 +30,17 @@ Configuration (`[agent]` in `.sage/config.toml`):
     preset = "claude"
     model = "sonnet"                 # -> --model
     extra_args = ["--max-turns", "50"]   # after ours, before the prompt
-    env = ["ANTHROPIC_API_KEY"]      # environment variable names to pass through
+    env = ["CLAUDE_CODE_MAX_RETRIES"]    # more environment variable names to pass through
     timeout_minutes = 30
 
 The environment is the standard allow list (with `HOME`, where `claude login` keeps its
-credentials and Claude keeps its sessions) plus the names in `env`: Claude gets no
-`ANTHROPIC_*` variable unless it is listed. Another endpoint, e.g. a gateway or a proxy:
-
-    env = ["ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"]
+credentials and Claude keeps its sessions), the variables Claude Code documents for its
+credentials and endpoint (`CREDENTIALS`: `ANTHROPIC_API_KEY`, `ANTHROPIC_AUTH_TOKEN`,
+`CLAUDE_CODE_OAUTH_TOKEN`, `ANTHROPIC_BASE_URL`, `ANTHROPIC_CUSTOM_HEADERS`, and with
+`CLAUDE_CODE_USE_BEDROCK` / `CLAUDE_CODE_USE_VERTEX` set the AWS / Google variables those
+need), plus the names in `env`. Nothing else: another variable of Claude's own
+(`ANTHROPIC_MODEL`, `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC`...) exported in the shell is
+named at the start of a run, and passes when listed in `env`.
 
 `CLAUDE_CODE_MAX_RETRIES` (listed the same way) bounds Claude's own retries of a 429 or
 5xx (it otherwise keeps retrying for minutes). No `--max-turns` by default: the run's
@@ -48,8 +51,9 @@ api_error_type, result, session_id, num_turns, total_cost_usd, usage, permission
 found among the other lines of the log. The trap: an API error is `subtype: "success"` with
 `is_error: true`, so success needs both `subtype == "success"` and `is_error == false`.
 Errors are classified from the HTTP status, the error type and the text: a usage limit or
-billing error is `quota`, 429 `rate_limit`, 401/403 `auth`, 5xx / overloaded / network
-`api`; `error_max_turns` and anything else `other`.
+billing error is `quota`, 429 `rate_limit`, 401/403 / "Not logged in" `auth`, an unknown
+option or model (404) `setup`, 5xx / overloaded / network `api`; `error_max_turns` and
+anything else `other`. `auth` and `setup` halt a run (engine/outcomes.py).
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, SERVER_ERRORS, CliAgent, ErrorRule, words
+from sage_stream.agents.credentials import Credentials, LoginFile, Provider
 from sage_stream.process.supervise import EXITED, AgentExit
 
 EXECUTABLE = "claude"
@@ -88,6 +93,25 @@ MANAGED_FLAGS = ("-p", "--print", "--output-format", "-r", "--resume", "-c", "--
                  "--fork-session", "--input-format")
 RESULT_SEARCH_BYTES = 2_000_000  # the result JSON is one line near the end of the log
 TRANSCRIPT_LIMIT_BYTES = 200_000_000
+CREDENTIALS = Credentials(
+    cli="claude",
+    keys=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN"),
+    login="run `claude`, then /login",
+    endpoint=("ANTHROPIC_BASE_URL", "ANTHROPIC_CUSTOM_HEADERS"),
+    providers=(
+        Provider("CLAUDE_CODE_USE_BEDROCK", ("AWS_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK",
+                                             "ANTHROPIC_BEDROCK_BASE_URL", "CLAUDE_CODE_SKIP_BEDROCK_AUTH")),
+        Provider("CLAUDE_CODE_USE_VERTEX", ("CLOUD_ML_REGION", "ANTHROPIC_VERTEX_PROJECT_ID",
+                                            "ANTHROPIC_VERTEX_BASE_URL", "GOOGLE_APPLICATION_CREDENTIALS",
+                                            "CLAUDE_CODE_SKIP_VERTEX_AUTH")),
+    ),
+    # Linux keeps the `/login` token in ~/.claude/.credentials.json; an API key approved in
+    # the console login, in ~/.claude.json; `apiKeyHelper` runs a script that prints a key
+    login_files=(LoginFile(".claude/.credentials.json"), LoginFile(".claude.json", "primaryApiKey"),
+                 LoginFile(".claude/settings.json", "apiKeyHelper")),
+    own_prefixes=("ANTHROPIC_", "CLAUDE_CODE_"),
+)
 _SESSION_ID = re.compile(r"^[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 _NOTE = re.compile(r"claude: (?:new session|continuing session) (\S+)(?: \(cost so far \$([0-9.eE+-]+)\))?")
 
@@ -106,6 +130,7 @@ def cli_version(executable: str | None = None) -> str | None:
 class ClaudeAgent(CliAgent):
     name = "claude"
     executable = EXECUTABLE
+    credentials = CREDENTIALS
     state_dirs = (".claude",)  # settings, credentials, sessions (projects/), todos
     state_files = (".claude.json",)  # saved by rename: a private copy, copied back
 
@@ -295,6 +320,9 @@ _RULES = (
     ErrorRule("auth", False, words(r"\b40[13]\b|invalid api key|invalid x-api-key|unauthori[sz]ed|forbidden"
                                    r"|authenticat|/login|oauth token|not logged in"),
               statuses={401, 403}, names={"authentication_error", "permission_error"}),
+    ErrorRule("setup", False, words(r"unknown option|unknown argument|too many arguments|invalid model"
+                                    r"|issue with the selected model|model[^.\n]{0,80}(not found|does not exist)"),
+              statuses={404}, names={"not_found_error"}),
     ErrorRule("api", True, words(r"\b5\d\d\b|overloaded|internal server error|bad gateway|service unavailable"
                                  r"|ECONN|ETIMEDOUT|EAI_AGAIN|connection (error|refused|reset)"
                                  r"|(unable|cannot) (to )?connect|network|socket hang up|fetch failed|timed? ?out"),

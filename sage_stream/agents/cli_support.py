@@ -36,6 +36,7 @@ from sage_stream.agents.base import (
     join_notes,
     reported_problems,
 )
+from sage_stream.agents.credentials import Credentials, passed_names
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.errors import SageError
 from sage_stream.process.supervise import NOTE_PREFIX
@@ -84,6 +85,7 @@ class CliAgent:
     name: str
     executable: str  # the program, found on PATH
     own_environment: tuple[str, ...] = ()  # variables the CLI needs, passed besides `[agent] env`
+    credentials: Credentials | None = None  # its documented credential and endpoint variables, its login
     state_dirs: tuple[str, ...] = ()  # the CLI's own state under HOME (sandboxed agents may write it)
     state_files: tuple[str, ...] = ()  # single files in HOME it saves by rename (see AgentState)
 
@@ -91,7 +93,8 @@ class CliAgent:
                  passthrough: Sequence[str] = (), executable: str | None = None) -> None:
         self.model = model
         self.extra_args = list(extra_args)
-        self.passthrough = [*self.own_environment, *check_passthrough(passthrough)]
+        documented = passed_names(self.credentials, os.environ) if self.credentials is not None else []
+        self.passthrough = [*self.own_environment, *documented, *check_passthrough(passthrough)]
         if executable is not None:
             self.executable = executable
 

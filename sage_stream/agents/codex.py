@@ -27,7 +27,8 @@ Configuration (`[agent]` in `.sage/config.toml`):
     timeout_minutes = 30
 
 The environment is the standard allow list plus `OPENAI_API_KEY`, `CODEX_API_KEY` and
-`CODEX_HOME` (where `codex login` keeps its credentials, `~/.codex` by default; Codex
+`CODEX_HOME` (where `codex login` keeps its credentials, `auth.json` in `~/.codex` by default
+- `CREDENTIALS`, checked by `sage validate` and at the start of a run; Codex
 also keeps its sessions there, which `resume` needs). Another endpoint: Codex ignores
 `OPENAI_BASE_URL`; declare a provider with `-c` (or in `~/.codex/config.toml`):
 
@@ -71,11 +72,15 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import RATE_LIMIT_WORDS, CliAgent, ErrorRule, words
+from sage_stream.agents.credentials import Credentials, LoginFile
 from sage_stream.process.supervise import EXITED, AgentExit
 
 EXECUTABLE = "codex"
 ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt argument
 OWN_ENVIRONMENT = ("OPENAI_API_KEY", "CODEX_API_KEY", "CODEX_HOME")
+CREDENTIALS = Credentials(cli="codex", keys=("OPENAI_API_KEY", "CODEX_API_KEY"), login="`codex login`",
+                          login_files=(LoginFile(".codex/auth.json", dir_variable="CODEX_HOME"),),
+                          own_prefixes=("CODEX_",))
 SANDBOX = ("-s", "workspace-write")
 SANDBOX_FLAGS = ("-s", "--sandbox", "--dangerously-bypass-approvals-and-sandbox")
 MODEL_FLAGS = ("-m", "--model")
@@ -97,6 +102,7 @@ class CodexAgent(CliAgent):
     name = "codex"
     executable = EXECUTABLE
     own_environment = OWN_ENVIRONMENT
+    credentials = CREDENTIALS
 
     def state(self, env: Mapping[str, str]) -> AgentState:
         return AgentState(dirs=(codex_home(env),))  # config, credentials, sessions
@@ -265,6 +271,8 @@ _RULES = (
     ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS)),
     ErrorRule("auth", False, words(r"\b40[13]\b|unauthori[sz]ed|forbidden|invalid.?api.?key|incorrect api key"
                                    r"|authenticat|not logged in|codex login")),
+    ErrorRule("setup", False, words(r"unexpected argument|unrecognized (option|argument)|model_not_found"
+                                    r"|model[^.\\n]{0,80}(not found|does not exist|is not supported)")),
     ErrorRule("api", True, words(r"\b5\d\d\b|high demand|temporar|overloaded|server (had an )?error|bad gateway"
                                  r"|service unavailable|stream disconnected|error sending request"
                                  r"|connection (failed|refused|reset)|timed? ?out|network")),

@@ -8,11 +8,12 @@ exit code 0; see `base.process_result` for the summary and the optional result f
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from sage_stream.agents.base import AgentJob, AgentResult, AgentState, Invocation, process_result, standard_environment
 from sage_stream.agents.environment import check_passthrough
-from sage_stream.errors import SageError
-from sage_stream.process.supervise import AgentExit
+from sage_stream.errors import AgentSetupError
+from sage_stream.process.supervise import FAILED_TO_START, AgentExit
 from sage_stream.tickets.models import Ticket
 
 
@@ -27,7 +28,10 @@ class ExecAgent:
 
     def parse_result(self, job: AgentJob, exit: AgentExit) -> AgentResult:
         ticket_command(job.ticket)
-        return process_result(job, exit)
+        result = process_result(job, exit)
+        if exit.outcome == FAILED_TO_START:  # the program is the ticket's own `command`: its failure, not the setup's
+            return replace(result, error_kind="other")
+        return result
 
     def supports_sessions(self) -> bool:
         return False
@@ -37,9 +41,10 @@ class ExecAgent:
 
 
 def ticket_command(ticket: Ticket) -> list[str]:
-    """The ticket's argv, or SageError naming the ticket and the field."""
+    """The ticket's argv, or AgentSetupError naming the ticket and the field (a backlog
+    without commands meets an exec agent: the run halts rather than fail every ticket)."""
     if not ticket.command:
-        raise SageError(
+        raise AgentSetupError(
             f"ticket {ticket.id} has no `command`: the exec agent runs a ticket's command argv "
             '(add e.g. "command": ["python3", "scripts/do_it.py"] to the ticket, or choose another agent)'
         )

@@ -26,15 +26,17 @@ Configuration (`[agent]` in `.sage/config.toml`):
     preset = "gemini"
     model = "gemini-2.5-pro"       # -> -m
     extra_args = [...]             # after ours
-    env = ["GOOGLE_GEMINI_BASE_URL"]  # more environment variable names to pass
+    env = ["MY_VARIABLE"]          # more environment variable names to pass
     timeout_minutes = 30
 
 The environment is the standard allow list plus Gemini's credentials and home:
 `GEMINI_API_KEY`, `GOOGLE_API_KEY`, `GOOGLE_GENAI_USE_VERTEXAI`, `GOOGLE_GENAI_USE_GCA`,
 `GOOGLE_CLOUD_PROJECT`, `GOOGLE_CLOUD_LOCATION`, `GOOGLE_APPLICATION_CREDENTIALS`,
-`GEMINI_CLI_HOME` (where `.gemini/` lives instead of `$HOME`). What a user needs: a
-`GEMINI_API_KEY` (or Vertex / Google login) that works for `gemini -p hi` in a terminal.
-Another endpoint: list `GOOGLE_GEMINI_BASE_URL` in `env`, and select API-key auth in
+`GEMINI_CLI_HOME` (where `.gemini/` lives instead of `$HOME`), and the endpoint
+`GOOGLE_GEMINI_BASE_URL`. What a user needs: a `GEMINI_API_KEY` (or Vertex / Google login,
+`~/.gemini/oauth_creds.json`) that works for `gemini -p hi` in a terminal (`CREDENTIALS`,
+checked by `sage validate` and at the start of a run).
+Another endpoint: export `GOOGLE_GEMINI_BASE_URL`, and select API-key auth in
 `~/.gemini/settings.json` (`{"security": {"auth": {"selectedType": "gemini-api-key"}}}`):
 with a base URL but no selected auth Gemini refuses to start ("Invalid auth method
 selected", exit 41). sage-stream writes nothing under `$HOME`; tests point
@@ -81,6 +83,7 @@ from sage_stream.agents.base import (
     stopped_result,
 )
 from sage_stream.agents.cli_support import SERVER_ERRORS, CliAgent, ErrorRule, words
+from sage_stream.agents.credentials import Credentials, LoginFile, Provider
 from sage_stream.process.supervise import EXITED, AgentExit
 
 EXECUTABLE = "gemini"
@@ -88,6 +91,11 @@ ARGUMENT_LIMIT_BYTES = cli_support.ARGUMENT_LIMIT_BYTES  # the longest prompt ar
 OWN_ENVIRONMENT = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA",
                    "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS",
                    "GEMINI_CLI_HOME")
+CREDENTIALS = Credentials(
+    cli="gemini", keys=("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    login="run `gemini` and choose \"Login with Google\"", endpoint=("GOOGLE_GEMINI_BASE_URL",),
+    providers=(Provider("GOOGLE_GENAI_USE_VERTEXAI", ()), Provider("GOOGLE_GENAI_USE_GCA", ())),
+    login_files=(LoginFile(".gemini/oauth_creds.json"),), own_prefixes=("GEMINI_",))
 TRUST_WORKSPACE = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
 APPROVAL = ("--approval-mode", "yolo")
 APPROVAL_FLAGS = ("--approval-mode", "-y", "--yolo")
@@ -119,6 +127,7 @@ class GeminiAgent(CliAgent):
     executable = EXECUTABLE
     state_dirs = (".gemini",)  # settings, sessions (tmp/), installation id
     own_environment = OWN_ENVIRONMENT
+    credentials = CREDENTIALS
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = {**standard_environment(job, self.passthrough), **TRUST_WORKSPACE}
@@ -359,7 +368,8 @@ _TEXT_RULES = (
     ErrorRule("rate_limit", True, words(r"\b429\b|RESOURCE_EXHAUSTED|too many requests|rate.?limit|quota")),
     ErrorRule("auth", False, words(r"\b40[13]\b|UNAUTHENTICATED|PERMISSION_DENIED|api key not valid|invalid api key"
                                    r"|auth method|authenticat|credentials")),
-    ErrorRule("api", True, words(r"\b5\d\d\b|\b499\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
+    ErrorRule("setup", False, words(r"unknown arguments?:|model[^.\\n]{0,80}(not found|does not exist|is not supported)|models/\\S+ is not found")),
+    ErrorRule("api", True, words(r"\\b5\\d\\d\\b|\\b499\\b|INTERNAL|UNAVAILABLE|DEADLINE_EXCEEDED|overloaded|ECONNREFUSED"
                                  r"|ECONNRESET|ETIMEDOUT|fetch failed|socket hang up|network")),
 )
 
@@ -370,6 +380,8 @@ def classify_error(message: str, code: int | None) -> tuple[str, bool]:
         return ("quota", True) if _QUOTA.search(message) else ("rate_limit", True)
     if code in (401, 403, EXIT_AUTH):
         return "auth", False
+    if code == 404 and "model" in message.lower():
+        return "setup", False  # a model that does not exist: every ticket would fail the same way
     if code in SERVER_ERRORS or code == 499:
         return "api", True
     return cli_support.classify(_TEXT_RULES, message)

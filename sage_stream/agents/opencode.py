@@ -338,6 +338,8 @@ _RULES = (
     ErrorRule("rate_limit", True, words(RATE_LIMIT_WORDS), statuses={429}),
     ErrorRule("auth", False, words(r"\b40[13]\b|invalid.?(x-)?api.?key|incorrect api key|unauthori[sz]ed|forbidden"
                                    r"|authenticat|auth login"), statuses={401, 403}, names={"ProviderAuthError"}),
+    ErrorRule("setup", False, words(r"unknown (option|argument)|model[^.\\n]{0,80}(not found|does not exist|is not supported)"),
+              names={"ProviderModelNotFoundError", "ModelNotFoundError"}),
     ErrorRule("api", True, words(r"\b5\d\d\b|overloaded|internal server error|bad gateway|service unavailable"
                                  r"|ECONN|ETIMEDOUT|connection (error|refused|reset)|(unable|cannot) (to )?connect"
                                  r"|network|socket|fetch failed|timed? ?out"), statuses=SERVER_ERRORS),

@@ -18,7 +18,7 @@ from sage_stream.engine.settings import (
     resolve_settings,
     sandbox_mode,
 )
-from sage_stream.errors import EXIT_OK, SageError
+from sage_stream.errors import EXIT_OK, EXIT_SETUP, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
@@ -59,7 +59,8 @@ def run_stream(options: StreamOptions) -> int:
         raise SageError(f"target branch '{settings.target}' does not exist in {repo} (it needs at least one commit)")
     if options.dry_run:
         plan, ready = _make_plan(loaded, settings, now)
-        return _print_dry_run(loaded, plan, ready, settings, options.output == "json")
+        checks = _agent_checks(name, options, config, plan)
+        return _print_dry_run(loaded, plan, ready, settings, options.output == "json", agent_checks=checks)
     return _run_locked(settings, index_path, git, wait=options.wait)
 
 
@@ -87,6 +88,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
         try:
             recover(recovery)
             _say_whether_sandboxed(run, settings)
+            _say_what_the_agent_lacks(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
@@ -117,6 +119,23 @@ def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
 
     if settings.sandbox.message:
         run.emit(ev.MESSAGE, None, level=settings.sandbox.level, text=settings.sandbox.message)
+
+
+def _say_what_the_agent_lacks(run, settings: StreamSettings) -> None:
+    """Once, at the start: no credentials for the agent, or its CLI's variables not passed."""
+    from sage_stream.engine import events as ev
+    from sage_stream.validation.agent_readiness import start_notes
+
+    for note in start_notes(settings.agent):
+        run.emit(ev.MESSAGE, None, level="warning", text=note)
+
+
+def _agent_checks(name: str, options: StreamOptions, config, plan: DispatchPlan) -> list:
+    """The dry run checks the agent that will run (--agent too): CLI, version, credentials."""
+    from sage_stream.validation.agent_readiness import agent_readiness
+
+    return agent_readiness(name, config.agent.model_dump(), chosen_by="--agent" if options.agent else "[agent] preset",
+                           tickets=[plan.tickets[tid] for tid in plan.pending()])
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:
@@ -183,8 +202,11 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks).makespan, 2)
 
 
-def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool) -> int:
+def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool, *,
+                   agent_checks: list = ()) -> int:
+    """The plan, and the agent's checks; exit 4 when one of them would halt the run."""
     from sage_stream.graph.simulate import simulate
+    from sage_stream.validation.agent_readiness import setup_problems
 
     pending = {tid: t for tid, t in plan.tickets.items()
                if tid not in plan.done and tid not in plan.failed and (plan.only is None or tid in plan.only)
@@ -210,8 +232,9 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
             "schedule": settings.schedule, "ready": ready, "order": order,
             "starts": {tid: {"start": s, "end": e, "worker": w} for tid, (s, e, w) in schedule_result.starts.items()},
             "predicted_makespan_minutes": schedule_result.makespan,
+            "agent": {"name": settings.agent.name, "checks": [check.as_json() for check in agent_checks]},
         }, indent=2))
-        return EXIT_OK
+        return EXIT_SETUP if setup_problems(agent_checks) else EXIT_OK
     click.echo(f"dry run: nothing will be started or changed ({loaded.path})")
     click.echo(f"target branch: {settings.target}")
     click.echo(f"workers: {settings.workers} ({settings.workers_reason})")
@@ -225,6 +248,11 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         click.echo(f"  {start:7.1f}  {names}")
     click.echo(f"predicted makespan: {schedule_result.makespan:.1f} min of agent time "
                f"for {len(pending)} tickets ({sum(durations.values()):.1f} min of work)")
+    for check in agent_checks:
+        click.echo(f"agent: {'ok  ' if check.ok else 'FAIL' if check.blocking else 'note'}  {check.message}")
+    if setup_problems(agent_checks):
+        click.echo("setup error: the run would halt at its first ticket (exit 4); fix the FAIL line above")
+        return EXIT_SETUP
     return EXIT_OK
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
 from sage_stream.engine import events as ev
-from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from sage_stream.text import format_duration, iso_utc, one_line
 
 MODES = ("auto", "live", "plain", "json")
@@ -38,6 +38,7 @@ EXIT_MEANINGS = {
     EXIT_OK: "no ticket was deferred",
     EXIT_ERROR: "the run failed",
     EXIT_DEFERRED: "some tickets were deferred",
+    EXIT_SETUP: "setup error: fix it and run again",
     EXIT_INTERRUPTED: "interrupted",
 }
 

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from sage_stream.agents import environment
-from sage_stream.agents.base import Agent, AgentJob, AgentResult, AgentState, agent_state, read_log_tail
+from sage_stream.agents.base import (
+    SETUP_ERROR_KINDS,
+    Agent,
+    AgentJob,
+    AgentResult,
+    AgentState,
+    agent_state,
+    read_log_tail,
+)
+from sage_stream.agents.credentials import setup_fix
 from sage_stream.agents.prompt import write_prompt_file
 from sage_stream.engine import events as ev
 from sage_stream.engine.attempt_sandbox import AttemptPaths, SandboxedLaunch, sandboxed_launch
@@ -42,7 +51,7 @@ from sage_stream.engine.work import (
     TurnDone,
 )
 from sage_stream.engine.worktrees import TicketWorkspaces, Workspace
-from sage_stream.errors import SageError
+from sage_stream.errors import AgentSetupError, SageError
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.process.sandbox import Sandbox, wrote_read_only
@@ -141,7 +150,8 @@ class LocalRunner:
             self.inbox.put(AttemptDone(ticket_id, self._work_on_ticket(running)))
         except Exception as error:  # includes SageError from an agent that cannot run this ticket
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
-            self.inbox.put(AttemptCrashed(ticket_id, detail, running.workspace))
+            self.inbox.put(AttemptCrashed(ticket_id, detail, running.workspace,
+                                          on_setup=isinstance(error, AgentSetupError)))
 
     def _work_on_ticket(self, running: _Running) -> TicketWork:
         """Prepare the worktree; the agent's turn, then the checks; while they fail and fix
@@ -225,7 +235,10 @@ class LocalRunner:
         finally:
             if sandboxed.home_layer is not None:
                 sandboxed.home_layer.copy_back()
-        return exit, self.settings.agent.parse_result(job, exit)
+        result = self.settings.agent.parse_result(job, exit)
+        if result.error_kind in SETUP_ERROR_KINDS and result.fix is None:
+            result = replace(result, fix=setup_fix(self.settings.agent, result.error_kind, result.message))
+        return exit, result
 
     def _sandboxed(self, running: _Running, env: dict[str, str], argv: Sequence[str], state: AgentState, *,
                    layer_dir: Path | None = None) -> SandboxedLaunch:

@@ -6,7 +6,8 @@ a row of tests/engine/test_outcomes.py.
 
 - `decide(finished, policy)`: a ticket's thread is over -> Land, Defer, Requeue,
   RateLimited (the dispatch controller has its say, then `decide_rate_limit`) or
-  Interrupted.
+  Interrupted. A setup error (credentials, the CLI missing or refusing its command line,
+  an exec ticket without a command) is not the ticket's: Requeue with a Halt (exit 4).
 - `decide_rate_limit(...)`: a rate limit or quota -> Requeue (and maybe pause or halt
   the run) or Defer (and maybe halt).
 - `decide_landing(verdict, ...)`: a landing that did not land -> Requeue (a conflict with
@@ -18,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from sage_stream.agents.base import SETUP_ERROR_KINDS
 from sage_stream.engine.dispatch_control import DEFER, RATE_LIMIT_KINDS, STOP, RateLimitDecision
-from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class FinishedAttempt:
     log: str  # the log of its last agent turn
     now: datetime  # when it is decided (for backoffs)
     crashed: str | None = None  # the thread failed: its error text
+    crashed_on_setup: bool = False  # ... because the agent cannot run as set up (errors.AgentSetupError)
     prepared: bool = True  # its worktree was ready (else a crash is the worktree's fault)
     branch: str = ""
     tampered: tuple[str, ...] = ()  # git control files the agent changed (undone)
@@ -110,6 +113,7 @@ class FinishedAttempt:
     retryable: bool = False
     result_message: str | None = None
     reset_at: str | None = None
+    fix: str | None = None  # the agent's advice for a setup error
     checks_failed: tuple[str, ...] | None = None  # None: no checks ran, or they passed
     checks_tail: str | None = None
     checks_log: str | None = None
@@ -122,6 +126,8 @@ class FinishedAttempt:
 def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
     if done.crashed is not None:
         last = done.crashed.strip().splitlines()[-1] if done.crashed.strip() else "unknown error"
+        if done.crashed_on_setup:
+            return setup_halt(last)
         if not done.prepared:
             return Defer("error", f"could not prepare the worktree: {last}", last_error=done.crashed[-2000:],
                          log=done.log)
@@ -156,6 +162,9 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
 
 
 def _agent_failed(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
+    if done.error_kind in SETUP_ERROR_KINDS:  # the agent says so (a CLI that cannot start is `setup`)
+        return setup_halt(done.result_message or done.exit_error or done.last_line or "the agent could not start",
+                          fix=done.fix)
     if done.error_kind in RATE_LIMIT_KINDS:
         return RateLimited(kind=done.error_kind, detail=done.result_message or done.error_kind.replace("_", " "),
                            reset_at=done.reset_at)
@@ -169,6 +178,14 @@ def _agent_failed(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
               "its log) and failed" if done.refused_writes else "the agent failed")
     return Defer("agent_failed", f"{failed}: {detail}", last_error=done.last_line or done.exit_error,
                  log=done.log, with_result=True)
+
+
+def setup_halt(problem: str, *, fix: str | None = None) -> Requeue:
+    """Not the ticket's failure but the setup's: the ticket goes back unspent, and the run
+    starts nothing new and ends with EXIT_SETUP, saying what to fix."""
+    said = problem.strip()
+    return Requeue("setup", f"setup error (not the ticket's): {said}",
+                   halt=Halt(f"setup error: {said}" + (f"; to fix: {fix}" if fix else ""), EXIT_SETUP))
 
 
 def transient_defer(done: FinishedAttempt, policy: OutcomePolicy, *, category: str, message: str,
@@ -242,10 +259,13 @@ def decide_landing(verdict: LandingVerdict, *, rerun_left: bool, attempts_before
 
 
 def run_exit_code(*, interrupted: bool, deferred: int, halt_exit: int | None) -> int:
-    """130 when a signal stopped the run, 3 when a ticket was deferred or a halt asks for
-    it (rate limits), else 0 (a --max-cost halt is not a failure)."""
+    """130 when a signal stopped the run, 4 when a setup error halted it, 3 when a ticket
+    was deferred or a halt asks for it (rate limits), else 0 (a --max-cost halt is not a
+    failure)."""
     if interrupted:
         return EXIT_INTERRUPTED
+    if halt_exit == EXIT_SETUP:
+        return EXIT_SETUP
     if deferred or halt_exit == EXIT_DEFERRED:
         return EXIT_DEFERRED
     return EXIT_OK

@@ -362,8 +362,8 @@ class StreamRun:
         """Start no more tickets in this run; running ones finish and land."""
         if halt.exit_code is not None:
             self.halt_exit = max(self.halt_exit or 0, halt.exit_code)
-        if self.halted is not None:
-            return
+        if self.halted is not None and (halt.exit_code or 0) <= (self.halted.exit_code or 0):
+            return  # said already; a graver halt (a setup error after --max-cost) is said and kept
         self.halted = halt
         running = f"; {len(self.attempts)} running ticket(s) finish and land" if self.attempts else ""
         self.emit(ev.MESSAGE, None, level="warning", text=f"stopped starting tickets: {halt.reason}{running}")

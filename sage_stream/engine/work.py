@@ -109,6 +109,7 @@ class AttemptCrashed:
     ticket_id: str
     detail: str
     workspace: Workspace | None
+    on_setup: bool = False  # the agent cannot run as set up (errors.AgentSetupError), not this ticket
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, w
     common = dict(ticket_id=spec.ticket.id, attempts_before=spec.ticket.attempts, now=now,
                   branch=workspace.branch if workspace else "")
     if isinstance(message, AttemptCrashed):
-        return FinishedAttempt(log=str(spec.job.log_path), crashed=message.detail,
+        return FinishedAttempt(log=str(spec.job.log_path), crashed=message.detail, crashed_on_setup=message.on_setup,
                                prepared=message.workspace is not None, **common)
     work = message.work
     exit, result, checks = work.exit, work.result, work.verification
@@ -172,7 +173,7 @@ def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, w
         log=str(work.log or spec.job.log_path), tampered=tuple(work.tampered), cancelled=work.cancelled,
         exit_outcome=exit.outcome, returncode=exit.returncode, last_line=exit.last_line, exit_error=exit.error,
         success=result.success, error_kind=result.error_kind, retryable=result.retryable,
-        result_message=result.message, reset_at=result.reset_at,
+        result_message=result.message, reset_at=result.reset_at, fix=result.fix,
         checks_failed=tuple(item.check.name for item in failed) if failed is not None else None,
         checks_tail=checks.failure_tail() if failed is not None else None,
         checks_log=str(failed[0].log_path) if failed else None, fix_turns=work.fix_turns, tip=work.tip,

@@ -151,18 +151,21 @@ def validate_index(
     strict: bool = False,
     now: datetime | None = None,
     cwd: Path | None = None,
+    agent: str | None = None,
 ) -> ValidationReport:
-    """Run every check on the index at `index_option` (found from `cwd` when None).
+    """Run every check on the index at `index_option` (found from `cwd` when None);
+    `agent`: the agent to check (`--agent NAME`) instead of the configured one.
 
     Never raises for a problem of the index: a file that cannot be loaded is a report
     with its load findings and no analysis.
     """
     with gc_paused():  # millions of long-lived objects, no cyclic garbage worth collecting
-        return _validate(index_option, strict=strict, now=now, cwd=cwd)
+        return _validate(index_option, strict=strict, now=now, cwd=cwd, agent=agent)
 
 
 def _validate(
-    index_option: str | Path | None, *, strict: bool, now: datetime | None, cwd: Path | None
+    index_option: str | Path | None, *, strict: bool, now: datetime | None, cwd: Path | None,
+    agent: str | None = None,
 ) -> ValidationReport:
     try:
         path = Path(index_option).resolve() if index_option else find_index(cwd)
@@ -170,7 +173,7 @@ def _validate(
         finding = Finding(Severity.ERROR, "index_missing", error.message,
                           file=str((cwd or Path.cwd()) / INDEX_RELATIVE))
         return ValidationReport(index=finding.file, tickets=None, findings=[finding], strict=strict)
-    context, prerequisites = check_prerequisites(path)
+    context, prerequisites = check_prerequisites(path, agent=agent)
     sandbox = sandbox_prerequisite(sage_dir_for(path, context.work_tree))
     blocking = [sandbox] if sandbox.blocking else []  # a note otherwise: not a warning, and said once
     try:

@@ -9,9 +9,11 @@ A failed prerequisite is a warning: the index may still be fine, and `sage strea
 refuses to start on its own when it truly cannot run. Two are errors (`blocking`):
 a `.sage/config.toml` that does not load, and an `[agent] preset` naming an agent CLI
 that is not installed (or that sage-stream has no module for) - every run would fail.
+So is an agent without credentials (no key variable, no login file of its CLI).
 
-The agent check runs only when the config names an agent: the CLI's `--version` (through
-its module's `cli_version()`), shown as "claude 2.1.3 at /usr/bin/claude".
+The agent check runs when the config names an agent or `--agent NAME` chooses one: the
+CLI's `--version` (through its module's `cli_version()`), shown as "claude 2.1.3 at
+/usr/bin/claude", and its credentials ("claude credentials: ANTHROPIC_API_KEY").
 """
 
 from __future__ import annotations
@@ -164,25 +166,27 @@ def sage_dir_prerequisite(sage_dir: Path) -> Prerequisite:
                         f"{sage_dir} writable; {names} creatable", str(sage_dir))
 
 
-def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
-    """The configured agent, when `.sage/config.toml` names one: its CLI installed, and which
-    version. Nothing when no agent is configured (`sage stream` then runs `exec`)."""
+def agent_prerequisites(sage_dir: Path, agent: str | None = None) -> list[Prerequisite]:
+    """The agent that will run - `agent` (`--agent NAME`), else the one `.sage/config.toml`
+    names: its CLI installed, which version, and its credentials. Nothing when no agent is
+    configured or chosen (`sage stream` then runs `exec`)."""
     config_path = str(SagePaths(sage_dir).config)
-    try:
-        os.stat(config_path)
-    except FileNotFoundError:
-        # no config: its defaults name no agent (nothing to check), and loading them
-        # would import the config models for nothing (10 ms of every `sage validate`)
-        return []
-    except OSError:
-        pass  # load_config says what is wrong
+    if agent is None:
+        try:
+            os.stat(config_path)
+        except FileNotFoundError:
+            # no config: its defaults name no agent (nothing to check), and loading them
+            # would import the config models for nothing (10 ms of every `sage validate`)
+            return []
+        except OSError:
+            pass  # load_config says what is wrong
     from sage_stream.config import load_config
 
     try:
         config = load_config(sage_dir)
     except SageError as error:
         return [Prerequisite("config_valid", False, error.message, config_path, blocking=True)]
-    preset = config.agent.preset
+    preset = agent or config.agent.preset
     if preset is None and config.agent.command:
         return [_command_prerequisite(config.agent.command, config_path)]
     if preset is None or preset == "exec":
@@ -192,7 +196,47 @@ def agent_prerequisites(sage_dir: Path) -> list[Prerequisite]:
             return [Prerequisite("agent_command", False, "[agent] preset is \"command\" but [agent] command is not"
                                  " set: pass --agent-cmd to sage stream, or set it", config_path)]
         return [_command_prerequisite(config.agent.command, config_path)]
-    return [cli_prerequisite(preset, config_path)]
+    return agent_check(preset, config.agent.model_dump(), config_path,
+                       chosen_by="--agent" if agent else "[agent] preset")
+
+
+def agent_check(name: str, agent_config: dict, config_path: str | None = None, *,
+                chosen_by: str = "[agent] preset") -> list[Prerequisite]:
+    """The agent CLI `name` as it would run: installed and answering `--version` (with a
+    timeout), and its credentials here - a key variable it gets, or its own login file -
+    without calling a model. A missing credential is an error naming the fix."""
+    found = cli_prerequisite(name, config_path, chosen_by=chosen_by)
+    if found.blocking and not found.ok and "is not an agent" in found.message:
+        return [found]
+    from sage_stream.agents.registry import get_agent
+
+    try:
+        agent = get_agent(name, config=agent_config)
+    except SageError as error:
+        return [found, Prerequisite("config_valid", False, error.message, config_path, blocking=True)]
+    except Exception:  # a module's bug must not break validate (cli_prerequisite said what it could)
+        return [found]
+    credentials = credentials_prerequisite(agent)
+    return [found, *([credentials] if credentials is not None else [])]
+
+
+def credentials_prerequisite(agent: object) -> Prerequisite | None:
+    """Whether `agent`'s credentials are in the environment it will get or in its CLI's login
+    file; None for an agent that declares none (exec, command, opencode, aider: their keys
+    depend on the provider chosen)."""
+    from sage_stream.agents.credentials import agent_credentials, found_credential, missing_credential
+    from sage_stream.agents.environment import agent_environment
+
+    credentials = agent_credentials(agent)
+    if credentials is None:
+        return None
+    env = agent_environment(os.environ, passthrough=getattr(agent, "passthrough", ()), sage={})
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    found = found_credential(credentials, env, home)
+    if found is None:
+        return Prerequisite("agent_credentials", False, missing_credential(credentials, env, home) or "",
+                            blocking=True)
+    return Prerequisite("agent_credentials", True, f"{credentials.cli} credentials: {found}")
 
 
 def sandbox_prerequisite(sage_dir: Path) -> Prerequisite:
@@ -219,17 +263,17 @@ def sandbox_prerequisite(sage_dir: Path) -> Prerequisite:
                         choice.sandbox.bwrap if choice.sandbox else None)
 
 
-def cli_prerequisite(preset: str, config_path: str | None = None) -> Prerequisite:
+def cli_prerequisite(preset: str, config_path: str | None = None, *, chosen_by: str = "[agent] preset") -> Prerequisite:
     """Whether the agent CLI `preset` is installed: its module's `cli_version()`."""
     from sage_stream.agents.registry import CLI_AGENTS, known_agents
 
     if preset not in CLI_AGENTS:
-        return Prerequisite("agent_cli", False, f"[agent] preset {preset!r} is not an agent sage-stream knows:"
+        return Prerequisite("agent_cli", False, f"{chosen_by} {preset!r} is not an agent sage-stream knows:"
                             f" known agents are {', '.join(known_agents())}", config_path, blocking=True)
     try:
         module = importlib.import_module(f"sage_stream.agents.{preset}")
     except ImportError:
-        return Prerequisite("agent_cli", False, f"[agent] preset {preset!r}: this sage-stream has no {preset}"
+        return Prerequisite("agent_cli", False, f"{chosen_by} {preset!r}: this sage-stream has no {preset}"
                             " agent module", config_path, blocking=True)
     cli_version = getattr(module, "cli_version", None)
     if cli_version is None:
@@ -244,7 +288,7 @@ def cli_prerequisite(preset: str, config_path: str | None = None) -> Prerequisit
     executable = shutil.which(getattr(module, "EXECUTABLE", preset))
     if not version:
         where = f" ({executable} does not answer --version)" if executable else " (not found on PATH)"
-        return Prerequisite("agent_cli", False, f"{preset} is not installed{where}{problem}: [agent] preset"
+        return Prerequisite("agent_cli", False, f"{preset} is not installed{where}{problem}: {chosen_by}"
                             f" {preset!r} needs it (see the README's section on {preset})", config_path,
                             blocking=True)
     version = version.strip()
@@ -271,12 +315,12 @@ def _command_prerequisite(template: str, config_path: str) -> Prerequisite:
     return Prerequisite("agent_command", True, f"command agent: {program} at {found}", found)
 
 
-def check_prerequisites(index_path: Path) -> tuple[GitContext, list[Prerequisite]]:
-    """Git, work tree, `.sage/` writability, the configured agent: every prerequisite of
-    `sage stream`, in order."""
+def check_prerequisites(index_path: Path, *, agent: str | None = None) -> tuple[GitContext, list[Prerequisite]]:
+    """Git, work tree, `.sage/` writability, the agent (`agent`, else the configured one):
+    every prerequisite of `sage stream`, in order."""
     context = inspect_git(index_path.parent)
     sage_dir = sage_dir_for(index_path, context.work_tree)
-    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir), *agent_prerequisites(sage_dir)]
+    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir), *agent_prerequisites(sage_dir, agent)]
 
 
 def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:

@@ -138,7 +138,7 @@ def test_a_continued_session_keeps_its_name(make_job):
     ("quota", "quota", True, "exceeded your current quota"),
     ("auth", "auth", False, "Incorrect API key provided"),
     ("server_error", "api", True, "InternalServerError"),
-    ("not_found", "other", False, "does not exist"),
+    ("not_found", "setup", False, "does not exist"),  # a missing model: the run halts
 ])
 def test_a_failed_model_call_is_a_failure_although_aider_exited_0(make_job, name, kind, retryable, words):
     result = parse_recording(make_job(), name, 0)
@@ -212,6 +212,9 @@ def test_an_idle_timeout_still_removes_the_cache(make_job):
     ("Timeout", "Request timed out", "api"),
     ("ContextWindowExceededError", "too long", "other"),
     ("BadRequestError", "bad", "other"),
+    ("NotFoundError", "OpenAIException - The model `gpt-9` does not exist", "setup"),
+    ("BadRequestError", "LLM Provider NOT provided. Pass in the LLM provider you are trying to call", "setup"),
+    ("", "aider: error: unrecognized arguments: --bogus", "setup"),
 ])
 def test_litellm_errors_are_classified_by_name_then_words(name, message, kind):
     assert classify_error(name, message)[0] == kind

@@ -61,7 +61,7 @@ def test_describe_returncode(returncode: int | None, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("outcome", "kind"),
-    [("timeout", "timeout"), ("idle_timeout", "timeout"), ("cancelled", "other"), ("failed_to_start", "other")],
+    [("timeout", "timeout"), ("idle_timeout", "timeout"), ("cancelled", "other"), ("failed_to_start", "setup")],
 )
 def test_stopped_result(outcome: str, kind: str) -> None:
     result = stopped_result(AgentExit(outcome, None, 1.0, "last words", "why", 1))

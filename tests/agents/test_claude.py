@@ -132,16 +132,31 @@ def test_bad_configuration_is_a_user_error(config, message):
         make_agent(config)
 
 
-def test_anthropic_variables_pass_only_when_the_config_lists_them(make_job, home, monkeypatch):
+def test_the_documented_credential_and_endpoint_variables_pass_and_nothing_else(make_job, home, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-secret")
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "bearer")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ANTHROPIC_MODEL", "opus")  # Claude's own, but not a credential or an endpoint
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
+    monkeypatch.delenv("CLAUDE_CODE_USE_BEDROCK", raising=False)
     plain = make_agent({}).invocation(make_job()).env
-    assert not any(name.startswith(("ANTHROPIC_", "AWS_")) for name in plain)
+    assert (plain["ANTHROPIC_API_KEY"], plain["ANTHROPIC_AUTH_TOKEN"], plain["ANTHROPIC_BASE_URL"]) == \
+        ("sk-secret", "bearer", "http://127.0.0.1:1")
+    assert "ANTHROPIC_MODEL" not in plain and not any(name.startswith("AWS_") for name in plain)
     assert plain["HOME"] == str(home) and plain["SAGE_TICKET_ID"] == "CALC-001"
     passed = make_agent({"env": ["ANTHROPIC_*"]}).invocation(make_job()).env
-    assert passed["ANTHROPIC_API_KEY"] == "sk-secret" and passed["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:1"
+    assert passed["ANTHROPIC_MODEL"] == "opus"
     assert "AWS_SECRET_ACCESS_KEY" not in passed and "IS_SANDBOX" not in passed
+
+
+def test_the_aws_variables_pass_only_when_claude_uses_bedrock(make_job, home, monkeypatch):
+    monkeypatch.setenv("CLAUDE_CODE_USE_BEDROCK", "1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_PROFILE", "work")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp")
+    env = make_agent({}).invocation(make_job()).env
+    assert (env["CLAUDE_CODE_USE_BEDROCK"], env["AWS_REGION"], env["AWS_PROFILE"]) == ("1", "us-east-1", "work")
+    assert "GITHUB_TOKEN" not in env and "ANTHROPIC_VERTEX_PROJECT_ID" not in env
 
 
 def test_a_prompt_too_long_for_one_argument_keeps_both_ends_and_may_be_read_whole(make_job, home):
@@ -321,6 +336,11 @@ def test_a_stopped_run_reports_its_session_once_claude_has_a_transcript_of_it(ma
     ("API Error: Request timed out.", None, None, "api"),
     ("Internal server error", 500, "api_error", "api"),
     ("Prompt is too long", 400, "invalid_request_error", "other"),
+    ("Not logged in · Please run /login", None, None, "auth"),
+    ("Invalid API key · Fix external API key", 401, "authentication_error", "auth"),
+    ("error: unknown option '--bogus'", None, None, "setup"),
+    ("There's an issue with the selected model (claude-nope). It may not exist or you may not have access to it. "
+     "Run --model to pick a different model.", 404, "not_found_error", "setup"),
 ])
 def test_classify_error(message, status, error_type, kind):
     assert classify_error(message, status=status, error_type=error_type)[0] == kind

@@ -271,6 +271,8 @@ def test_the_result_file_summary_wins_and_its_failure_counts(make_job):
     ("unexpected status 502 Bad Gateway", "api"),
     ("stream disconnected before completion: error sending request", "api"),
     ("context window exceeded: this model's maximum context length is 272000 tokens", "other"),
+    ("error: unexpected argument '--bogus' found", "setup"),
+    ("unexpected status 404 Not Found: The model `gpt-9` does not exist or you do not have access to it.", "setup"),
 ])
 def test_error_messages_are_classified(message, kind):
     assert classify_error(message)[0] == kind

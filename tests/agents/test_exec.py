@@ -14,7 +14,7 @@ import pytest
 from sage_stream.agents.base import AgentJob
 from sage_stream.agents.exec import ExecAgent
 from sage_stream.process.supervise import AgentExit
-from sage_stream.errors import SageError
+from sage_stream.errors import AgentSetupError, SageError
 
 MakeJob = Callable[..., AgentJob]
 
@@ -24,7 +24,7 @@ PY = sys.executable
 def test_ticket_without_command_is_a_user_error_naming_ticket_and_field(make_job: MakeJob) -> None:
     job = make_job()
     message = "ticket CALC-001 has no `command`: the exec agent runs a ticket's command argv"
-    with pytest.raises(SageError, match=message):
+    with pytest.raises(AgentSetupError, match=message):  # not the ticket's failure: the run halts
         ExecAgent().invocation(job)
     with pytest.raises(SageError, match=message):
         ExecAgent().parse_result(job, AgentExit("exited", 0, 0.1, "", None, 1))
@@ -134,6 +134,7 @@ def test_missing_program_fails_with_a_clear_message(make_job: MakeJob, run_job) 
     exit, result = run_job(ExecAgent(), make_job(command=["sage-no-such-program"]))
     assert exit.outcome == "failed_to_start"
     assert result.success is False and "sage-no-such-program" in result.message
+    assert result.error_kind == "other"  # the program is the ticket's own `command`: its failure, not a setup error
 
 
 def test_demo_ticket_runs(make_job: MakeJob, run_job) -> None:

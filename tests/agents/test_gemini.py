@@ -79,16 +79,16 @@ def test_extra_args_may_not_take_over_output_or_sessions(extra, message):
             make_agent({"extra_args": extra})
 
 
-def test_the_environment_has_gemini_credentials_and_the_base_url_only_when_listed(make_job, monkeypatch):
+def test_the_environment_has_gemini_credentials_and_its_endpoint_and_nothing_else(make_job, monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", "k")
     monkeypatch.setenv("GEMINI_CLI_HOME", "/gemini-home")
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("OPENAI_API_KEY", "other")
     env = make_agent({}).invocation(make_job()).env
     assert env["GEMINI_API_KEY"] == "k" and env["GEMINI_CLI_HOME"] == "/gemini-home"
-    assert "GOOGLE_GEMINI_BASE_URL" not in env and "OPENAI_API_KEY" not in env
-    listed = make_agent({"env": ["GOOGLE_GEMINI_BASE_URL"]}).invocation(make_job()).env
-    assert listed["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:9"
+    assert env["GOOGLE_GEMINI_BASE_URL"] == "http://127.0.0.1:9" and "OPENAI_API_KEY" not in env
+    listed = make_agent({"env": ["OPENAI_API_KEY"]}).invocation(make_job()).env
+    assert listed["OPENAI_API_KEY"] == "other"
 
 
 def test_a_long_prompt_fits_in_one_argument_and_names_the_file(make_job):
@@ -277,7 +277,9 @@ def test_a_cancelled_run_keeps_the_session_it_reported(make_job):
     ("request to http://127.0.0.1:9/v1beta failed, reason: connect ECONNREFUSED", None, "api"),
     ("exceeded your current quota ... check your plan and billing details", None, "quota"),
     ("Invalid auth method selected.", 41, "auth"),
-    ("Model not found: gemini-9", 404, "other"),
+    ("Model not found: gemini-9", 404, "setup"),  # every ticket would fail the same way: the run halts
+    ("Unknown arguments: bogus", 1, "setup"),
+    ("Requested entity was not found.", 404, "other"),
 ])
 def test_errors_are_classified_by_code_then_words(message, code, kind):
     assert classify_error(message, code)[0] == kind

@@ -297,6 +297,7 @@ def test_a_stopped_run_keeps_its_session_and_what_it_spent(make_job, home):
     ("Overloaded", 529, "APIError", True, "api"),
     ("upstream hiccup", None, "APIError", True, "api"),
     ("The model's output was too long", None, "MessageOutputLengthError", None, "other"),
+    ("Model not found: fake/nope", None, "ProviderModelNotFoundError", None, "setup"),
 ])
 def test_classify_error(message, status, name, retryable, kind):
     assert classify_error(message, status=status, name=name, retryable=retryable)[0] == kind

@@ -26,7 +26,7 @@ from sage_stream.engine.outcomes import (
     decide_rate_limit,
     run_exit_code,
 )
-from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=timezone.utc)
 LOG = ".sage/workers/run-1/T-1.log"
@@ -138,10 +138,52 @@ DECIDE_CASES = [
         Land(),
         id="a refused write of an agent that succeeded anyway: it lands"),
     pytest.param(
-        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="claude: not found"),
-        Defer("agent_failed", "the agent failed: claude: not found", last_error="claude: not found", log=LOG,
+        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="my-script: not found"),
+        Defer("agent_failed", "the agent failed: my-script: not found", last_error="my-script: not found", log=LOG,
               with_result=True),
-        id="agent failed to start: agent_failed with the start error"),
+        id="a ticket's own program failed to start (exec says `other`): agent_failed with the start error"),
+    pytest.param(
+        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, exit_error="claude: not found",
+               error_kind="setup"),
+        Requeue("setup", "setup error (not the ticket's): claude: not found",
+                halt=Halt("setup error: claude: not found", EXIT_SETUP)),
+        id="the agent's CLI failed to start (`setup`): back unspent, the run halts with exit 4"),
+    pytest.param(
+        failed(exit_outcome="failed_to_start", returncode=None, last_line=None, error_kind="setup",
+               result_message="cannot start 'claude': program not found on PATH (/usr/bin)",
+               fix="install it and put it on PATH"),
+        Requeue("setup", "setup error (not the ticket's): cannot start 'claude': program not found on PATH (/usr/bin)",
+                halt=Halt("setup error: cannot start 'claude': program not found on PATH (/usr/bin); to fix: install "
+                          "it and put it on PATH", EXIT_SETUP)),
+        id="the CLI is not on PATH: the halt says what to fix"),
+    pytest.param(
+        failed(error_kind="auth", result_message="claude: Not logged in · Please run /login",
+               fix="export ANTHROPIC_API_KEY in the shell that runs sage, or log in once: run `claude`, then /login"),
+        Requeue("setup", "setup error (not the ticket's): claude: Not logged in · Please run /login",
+                halt=Halt("setup error: claude: Not logged in · Please run /login; to fix: export ANTHROPIC_API_KEY "
+                          "in the shell that runs sage, or log in once: run `claude`, then /login", EXIT_SETUP)),
+        id="not logged in (auth): a setup error, not DEFERRED, naming the variable and the login"),
+    pytest.param(
+        failed(error_kind="auth", result_message="claude: Invalid API key (HTTP 401)", attempts_before=2),
+        Requeue("setup", "setup error (not the ticket's): claude: Invalid API key (HTTP 401)",
+                halt=Halt("setup error: claude: Invalid API key (HTTP 401)", EXIT_SETUP)),
+        id="a rejected key on the last attempt: still not the ticket's, its attempts are not burned"),
+    pytest.param(
+        failed(error_kind="setup", result_message="claude printed no result JSON (exit code 1): error: unknown "
+               "option '--bogus'"),
+        Requeue("setup", "setup error (not the ticket's): claude printed no result JSON (exit code 1): error: "
+                "unknown option '--bogus'",
+                halt=Halt("setup error: claude printed no result JSON (exit code 1): error: unknown option '--bogus'",
+                          EXIT_SETUP)),
+        id="a bad flag (setup): halts"),
+    pytest.param(
+        finished(crashed="ticket T-1 has no `command`: the exec agent runs a ticket's command argv", tip=None,
+                 crashed_on_setup=True),
+        Requeue("setup", "setup error (not the ticket's): ticket T-1 has no `command`: the exec agent runs a "
+                "ticket's command argv",
+                halt=Halt("setup error: ticket T-1 has no `command`: the exec agent runs a ticket's command argv",
+                          EXIT_SETUP)),
+        id="exec agent meets a ticket without a command: halts instead of failing every ticket"),
     pytest.param(
         failed(checks_failed=("pytest",), fix_turns=2),
         Defer("agent_failed", "the agent failed: exit code 1", last_error="error: it broke", log=LOG,
@@ -352,13 +394,15 @@ def test_backoff_is_written_in_utc() -> None:
     pytest.param(False, 1, None, EXIT_DEFERRED, id="a deferred ticket"),
     pytest.param(False, 0, EXIT_DEFERRED, EXIT_DEFERRED, id="a halt asking for 3 (rate limits)"),
     pytest.param(False, 0, None, EXIT_OK, id="a clean run, or a halt asking for nothing (--max-cost)"),
+    pytest.param(False, 3, EXIT_SETUP, EXIT_SETUP, id="a setup error beats deferred tickets: fix it first"),
+    pytest.param(True, 0, EXIT_SETUP, EXIT_INTERRUPTED, id="interrupted beats a setup error"),
 ])
 def test_run_exit_code(interrupted: bool, deferred: int, halt_exit: int | None, expected: int) -> None:
     assert run_exit_code(interrupted=interrupted, deferred=deferred, halt_exit=halt_exit) == expected
 
 
 def test_exit_codes_are_the_documented_ones() -> None:
-    assert (EXIT_OK, EXIT_DEFERRED, EXIT_INTERRUPTED) == (0, 3, 130)
+    assert (EXIT_OK, EXIT_DEFERRED, EXIT_SETUP, EXIT_INTERRUPTED) == (0, 3, 4, 130)
 
 
 # ---------------------------------------------------------------- the README's table
@@ -409,12 +453,22 @@ def _changes_outside_files() -> None:
     assert isinstance(decision, Defer) and decision.category == "scope_violation" and "setup.py" in decision.message
 
 
+def _setup_error() -> None:
+    for done in (failed(error_kind="auth", result_message="Not logged in"),
+                 failed(exit_outcome="failed_to_start", error_kind="setup"),
+                 finished(crashed="no `command`", crashed_on_setup=True, tip=None)):
+        decision = decide(done, POLICY)
+        assert isinstance(decision, Requeue) and decision.category == "setup"  # UNPROCESSED, not an attempt
+        assert decision.halt is not None and decision.halt.exit_code == EXIT_SETUP == 4
+
+
 README_ROWS = {
     "the agent exits non-zero": _agent_exits_non_zero,
     "timeout / no output for too long": _timeout_or_no_output,
     "conflict with what landed meanwhile": _conflict_with_what_landed_meanwhile,
     "no changes": _no_changes,
     "changes outside `files`": _changes_outside_files,
+    "a setup error: no credentials, the CLI missing, a bad flag or model": _setup_error,
 }
 
 

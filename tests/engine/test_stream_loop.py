@@ -37,7 +37,7 @@ from sage_stream.engine.work import (
     TurnDone,
 )
 from sage_stream.engine.worktrees import Workspace
-from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK
+from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
 from sage_stream.tickets.models import State
 from sage_stream.tickets.store import IndexStore
 
@@ -311,6 +311,46 @@ def test_max_cost_halts_new_starts_but_running_tickets_land(tmp_path):
     assert "--max-cost" in events.kinds(ev.RUN_FINISHED)[-1].data["stopped"]
 
 
+NOT_LOGGED_IN = AgentResult(success=False, error_kind="auth", message="claude: Not logged in · Please run /login",
+                            fix="export ANTHROPIC_API_KEY in the shell that runs sage, or log in once: run `claude`, "
+                                "then /login")
+
+
+def test_a_setup_error_halts_the_run_and_puts_the_tickets_back_unspent(tmp_path):
+    tickets = [ticket(f"T{n}") for n in range(8)]
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, tickets, workers=2, script={f"T{n}": [NOT_LOGGED_IN] for n in range(8)})
+
+    assert execute(run, plan) == EXIT_SETUP
+    assert len(runner.started) == 2  # one agent per worker, then nothing new starts
+    loaded = store.load().index.by_id()
+    assert {tid: t.state for tid, t in loaded.items()} == {f"T{n}": State.UNPROCESSED for n in range(8)}
+    assert all(not t.attempts and t.defer_reason is None for t in loaded.values())  # no attempt burned
+    assert {e.data["category"] for e in events.kinds(ev.TICKET_REQUEUED)} == {"setup"}
+    finished = events.kinds(ev.RUN_FINISHED)[-1].data
+    assert finished["exit_code"] == EXIT_SETUP and finished["remaining"] == 8
+    assert "Not logged in" in finished["stopped"] and "ANTHROPIC_API_KEY" in finished["stopped"] \
+        and "/login" in finished["stopped"]  # the last line says what to fix
+
+
+def test_a_setup_error_lets_the_running_agents_finish_and_land(tmp_path):
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B"), ticket("C")], workers=2, hold={"A"}, script={"B": [NOT_LOGGED_IN]})
+
+    def finish_a_after_the_halt(kind, ticket_id, **data):
+        original(kind, ticket_id, **data)
+        if kind == ev.TICKET_REQUEUED and ticket_id == "B":
+            runner.finish("A")
+
+    original = run.emit
+    run.emit = finish_a_after_the_halt
+    run.lander.emit = finish_a_after_the_halt
+
+    assert execute(run, plan) == EXIT_SETUP
+    assert states_of(store) == {"A": State.COMPLETED, "B": State.UNPROCESSED, "C": State.UNPROCESSED}
+    assert [spec.ticket.id for spec in runner.started] == ["A", "B"]  # A's landing freed a worker: C did not start
+
+
 def test_a_stop_signal_lets_running_agents_finish_and_starts_nothing_new(tmp_path):
     run, plan, runner, lander, events, store = make_run(
         tmp_path, [ticket("A"), ticket("B"), ticket("C", "A")], workers=2, hold={"A", "B"})
@@ -418,3 +458,13 @@ def test_never_more_attempts_at_once_than_workers(tmp_path, workers):
     assert execute(run, plan) == EXIT_OK
     assert peak <= workers and {spec.worker for spec in runner.started} <= set(range(workers))
     assert len(lander.landed) == 6
+
+
+def test_a_setup_error_after_a_cost_halt_is_what_the_run_ends_with(tmp_path):
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B")], workers=2, script={"B": [NOT_LOGGED_IN]}, max_cost_usd=0.4)
+
+    assert execute(run, plan) == EXIT_SETUP
+    stopped = events.kinds(ev.RUN_FINISHED)[-1].data["stopped"]
+    assert "Not logged in" in stopped and "ANTHROPIC_API_KEY" in stopped  # not only "--max-cost"
+    assert states_of(store) == {"A": State.COMPLETED, "B": State.UNPROCESSED}

@@ -99,3 +99,64 @@ def test_without_a_config_file_nothing_is_loaded_and_the_defaults_agree(tmp_path
     (tmp_path / "config.toml").mkdir()  # there, but not a file: still reported
     (item,) = prerequisites.agent_prerequisites(tmp_path)
     assert item.name == "config_valid" and not item.ok and "cannot read" in item.message
+
+
+# ---------------------------------------------------------------- the agent that will run: --agent, credentials
+
+
+@pytest.fixture
+def claude_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `claude` on PATH that answers --version like Claude Code; an empty HOME; no Anthropic variables."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir()
+    script = bin_dir / "claude"
+    script.write_text("#!/bin/sh\necho '2.1.329 (Claude Code)'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "CLAUDE_CODE_USE_BEDROCK",
+                 "CLAUDE_CODE_USE_VERTEX"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_the_agent_given_by_option_is_checked_without_a_config(claude_on_path: Path, index: Path) -> None:
+    report = validate_index(index, agent="claude")
+    cli, credentials = agent_items(report)
+    assert cli.ok and cli.message.startswith("claude 2.1.329 (Claude Code) at ")
+    assert not credentials.ok and credentials.blocking
+    (finding,) = [f for f in report.errors if f.code == "prerequisite_agent_credentials"]
+    assert "ANTHROPIC_API_KEY" in finding.message and "/login" in finding.message  # the fix: the variable or the login
+    assert report.exit_code == 1
+
+
+def test_a_key_variable_or_the_cli_login_file_is_a_credential(claude_on_path: Path, index: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+    assert agent_items(validate_index(index, agent="claude"))[1].message == "claude credentials: ANTHROPIC_API_KEY"
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    (claude_on_path / ".claude.json").write_text('{"numStartups": 3}')  # written by any run: not a login
+    assert not agent_items(validate_index(index, agent="claude"))[1].ok
+    (claude_on_path / ".claude").mkdir()
+    (claude_on_path / ".claude" / ".credentials.json").write_text('{"claudeAiOauth": {"accessToken": "t"}}')
+    credentials = agent_items(validate_index(index, agent="claude"))[1]
+    assert credentials.ok and credentials.message == "claude credentials: ~/.claude/.credentials.json"
+
+
+def test_the_option_wins_over_the_configured_preset_and_says_where_it_came_from(
+        claude_on_path: Path, index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(index, '[agent]\npreset = "exec"\n')
+    assert agent_items(validate_index(index, agent="claude"))[0].message.startswith("claude 2.1.329")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    (finding,) = [f for f in validate_index(index, agent="claude").errors if f.code == "prerequisite_agent_cli"]
+    assert "claude is not installed (not found on PATH): --agent 'claude' needs it" in finding.message
+
+
+def test_validate_takes_the_agent_option(claude_on_path: Path, index: Path) -> None:
+    from click.testing import CliRunner
+
+    from sage_stream.commands.validate import command
+
+    result = CliRunner().invoke(command, ["--index", str(index), "--agent", "claude"], standalone_mode=False)
+    assert result.return_value == 1 and "claude has no credentials" in result.output
