@@ -346,6 +346,16 @@ class Git:
                 links[path] = self.run("cat-file", "blob", fields[2]).stdout
         return links
 
+    def trailer_values(self, commit: str, key: str) -> list[str]:
+        """The values of the trailer `key` on one commit, as git's own trailer parser
+        reads its message (the way every landed check reads it)."""
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"not a trailer key: {key!r}")
+        out = self.run("log", "-1", "--no-show-signature",
+                       f"--format=%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", commit,
+                       "--").stdout
+        return [value.strip() for value in out.strip("\n").split("\x1f") if value.strip()]
+
     def commits_with_trailer(self, ref: str, key: str, value: str, *, limit: int | None = None) -> list[str]:
         """Commits reachable from `ref` (or in a range `a..b`) with the trailer `key: value`."""
         if not _TRAILER_KEY.match(key):

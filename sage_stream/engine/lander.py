@@ -67,7 +67,7 @@ class Lander:
             result = land_ticket(self.git, target_branch=self.target, ticket_tip=entry.tip, base=entry.base,
                                  ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned)
+                                 on_landed=record, check_earlier=not owned)  # the summary is in `message`
         except BaseException as error:
             if recorded and recorded[0] is not None:
                 raise
