@@ -32,7 +32,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,7 @@ ZERO_SHA = "0" * 40
 GIT_OF_VAR = "SAGE_GIT_OF"  # the pid of the sage process that started a git process
 GIT_REPO_VAR = "SAGE_GIT_REPO"  # the repository it works on (real path)
 WORKTREE_LIST_TRIES = 5
+SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")  # before every git command
 
 # Variables that make git use another repository, work tree or index than the one we name.
 _REPO_LOCATING_VARS = (
@@ -189,7 +190,7 @@ class Git:
         if isinstance(input, bytes):
             input = input.decode("utf-8", errors="surrogateescape")
         full_env = {**self._env, **env} if env else self._env
-        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
+        argv = ["git", *SAFE_OPTIONS, *args]
         try:
             result = subprocess.run(
                 argv,
@@ -334,16 +335,28 @@ class Git:
         out = self.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", old, new).stdout
         return [path for path in out.split("\0") if path]
 
-    def symlinks(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
-        """Which of `paths` are symbolic links in `commit`, with the target each stores."""
-        wanted = set(paths)
+    def symlinks(self, commit: str) -> dict[str, str]:
+        """Every symbolic link of `commit`'s tree, with the target each stores (two git
+        processes, however many links)."""
         out = self.run("ls-tree", "-r", "-z", "--full-tree", commit).stdout
-        links = {}
+        blobs: dict[str, str] = {}
         for record in out.split("\0"):
             info, _, path = record.partition("\t")
             fields = info.split()
-            if len(fields) == 3 and fields[0] == "120000" and path in wanted:
-                links[path] = self.run("cat-file", "blob", fields[2]).stdout
+            if len(fields) == 3 and fields[0] == "120000":
+                blobs[path] = fields[2]
+        if not blobs:
+            return {}
+        batch = subprocess.run(["git", *SAFE_OPTIONS, "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
+                               input="".join(f"{blob}\n" for blob in blobs.values()).encode(), check=False)
+        if batch.returncode != 0:
+            raise GitError(["cat-file", "--batch"], self.repo, batch.returncode, batch.stderr.decode(errors="replace"))
+        data, links, at = batch.stdout, {}, 0
+        for path in blobs:
+            header_end = data.index(b"\n", at)
+            size = int(data[at:header_end].split()[2])
+            links[path] = data[header_end + 1:header_end + 1 + size].decode("utf-8", errors="surrogateescape")
+            at = header_end + 1 + size + 1
         return links
 
     def trailer_values(self, commit: str, key: str) -> list[str]:

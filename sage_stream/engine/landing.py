@@ -14,9 +14,8 @@ index is recovered by finding the ticket's `Sage-Ticket:` trailer on the target.
 from __future__ import annotations
 
 import itertools
-import posixpath
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ _TRAILER_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*: ")
 _PLAIN_WORD = re.compile(r"[A-Z][a-z]+")  # `Add`, not `API`, `README`, `iOS`, `getUser`
 _GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 SUMMARY_INDENT = "    "
+MAX_LINK_HOPS = 40  # links followed resolving one path, as Linux does (ELOOP)
 
 
 @dataclass
@@ -275,7 +275,7 @@ def _merge_and_swap(
         return LandingResult(
             SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
         )
-    leaving = escaping_links(git.symlinks(tip, changed)) if changed else {}
+    leaving = escaping_links(git.symlinks(tip), changed) if changed else {}
     if leaving:
         shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
         return LandingResult(
@@ -308,16 +308,55 @@ def _merge_and_swap(
     return result
 
 
-def escaping_links(links: dict[str, str]) -> dict[str, str]:
-    """The links whose target is absolute, climbs above the repository root, or enters
-    `.git`: landed, they would hand whatever reads the repository a file from elsewhere."""
+def escaping_links(links: dict[str, str], changed: Collection[str] | None = None) -> dict[str, str]:
+    """The links that resolve outside the repository, into `.git`, or nowhere (a loop):
+    landed, they would hand whatever reads the repository a file from elsewhere.
+
+    `links` are every link of the tree being landed (path -> stored target): a link is
+    judged by where it resolves, following the chain through the tree's other links
+    (`here -> .`, `secret -> here/../OUTSIDE` leaves, though its text alone does not).
+    Judged: the links in `changed` (all when None), and any link whose chain passes
+    through one of them."""
+    judged = set(links) if changed is None else set(changed)
     leaving = {}
-    for path, target in links.items():
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        first = resolved.split("/", 1)[0]
-        if target.startswith("/") or first == ".." or first == ".git" or "\0" in target:
-            leaving[path] = target
+    for path, stored in links.items():
+        resolved, used = _resolve_link(path, links)
+        if resolved is None and (path in judged or judged & used):
+            leaving[path] = stored
     return leaving
+
+
+def _resolve_link(path: str, links: dict[str, str]) -> tuple[str | None, set[str]]:
+    """(where `path` resolves inside the tree, the links followed); None when it
+    leaves the tree, enters `.git`, or loops (more than MAX_LINK_HOPS links)."""
+    used = {path}
+    current = [part for part in path.split("/")[:-1] if part]
+    pending = list(reversed(links[path].split("/")))
+    if links[path].startswith("/") or "\0" in links[path]:
+        return None, used
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not current:
+                return None, used
+            current.pop()
+            continue
+        candidate = "/".join([*current, part])
+        if candidate in links:
+            used.add(candidate)
+            if len(used) > MAX_LINK_HOPS or candidate == path:
+                return None, used
+            stored = links[candidate]
+            if stored.startswith("/") or "\0" in stored:
+                return None, used
+            pending.extend(reversed(stored.split("/")))
+            continue
+        current.append(part)
+        if current[0].lower() == ".git":
+            return None, used
+    return "/".join(current), used
 
 
 def _bring_along(

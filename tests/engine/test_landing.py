@@ -417,3 +417,33 @@ def test_commit_scope_is_declared_never_guessed_from_the_id() -> None:
     assert commit_message(make_ticket("OUT-001", files=["src/api/*.py"])).startswith("feat(api): #OUT-001 ")
     assert commit_message(make_ticket("OUT-001", files=["**/*.py", "docs/x.md"])).startswith("feat(docs): ")
     assert commit_message(make_ticket("OUT-001", files=["setup.py"])).startswith("feat: #OUT-001 ")
+
+
+def add_links(git: Git, ticket_id: str, links: dict[str, str]) -> tuple[str, str]:
+    base = git.rev_parse("main") or ""
+    path = git.repo / ".sage" / "worktrees" / ticket_id
+    git.worktree_add(path, f"sage/{ticket_id}", base)
+    for name, target in links.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).symlink_to(target)
+    return base, git.snapshot(path, f"links of {ticket_id}")
+
+
+@pytest.mark.parametrize("links", [
+    {"here": ".", "secret": "here/../OUTSIDE"},
+    {"d/up": "..", "d/leak": "up/../etc/passwd"},
+    {"loop-a": "loop-b", "loop-b": "loop-a"},
+    {"self": "self/x"},
+    {"g": "G", "G": ".GIT/config"},
+])
+def test_symlinks_are_judged_by_where_their_chain_resolves(git: Git, links: dict[str, str]) -> None:
+    base, tip = add_links(git, "TKT-001", links)
+    result = land(git, make_ticket(), base, tip)
+    assert result.outcome == SCOPE_VIOLATION, result.message
+    assert commits_since(git, base) == []
+
+
+def test_a_chain_of_links_that_stays_inside_lands(git: Git) -> None:
+    base, tip = add_links(git, "TKT-001", {"here": ".", "readme": "here/README.md", "d/top": "..",
+                                           "d/again": "top/d/top/README.md"})
+    assert land(git, make_ticket(), base, tip).outcome == LANDED
