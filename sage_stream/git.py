@@ -20,9 +20,15 @@ Rules it enforces for all of them:
   in its environment: a run killed with SIGKILL leaves its git processes running, and the
   next run finds them by these and waits for them (engine/recovery.py) before it touches
   what they write.
+- The user's global and system git configuration is not read (`GIT_CONFIG_GLOBAL=/dev/null`,
+  `GIT_CONFIG_NOSYSTEM=1`): a filter, hook path or fsmonitor an agent writes into
+  `~/.gitconfig` never runs inside sage's own git. What sage needs of it (`USER_CONFIG_KEPT`:
+  the identity, `safe.directory`, `core.excludesFile`) is read once, at the first git
+  command, and passed explicitly from then on (engine/repo_guard.py undoes the change
+  and defers the ticket).
 - Commits we create are never GPG-signed (a pinentry prompt would hang an unattended
-  run) and get the identity `sage-stream <sage@localhost>` only when the repository has
-  none configured; a configured user is never overridden.
+  run) and get the identity `sage-stream <sage@localhost>` only when the user has none
+  configured; a configured user is never overridden.
 """
 
 from __future__ import annotations
@@ -72,6 +78,10 @@ GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "L
                            "XDG_CONFIG_HOME", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_CONFIG_GLOBAL",
                            "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_COUNT"})
 GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
+# Read once from the user's own configuration (all levels) and passed to every git call.
+USER_CONFIG_KEPT = ("user.name", "user.email", "safe.directory", "core.excludesfile")
+# Only the repository's own configuration is read by sage's git (the user's is read once).
+ISOLATED_CONFIG = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
 def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
@@ -172,7 +182,10 @@ class Git:
             self._worktree_lock = _ThreadsThenFileLock(FileLock(str(worktree_lock)))
         else:
             self._worktree_lock = threading.RLock()
-        self._env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
+        self._user_env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
+        self._env = {key: value for key, value in self._user_env.items() if key != "GIT_CONFIG_SYSTEM"}
+        self._env.update(ISOLATED_CONFIG)
+        self._user_config: dict[str, list[str]] | None = None  # USER_CONFIG_KEPT, read once
         self._commit_env: dict[str, str] | None = None
 
     # -- running --------------------------------------------------------------------
@@ -190,7 +203,7 @@ class Git:
         if isinstance(input, bytes):
             input = input.decode("utf-8", errors="surrogateescape")
         full_env = {**self._env, **env} if env else self._env
-        argv = ["git", *SAFE_OPTIONS, *args]
+        argv = ["git", *SAFE_OPTIONS, *self._kept_options(), *args]
         try:
             result = subprocess.run(
                 argv,
@@ -347,7 +360,7 @@ class Git:
                 blobs[path] = fields[2]
         if not blobs:
             return {}
-        batch = subprocess.run(["git", *SAFE_OPTIONS, "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
+        batch = subprocess.run(["git", *SAFE_OPTIONS, *self._kept_options(), "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
                                input="".join(f"{blob}\n" for blob in blobs.values()).encode(), check=False)
         if batch.returncode != 0:
             raise GitError(["cat-file", "--batch"], self.repo, batch.returncode, batch.stderr.decode(errors="replace"))
@@ -498,27 +511,51 @@ class Git:
         would also lock .git/config, which fails under concurrent workers."""
         self.run("update-ref", "-d", f"refs/heads/{branch}")
 
-    # -- identity -------------------------------------------------------------------
+    # -- the user's configuration, read once -------------------------------------------
+
+    def user_config(self) -> dict[str, list[str]]:
+        """`USER_CONFIG_KEPT` as the user's configuration (global, system, repository) had
+        it when first asked: later changes (an agent's) never reach sage's git."""
+        if self._user_config is None:
+            pattern = "^(" + "|".join(re.escape(key) for key in USER_CONFIG_KEPT) + ")$"
+            try:
+                result = subprocess.run(["git", *SAFE_OPTIONS, "config", "--null", "--get-regexp", pattern],
+                                        cwd=self.repo, env=self._user_env, capture_output=True, text=True,
+                                        encoding="utf-8", errors="surrogateescape", stdin=subprocess.DEVNULL,
+                                        check=False)
+                out = result.stdout if result.returncode == 0 else ""
+            except OSError:  # no git, or no such directory: the first real command says so
+                out = ""
+            found: dict[str, list[str]] = {}
+            for record in out.split("\0"):
+                key, _, value = record.partition("\n")
+                if key:
+                    found.setdefault(key.lower(), []).append(value)
+            self._user_config = found
+        return self._user_config
+
+    def _kept_options(self) -> list[str]:
+        options = []
+        config = self.user_config()
+        for value in config.get("safe.directory", []):
+            options += ["-c", f"safe.directory={value}"]
+        for value in config.get("core.excludesfile", [])[-1:]:
+            options += ["-c", f"core.excludesFile={value}"]
+        return options
 
     def _identity_env(self) -> dict[str, str]:
-        """Fallback author/committer variables, only for what the repository lacks."""
+        """Author and committer, explicit: the environment's, else the user's
+        configuration as read once, else `sage-stream <sage@localhost>`."""
         if self._commit_env is None:
-            self._commit_env = self._missing_identity()
+            config = self.user_config()
+            name = (config.get("user.name") or [""])[-1] or FALLBACK_NAME
+            email = (config.get("user.email") or [""])[-1] or os.environ.get("EMAIL") or FALLBACK_EMAIL
+            env: dict[str, str] = {}
+            for role in ("AUTHOR", "COMMITTER"):
+                env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
+                env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
+            self._commit_env = env
         return self._commit_env
-
-    def _missing_identity(self) -> dict[str, str]:
-        roles = ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT")
-        if all(self.run("var", role, check=False).returncode == 0 for role in roles):
-            return {}
-        config = self.run("config", "--get-regexp", r"^user\.(name|email)$", check=False).stdout
-        configured = dict(line.split(" ", 1) for line in config.splitlines() if " " in line)
-        name = configured.get("user.name") or FALLBACK_NAME
-        email = configured.get("user.email") or os.environ.get("EMAIL") or FALLBACK_EMAIL
-        env: dict[str, str] = {}
-        for role in ("AUTHOR", "COMMITTER"):
-            env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
-            env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
-        return env
 
 
 def _base_env() -> dict[str, str]:
