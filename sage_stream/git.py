@@ -372,6 +372,23 @@ class Git:
             at = header_end + 1 + size + 1
         return links
 
+    def trailer_owners(self, ref: str, key: str) -> dict[str, str]:
+        """Every value of the trailer `key` on commits reachable from `ref`, with the
+        newest commit carrying it: one git process, whatever the number of tickets. Read
+        by git's own trailer parser (a prefix search only narrows the commits read)."""
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"not a trailer key: {key!r}")
+        out = self.run("log", "-z", "--no-show-signature", "--fixed-strings", f"--grep={key}: ",
+                       f"--format=%H%x1f%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", ref,
+                       "--").stdout
+        owners: dict[str, str] = {}
+        for record in out.split("\0"):
+            sha, *values = record.strip("\n").split("\x1f")
+            for value in values:
+                if sha and value.strip():
+                    owners.setdefault(value.strip(), sha)
+        return owners
+
     def trailer_values(self, commit: str, key: str) -> list[str]:
         """The values of the trailer `key` on one commit, as git's own trailer parser
         reads its message (the way every landed check reads it)."""
@@ -517,31 +534,11 @@ class Git:
         """`USER_CONFIG_KEPT` as the user's configuration (global, system, repository) had
         it when first asked: later changes (an agent's) never reach sage's git."""
         if self._user_config is None:
-            pattern = "^(" + "|".join(re.escape(key) for key in USER_CONFIG_KEPT) + ")$"
-            try:
-                result = subprocess.run(["git", *SAFE_OPTIONS, "config", "--null", "--get-regexp", pattern],
-                                        cwd=self.repo, env=self._user_env, capture_output=True, text=True,
-                                        encoding="utf-8", errors="surrogateescape", stdin=subprocess.DEVNULL,
-                                        check=False)
-                out = result.stdout if result.returncode == 0 else ""
-            except OSError:  # no git, or no such directory: the first real command says so
-                out = ""
-            found: dict[str, list[str]] = {}
-            for record in out.split("\0"):
-                key, _, value = record.partition("\n")
-                if key:
-                    found.setdefault(key.lower(), []).append(value)
-            self._user_config = found
+            self._user_config = read_user_config(self.repo, self._user_env)
         return self._user_config
 
     def _kept_options(self) -> list[str]:
-        options = []
-        config = self.user_config()
-        for value in config.get("safe.directory", []):
-            options += ["-c", f"safe.directory={value}"]
-        for value in config.get("core.excludesfile", [])[-1:]:
-            options += ["-c", f"core.excludesFile={value}"]
-        return options
+        return kept_options(self.user_config())
 
     def _identity_env(self) -> dict[str, str]:
         """Author and committer, explicit: the environment's, else the user's
@@ -556,6 +553,33 @@ class Git:
                 env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
             self._commit_env = env
         return self._commit_env
+
+
+def read_user_config(repo: Path, env: Mapping[str, str]) -> dict[str, list[str]]:
+    """`USER_CONFIG_KEPT` from every level of the user's git configuration (one git)."""
+    pattern = "^(" + "|".join(re.escape(key) for key in USER_CONFIG_KEPT) + ")$"
+    try:
+        result = subprocess.run(["git", *SAFE_OPTIONS, "config", "--null", "--get-regexp", pattern], cwd=repo,
+                                env=dict(env), capture_output=True, text=True, encoding="utf-8",
+                                errors="surrogateescape", stdin=subprocess.DEVNULL, check=False)
+    except OSError:  # no git, or no such directory: the first real command says so
+        return {}
+    found: dict[str, list[str]] = {}
+    for record in result.stdout.split("\0") if result.returncode == 0 else []:
+        key, _, value = record.partition("\n")
+        if key:
+            found.setdefault(key.lower(), []).append(value)
+    return found
+
+
+def kept_options(config: Mapping[str, list[str]]) -> list[str]:
+    """`-c` options giving sage's git what it keeps of the user's configuration."""
+    options = []
+    for value in config.get("safe.directory", []):
+        options += ["-c", f"safe.directory={value}"]
+    for value in config.get("core.excludesfile", [])[-1:]:
+        options += ["-c", f"core.excludesFile={value}"]
+    return options
 
 
 def _base_env() -> dict[str, str]:

@@ -47,6 +47,7 @@ from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.process.sandbox import Sandbox, wrote_read_only
 from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
+from sage_stream.process.tree import stop_slot_strays
 
 LINE_INTERVAL_S = 0.25
 
@@ -159,6 +160,11 @@ class LocalRunner:
         """Switch the slot's worktree to the ticket's branch at the start commit (in the
         ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
         spec = running.spec
+        strays = stop_slot_strays(self.workspaces.slot_path(spec.slot), self.workspaces.root)
+        if strays:
+            self._warn((spec.ticket.id, f"stopped {len(strays)} process(es) an earlier agent left running in "
+                                        f"{self.workspaces.slot_path(spec.slot).name} (pids "
+                                        f"{', '.join(map(str, strays))}) before reusing it"))
         self._release_all(list(spec.releases), self._warn)
         start = spec.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
         if start is None:

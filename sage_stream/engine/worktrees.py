@@ -235,6 +235,10 @@ class TicketWorkspaces:
         self.git.run("checkout", "--quiet", "--force", "--no-track", "-B", branch, start, cwd=path)
         self.git.run("clean", "-q", "-ffdx", cwd=path)
 
+    def slot_path(self, slot: int) -> Path:
+        """Where slot `slot` lives (whether it exists yet or not)."""
+        return self._slot_path(slot)
+
     def _slot_path(self, slot: int) -> Path:
         if slot < 0:
             raise SageError(f"worker slot must be 0 or more, got {slot}")

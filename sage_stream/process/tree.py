@@ -104,16 +104,47 @@ def stop_strays(worktrees_root: Path, *, keep_run_id: str | None, grace_s: float
                     found.setdefault(member.pid, member)
             for child in process.children(recursive=True):
                 found.setdefault(child.pid, child)
-    strays = [process for process in found.values() if is_running(process)]
+    terminate([process for process in found.values() if is_running(process)], grace_s=grace_s)
+    return sorted(found)
+
+
+def stop_slot_strays(slot: Path, worktrees_root: Path, *, grace_s: float = 1.0) -> list[int]:
+    """Stop what still works in a worktree slot whose attempt is over (a daemon an agent
+    double-forked, now a child of init, writing into the slot): its pids.
+
+    Looked at: the processes an agent of these slots started (their `SAGE_WORKTREE` lies
+    under `worktrees_root`); stopped: those whose `SAGE_WORKTREE` is this slot, or whose
+    working directory or an open file is in it. Call before the slot is reset for its
+    next ticket, which the stray's writes would otherwise land in. A user's own process
+    (no SAGE_WORKTREE) is never touched."""
+    inside = os.path.realpath(slot) + os.sep
+    strays = []
+    for process in processes_with_environment({"SAGE_WORKTREE": os.path.realpath(worktrees_root) + os.sep}):
+        with contextlib.suppress(psutil.Error, OSError):
+            home = os.path.realpath(process.environ().get("SAGE_WORKTREE", "")) + os.sep
+            if home.startswith(inside) or _works_in(process, inside):
+                strays.append(process)
+    terminate(strays, grace_s=grace_s)
+    return sorted(process.pid for process in strays)
+
+
+def _works_in(process: psutil.Process, inside: str) -> bool:
+    """Its working directory or one of its open files is under `inside` (a path ending in /)."""
+    if (os.path.realpath(process.cwd()) + os.sep).startswith(inside):
+        return True
+    return any((os.path.realpath(item.path) + os.sep).startswith(inside) for item in process.open_files())
+
+
+def terminate(processes: list[psutil.Process], *, grace_s: float) -> None:
+    """SIGTERM, `grace_s` to finish, then SIGKILL for what is still running."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        for process in strays:
+        for process in processes:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
-        _, strays = psutil.wait_procs(strays, timeout=grace_s if signum == signal.SIGTERM else 1.0)
-        strays = [process for process in strays if is_running(process)]
-        if not strays:
+        _, processes = psutil.wait_procs(processes, timeout=grace_s if signum == signal.SIGTERM else 1.0)
+        processes = [process for process in processes if is_running(process)]
+        if not processes:
             break
-    return sorted(found)
 
 
 def wait_for_leftover_git(repo: Path, *, timeout_s: float = 60.0) -> tuple[list[int], list[int]]:
