@@ -108,31 +108,65 @@ def stop_strays(worktrees_root: Path, *, keep_run_id: str | None, grace_s: float
     return sorted(found)
 
 
-def stop_slot_strays(slot: Path, worktrees_root: Path, *, grace_s: float = 1.0) -> list[int]:
-    """Stop what still works in a worktree slot whose attempt is over (a daemon an agent
-    double-forked, now a child of init, writing into the slot): its pids.
+def stop_slot_strays(slot: Path, *, grace_s: float = 1.0) -> list[int]:
+    """Stop what still works in a worktree slot whose attempt is over: its pids.
 
-    Looked at: the processes an agent of these slots started (their `SAGE_WORKTREE` lies
-    under `worktrees_root`); stopped: those whose `SAGE_WORKTREE` is this slot, or whose
-    working directory or an open file is in it. Call before the slot is reset for its
-    next ticket, which the stray's writes would otherwise land in. A user's own process
-    (no SAGE_WORKTREE) is never touched."""
+    A daemon an agent double-forked is a child of init, and one that exec'd itself with
+    a clean environment carries no SAGE_* variable either: the agent's own sweep
+    (supervise.py) misses it, and its writes would land in the slot's next ticket. Stopped
+    here: every process (but this one, its ancestors and descendants) whose `SAGE_WORKTREE`
+    is the slot, or whose working directory or an open file is inside it - the slot is
+    sage's private directory, about to be reset. Call before the slot is reset for its
+    next ticket."""
     inside = os.path.realpath(slot) + os.sep
-    strays = []
-    for process in processes_with_environment({"SAGE_WORKTREE": os.path.realpath(worktrees_root) + os.sep}):
-        with contextlib.suppress(psutil.Error, OSError):
-            home = os.path.realpath(process.environ().get("SAGE_WORKTREE", "")) + os.sep
-            if home.startswith(inside) or _works_in(process, inside):
-                strays.append(process)
+    if not os.path.isdir(inside):
+        return []
+    # this process, what runs it, and its own children (a git of another thread)
+    spared = {os.getpid(), *(process.pid for process in [*_ancestors(), *descendants(os.getpid())])}
+    found = {process.pid: process for process in processes_with_environment({"SAGE_WORKTREE": inside})}
+    for pid in _working_in(inside):
+        with contextlib.suppress(psutil.Error):
+            found.setdefault(pid, psutil.Process(pid))
+    strays = [process for pid, process in found.items() if pid not in spared and is_running(process)]
     terminate(strays, grace_s=grace_s)
     return sorted(process.pid for process in strays)
 
 
-def _works_in(process: psutil.Process, inside: str) -> bool:
-    """Its working directory or one of its open files is under `inside` (a path ending in /)."""
-    if (os.path.realpath(process.cwd()) + os.sep).startswith(inside):
-        return True
-    return any((os.path.realpath(item.path) + os.sep).startswith(inside) for item in process.open_files())
+def _ancestors() -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process().parents()
+    return []
+
+
+def _working_in(inside: str) -> list[int]:
+    """Pids whose working directory or an open file lies under `inside` (ends in /).
+    Straight from /proc where there is one (readlinks only); psutil elsewhere."""
+    def under(path: str) -> bool:
+        return (path + os.sep).startswith(inside)
+
+    found = []
+    if not os.path.isdir("/proc/self"):
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if under(process.cwd()) or any(under(item.path) for item in process.open_files()):
+                    found.append(process.pid)
+        return found
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if under(os.readlink(f"/proc/{name}/cwd")):
+                found.append(int(name))
+                continue
+            descriptors = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            with contextlib.suppress(OSError):
+                if under(os.readlink(f"/proc/{name}/fd/{fd}")):
+                    found.append(int(name))
+                    break
+    return found
 
 
 def terminate(processes: list[psutil.Process], *, grace_s: float) -> None:
