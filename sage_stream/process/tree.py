@@ -121,12 +121,14 @@ def stop_slot_strays(slot: Path, *, grace_s: float = 1.0) -> list[int]:
     inside = os.path.realpath(slot) + os.sep
     if not os.path.isdir(inside):
         return []
-    # this process, what runs it, and its own children (a git of another thread)
-    spared = {os.getpid(), *(process.pid for process in [*_ancestors(), *descendants(os.getpid())])}
     found = {process.pid: process for process in processes_with_environment({"SAGE_WORKTREE": inside})}
     for pid in _working_in(inside):
         with contextlib.suppress(psutil.Error):
             found.setdefault(pid, psutil.Process(pid))
+    if not found:
+        return []
+    # this process, what runs it, and its own children (a git of another thread)
+    spared = {os.getpid(), *(process.pid for process in [*_ancestors(), *descendants(os.getpid())])}
     strays = [process for pid, process in found.items() if pid not in spared and is_running(process)]
     terminate(strays, grace_s=grace_s)
     return sorted(process.pid for process in strays)
