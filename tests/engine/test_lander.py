@@ -48,3 +48,23 @@ def test_a_landed_commit_holds_the_summary_once_and_only_its_own_trailer(tmp_pat
     assert git.commits_with_trailer("main", "Sage-Ticket", "B-1") == []
     assert lander.states.current()["A-1"].state is State.COMPLETED
     assert lander.states.current()["B-1"].state is State.IN_PROGRESS
+
+
+def test_what_the_target_carries_is_read_once_and_kept_up_to_date_by_landings(tmp_path: Path) -> None:
+    lander, git = make_lander(tmp_path, [ticket("A-1", state="IN_PROGRESS"), ticket("C-1", state="IN_PROGRESS")])
+    assert lander.on_target.commit_of("A-1") is None  # the one scan of the target
+    calls: list[tuple[str, ...]] = []
+    original = git.run
+
+    def counting(*args: str, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    git.run = counting  # type: ignore[method-assign]
+    landed = lander.land(work_on(git, "A-1", "a.txt"), lander.states.current()["A-1"], owned=True)
+    assert isinstance(landed, Landed)
+    scans_before = sum(1 for args in calls if args[:1] == ("log",) and "--grep=Sage-Ticket: " in args)
+    assert lander.on_target.commit_of("A-1") == landed.commit
+    assert lander.on_target.commit_of("B-1") is None and lander.on_target.commit_of("C-1") is None
+    scans = sum(1 for args in calls if args[:1] == ("log",) and "--grep=Sage-Ticket: " in args)
+    assert scans == scans_before == 0  # no git log per question
