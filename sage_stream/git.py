@@ -20,9 +20,15 @@ Rules it enforces for all of them:
   in its environment: a run killed with SIGKILL leaves its git processes running, and the
   next run finds them by these and waits for them (engine/recovery.py) before it touches
   what they write.
+- The user's global and system git configuration is not read (`GIT_CONFIG_GLOBAL=/dev/null`,
+  `GIT_CONFIG_NOSYSTEM=1`): a filter, hook path or fsmonitor an agent writes into
+  `~/.gitconfig` never runs inside sage's own git. What sage needs of it (`USER_CONFIG_KEPT`:
+  the identity, `safe.directory`, `core.excludesFile`) is read once, at the first git
+  command, and passed explicitly from then on (engine/repo_guard.py undoes the change
+  and defers the ticket).
 - Commits we create are never GPG-signed (a pinentry prompt would hang an unattended
-  run) and get the identity `sage-stream <sage@localhost>` only when the repository has
-  none configured; a configured user is never overridden.
+  run) and get the identity `sage-stream <sage@localhost>` only when the user has none
+  configured; a configured user is never overridden.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +53,7 @@ ZERO_SHA = "0" * 40
 GIT_OF_VAR = "SAGE_GIT_OF"  # the pid of the sage process that started a git process
 GIT_REPO_VAR = "SAGE_GIT_REPO"  # the repository it works on (real path)
 WORKTREE_LIST_TRIES = 5
+SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")  # before every git command
 
 # Variables that make git use another repository, work tree or index than the one we name.
 _REPO_LOCATING_VARS = (
@@ -71,6 +78,10 @@ GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "L
                            "XDG_CONFIG_HOME", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_CONFIG_GLOBAL",
                            "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_COUNT"})
 GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
+# Read once from the user's own configuration (all levels) and passed to every git call.
+USER_CONFIG_KEPT = ("user.name", "user.email", "safe.directory", "core.excludesfile")
+# Only the repository's own configuration is read by sage's git (the user's is read once).
+ISOLATED_CONFIG = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
 def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
@@ -171,7 +182,10 @@ class Git:
             self._worktree_lock = _ThreadsThenFileLock(FileLock(str(worktree_lock)))
         else:
             self._worktree_lock = threading.RLock()
-        self._env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
+        self._user_env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
+        self._env = {key: value for key, value in self._user_env.items() if key != "GIT_CONFIG_SYSTEM"}
+        self._env.update(ISOLATED_CONFIG)
+        self._user_config: dict[str, list[str]] | None = None  # USER_CONFIG_KEPT, read once
         self._commit_env: dict[str, str] | None = None
 
     # -- running --------------------------------------------------------------------
@@ -189,7 +203,7 @@ class Git:
         if isinstance(input, bytes):
             input = input.decode("utf-8", errors="surrogateescape")
         full_env = {**self._env, **env} if env else self._env
-        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", *args]
+        argv = ["git", *SAFE_OPTIONS, *self._kept_options(), *args]
         try:
             result = subprocess.run(
                 argv,
@@ -334,17 +348,56 @@ class Git:
         out = self.run("diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", old, new).stdout
         return [path for path in out.split("\0") if path]
 
-    def symlinks(self, commit: str, paths: Iterable[str]) -> dict[str, str]:
-        """Which of `paths` are symbolic links in `commit`, with the target each stores."""
-        wanted = set(paths)
+    def symlinks(self, commit: str) -> dict[str, str]:
+        """Every symbolic link of `commit`'s tree, with the target each stores (two git
+        processes, however many links)."""
         out = self.run("ls-tree", "-r", "-z", "--full-tree", commit).stdout
-        links = {}
+        blobs: dict[str, str] = {}
         for record in out.split("\0"):
             info, _, path = record.partition("\t")
             fields = info.split()
-            if len(fields) == 3 and fields[0] == "120000" and path in wanted:
-                links[path] = self.run("cat-file", "blob", fields[2]).stdout
+            if len(fields) == 3 and fields[0] == "120000":
+                blobs[path] = fields[2]
+        if not blobs:
+            return {}
+        batch = subprocess.run(["git", *SAFE_OPTIONS, *self._kept_options(), "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
+                               input="".join(f"{blob}\n" for blob in blobs.values()).encode(), check=False)
+        if batch.returncode != 0:
+            raise GitError(["cat-file", "--batch"], self.repo, batch.returncode, batch.stderr.decode(errors="replace"))
+        data, links, at = batch.stdout, {}, 0
+        for path in blobs:
+            header_end = data.index(b"\n", at)
+            size = int(data[at:header_end].split()[2])
+            links[path] = data[header_end + 1:header_end + 1 + size].decode("utf-8", errors="surrogateescape")
+            at = header_end + 1 + size + 1
         return links
+
+    def trailer_owners(self, ref: str, key: str) -> dict[str, str]:
+        """Every value of the trailer `key` on commits reachable from `ref`, with the
+        newest commit carrying it: one git process, whatever the number of tickets. Read
+        by git's own trailer parser (a prefix search only narrows the commits read)."""
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"not a trailer key: {key!r}")
+        out = self.run("log", "-z", "--no-show-signature", "--fixed-strings", f"--grep={key}: ",
+                       f"--format=%H%x1f%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", ref,
+                       "--").stdout
+        owners: dict[str, str] = {}
+        for record in out.split("\0"):
+            sha, *values = record.strip("\n").split("\x1f")
+            for value in values:
+                if sha and value.strip():
+                    owners.setdefault(value.strip(), sha)
+        return owners
+
+    def trailer_values(self, commit: str, key: str) -> list[str]:
+        """The values of the trailer `key` on one commit, as git's own trailer parser
+        reads its message (the way every landed check reads it)."""
+        if not _TRAILER_KEY.match(key):
+            raise ValueError(f"not a trailer key: {key!r}")
+        out = self.run("log", "-1", "--no-show-signature",
+                       f"--format=%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", commit,
+                       "--").stdout
+        return [value.strip() for value in out.strip("\n").split("\x1f") if value.strip()]
 
     def commits_with_trailer(self, ref: str, key: str, value: str, *, limit: int | None = None) -> list[str]:
         """Commits reachable from `ref` (or in a range `a..b`) with the trailer `key: value`."""
@@ -475,27 +528,58 @@ class Git:
         would also lock .git/config, which fails under concurrent workers."""
         self.run("update-ref", "-d", f"refs/heads/{branch}")
 
-    # -- identity -------------------------------------------------------------------
+    # -- the user's configuration, read once -------------------------------------------
+
+    def user_config(self) -> dict[str, list[str]]:
+        """`USER_CONFIG_KEPT` as the user's configuration (global, system, repository) had
+        it when first asked: later changes (an agent's) never reach sage's git."""
+        if self._user_config is None:
+            self._user_config = read_user_config(self.repo, self._user_env)
+        return self._user_config
+
+    def _kept_options(self) -> list[str]:
+        return kept_options(self.user_config())
 
     def _identity_env(self) -> dict[str, str]:
-        """Fallback author/committer variables, only for what the repository lacks."""
+        """Author and committer, explicit: the environment's, else the user's
+        configuration as read once, else `sage-stream <sage@localhost>`."""
         if self._commit_env is None:
-            self._commit_env = self._missing_identity()
+            config = self.user_config()
+            name = (config.get("user.name") or [""])[-1] or FALLBACK_NAME
+            email = (config.get("user.email") or [""])[-1] or os.environ.get("EMAIL") or FALLBACK_EMAIL
+            env: dict[str, str] = {}
+            for role in ("AUTHOR", "COMMITTER"):
+                env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
+                env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
+            self._commit_env = env
         return self._commit_env
 
-    def _missing_identity(self) -> dict[str, str]:
-        roles = ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT")
-        if all(self.run("var", role, check=False).returncode == 0 for role in roles):
-            return {}
-        config = self.run("config", "--get-regexp", r"^user\.(name|email)$", check=False).stdout
-        configured = dict(line.split(" ", 1) for line in config.splitlines() if " " in line)
-        name = configured.get("user.name") or FALLBACK_NAME
-        email = configured.get("user.email") or os.environ.get("EMAIL") or FALLBACK_EMAIL
-        env: dict[str, str] = {}
-        for role in ("AUTHOR", "COMMITTER"):
-            env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
-            env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
-        return env
+
+def read_user_config(repo: Path, env: Mapping[str, str]) -> dict[str, list[str]]:
+    """`USER_CONFIG_KEPT` from every level of the user's git configuration (one git)."""
+    pattern = "^(" + "|".join(re.escape(key) for key in USER_CONFIG_KEPT) + ")$"
+    try:
+        result = subprocess.run(["git", *SAFE_OPTIONS, "config", "--null", "--get-regexp", pattern], cwd=repo,
+                                env=dict(env), capture_output=True, text=True, encoding="utf-8",
+                                errors="surrogateescape", stdin=subprocess.DEVNULL, check=False)
+    except OSError:  # no git, or no such directory: the first real command says so
+        return {}
+    found: dict[str, list[str]] = {}
+    for record in result.stdout.split("\0") if result.returncode == 0 else []:
+        key, _, value = record.partition("\n")
+        if key:
+            found.setdefault(key.lower(), []).append(value)
+    return found
+
+
+def kept_options(config: Mapping[str, list[str]]) -> list[str]:
+    """`-c` options giving sage's git what it keeps of the user's configuration."""
+    options = []
+    for value in config.get("safe.directory", []):
+        options += ["-c", f"safe.directory={value}"]
+    for value in config.get("core.excludesfile", [])[-1:]:
+        options += ["-c", f"core.excludesFile={value}"]
+    return options
 
 
 def _base_env() -> dict[str, str]:

@@ -8,12 +8,31 @@ between finishing and landing loses nothing: the next run lands what is queued.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sage_stream.durable import TEMP_PREFIX, write_json_atomic
+from sage_stream.errors import SageError
+
+
+class QueueWriteError(SageError):
+    """A commit-queue entry could not be written: the run stops (exit 1), nothing is lost
+    (the ticket's work is on its branch; the next run gives it back to the backlog)."""
+
+    def __init__(self, entry: QueueEntry, path: Path, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        if error.errno == errno.ENOSPC:
+            fix = (f"free some space on the file system holding {path.parent} (`df -h {path.parent}`; old run "
+                   f"logs under .sage/runs can go) and run `sage stream` again")
+        else:
+            fix = f"make {path.parent} writable and run `sage stream` again"
+        super().__init__(f"could not write the commit-queue entry of {entry.ticket} ({path}): {reason}. Nothing "
+                         f"is lost: its work is on branch {entry.branch} ({entry.tip[:12]}), kept by the next run, "
+                         f"which gives the ticket back to the backlog; {fix}")
+        self.ticket = entry.ticket
 
 
 @dataclass
@@ -38,8 +57,14 @@ class CommitQueue:
         return self.directory / f"{entry.sequence:020d}-{entry.ticket}.json"
 
     def put(self, entry: QueueEntry) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self._path(entry), asdict(entry))
+        """Write the entry durably; a failed write (full disk, permissions) is a
+        `QueueWriteError` saying what to free, with nothing half written left behind."""
+        path = self._path(entry)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, asdict(entry))
+        except OSError as error:
+            raise QueueWriteError(entry, path, error) from error
 
     def remove(self, entry: QueueEntry) -> None:
         with contextlib.suppress(FileNotFoundError):

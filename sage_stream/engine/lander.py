@@ -22,6 +22,7 @@ from sage_stream.engine.outcomes import LandingVerdict
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.naming import TRAILER
 
 LANDED, ALREADY_LANDED = "landed", "already_landed"
 
@@ -36,6 +37,26 @@ class Landed:
     commit: str | None
 
 
+class LandedOnTarget:
+    """Which tickets the target carries, by their `Sage-Ticket` trailer as git parses it:
+    one `git log` of the target per run (at the first question), kept up to date with
+    each landing after that, so asking about every ticket costs nothing more."""
+
+    def __init__(self, git: Git, target: str) -> None:
+        self.git = git
+        self.target = target
+        self._owners: dict[str, str] | None = None
+
+    def commit_of(self, ticket_id: str) -> str | None:
+        if self._owners is None:
+            self._owners = self.git.trailer_owners(f"refs/heads/{self.target}", TRAILER)
+        return self._owners.get(ticket_id)
+
+    def add(self, ticket_id: str, commit: str | None) -> None:
+        if self._owners is not None and commit:
+            self._owners[ticket_id] = commit
+
+
 class Lander:
     def __init__(self, git: Git, *, target: str, queue: CommitQueue, states: ticket_state.TicketStates,
                  landing_lock: Path, emit: Emit) -> None:
@@ -45,6 +66,7 @@ class Lander:
         self.states = states
         self.landing_lock = landing_lock
         self.emit = emit
+        self.on_target = LandedOnTarget(git, target)
 
     def land(self, entry: QueueEntry, ticket: Ticket, *, started: float | None = None, owned: bool = False,
              on_recorded: Callable[[Landed], None] | None = None) -> Landed | LandingVerdict:
@@ -67,7 +89,7 @@ class Lander:
             result = land_ticket(self.git, target_branch=self.target, ticket_tip=entry.tip, base=entry.base,
                                  ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned)
+                                 on_landed=record, check_earlier=not owned)  # the summary is in `message`
         except BaseException as error:
             if recorded and recorded[0] is not None:
                 raise
@@ -94,6 +116,7 @@ class Lander:
         caller's turn (the commit lock is still held while landing brings the
         checked-out work trees along)."""
         crash_point("after_land")
+        self.on_target.add(ticket.id, result.commit)
         edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
                                      result=entry.result or None)
         self.states.apply({ticket.id: edit})

@@ -13,9 +13,9 @@ index is recovered by finding the ticket's `Sage-Ticket:` trailer on the target.
 
 from __future__ import annotations
 
-import posixpath
+import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,10 @@ COMMIT_TYPES = {
     "refactor": "refactor",
 }
 _TRAILER_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*: ")
+_PLAIN_WORD = re.compile(r"[A-Z][a-z]+")  # `Add`, not `API`, `README`, `iOS`, `getUser`
+_GLOB_CHARS = re.compile(r"[*?\[\]{}]")
+SUMMARY_INDENT = "    "
+MAX_LINK_HOPS = 40  # links followed resolving one path, as Linux does (ELOOP)
 
 
 @dataclass
@@ -63,19 +67,24 @@ class LandingResult:
 
 
 def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, summary: str | None = None) -> str:
-    """`<type>(<scope>): #<ID> <title lowercased>`, a body, then git trailers.
+    """`<type>(<scope>): #<ID> <title>` (or `<type>: ...` without a scope), a body, then
+    git trailers.
 
-    scope: the ticket's `component` key when it has one, else the id's prefix in lower
-    case (`AUTH-001` -> `auth`, the Sage convention of naming tickets by component), else
-    `stream`. docs_paths default to the ticket's `docs` (spec, plan, tasks, breakdown).
-    Ticket text cannot add lines: title and scope are collapsed to one line, and the
-    trailers are always the last paragraph.
+    The title is kept as written, but for its first letter, lowercased when the first
+    word reads as a plain word (`Add` -> `add`; `API`, `README`, `getUser` stay). scope:
+    the ticket's `component` key, else the first directory its `files` globs name (never
+    a guess: no scope when they name none). docs_paths default to the ticket's `docs`.
+    Ticket text cannot add lines: title and scope are collapsed to one line. Agent text
+    (the summary) is an indented block, so git's trailer parser never reads a trailer,
+    a comment or a scissors line in it: sage's trailers are always the last paragraph,
+    and the only one git parses.
     """
     if not is_safe_id(ticket.id):
         raise SageError(f"ticket id {ticket.id!r} cannot be written into a commit message")
     kind = COMMIT_TYPES.get(ticket.type or "", "chore")
-    title = one_line(ticket.title).lower()
-    subject = f"{kind}({commit_scope(ticket)}): #{ticket.id} {title}".rstrip()
+    scope = commit_scope(ticket)
+    head = f"{kind}({scope})" if scope else kind
+    subject = f"{head}: #{ticket.id} {commit_title(ticket.title)}".rstrip()
     paragraphs = [subject]
     if summary and summary.strip():
         paragraphs.append(_paragraph(summary))
@@ -86,14 +95,33 @@ def commit_message(ticket: Ticket, *, docs_paths: Sequence[str] | None = None, s
     return "\n\n".join(paragraphs) + "\n"
 
 
-def commit_scope(ticket: Ticket) -> str:
+def commit_title(title: str) -> str:
+    """The title on one line, as written; only a plain first word (`Add`, `Document`)
+    loses its capital, never an acronym, an identifier or code."""
+    text = one_line(title)
+    first, _, rest = text.partition(" ")
+    if _PLAIN_WORD.fullmatch(first.rstrip(",.:;!?")):
+        return f"{first[0].lower()}{first[1:]}" + (f" {rest}" if rest else "")
+    return text
+
+
+def commit_scope(ticket: Ticket) -> str | None:
+    """The `component` key, else the first directory named literally by the ticket's
+    `files` globs (`src/api/*.py` -> `api`), else None: never guessed from the id."""
     component = getattr(ticket, "component", None)
     if isinstance(component, str) and component.strip():
         scope = re.sub(r"[^A-Za-z0-9._/-]+", "-", one_line(component)).strip("-")
         if scope:
             return scope.lower()
-    prefix = re.match(r"^([A-Za-z0-9]+)-[0-9]+$", ticket.id)
-    return prefix[1].lower() if prefix else "stream"
+    for pattern in ticket.files:
+        directories = pattern.strip().lstrip("/").split("/")[:-1]
+        literal = list(itertools.takewhile(lambda part: part and not _GLOB_CHARS.search(part), directories))
+        literal = [part for part in literal if part not in (".", "..")]
+        if literal:
+            scope = re.sub(r"[^A-Za-z0-9._-]+", "-", literal[-1]).strip("-")
+            if scope:
+                return scope
+    return None
 
 
 def with_summary(message: str, summary: str | None) -> str:
@@ -124,11 +152,11 @@ def _split_trailers(message: str) -> tuple[str, str]:
 
 
 def _paragraph(text: str) -> str:
-    """Free text as one body paragraph group: no blank-line tricks at its end, and no
-    line that git's trailer parser would take for a patch divider (`---`)."""
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    lines = [f"  {line}" if line.startswith("---") else line for line in lines]
-    return "\n".join(lines)
+    """Agent text as an indented block: git's trailer parser, its comment and scissors
+    lines (`# --- >8 ---`) and its patch divider (`---`) all need a line's first
+    column, so nothing in it can pass for any of them."""
+    lines = [line.rstrip() for line in text.replace("\0", "").strip("\n").splitlines()]
+    return "\n".join(f"{SUMMARY_INDENT}{line}" if line else "" for line in lines).strip("\n")
 
 
 # -- landing ------------------------------------------------------------------------
@@ -247,7 +275,7 @@ def _merge_and_swap(
         return LandingResult(
             SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
         )
-    leaving = escaping_links(git.symlinks(tip, changed)) if changed else {}
+    leaving = escaping_links(git.symlinks(tip), changed) if changed else {}
     if leaving:
         shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
         return LandingResult(
@@ -266,6 +294,10 @@ def _merge_and_swap(
     checkouts, clean = inspected.result()
     commit = git.commit_tree(merged.tree, [old], message)
     crash_point("after_commit_tree")
+    found = git.trailer_values(commit, TRAILER)
+    if found != [ticket_id]:  # what every landed check will read: it must name this ticket alone
+        raise SageError(f"refusing to land {ticket_id}: git reads the Sage-Ticket trailer of its commit "
+                        f"{commit[:12]} as {found or 'missing'}; nothing was landed")
     if not git.update_ref(ref, commit, old):
         return None
     crash_point("after_update_ref")
@@ -276,16 +308,55 @@ def _merge_and_swap(
     return result
 
 
-def escaping_links(links: dict[str, str]) -> dict[str, str]:
-    """The links whose target is absolute, climbs above the repository root, or enters
-    `.git`: landed, they would hand whatever reads the repository a file from elsewhere."""
+def escaping_links(links: dict[str, str], changed: Collection[str] | None = None) -> dict[str, str]:
+    """The links that resolve outside the repository, into `.git`, or nowhere (a loop):
+    landed, they would hand whatever reads the repository a file from elsewhere.
+
+    `links` are every link of the tree being landed (path -> stored target): a link is
+    judged by where it resolves, following the chain through the tree's other links
+    (`here -> .`, `secret -> here/../OUTSIDE` leaves, though its text alone does not).
+    Judged: the links in `changed` (all when None), and any link whose chain passes
+    through one of them."""
+    judged = set(links) if changed is None else set(changed)
     leaving = {}
-    for path, target in links.items():
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        first = resolved.split("/", 1)[0]
-        if target.startswith("/") or first == ".." or first == ".git" or "\0" in target:
-            leaving[path] = target
+    for path, stored in links.items():
+        resolved, used = _resolve_link(path, links)
+        if resolved is None and (path in judged or judged & used):
+            leaving[path] = stored
     return leaving
+
+
+def _resolve_link(path: str, links: dict[str, str]) -> tuple[str | None, set[str]]:
+    """(where `path` resolves inside the tree, the links followed); None when it
+    leaves the tree, enters `.git`, or loops (more than MAX_LINK_HOPS links)."""
+    used = {path}
+    current = [part for part in path.split("/")[:-1] if part]
+    pending = list(reversed(links[path].split("/")))
+    if links[path].startswith("/") or "\0" in links[path]:
+        return None, used
+    while pending:
+        part = pending.pop()
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not current:
+                return None, used
+            current.pop()
+            continue
+        candidate = "/".join([*current, part])
+        if candidate in links:
+            used.add(candidate)
+            if len(used) > MAX_LINK_HOPS or candidate == path:
+                return None, used
+            stored = links[candidate]
+            if stored.startswith("/") or "\0" in stored:
+                return None, used
+            pending.extend(reversed(stored.split("/")))
+            continue
+        current.append(part)
+        if current[0].lower() == ".git":
+            return None, used
+    return "/".join(current), used
 
 
 def _bring_along(

@@ -56,6 +56,7 @@ from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.process.sandbox import Sandbox, wrote_read_only
 from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
+from sage_stream.process.tree import stop_slot_strays
 
 LINE_INTERVAL_S = 0.25
 
@@ -133,7 +134,7 @@ class LocalRunner:
     def finish_releases(self, releases: list[SlotRelease]) -> list[tuple[str, str]]:
         """The run is over: reset every slot at once (one thread each; slots are independent)."""
         warnings: list[tuple[str, str]] = []
-        threads = [threading.Thread(target=self._release_all, args=([item], warnings.append),
+        threads = [threading.Thread(target=self._release_at_end, args=(item, warnings.append),
                                     name=f"release-{item.workspace.path.name}") for item in releases]
         for thread in threads:
             thread.start()
@@ -169,6 +170,7 @@ class LocalRunner:
         """Switch the slot's worktree to the ticket's branch at the start commit (in the
         ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
         spec = running.spec
+        self._stop_strays(self.workspaces.slot_path(spec.slot), spec.ticket.id, self._warn)
         self._release_all(list(spec.releases), self._warn)
         start = spec.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
         if start is None:
@@ -346,6 +348,18 @@ class LocalRunner:
                 self.workspaces.release(item.workspace, landed=item.landed)
             except Exception as error:  # the next prepare secures and resets the slot anyway
                 warn((item.workspace.ticket, f"could not reset worktree {item.workspace.path}: {error}"))
+
+    def _release_at_end(self, item: SlotRelease, warn: Any) -> None:
+        """The run is over: nothing it started keeps writing in the slot, which is reset."""
+        self._stop_strays(item.workspace.path, item.workspace.ticket, warn)
+        self._release_all([item], warn)
+
+    @staticmethod
+    def _stop_strays(slot: Path, ticket_id: str, warn: Any) -> None:
+        strays = stop_slot_strays(slot)
+        if strays:
+            warn((ticket_id, f"stopped {len(strays)} process(es) an agent left running in {slot.name} (pids "
+                             f"{', '.join(map(str, strays))}) before resetting it"))
 
     def _warn(self, warning: tuple[str, str]) -> None:
         ticket_id, text = warning

@@ -14,6 +14,9 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
    with attempts + 1, and whatever its worktree holds is kept on its branch.
 3. A checkout of the target that a kill left behind (the ref moved, its files not yet
    updated) is brought along over those landings, when nothing else changed in it.
+4. Exactly once before anything starts: a ticket the index does not call COMPLETED
+   (an older index restored, a hand edit) whose trailer is on the target becomes
+   COMPLETED with that commit instead of running again (one `git log` of the target).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class RecoveryReport:
     requeued: list[str] = field(default_factory=list)  # queued work that conflicts now: runs again
     stopped_pids: list[int] = field(default_factory=list)
     brought_along: list[str] = field(default_factory=list)  # checkouts updated over earlier landings
+    completed_from_target: list[str] = field(default_factory=list)  # not COMPLETED in the index, yet landed
 
 
 LEFTOVER_GIT_TIMEOUT_S = 60.0  # git processes of a dead run finish in well under a second
@@ -70,7 +74,30 @@ def recover(rec: Recovery) -> RecoveryReport:
     _land_queued_work(rec, report)
     _reconcile_in_progress(rec, report)
     report.brought_along = _catch_up_checkouts(rec)
+    _complete_what_the_target_has(rec, report)
     return report
+
+
+def _complete_what_the_target_has(rec: Recovery, report: RecoveryReport) -> None:
+    lander = rec.lander
+    edits, found = {}, []
+    for ticket in lander.states.current().values():
+        if ticket.state in (State.COMPLETED, State.IN_PROGRESS):  # IN_PROGRESS: reconciled above, or a live run's
+            continue
+        commit = lander.on_target.commit_of(ticket.id)
+        if commit is not None:
+            branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
+            edits[ticket.id] = ticket_state.complete(commit=commit, message=f"#{ticket.id} {ticket.title}",
+                                                     branch=branch)
+            found.append((ticket, commit))
+    if not edits:
+        return
+    lander.states.apply(edits)  # one index write for them all
+    for ticket, commit in found:
+        report.completed_from_target.append(ticket.id)
+        rec.emit(ev.MESSAGE, ticket.id, level="warning",
+                 text=f"{ticket.id} is on {lander.target} already as {commit[:10]} but the index said "
+                      f"{ticket.state.value}: COMPLETED, not run again")
 
 
 def _stop_what_a_dead_run_left(rec: Recovery, report: RecoveryReport) -> None:

@@ -10,6 +10,11 @@ the ticket deferred with the paths it changed.
 Watched (relative to the common git directory): `config`, `config.worktree`, everything
 under `hooks/`, `info/attributes`, and each worktree's `worktrees/*/config.worktree`; and
 the `.git` file of the agent's own worktree, which must keep pointing where sage put it.
+
+The user's own git configuration is watched the same way (`user_git_configs`:
+`~/.gitconfig`, `$XDG_CONFIG_HOME/git/config`, `$GIT_CONFIG_GLOBAL`): a hooks path or a
+filter written there would run in the user's next git command (sage's own git never
+reads it, see git.py). Reported by their absolute paths.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +40,27 @@ def _watched(common_dir: Path) -> list[Path]:
     return paths
 
 
-def read_state(common_dir: Path) -> ControlState:
+def user_git_configs() -> list[Path]:
+    """Where git reads the user's global configuration from (whether it exists yet or not)."""
+    home = Path(os.path.expanduser("~"))
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(home / ".config")
+    paths = [home / ".gitconfig", Path(xdg) / "git" / "config"]
+    chosen = os.environ.get("GIT_CONFIG_GLOBAL")
+    if chosen and chosen != os.devnull:
+        paths.append(Path(chosen))
+    return [path for path in dict.fromkeys(paths) if path.is_absolute()]
+
+
+def read_state(common_dir: Path, user_configs: Sequence[Path] = ()) -> ControlState:
+    """Control files by name: relative to `common_dir`, or absolute for `user_configs`."""
     state: ControlState = {}
-    for path in _watched(common_dir):
+    for path, name in [*((path, str(path.relative_to(common_dir))) for path in _watched(common_dir)),
+                       *((path, str(path)) for path in user_configs)]:
         with contextlib.suppress(OSError):
             if path.is_symlink():
-                state[str(path.relative_to(common_dir))] = (b"symlink:" + os.readlink(path).encode(), 0o120000)
+                state[name] = (b"symlink:" + os.readlink(path).encode(), 0o120000)
             elif path.is_file():
-                state[str(path.relative_to(common_dir))] = (path.read_bytes(), path.stat().st_mode & 0o7777)
+                state[name] = (path.read_bytes(), path.stat().st_mode & 0o7777)
     return state
 
 
@@ -50,21 +69,25 @@ class RepoGuard:
     common_dir: Path
     baseline: ControlState
     _lock: threading.Lock
+    user_configs: tuple[Path, ...] = ()
 
     @classmethod
     def start(cls, common_dir: Path) -> RepoGuard:
-        return cls(common_dir=common_dir, baseline=read_state(common_dir), _lock=threading.Lock())
+        user_configs = tuple(user_git_configs())
+        return cls(common_dir=common_dir, baseline=read_state(common_dir, user_configs), _lock=threading.Lock(),
+                   user_configs=user_configs)
 
     def check_and_restore(self) -> list[str]:
-        """The control files changed since the run started (as `.git/<path>`), put back as
-        they were. Empty when nothing changed."""
+        """The control files changed since the run started (as `.git/<path>`, or the
+        absolute path of a user configuration file), put back as they were. Empty when
+        nothing changed."""
         with self._lock:
-            current = read_state(self.common_dir)
+            current = read_state(self.common_dir, self.user_configs)
             changed = sorted(path for path in set(current) | set(self.baseline)
                              if current.get(path) != self.baseline.get(path))
             for relative in changed:
                 self._restore(relative)
-            return [f".git/{path}" for path in changed]
+            return [path if Path(path).is_absolute() else f".git/{path}" for path in changed]
 
     def _restore(self, relative: str) -> None:
         path = self.common_dir / relative

@@ -235,6 +235,10 @@ class TicketWorkspaces:
         self.git.run("checkout", "--quiet", "--force", "--no-track", "-B", branch, start, cwd=path)
         self.git.run("clean", "-q", "-ffdx", cwd=path)
 
+    def slot_path(self, slot: int) -> Path:
+        """Where slot `slot` lives (whether it exists yet or not)."""
+        return self._slot_path(slot)
+
     def _slot_path(self, slot: int) -> Path:
         if slot < 0:
             raise SageError(f"worker slot must be 0 or more, got {slot}")
@@ -281,6 +285,9 @@ class TicketWorkspaces:
     def _secure(self, path: Path) -> None:
         """Commit whatever is uncommitted in a work tree on its HEAD, and give a detached
         HEAD that holds commits on no branch a branch of its own."""
+        if self.git.rev_parse("HEAD", cwd=path) is None:
+            self._repair_unborn(path)
+            return
         if not self.git.is_clean(path, include_untracked=True):
             self.git.snapshot(path, f"sage-stream: unfinished work left in {path.name}", allow_unmerged=True)
         if self.git.current_branch(path) is not None:
@@ -290,6 +297,22 @@ class TicketWorkspaces:
             head = self.git.rev_parse("HEAD", cwd=path)
             assert head is not None
             self._keep(head, f"{BRANCH_PREFIX}{path.name}-kept")
+
+    def _repair_unborn(self, path: Path) -> None:
+        """A slot whose branch was deleted under it (HEAD names no commit: every git step
+        on it would fail, and so would every ticket given the slot). What it holds is
+        committed on the commit it last had checked out (its HEAD log says which) and
+        kept as `sage/slot-<N>-kept-<K>`; the slot is detached there, usable again."""
+        self.git.run("add", "--all", cwd=path)
+        tree = self.git.run("write-tree", cwd=path).stdout.strip()
+        last = _last_checked_out(path)
+        parent = self.git.rev_parse(last) if last else None
+        keep = parent
+        if parent is None or tree != self.git.tree_of(parent):
+            keep = self.git.commit_tree(tree, [parent] if parent else [],
+                                        f"sage-stream: work left in {path.name} after its branch was deleted")
+            self._keep(keep, f"{BRANCH_PREFIX}{path.name}-kept")
+        self.git.run("update-ref", "--no-deref", "-m", "sage-stream: repair the slot", "HEAD", str(keep), cwd=path)
 
     def _free_branch_elsewhere(self, branch: str, here: Path, registered: list[WorktreeInfo]) -> None:
         """A crashed run may have left `branch` checked out in another slot: keep that
@@ -324,6 +347,20 @@ def _slot_git_dir(path: Path) -> Path | None:
         return None
     gitdir = Path(text[len("gitdir: "):].strip())
     return gitdir if gitdir.is_absolute() else (path / gitdir)
+
+
+def _last_checked_out(path: Path) -> str | None:
+    """The commit a slot's HEAD last pointed at, from its HEAD log (None without one)."""
+    gitdir = _slot_git_dir(path)
+    try:
+        lines = (gitdir / "logs" / "HEAD").read_text(encoding="utf-8", errors="replace").splitlines() if gitdir else []
+    except OSError:
+        return None
+    for line in reversed(lines):
+        fields = line.split(" ", 2)
+        if len(fields) >= 2 and FULL_SHA.fullmatch(fields[1]) and fields[1] != ZERO_SHA:
+            return fields[1]
+    return None
 
 
 def _was_checked_out(path: Path) -> bool:

@@ -104,16 +104,83 @@ def stop_strays(worktrees_root: Path, *, keep_run_id: str | None, grace_s: float
                     found.setdefault(member.pid, member)
             for child in process.children(recursive=True):
                 found.setdefault(child.pid, child)
-    strays = [process for process in found.values() if is_running(process)]
+    terminate([process for process in found.values() if is_running(process)], grace_s=grace_s)
+    return sorted(found)
+
+
+def stop_slot_strays(slot: Path, *, grace_s: float = 1.0) -> list[int]:
+    """Stop what still works in a worktree slot whose attempt is over: its pids.
+
+    A daemon an agent double-forked is a child of init, and one that exec'd itself with
+    a clean environment carries no SAGE_* variable either: the agent's own sweep
+    (supervise.py) misses it, and its writes would land in the slot's next ticket. Stopped
+    here: every process (but this one, its ancestors and descendants) whose `SAGE_WORKTREE`
+    is the slot, or whose working directory or an open file is inside it - the slot is
+    sage's private directory, about to be reset. Call before the slot is reset for its
+    next ticket."""
+    inside = os.path.realpath(slot) + os.sep
+    if not os.path.isdir(inside):
+        return []
+    found = {process.pid: process for process in processes_with_environment({"SAGE_WORKTREE": inside})}
+    for pid in _working_in(inside):
+        with contextlib.suppress(psutil.Error):
+            found.setdefault(pid, psutil.Process(pid))
+    if not found:
+        return []
+    # this process, what runs it, and its own children (a git of another thread)
+    spared = {os.getpid(), *(process.pid for process in [*_ancestors(), *descendants(os.getpid())])}
+    strays = [process for pid, process in found.items() if pid not in spared and is_running(process)]
+    terminate(strays, grace_s=grace_s)
+    return sorted(process.pid for process in strays)
+
+
+def _ancestors() -> list[psutil.Process]:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process().parents()
+    return []
+
+
+def _working_in(inside: str) -> list[int]:
+    """Pids whose working directory or an open file lies under `inside` (ends in /).
+    Straight from /proc where there is one (readlinks only); psutil elsewhere."""
+    def under(path: str) -> bool:
+        return (path + os.sep).startswith(inside)
+
+    found = []
+    if not os.path.isdir("/proc/self"):
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                if under(process.cwd()) or any(under(item.path) for item in process.open_files()):
+                    found.append(process.pid)
+        return found
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if under(os.readlink(f"/proc/{name}/cwd")):
+                found.append(int(name))
+                continue
+            descriptors = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in descriptors:
+            with contextlib.suppress(OSError):
+                if under(os.readlink(f"/proc/{name}/fd/{fd}")):
+                    found.append(int(name))
+                    break
+    return found
+
+
+def terminate(processes: list[psutil.Process], *, grace_s: float) -> None:
+    """SIGTERM, `grace_s` to finish, then SIGKILL for what is still running."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
-        for process in strays:
+        for process in processes:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(signum)
-        _, strays = psutil.wait_procs(strays, timeout=grace_s if signum == signal.SIGTERM else 1.0)
-        strays = [process for process in strays if is_running(process)]
-        if not strays:
+        _, processes = psutil.wait_procs(processes, timeout=grace_s if signum == signal.SIGTERM else 1.0)
+        processes = [process for process in processes if is_running(process)]
+        if not processes:
             break
-    return sorted(found)
 
 
 def wait_for_leftover_git(repo: Path, *, timeout_s: float = 60.0) -> tuple[list[int], list[int]]:

@@ -98,7 +98,7 @@ def test_acceptance_case_runs_001_and_002_together_and_003_after_both(repo, caps
     assert trailer_counts(repo) == {"TKT-001": 1, "TKT-002": 1, "TKT-003": 1}
     assert (repo / "three.txt").read_text() == "3\n"  # the user's clean checkout was brought along
     log = git(repo, "log", "--format=%s", "main")
-    assert "feat(" in log and "#TKT-003" in log
+    assert "feat: #TKT-003 " in log  # no component, no directory in `files`: no scope
     assert tickets["TKT-003"]["git"]["commits"] and tickets["TKT-003"]["state_history"][-1]["state"] == "COMPLETED"
     assert not list((repo / ".sage" / "commit-queue").glob("*.json"))
 

@@ -346,3 +346,45 @@ def test_the_worktree_lock_excludes_threads_and_processes_and_is_reentrant(repo:
         held = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True).stdout
     free = subprocess.run([sys.executable, "-c", probe, lock_path], capture_output=True, text=True).stdout
     assert (held.strip(), free.strip()) == ("held", "taken")
+
+
+def user_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gitconfig: str) -> Path:
+    """A HOME of its own with `gitconfig` as the user's global git configuration."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text(gitconfig, encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    for var in ("GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_AUTHOR_NAME",
+                "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def test_a_filter_in_the_users_global_config_never_runs_in_sages_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                       make_git_repo) -> None:
+    repo = make_git_repo(tmp_path / "repo")  # before the user's config has the filter
+    witness = tmp_path / "filter-ran"
+    home = user_home(tmp_path, monkeypatch, f"[filter \"evil\"]\n\tclean = touch {witness}; cat\n"
+                                            f"[core]\n\tattributesFile = {tmp_path / 'attributes'}\n")
+    (tmp_path / "attributes").write_text("* filter=evil\n", encoding="utf-8")
+    git = Git(repo)
+    head = git.rev_parse("HEAD")
+    (git.repo / "new.txt").write_text("new\n", encoding="utf-8")
+    assert git.snapshot(git.repo, "work") != head
+    assert not witness.exists()
+    assert (home / ".gitconfig").exists()
+
+
+def test_the_identity_is_the_users_as_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_git_repo) -> None:
+    home = user_home(tmp_path, monkeypatch, "[user]\n\tname = Global Person\n\temail = global@example.com\n")
+    repo = make_git_repo(tmp_path / "repo")
+    subprocess.run(["git", "config", "--unset", "user.name"], cwd=repo, check=True)
+    subprocess.run(["git", "config", "--unset", "user.email"], cwd=repo, check=True)
+    git = Git(repo)
+    first = git.commit_tree(git.tree_of("main"), [], "one")
+    (home / ".gitconfig").write_text("[user]\n\tname = Agent\n\temail = agent@example.com\n", encoding="utf-8")
+    second = git.commit_tree(git.tree_of("main"), [], "two")
+    for commit in (first, second):
+        assert git.run("log", "-1", "--format=%an <%ae>|%cn", commit).stdout.strip() == (
+            "Global Person <global@example.com>|Global Person")

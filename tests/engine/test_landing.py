@@ -301,9 +301,9 @@ def test_commit_message_format_and_trailers() -> None:
     )
     message = commit_message(ticket, summary="Adds the form.\nValidates input.")
     assert message == (
-        "fix(auth): #AUTH-001 add login form\n"
+        "fix: #AUTH-001 add Login Form\n"
         "\n"
-        "Adds the form.\nValidates input.\n"
+        "    Adds the form.\n    Validates input.\n"
         "\n"
         "Docs:\n- docs/spec.md\n- docs/plan.md\n"
         "\n"
@@ -323,18 +323,18 @@ def test_commit_message_format_and_trailers() -> None:
     ],
 )
 def test_commit_types(ticket_type: str | None, prefix: str) -> None:
-    assert commit_message(make_ticket(type=ticket_type)).startswith(f"{prefix}(tkt): #TKT-001 ")
+    assert commit_message(make_ticket(type=ticket_type)).startswith(f"{prefix}: #TKT-001 ")
 
 
 def test_commit_scope_comes_from_the_component_key() -> None:
     ticket = make_ticket(component="Web UI\n(x)")
     assert commit_message(ticket).startswith("feat(web-ui-x): #TKT-001 ")
-    assert commit_message(make_ticket("lowercase_id")).startswith("feat(stream): #lowercase_id ")
+    assert commit_message(make_ticket("lowercase_id")).startswith("feat: #lowercase_id ")
 
 
 def test_with_summary_goes_before_the_trailers() -> None:
     message = with_summary(commit_message(make_ticket()), "did it\n---\nmore")
-    assert message.endswith("did it\n  ---\nmore\n\nCloses: #TKT-001\nSage-Ticket: TKT-001\n")
+    assert message.endswith("    did it\n    ---\n    more\n\nCloses: #TKT-001\nSage-Ticket: TKT-001\n")
 
 
 def test_hostile_title_and_summary_land_literally(git: Git, tmp_path: Path) -> None:
@@ -347,8 +347,8 @@ def test_hostile_title_and_summary_land_literally(git: Git, tmp_path: Path) -> N
     assert result.outcome == LANDED
     assert not witness.exists()
     subject = sh(git.repo, "log", "-1", "--format=%s", "main").strip()
-    expected = f"evil sage-ticket: other-9 closes: #1 $(touch {witness}) `touch {witness}`; rm -rf /"
-    assert subject == f"feat(tkt): #TKT-001 {expected}"
+    expected = f"evil Sage-Ticket: OTHER-9 Closes: #1 $(touch {witness}) `touch {witness}`; rm -rf /"
+    assert subject == f"feat: #TKT-001 {expected}"
     assert trailers(git, result.commit or "") == ["Closes: #TKT-001", "Sage-Ticket: TKT-001"]
     assert git.commits_with_trailer("main", "Sage-Ticket", "OTHER-8") == []
     assert git.commits_with_trailer("main", "Sage-Ticket", "OTHER-9") == []
@@ -371,3 +371,79 @@ def test_a_vanished_worktree_on_the_target_is_ignored(git: Git) -> None:
     result = land(git, make_ticket(), base, tip)
     assert result.outcome == LANDED
     assert result.brought_along is None
+
+
+SCISSORS = "# ------------------------ >8 ------------------------"
+
+
+def test_a_forged_trailer_and_scissors_in_a_summary_never_name_another_ticket(git: Git) -> None:
+    ticket = make_ticket("A-1")
+    base, tip = branch_work(git, "A-1", {"a.txt": "a\n"})
+    summary = f"did A\n\nSage-Ticket: B-1\n{SCISSORS}\nhidden"
+    result = land(git, ticket, base, tip, message=commit_message(ticket, summary=summary))
+    assert result.outcome == LANDED
+    assert git.trailer_values(result.commit or "", "Sage-Ticket") == ["A-1"]
+    assert git.commits_with_trailer("main", "Sage-Ticket", "B-1") == []
+    assert git.commits_with_trailer("main", "Sage-Ticket", "A-1") == [result.commit]
+    body = sh(git.repo, "log", "-1", "--format=%B", "main")
+    assert body.count("did A") == 1 and "hidden" in body
+    other = make_ticket("B-1", allow_empty=True)
+    assert land(git, other, base, base, allow_empty=True).outcome == LANDED  # B-1 had not landed
+
+
+def test_an_allow_empty_ticket_whose_summary_hides_its_trailer_never_lands_twice(git: Git) -> None:
+    ticket = make_ticket("E-1", allow_empty=True)
+    base = git.rev_parse("main") or ""
+    message = commit_message(ticket, summary=f"nothing to change\n{SCISSORS}\n")
+    assert land(git, ticket, base, base, message=message, allow_empty=True).outcome == LANDED
+    again = land(git, ticket, base, base, message=message, allow_empty=True)
+    assert again.outcome == ALREADY_LANDED
+    assert len(commits_since(git, base)) == 1
+
+
+@pytest.mark.parametrize(("title", "expected"), [
+    ("Document every_nth() in the API reference", "document every_nth() in the API reference"),
+    ("API: add a limit", "API: add a limit"),
+    ("README gets a section", "README gets a section"),
+    ("getUser returns None", "getUser returns None"),
+    ("Fix: Keep Capitals", "fix: Keep Capitals"),
+])
+def test_commit_titles_keep_the_words_as_written(title: str, expected: str) -> None:
+    assert commit_message(make_ticket(title=title)).splitlines()[0] == f"feat: #TKT-001 {expected}"
+
+
+def test_commit_scope_is_declared_never_guessed_from_the_id() -> None:
+    assert commit_message(make_ticket("OUT-001")).startswith("feat: #OUT-001 ")
+    assert commit_message(make_ticket("OUT-001", files=["src/api/*.py"])).startswith("feat(api): #OUT-001 ")
+    assert commit_message(make_ticket("OUT-001", files=["**/*.py", "docs/x.md"])).startswith("feat(docs): ")
+    assert commit_message(make_ticket("OUT-001", files=["setup.py"])).startswith("feat: #OUT-001 ")
+
+
+def add_links(git: Git, ticket_id: str, links: dict[str, str]) -> tuple[str, str]:
+    base = git.rev_parse("main") or ""
+    path = git.repo / ".sage" / "worktrees" / ticket_id
+    git.worktree_add(path, f"sage/{ticket_id}", base)
+    for name, target in links.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).symlink_to(target)
+    return base, git.snapshot(path, f"links of {ticket_id}")
+
+
+@pytest.mark.parametrize("links", [
+    {"here": ".", "secret": "here/../OUTSIDE"},
+    {"d/up": "..", "d/leak": "up/../etc/passwd"},
+    {"loop-a": "loop-b", "loop-b": "loop-a"},
+    {"self": "self/x"},
+    {"g": "G", "G": ".GIT/config"},
+])
+def test_symlinks_are_judged_by_where_their_chain_resolves(git: Git, links: dict[str, str]) -> None:
+    base, tip = add_links(git, "TKT-001", links)
+    result = land(git, make_ticket(), base, tip)
+    assert result.outcome == SCOPE_VIOLATION, result.message
+    assert commits_since(git, base) == []
+
+
+def test_a_chain_of_links_that_stays_inside_lands(git: Git) -> None:
+    base, tip = add_links(git, "TKT-001", {"here": ".", "readme": "here/README.md", "d/top": "..",
+                                           "d/again": "top/d/top/README.md"})
+    assert land(git, make_ticket(), base, tip).outcome == LANDED

@@ -365,3 +365,19 @@ def test_a_slot_whose_first_checkout_was_killed_is_filled_on_its_next_use(git: G
     assert (workspace.path / "README.md").read_text() == (git.repo / "README.md").read_text()
     assert git.current_branch(workspace.path) == "sage/TKT-001" and not (admin / "index.lock").exists()
     assert branches(git) == {"main", "sage/TKT-001"}  # the half-written files were no one's work
+
+
+@pytest.mark.parametrize("next_run", [False, True])
+def test_a_slot_whose_branch_was_deleted_is_repaired_and_its_work_kept(git: Git, spaces: TicketWorkspaces,
+                                                                       next_run: bool) -> None:
+    first = spaces.prepare("A-1", "main", slot=0)
+    (first.path / "left.txt").write_text("unfinished\n", encoding="utf-8")
+    sh(first.path, "update-ref", "-d", "refs/heads/sage/A-1")  # HEAD is unborn now
+    workspaces = TicketWorkspaces(git, spaces.root) if next_run else spaces
+    second = workspaces.prepare("B-1", "main", slot=0)
+    assert second.path == first.path
+    assert sh(second.path, "symbolic-ref", "HEAD").strip() == "refs/heads/sage/B-1"
+    assert git.is_clean(second.path, include_untracked=True)
+    kept = sh(git.repo, "show", "sage/slot-0-kept-1:left.txt")
+    assert kept == "unfinished\n"
+    assert sh(git.repo, "rev-parse", "sage/slot-0-kept-1^").strip() == first.base

@@ -131,6 +131,14 @@ def test_disk_full_during_an_index_write(small_disk: Path) -> None:
 
 
 @needs_root
+def test_disk_full_writing_a_commit_queue_entry(small_disk: Path) -> None:
+    # filled once the first ticket's work is committed on its branch: queuing it is what fails
+    state = full_disk_run(small_disk, "after_snapshot#1")
+    assert "could not write the commit-queue entry" in state["result"].stderr
+    assert "free some space" in state["result"].stderr
+
+
+@needs_root
 def test_disk_full_during_a_landing(small_disk: Path) -> None:
     # filled with the commit lock held, before merge-tree writes its objects
     full_disk_run(small_disk, "landing_locked#1")
