@@ -116,15 +116,19 @@ def stop_slot_strays(slot: Path, *, grace_s: float = 1.0) -> list[int]:
     (supervise.py) misses it, and its writes would land in the slot's next ticket. Stopped
     here: every process (but this one, its ancestors and descendants) whose `SAGE_WORKTREE`
     is the slot, or whose working directory or an open file is inside it - the slot is
-    sage's private directory, about to be reset. Call before the slot is reset for its
-    next ticket."""
+    sage's private directory, about to be reset. A process found only by its directory
+    or files is spared when it has a controlling terminal: that is a person's shell or
+    editor looking at the slot, not a daemon (which detaches from any terminal). Call
+    before the slot is reset for its next ticket."""
     inside = os.path.realpath(slot) + os.sep
     if not os.path.isdir(inside):
         return []
     found = {process.pid: process for process in processes_with_environment({"SAGE_WORKTREE": inside})}
     for pid in _working_in(inside):
         with contextlib.suppress(psutil.Error):
-            found.setdefault(pid, psutil.Process(pid))
+            process = psutil.Process(pid)
+            if pid not in found and not has_terminal(process):
+                found[pid] = process
     if not found:
         return []
     # this process, what runs it, and its own children (a git of another thread)
@@ -132,6 +136,19 @@ def stop_slot_strays(slot: Path, *, grace_s: float = 1.0) -> list[int]:
     strays = [process for pid, process in found.items() if pid not in spared and is_running(process)]
     terminate(strays, grace_s=grace_s)
     return sorted(process.pid for process in strays)
+
+
+def has_terminal(process: psutil.Process) -> bool:
+    """Whether `process` has a controlling terminal (tty_nr in /proc/PID/stat; psutil
+    elsewhere, which only knows the terminals it finds under /dev)."""
+    try:
+        with open(f"/proc/{process.pid}/stat", "rb") as handle:
+            after_name = handle.read().rsplit(b")", 1)[1].split()
+        return int(after_name[4]) != 0
+    except (OSError, IndexError, ValueError):
+        with contextlib.suppress(psutil.Error):
+            return process.terminal() is not None
+    return False
 
 
 def _ancestors() -> list[psutil.Process]:

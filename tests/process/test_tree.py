@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sage_stream.process.tree import is_running, stop_slot_strays
+from sage_stream.process.tree import has_terminal, is_running, stop_slot_strays
 
 SLEEPER = "import sys, time; handle = open(sys.argv[1], 'a') if len(sys.argv) > 1 else None; time.sleep(600)"
 
@@ -27,11 +27,11 @@ def started() -> Iterator[list[psutil.Process]]:
             process.kill()
 
 
-def start(started: list[psutil.Process], *, cwd: Path, env: dict[str, str], opened: Path | None = None
-          ) -> psutil.Process:
+def start(started: list[psutil.Process], *, cwd: Path, env: dict[str, str], opened: Path | None = None,
+          code: str = SLEEPER) -> psutil.Process:
     """A sleeper that is no descendant of ours (its launcher exits: init adopts it), as
     a daemon an agent double-forked is."""
-    argv = [sys.executable, "-c", SLEEPER, *([str(opened)] if opened else [])]
+    argv = [sys.executable, "-c", code, *([str(opened)] if opened else [])]
     clean = {key: value for key, value in os.environ.items() if not key.startswith("SAGE_")}
     launcher = ("import subprocess, sys\n"
                 f"process = subprocess.Popen({argv!r}, cwd={str(cwd)!r}, env={ {**clean, **env}!r}, "
@@ -66,3 +66,24 @@ def test_strays_working_in_a_slot_are_stopped_and_nothing_else(tmp_path: Path, s
 
 def test_a_slot_that_does_not_exist_has_no_strays(tmp_path: Path) -> None:
     assert stop_slot_strays(tmp_path / "worktrees" / "slot-9") == []
+
+
+# takes a terminal of its own as its controlling terminal, as a login shell has one
+WITH_TERMINAL = ("import fcntl, os, sys, termios, time; master, terminal = os.openpty(); "
+                 "fcntl.ioctl(terminal, termios.TIOCSCTTY, 0); open(sys.argv[1], 'w').close(); time.sleep(600)")
+
+
+def test_a_person_s_shell_in_a_slot_is_spared(tmp_path: Path, started) -> None:
+    """Someone looking at an agent's work from a terminal (cwd inside the slot) is not a
+    daemon: it keeps running; a detached process in the same place is stopped."""
+    slot = tmp_path / "worktrees" / "slot-0"
+    slot.mkdir(parents=True)
+    shell = start(started, cwd=slot, env={}, opened=tmp_path / "ready", code=WITH_TERMINAL)
+    daemon = start(started, cwd=slot, env={})
+    for _ in range(200):
+        if (tmp_path / "ready").exists():
+            break
+        time.sleep(0.05)
+    assert has_terminal(shell) and not has_terminal(daemon)
+    assert stop_slot_strays(slot, grace_s=2.0) == [daemon.pid]
+    assert is_running(shell)
