@@ -56,7 +56,8 @@ def synthetic_run(count: int, workers: int, *, seed: int = 1, chain: int = 6, ti
     for index, tid in enumerate(ids):  # dependencies come first in `ids`: a list schedule
         at, row = heapq.heappop(free)
         at = max([at] + [done[dep] for dep in deps[tid]])
-        end = _attempts(emit, tid, index, at, row, rng, titles.get(tid, f"Ticket {tid}"), summaries or {})
+        defer = index % chain == chain - 1 and (index // chain) % 3 == 1  # a chain's end: nothing waits on it
+        end = _attempts(emit, tid, index, at, row, rng, titles.get(tid, f"Ticket {tid}"), summaries or {}, defer)
         done[tid] = end
         last = max(last, end)
         heapq.heappush(free, (end, row))
@@ -75,7 +76,7 @@ def synthetic_run(count: int, workers: int, *, seed: int = 1, chain: int = 6, ti
 
 
 def _attempts(emit, tid: str, index: int, at: float, row: int, rng: random.Random, title: str,
-              summaries: dict[str, str]) -> float:
+              summaries: dict[str, str], defer: bool) -> float:
     attempt = 1
     while True:
         prepare, agent, checks = rng.uniform(0.2, 1.5), rng.uniform(20, 120), rng.uniform(2, 10)
@@ -99,7 +100,7 @@ def _attempts(emit, tid: str, index: int, at: float, row: int, rng: random.Rando
             now += checks
             emit(ev.TICKET_CHECKED, tid, now, passed=True, failed=[], turn=1, fix_turn_next=False,
                  duration_s=checks)
-        if index % chain == chain - 1 and (index // chain) % 3 == 1:
+        if defer:
             emit(ev.TICKET_DEFERRED, tid, now, category="checks_failed", message="tests still fail",
                  retryable=True, not_before=None)
             return now

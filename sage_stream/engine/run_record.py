@@ -432,16 +432,17 @@ class RunReport:
     atomically at most twice a second (it is a report: the index is what recovery
     trusts), and shown by the display, which decides nothing. The run's HTML page
     (`sage report`'s) is rewritten from the record too, less often: at least every
-    `page_interval_s` and at least 20 times as long as the last page took to render, so a
-    big run's page costs the loop at most ~5% of its time."""
+    `page_interval_s` and at least `page_cost_factor` (20) times as long as the last page
+    took to render, so a big run's page costs the loop at most ~5% of its time."""
 
     def __init__(self, sage_dir: Path, record: RunRecord, display: Any, *, min_interval_s: float = 0.5,
-                 page_interval_s: float = 2.0) -> None:
+                 page_interval_s: float = 2.0, page_cost_factor: float = 20.0) -> None:
         self.sage_dir = sage_dir
         self.record = record
         self.display = display
         self.min_interval_s = min_interval_s
         self.page_interval_s = page_interval_s
+        self.page_cost_factor = page_cost_factor
         self._saved_at = 0.0
         self._pending = False
         self._page_at = -math.inf
@@ -501,7 +502,7 @@ class RunReport:
         return None
 
     def _page_due(self, now: float) -> bool:
-        return now - self._page_at >= max(self.page_interval_s, 20 * self._page_cost_s)
+        return now - self._page_at >= max(self.page_interval_s, self.page_cost_factor * self._page_cost_s)
 
     def _write_page(self, *, force: bool) -> None:
         started = time.monotonic()

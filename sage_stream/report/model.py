@@ -134,7 +134,7 @@ def build_report(record: Json, *, live: bool = False) -> ReportModel:
     t0 = min([started or math.inf] + [start for item in attempts if (start := _num(item.get("start"))) is not None])
     t0 = None if t0 == math.inf else t0
     now = _last_time(record, attempts)
-    rel = (lambda epoch: (epoch - t0) if epoch is not None and t0 is not None else 0.0)
+    rel = (lambda epoch: round(epoch - t0, 2) if epoch is not None and t0 is not None else 0.0)
     plan = record.get("plan") if isinstance(record.get("plan"), dict) else {}
     planned = plan.get("tickets") if isinstance(plan.get("tickets"), dict) else {}
     bars = [_bar(item, rel, now, planned) for item in attempts]

@@ -158,8 +158,9 @@ def _mark_svg(mark: Mark, x: Scale, height: float) -> str:
 
 
 def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence[str]],
-              critical: Sequence[str]) -> str:
-    """`nodes`: (id, title, state) in index order; `deps`: id -> its dependencies."""
+              critical: Sequence[str], *, standalone: bool = False) -> str:
+    """`nodes`: (id, title, state) in index order; `deps`: id -> its dependencies.
+    `standalone`: an .svg file of its own, carrying its style (a page has it once)."""
     placed = layered_layout([node for node, _, _ in nodes], deps)
     on_path = set(critical)
     path_edges = set(zip(critical, critical[1:]))
@@ -170,6 +171,8 @@ def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence
           for node, spot in placed.items()}
     out = [f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">']
+    if standalone:
+        out.append(f"<style>{svg_style()}</style>")
     edges = [(dep, node) for node, _, _ in nodes for dep in deps.get(node, ()) if dep in at]
     for dep, node in sorted(edges, key=lambda edge: edge in path_edges):
         (x1, y1), (x2, y2) = at[dep], at[node]
