@@ -24,6 +24,8 @@ h1{font-size:20px;margin:0 0 4px} h2{font-size:15px;margin:22px 0 6px}
 .totals div{border:1px solid #dde1e6;border-radius:6px;padding:6px 10px;min-width:110px}
 .totals b{display:block;font-size:16px}
 .scroll{overflow:auto;border:1px solid #dde1e6;border-radius:6px;max-height:640px}
+.below{content-visibility:auto;contain-intrinsic-size:auto 640px}
+.dot{display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:5px}
 .legend span{display:inline-block;margin-right:12px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-2px;border-radius:2px}
 #details{white-space:pre-wrap;font:12px/1.4 ui-monospace,monospace;background:#f3f5f7;border-radius:6px;
@@ -69,8 +71,8 @@ def report_html(model: ReportModel) -> str:
             "<h2>Timeline</h2>", _legend(), f'<div class="scroll" id="timeline-box">{timeline_svg(model)}</div>',
             '<div id="details">click a bar, a ticket or a mark for its details</div>',
             "<h2>Dependency graph</h2>", _graph_legend(),
-            f'<div class="scroll">{run_graph_svg(model)}</div>',
-            "<h2>Tickets</h2>", f'<div class="scroll">{_ticket_table(model.tickets)}</div>']
+            f'<div class="scroll below">{run_graph_svg(model)}</div>',
+            "<h2>Tickets</h2>", f'<div class="scroll below">{_ticket_table(model.tickets)}</div>']
     return _page(f"sage run {model.run_id}", "".join(body), reload_s=LIVE_RELOAD_S if model.live else None)
 
 
@@ -132,8 +134,7 @@ def _ticket_table(rows: list[TicketRow]) -> str:
         cells = [
             (row.id, f'<td>{esc(row.id)}{" ★" if row.critical else ""}</td>'),
             (None, f"<td>{esc(row.title)}</td>"),
-            (None, f'<td><svg class="dot" width="9" height="9"><circle class="{state_class(row.outcome)}" cx="4.5" '
-                   f'cy="4.5" r="4.5"/></svg> {esc(row.outcome)}</td>'),
+            (None, f'<td><i class="dot {state_class(row.outcome)}"></i>{esc(row.outcome)}</td>'),
             (None, _num_cell(row.attempts, str(row.attempts))),
             (None, _num_cell(row.wall_s, seconds_text(row.wall_s))),
             *((None, _num_cell(row.seconds.get(p), seconds_text(row.seconds.get(p)))) for p in PHASES),

@@ -115,7 +115,8 @@ def state_class(state: str) -> str:
 
 def svg_style() -> str:
     """The CSS the SVG elements use (the page inlines it once rather than per element)."""
-    states = "".join(f".{state_class(state)}{{fill:{paint}}}" for state, paint in COLOURS.items())
+    states = "".join(f".{state_class(state)}{{fill:{paint}}}.dot.{state_class(state)}{{background:{paint}}}"
+                     for state, paint in COLOURS.items())
     phases = "".join(f".{phase}{{fill-opacity:{opacity}}}" for phase, opacity in PHASE_OPACITY.items())
     return (f"{states}.o-other{{fill:#9aa3ad}}{phases}.bar .whole{{fill-opacity:.15}}"
             ".bar .edge{fill:none;stroke:#fff;stroke-width:.6}.bar.crit .edge{stroke:#111;stroke-width:2}"
