@@ -48,7 +48,7 @@ def synthetic_run(count: int, workers: int, *, seed: int = 1, chain: int = 6, ti
     meta = {tid: {"title": titles.get(tid, f"Ticket {tid}"), "estimate": 1.0, "deps": deps[tid]} for tid in ids}
     emit(ev.RUN_STARTED, None, 0.0, run_id=run_id, target="main", workers=workers, workers_reason="test",
          schedule="critical-path", agent="exec", tickets=meta, ready=[t for t in ids if not deps[t]],
-         predicted_makespan_minutes=count * 1.1 / workers)
+         predicted_makespan_minutes=count * 1.25 / workers)
     done: dict[str, float] = {}
     free = [(0.0, row) for row in range(workers)]
     heapq.heapify(free)

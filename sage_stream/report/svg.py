@@ -132,8 +132,9 @@ def _bar_svg(bar: Bar, x: Scale, y: float) -> str:
     box = f'y="{top:.0f}" height="{BAR_H}"'
     parts = [f'<g class="bar {state_class(bar.outcome)}{flags}" data-ticket="{esc(bar.ticket)}" '
              f'data-worker="{bar.row}" data-start="{bar.start:.2f}" data-outcome="{esc(bar.outcome)}">'
-             f'<title>{esc(bar_tip(bar))}</title>'
-             f'<rect class="whole" x="{left:.1f}" {box} width="{max(right - left, 1.5):.1f}"/>']
+             f'<title>{esc(bar_tip(bar))}</title>']
+    if not bar.phases:  # a record from before phases were recorded: the attempt as one piece
+        parts.append(f'<rect class="whole" x="{left:.1f}" {box} width="{max(right - left, 1.5):.1f}"/>')
     for phase in bar.phases:
         pl, pr = x(phase.start), x(max(phase.end, phase.start))
         name = phase.phase if phase.phase in PHASE_OPACITY else "other"
@@ -153,8 +154,9 @@ def _mark_svg(mark: Mark, x: Scale, height: float) -> str:
         width = max(x(mark.end) - left, 2)
         return (f'<g class="mark pause">{tip}<rect x="{left:.1f}" y="{AXIS_H}" width="{width:.1f}" '
                 f'height="{height - AXIS_H}" fill="{paint}" fill-opacity="0.35"/></g>')
+    weight = 'stroke-width="1.5"' if mark.kind == "halt" else 'stroke-width="1" stroke-opacity="0.45"'
     return (f'<g class="mark {esc(mark.kind)}">{tip}<line x1="{left:.1f}" y1="{AXIS_H - 4}" x2="{left:.1f}" '
-            f'y2="{height}" stroke="{paint}" stroke-width="1.5"/><path d="M{left - 5:.1f},{AXIS_H - 9} '
+            f'y2="{height}" stroke="{paint}" {weight}/><path d="M{left - 5:.1f},{AXIS_H - 9} '
             f'L{left + 5:.1f},{AXIS_H - 9} L{left:.1f},{AXIS_H - 1} Z" fill="{paint}"/></g>')
 
 
