@@ -46,7 +46,8 @@ document.addEventListener('click',function(e){
   if(th){var table=th.closest('table'),body=table.tBodies[0],i=th.cellIndex,
     up=th.dataset.dir!=='up';th.dataset.dir=up?'up':'down';
     var rows=Array.prototype.slice.call(body.rows);
-    rows.sort(function(a,b){var x=a.cells[i].dataset.v||a.cells[i].textContent,y=b.cells[i].dataset.v||b.cells[i].textContent;
+    var key=function(row){var cell=row.cells[i];return cell.dataset.v||cell.textContent;};
+    rows.sort(function(a,b){var x=key(a),y=key(b);
       var nx=parseFloat(x),ny=parseFloat(y);var c=(!isNaN(nx)&&!isNaN(ny))?nx-ny:String(x).localeCompare(String(y));
       return up?c:-c;});
     rows.forEach(function(r){body.appendChild(r);});}

@@ -190,6 +190,7 @@ def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence
         label = node if len(node) <= 18 else node[:17] + "…"
         out.append(f'<g class="node {state_class(state)}{crit}" data-ticket="{esc(node)}" data-state="{esc(state)}">'
                    f'<title>{esc(node)} ({esc(state)}): {esc(title)}</title><rect x="{nx}" y="{ny}" '
-                   f'width="{NODE_W}" height="{NODE_H}" rx="4"/><text x="{nx + 5}" y="{ny + 14}">{esc(label)}</text></g>')
+                   f'width="{NODE_W}" height="{NODE_H}" rx="4"/><text x="{nx + 5}" y="{ny + 14}">{esc(label)}</text>'
+                   "</g>")
     out.append("</svg>")
     return "".join(out)

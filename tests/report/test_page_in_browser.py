@@ -91,3 +91,19 @@ def test_the_backlog_graph_page_renders_every_ticket_by_state(tmp_path):
     assert drawn == {"A-1": "completed", "A-2": "in_progress", "A-3": "unprocessed"}
     assert len(dom.having("path", "crit")) == 2
     assert len(dom.having("script")) == 1
+
+
+def test_a_click_on_a_column_sorts_the_tickets_and_a_click_on_a_bar_shows_its_details(tmp_path):
+    run = synthetic_run(12, 3)
+    model = build_report(run.record.to_json())
+    clicks = ("<script>document.querySelectorAll('#tickets th')[4].click();"
+              "document.querySelector('.bar[data-ticket=\"T-0005\"] rect').dispatchEvent("
+              "new MouseEvent('click', {bubbles: true}));</script>")
+    page = tmp_path / "clicked.html"
+    page.write_text(report_html(model).replace("</body>", clicks + "</body>"), encoding="utf-8")
+    dom = DomElements(dump_dom(page))
+    shown = [row.attrs["data-ticket"] for row in dom.having("tr") if "data-ticket" in row.attrs]
+    by_wall = [row.id for row in sorted(model.tickets, key=lambda row: row.wall_s)]
+    assert shown == by_wall  # shortest first
+    [details] = [e for e in dom.elements if e.attrs.get("id") == "details"]
+    assert "".join(details.text).startswith("T-0005 attempt 1: landed")
