@@ -4,7 +4,8 @@ writes). Used by the report's tests and by bench/bench_report.py.
 
 Tickets form chains (each depends on the one before in its chain, and every 7th also on a
 ticket of the previous chain), durations are drawn from a seeded random generator, and a
-greedy list schedule places them on workers. Every 9th ticket gets a fix turn, every 29th
+greedy list schedule places them on workers (the free worker takes
+the ticket that can start soonest). Every 9th ticket gets a fix turn, every 29th
 a conflict rerun, some chain ends are deferred; one rate-limit pause and one halt are marked.
 """
 
@@ -53,9 +54,13 @@ def synthetic_run(count: int, workers: int, *, seed: int = 1, chain: int = 6, ti
     free = [(0.0, row) for row in range(workers)]
     heapq.heapify(free)
     last = 0.0
-    for index, tid in enumerate(ids):  # dependencies come first in `ids`: a list schedule
+    pending = list(enumerate(ids))  # dependencies come first in `ids`
+    while pending:  # a greedy list schedule: the free worker takes what can start soonest
         at, row = heapq.heappop(free)
-        at = max([at] + [done[dep] for dep in deps[tid]])
+        startable = [(max([at] + [done[dep] for dep in deps[tid]]), position)
+                     for position, (index, tid) in enumerate(pending[:200]) if all(dep in done for dep in deps[tid])]
+        at, position = min(startable)
+        index, tid = pending.pop(position)
         defer = index % chain == chain - 1 and (index // chain) % 3 == 1  # a chain's end: nothing waits on it
         end = _attempts(emit, tid, index, at, row, rng, titles.get(tid, f"Ticket {tid}"), summaries or {}, defer)
         done[tid] = end
