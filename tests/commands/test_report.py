@@ -9,7 +9,7 @@ import pytest
 
 from bench.synthetic_run import synthetic_run
 from sage_stream.cli import run
-from sage_stream.engine.run_record import write_run
+from sage_stream.engine.run_record import record_from_events, write_run
 
 
 @pytest.fixture
@@ -83,3 +83,18 @@ def test_graph_draws_the_whole_backlog_as_svg_or_a_page(sage_dir, capsys):
     assert svg.count("edge-line crit") == 1  # the critical path of what is left: G-2 -> G-3
     assert sage(sage_dir, "graph", "--format", "html") == 0
     assert capsys.readouterr().out.startswith("<!DOCTYPE html>")
+
+
+def test_a_run_killed_mid_way_reports_what_happened_without_reloading(sage_dir, capsys):
+    killed = synthetic_run(12, 3, finished=False)
+    cut = [event for event in killed.events if event.time < killed.events[len(killed.events) // 2].time]
+    record = record_from_events("20261202T000000Z-dddddd", cut)
+    assert record.status == "running" and record.pid is None  # its process is gone: not alive
+    write_run(sage_dir, record)
+    assert sage(sage_dir, "report") == 0
+    page = Path(capsys.readouterr().out.strip()).read_text()
+    assert "http-equiv" not in page and 'class="bar o-running open"' in page
+    assert sage(sage_dir, "report", "--format", "json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [bar["ticket"] for bar in data["bars"] if bar["open"]]
+    assert all(bar["end"] <= data["totals"]["makespan_s"] for bar in data["bars"])

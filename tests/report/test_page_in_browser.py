@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from bench.synthetic_run import synthetic_run, ticket_ids
 from browser import DomElements, dump_dom, png_colours, screenshot
 from sage_stream.engine import events as ev
@@ -20,22 +22,23 @@ def write_page(tmp_path: Path, record_json: dict, name: str = "run.html") -> Pat
     return page
 
 
-def test_every_ticket_one_lane_per_worker_and_bars_in_event_order(tmp_path):
-    run = synthetic_run(40, 4)
+@pytest.mark.parametrize("tickets, workers", [(12, 3), (300, 6)])
+def test_every_ticket_one_lane_per_worker_and_bars_in_event_order(tmp_path, tickets, workers):
+    run = synthetic_run(tickets, workers)
     page = write_page(tmp_path, run.record.to_json())
     dom = DomElements(dump_dom(page))
 
-    assert [lane.attrs["data-worker"] for lane in dom.having("g", "lane")] == ["0", "1", "2", "3"]
+    assert [lane.attrs["data-worker"] for lane in dom.having("g", "lane")] == [str(n) for n in range(workers)]
     table_rows = {row.attrs["data-ticket"] for row in dom.having("tr") if "data-ticket" in row.attrs}
     graph_nodes = {node.attrs["data-ticket"] for node in dom.having("g", "node")}
-    assert table_rows == graph_nodes == set(ticket_ids(40))
+    assert table_rows == graph_nodes == set(ticket_ids(tickets))
     # per worker, the bars' left-to-right order is the order the events started them in
     started = defaultdict(list)
     for event in run.events:
         if event.kind == ev.TICKET_STARTED:
             started[str(event.data["row"])].append(event.ticket)
     bars = dom.having("g", "bar")
-    assert {bar.attrs["data-ticket"] for bar in bars} == set(ticket_ids(40))
+    assert {bar.attrs["data-ticket"] for bar in bars} == set(ticket_ids(tickets))
     for worker, tickets in started.items():
         on_lane = sorted((float(bar.attrs["data-start"]), bar.attrs["data-ticket"]) for bar in bars
                          if bar.attrs["data-worker"] == worker)
