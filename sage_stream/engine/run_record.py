@@ -45,8 +45,6 @@ from sage_stream.engine import events as ev
 from sage_stream.engine.outcomes import run_exit_code
 from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.run_timeline import RunTimeline
-from sage_stream.report.html import report_html
-from sage_stream.report.model import build_report
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.text import epoch_of, iso_utc
@@ -320,6 +318,8 @@ def run_page_path(sage_dir: Path, run_id: str) -> Path:
 
 def write_run_page(sage_dir: Path, record: RunRecord, *, live: bool) -> Path:
     """The run's page, written atomically; `live`: it reloads itself every few seconds."""
+    from sage_stream.report.html import report_html  # here: `sage status` reads records without it
+    from sage_stream.report.model import build_report
     path = run_page_path(sage_dir, record.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, report_html(build_report(record.to_json(), live=live)).encode("utf-8"))

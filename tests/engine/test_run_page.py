@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sage_stream.engine import events as ev
-from sage_stream.engine import run_record
 from sage_stream.engine.run_record import RunRecord, RunReport, run_page_path
+from sage_stream.report import html as report_html_module
 
 
 class Shown:
@@ -57,7 +57,7 @@ def test_the_page_is_throttled_and_a_held_back_page_is_written_when_the_loop_is_
 def test_a_page_that_cannot_be_drawn_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("renderer bug")
-    monkeypatch.setattr(run_record, "report_html", broken)
+    monkeypatch.setattr(report_html_module, "report_html", broken)
     run, shown = report(tmp_path, page_interval_s=0)
     run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets={})
     run.emit(ev.TICKET_STARTED, "A", row=0, attempt=1)
