@@ -18,8 +18,6 @@ import click
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import analyze
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
-from sage_stream.report.html import graph_html
-from sage_stream.report.svg import graph_svg
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import resolve_index_path
 
@@ -97,11 +95,13 @@ def _drawn(view: GraphView) -> tuple[list[tuple[str, str, str]], dict[str, list[
 
 
 def svg(view: GraphView) -> str:
+    from sage_stream.report.svg import graph_svg  # imported only for these two formats
     nodes, deps = _drawn(view)
     return graph_svg(nodes, deps, view.critical_path, standalone=True)
 
 
 def html_page(view: GraphView) -> str:
+    from sage_stream.report.html import graph_html
     nodes, deps = _drawn(view)
     return graph_html(nodes, deps, view.critical_path, title="sage graph: the backlog")
 
