@@ -98,3 +98,12 @@ def test_a_run_killed_mid_way_reports_what_happened_without_reloading(sage_dir, 
     data = json.loads(capsys.readouterr().out)
     assert [bar["ticket"] for bar in data["bars"] if bar["open"]]
     assert all(bar["end"] <= data["totals"]["makespan_s"] for bar in data["bars"])
+
+
+def test_open_shows_the_written_page_in_a_browser(sage_dir, capsys, monkeypatch, tmp_path):
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    write_run(sage_dir, synthetic_run(3, 1).record)
+    target = tmp_path / "r.html"
+    assert sage(sage_dir, "report", "-o", str(target), "--open") == 0
+    assert opened == [target.resolve().as_uri()] and target.read_text().startswith("<!DOCTYPE html>")
