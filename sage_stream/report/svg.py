@@ -24,6 +24,7 @@ MARK_COLOURS = {"pause": "#f5d76e", "conflict": "#f0a030", "rerun": "#f0a030", "
 Scale = Callable[[float], float]  # seconds since the start -> x in pixels
 LANE_H, BAR_H, LABEL_W, AXIS_H = 26, 18, 56, 28
 NODE_W, NODE_H, COLUMN_GAP, ROW_GAP = 118, 20, 44, 6
+TITLED_NODES, TITLED_NODE_W = 80, 230  # a graph this small has room for titles in its nodes
 
 
 def esc(text: object) -> str:
@@ -169,8 +170,9 @@ def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence
     path_edges = set(zip(critical, critical[1:]))
     columns = max((spot.column for spot in placed.values()), default=0) + 1
     rows = max((spot.row for spot in placed.values()), default=0) + 1
-    width, height = columns * (NODE_W + COLUMN_GAP) + 10, rows * (NODE_H + ROW_GAP) + 10
-    at = {node: (5 + spot.column * (NODE_W + COLUMN_GAP), 5 + spot.row * (NODE_H + ROW_GAP))
+    node_w = TITLED_NODE_W if len(nodes) <= TITLED_NODES else NODE_W
+    width, height = columns * (node_w + COLUMN_GAP) + 10, rows * (NODE_H + ROW_GAP) + 10
+    at = {node: (5 + spot.column * (node_w + COLUMN_GAP), 5 + spot.row * (NODE_H + ROW_GAP))
           for node, spot in placed.items()}
     out = [f'<svg id="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">']
@@ -179,7 +181,7 @@ def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence
     edges = [(dep, node) for node, _, _ in nodes for dep in deps.get(node, ()) if dep in at]
     for dep, node in sorted(edges, key=lambda edge: edge in path_edges):
         (x1, y1), (x2, y2) = at[dep], at[node]
-        x1, y1, y2 = x1 + NODE_W, y1 + NODE_H / 2, y2 + NODE_H / 2
+        x1, y1, y2 = x1 + node_w, y1 + NODE_H / 2, y2 + NODE_H / 2
         bend = max((x2 - x1) / 2, 12)
         crit = " crit" if (dep, node) in path_edges else ""
         out.append(f'<path class="edge-line{crit}" d="M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} '
@@ -187,10 +189,12 @@ def graph_svg(nodes: Sequence[tuple[str, str, str]], deps: Mapping[str, Sequence
     for node, title, state in nodes:
         nx, ny = at[node]
         crit = " crit" if node in on_path else ""
-        label = node if len(node) <= 18 else node[:17] + "…"
+        label = f"{node} {title}" if node_w == TITLED_NODE_W and title else node
+        room = node_w // 6 - 2  # characters at font-size 10
+        label = label if len(label) <= room else label[:room - 1] + "…"
         out.append(f'<g class="node {state_class(state)}{crit}" data-ticket="{esc(node)}" data-state="{esc(state)}">'
                    f'<title>{esc(node)} ({esc(state)}): {esc(title)}</title><rect x="{nx}" y="{ny}" '
-                   f'width="{NODE_W}" height="{NODE_H}" rx="4"/><text x="{nx + 5}" y="{ny + 14}">{esc(label)}</text>'
+                   f'width="{node_w}" height="{NODE_H}" rx="4"/><text x="{nx + 5}" y="{ny + 14}">{esc(label)}</text>'
                    "</g>")
     out.append("</svg>")
     return "".join(out)
