@@ -25,7 +25,9 @@ file); only a file that is not a JSON object at all is an error, naming the file
     }
 
 A ticket's outcome "queued" means its agent finished and it waits in the commit queue
-to land; tickets the run has not started yet are not listed.
+to land; tickets the run has not started yet are not listed. Beside them, `plan`,
+`attempts` (each with its phases), `marks` and `updated` hold the run's timeline, which
+`sage report` draws (engine/run_timeline.py documents them); a record without them reads.
 """
 
 from __future__ import annotations
