@@ -24,11 +24,12 @@ COMMANDS = {
     "tickets": "List tickets.",
     "show": "Show one ticket.",
     "ready": "Show what would start next, in order, and why blocked tickets wait.",
-    "graph": "Print the dependency graph (mermaid, dot or json).",
+    "graph": "Print the dependency graph (mermaid, dot, json, svg or html).",
     "plan": "Predict the makespan for 1..8 workers.",
     "init": "Create .sage/ with an empty index and a config file.",
     "stream": "Run ready tickets with sub-agents in parallel worktrees and land them.",
     "status": "Show the current or last run.",
+    "report": "A run as one page: timeline, graph, tickets and totals (html, json or text).",
     "retry": "Put a DEFERRED ticket back in the queue.",
     "demo": "Drain the built-in example backlog in a throwaway repository.",
 }

@@ -14,7 +14,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sage_stream"
 
-LOWER = ("process", "tickets", "graph", "git", "durable", "faults", "findings", "text", "paths", "errors")
+LOWER = ("process", "tickets", "graph", "git", "durable", "faults", "findings", "text", "paths", "errors",
+         "report")  # report: drawn from a run record's JSON, so the engine can write its live page
 
 # module (or package) -> what it must never import
 FORBIDDEN: dict[str, tuple[str, ...]] = {

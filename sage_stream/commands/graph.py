@@ -21,7 +21,7 @@ from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import resolve_index_path
 
-FORMATS = ("mermaid", "dot", "json")
+FORMATS = ("mermaid", "dot", "json", "svg", "html")
 
 # mermaid: one class per unfinished-or-done state; a critical node gets `critical` instead
 MERMAID_CLASSES = {
@@ -72,14 +72,38 @@ class GraphView:
 @click.option("--index", "index_path", type=click.Path(dir_okay=False), default=None,
               help="The ticket index (default: .sage/tickets/index.json here or above).")
 def command(output_format: str, index_path: str | None) -> int:
-    """Print the dependency graph (mermaid, dot or json)."""
-    render: Callable[[GraphView], str] = {"mermaid": mermaid, "dot": dot, "json": as_json}[output_format]
+    """Print the dependency graph (mermaid, dot, json, svg or a self-contained html page)."""
+    render: Callable[[GraphView], str] = {"mermaid": mermaid, "dot": dot, "json": as_json, "svg": svg,
+                                          "html": html_page}[output_format]
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
         loaded, graph = read_sound_index(resolve_index_path(index_path))
         output = render(GraphView(loaded.tickets, graph))
     click.echo(output)
     return EXIT_OK
 
+
+
+# ---------------------------------------------------------------- svg and html (sage report's renderer)
+
+
+def _drawn(view: GraphView) -> tuple[list[tuple[str, str, str]], dict[str, list[str]]]:
+    nodes = [(ticket.id, ticket.title, ticket.state.value.lower()) for ticket in view.tickets]
+    deps: dict[str, list[str]] = {}
+    for dependency, dependent in view.edges:
+        deps.setdefault(dependent, []).append(dependency)
+    return nodes, deps
+
+
+def svg(view: GraphView) -> str:
+    from sage_stream.report.svg import graph_svg  # imported only for these two formats
+    nodes, deps = _drawn(view)
+    return graph_svg(nodes, deps, view.critical_path, standalone=True)
+
+
+def html_page(view: GraphView) -> str:
+    from sage_stream.report.html import graph_html
+    nodes, deps = _drawn(view)
+    return graph_html(nodes, deps, view.critical_path, title="sage graph: the backlog")
 
 
 # ---------------------------------------------------------------- mermaid

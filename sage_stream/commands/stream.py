@@ -91,8 +91,8 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             _say_what_the_agent_lacks(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
-            tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
-                            for tid in plan.pending()}
+            tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
+                                  "deps": list(plan.tickets[tid].dependencies)} for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
             return run.execute(plan, tickets_meta, ready, predicted)
         finally:

@@ -155,7 +155,12 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'), LINE_WIDTH)} "
             f"workers ({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
             f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "
-            f"agent {one_line(data.get('agent'), 40)}{predicted}")
+            f"agent {one_line(data.get('agent'), 40)}{predicted}{_page_text(data)}")
+
+
+def _page_text(data: dict[str, Any]) -> str:
+    """Where the run's HTML page is (a browser tab on it is a live dashboard)."""
+    return f"; live report {one_line(data.get('report_path'), LINE_WIDTH)}" if data.get("report_path") else ""
 
 
 def _describe_agent_finished(ticket: str, data: dict[str, Any]) -> str:
@@ -217,7 +222,7 @@ def _describe_run_finished(data: dict[str, Any]) -> str:
     cost_text = f", ${cost:.2f} spent" if cost else ""
     stopped = f"; {one_line(data.get('stopped'), LINE_WIDTH)}" if data.get("stopped") else ""
     return (f"finished: {', '.join(parts)} in {format_duration(_number(data.get('duration_s')))}{cost_text} "
-            f"({exit_text}){stopped}{summary}")
+            f"({exit_text}){stopped}{summary}{_page_text(data).replace('live report', 'report')}")
 
 
 # ---------------------------------------------------------------- plain and json
@@ -291,6 +296,7 @@ class RunView:
     target: str = ""
     workers: int = 0
     workers_reason: str = ""
+    report_path: str = ""
     estimates: dict[str, float] = field(default_factory=dict)
     titles: dict[str, str] = field(default_factory=dict)
     active: dict[str, ActiveTicket] = field(default_factory=dict)
@@ -375,6 +381,7 @@ def _on_run_started(view: RunView, event: ev.Event) -> None:
     view.target = one_line(data.get("target"), 80)
     view.workers = _count(data.get("workers"))
     view.workers_reason = one_line(data.get("workers_reason"), LINE_WIDTH)
+    view.report_path = one_line(data.get("report_path") or "", LINE_WIDTH)
     tickets = data.get("tickets")
     for ticket, info in (tickets.items() if isinstance(tickets, dict) else ()):
         info = info if isinstance(info, dict) else {}
@@ -592,7 +599,8 @@ class LiveDisplay:
     def _header(view: RunView) -> str:
         target = f" onto {view.target}" if view.target else ""
         reason = f" ({view.workers_reason})" if view.workers_reason else ""
-        return f"sage stream {view.run_id}{target}: {view.workers} workers{reason}"
+        page = f" · report {view.report_path}" if view.report_path else ""
+        return f"sage stream {view.run_id}{target}: {view.workers} workers{reason}{page}"
 
     @staticmethod
     def _totals(view: RunView, now: float) -> str:

@@ -6,18 +6,19 @@ object with `--json` (see `as_json`), so the field names below are a public cont
 kind               data keys
 -----------------  -------------------------------------------------------------------
 run_started        run_id, target, workers, workers_reason, schedule, agent,
-                   tickets: {id: {title, estimate}} (every ticket this run may start),
+                   tickets: {id: {title, estimate, deps}} (every ticket this run may start),
                    ready (ids ready now, in order), predicted_makespan_minutes
 ticket_started     title, row (0-based worker row, < workers), slot (its worktree slot:
                    .sage/worktrees/slot-<slot>, <= workers: one spare, as a ticket that
                    unblocks nothing frees its worker before it lands), attempt, branch,
                    worktree, log, continues (the dependency whose agent session it
-                   continues, or null)
+                   continues, or null), prepare_s (seconds from dispatch to its
+                   worktree being ready)
 agent_output       line (the agent's latest non-empty output line; throttled)
 agent_finished     outcome (exited|timeout|idle_timeout|cancelled|failed_to_start),
                    returncode, duration_s, success, summary, turn (0 = the ticket's
-                   first turn, n = the n-th fix turn), cost_usd, session_id, error_kind
-                   (one per agent turn; cost and session may be null)
+                   first turn, n = the n-th fix turn), cost_usd, session_id, error_kind,
+                   tokens (one per agent turn; cost, session and tokens may be null)
 ticket_checking    checks (names), turn (the agent turn being checked)
 ticket_checked     passed, failed (names of failing checks), turn, fix_turn_next
                    (bool: the agent gets another turn), duration_s
@@ -30,8 +31,10 @@ ticket_stopped     message, branch (Ctrl-C / SIGTERM stopped its agent: UNPROCES
                    its work kept on `branch`)
 dispatch_paused    reason, until (epoch seconds or null)
 dispatch_resumed   workers, reason (a pause ended, or a worker was given back)
-message            level (info|warning|error), text
+message            level (info|warning|error), text, halt (only when the run stops
+                   starting tickets: why)
 run_finished       completed, deferred, interrupted, remaining, exit_code, duration_s, summary_path,
+                   report_path (the run's HTML page; also in run_started),
                    total_cost_usd, stopped (why the run stopped starting tickets, or null)
 """
 

@@ -25,7 +25,9 @@ file); only a file that is not a JSON object at all is an error, naming the file
     }
 
 A ticket's outcome "queued" means its agent finished and it waits in the commit queue
-to land; tickets the run has not started yet are not listed.
+to land; tickets the run has not started yet are not listed. Beside them, `plan`,
+`attempts` (each with its phases), `marks` and `updated` hold the run's timeline, which
+`sage report` draws (engine/run_timeline.py documents them); a record without them reads.
 """
 
 from __future__ import annotations
@@ -40,10 +42,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from sage_stream.durable import TEMP_PREFIX, write_json_atomic
+from sage_stream.durable import TEMP_PREFIX, write_atomic, write_json_atomic
 from sage_stream.engine import events as ev
 from sage_stream.engine.outcomes import run_exit_code
 from sage_stream.engine.run_lock import is_alive, process_identity
+from sage_stream.engine.run_timeline import RunTimeline
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.text import epoch_of, iso_utc
@@ -115,6 +118,7 @@ class RunRecord:
     exit_code: int | None = None
     tickets: dict[str, TicketRecord] = field(default_factory=dict)
     total_cost_usd: float | None = None
+    timeline: RunTimeline = field(default_factory=RunTimeline)  # plan, attempts, marks, updated
 
     @classmethod
     def for_this_process(cls, run_id: str, *, started: str | None = None) -> RunRecord:
@@ -128,6 +132,8 @@ class RunRecord:
         for item in fields(self):
             data[item.name] = getattr(self, item.name)
         data["tickets"] = {ticket_id: record.to_json() for ticket_id, record in self.tickets.items()}
+        del data["timeline"]
+        data.update(self.timeline.to_json())
         return data
 
     @classmethod
@@ -159,6 +165,7 @@ class RunRecord:
             exit_code=_integer(data.get("exit_code")),
             tickets=tickets,
             total_cost_usd=_real(data.get("total_cost_usd")),
+            timeline=RunTimeline.from_json(data),
         )
 
     def apply(self, event: ev.Event) -> None:
@@ -166,6 +173,7 @@ class RunRecord:
         handler = _RECORD_UPDATES.get(event.kind)
         if handler is not None:
             handler(self, event)
+        self.timeline.apply(event)
 
     def ticket(self, ticket_id: str) -> TicketRecord:
         record = self.tickets.get(ticket_id)
@@ -283,6 +291,10 @@ _RECORD_UPDATES = {
 }
 
 
+# what the timeline folds that the ticket records do not: worth a write of the record too
+_TIMELINE_ONLY = frozenset({ev.TICKET_CHECKING, ev.TICKET_CHECKED, ev.DISPATCH_PAUSED, ev.DISPATCH_RESUMED})
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -299,6 +311,21 @@ def run_path(sage_dir: Path, run_id: str) -> Path:
     if not RUN_ID_PATTERN.match(run_id):
         raise SageError(f"invalid run id {run_id!r}: expected letters, digits, '.', '_' or '-'")
     return SagePaths(Path(sage_dir)).run_record(run_id)
+
+
+def run_page_path(sage_dir: Path, run_id: str) -> Path:
+    """The run's HTML page, beside its record: `.sage/runs/<run-id>.html`."""
+    return run_path(sage_dir, run_id).with_suffix(".html")
+
+
+def write_run_page(sage_dir: Path, record: RunRecord, *, live: bool) -> Path:
+    """The run's page, written atomically; `live`: it reloads itself every few seconds."""
+    from sage_stream.report.html import report_html  # here: `sage status` reads records without it
+    from sage_stream.report.model import build_report
+    path = run_page_path(sage_dir, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, report_html(build_report(record.to_json(), live=live)).encode("utf-8"))
+    return path
 
 
 def write_run(sage_dir: Path, record: RunRecord) -> Path:
@@ -405,27 +432,40 @@ def _real(value: Any) -> float | None:
 class RunReport:
     """Every event of the run goes here: folded into the run's record, which is rewritten
     atomically at most twice a second (it is a report: the index is what recovery
-    trusts), and shown by the display, which decides nothing."""
+    trusts), and shown by the display, which decides nothing. The run's HTML page
+    (`sage report`'s) is rewritten from the record too, less often: at least every
+    `page_interval_s` and at least `page_cost_factor` (20) times as long as the last page
+    took to render, so a big run's page costs the loop at most ~5% of its time."""
 
-    def __init__(self, sage_dir: Path, record: RunRecord, display: Any, *, min_interval_s: float = 0.5) -> None:
+    def __init__(self, sage_dir: Path, record: RunRecord, display: Any, *, min_interval_s: float = 0.5,
+                 page_interval_s: float = 2.0, page_cost_factor: float = 20.0) -> None:
         self.sage_dir = sage_dir
         self.record = record
         self.display = display
         self.min_interval_s = min_interval_s
+        self.page_interval_s = page_interval_s
+        self.page_cost_factor = page_cost_factor
         self._saved_at = 0.0
         self._pending = False
+        self._page_at = -math.inf
+        self._page_cost_s = 0.0
+        self._page_failed = False
 
     def emit(self, kind: str, ticket_id: str | None, **data: Any) -> None:
+        if kind == ev.RUN_STARTED:
+            data.setdefault("report_path", str(run_page_path(self.sage_dir, self.record.run_id)))
         event = ev.Event(kind=kind, ticket=ticket_id, data=data)
         self.record.apply(event)
         self.display.handle(event)
-        if event.kind in _RECORD_UPDATES:
+        if event.kind in _RECORD_UPDATES or event.kind in _TIMELINE_ONLY:
             self._warn(self._save())
 
     def flush(self) -> None:
         """A write that was held back, now that the loop is idle."""
         if self._pending:
             self._warn(self._save())
+        elif self._page_due(time.monotonic()):
+            self._write_page(force=False)
 
     def failed(self) -> None:
         """The engine itself failed: the record says so (its write may fail the same way)."""
@@ -442,6 +482,7 @@ class RunReport:
                   remaining=remaining, exit_code=code,
                   duration_s=round(time.time() - (epoch_of(self.record.started) or time.time()), 1),
                   summary_path=str(run_path(self.sage_dir, self.record.run_id)),
+                  report_path=str(run_page_path(self.sage_dir, self.record.run_id)),
                   total_cost_usd=self.record.total_cost_usd,
                   stopped=f"stopped starting tickets: {halted}" if halted else None)
         error = self._save(force=True)
@@ -459,7 +500,24 @@ class RunReport:
             write_run(self.sage_dir, self.record)
         except OSError as error:
             return error
+        self._write_page(force=force)
         return None
+
+    def _page_due(self, now: float) -> bool:
+        return now - self._page_at >= max(self.page_interval_s, self.page_cost_factor * self._page_cost_s)
+
+    def _write_page(self, *, force: bool) -> None:
+        started = time.monotonic()
+        if self._page_failed or not (force or self._page_due(started)):
+            return
+        self._page_at = started
+        try:
+            write_run_page(self.sage_dir, self.record, live=self.record.status == RUNNING)
+        except Exception as error:  # the page is a view: its failure must not stop the run it shows
+            self._page_failed = True
+            self.display.handle(ev.Event(kind=ev.MESSAGE, ticket=None, data=dict(
+                level="warning", text=f"could not write the run's report page (no more tries this run): {error}")))
+        self._page_cost_s = time.monotonic() - started
 
     def _warn(self, error: OSError | None) -> None:
         if error is not None:

@@ -336,10 +336,10 @@ class StreamRun:
 
     def _prepared(self, running: Running, workspace: Workspace) -> None:
         running.workspace = workspace
-        spec = running.spec
+        spec, prepare_s = running.spec, round(time.time() - running.started, 2)  # dispatch to worktree ready
         self.emit(ev.TICKET_STARTED, spec.ticket.id, title=spec.ticket.title, row=spec.worker, slot=spec.slot,
                   attempt=spec.attempt, branch=workspace.branch, worktree=str(workspace.path),
-                  log=str(spec.job.log_path), continues=spec.continued_from)
+                  log=str(spec.job.log_path), continues=spec.continued_from, prepare_s=prepare_s)
         self._make_spare_if_useful()
 
     def _turn_done(self, message: TurnDone) -> None:
@@ -348,7 +348,7 @@ class StreamRun:
         self.emit(ev.AGENT_FINISHED, message.ticket_id, outcome=message.exit.outcome,
                   returncode=message.exit.returncode, duration_s=round(message.exit.duration_s, 2),
                   success=result.success, summary=result.summary, turn=message.turn, cost_usd=result.cost_usd,
-                  session_id=result.session_id, error_kind=result.error_kind)
+                  session_id=result.session_id, error_kind=result.error_kind, tokens=result.tokens)
         if result.success:
             workers = self.control.on_success(started_at=message.turn_started)
             if workers is not None:
@@ -366,7 +366,8 @@ class StreamRun:
             return  # said already; a graver halt (a setup error after --max-cost) is said and kept
         self.halted = halt
         running = f"; {len(self.attempts)} running ticket(s) finish and land" if self.attempts else ""
-        self.emit(ev.MESSAGE, None, level="warning", text=f"stopped starting tickets: {halt.reason}{running}")
+        self.emit(ev.MESSAGE, None, level="warning", text=f"stopped starting tickets: {halt.reason}{running}",
+                  halt=halt.reason)  # a mark on the report's timeline
 
     # ---------------------------------------------------------------- outcomes
 

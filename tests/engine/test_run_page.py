@@ -1,0 +1,67 @@
+"""The run's HTML page, rewritten as the run goes: live (it reloads itself) while the run
+runs, final once it is over, always whole (written atomically), and never the run's end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sage_stream.engine import events as ev
+from sage_stream.engine.run_record import RunRecord, RunReport, run_page_path
+from sage_stream.report import html as report_html_module
+
+
+class Shown:
+    def __init__(self) -> None:
+        self.events: list[ev.Event] = []
+
+    def handle(self, event: ev.Event) -> None:
+        self.events.append(event)
+
+
+def report(tmp_path: Path, **kwargs) -> tuple[RunReport, Shown]:
+    shown = Shown()
+    return RunReport(tmp_path, RunRecord(run_id="20261202T000000Z-abcdef", started="2026-12-02T00:00:00Z"),
+                     shown, min_interval_s=0, **kwargs), shown
+
+
+def test_the_page_is_live_while_the_run_runs_and_final_after(tmp_path):
+    run, shown = report(tmp_path, page_interval_s=0, page_cost_factor=0)
+    run.emit(ev.RUN_STARTED, None, run_id="20261202T000000Z-abcdef", workers=2,
+             tickets={"A": {"title": "<b>a</b>", "estimate": 1, "deps": []}})
+    run.emit(ev.TICKET_STARTED, "A", row=0, attempt=1, prepare_s=0.1)
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef")
+    assert page == tmp_path / "runs" / "20261202T000000Z-abcdef.html"
+    live = page.read_text()
+    assert '<meta http-equiv="refresh"' in live and 'data-ticket="A"' in live and "&lt;b&gt;a&lt;/b&gt;" in live
+    assert shown.events[0].data["report_path"] == str(page)
+
+    run.finish(remaining=0, interrupted=False, halt_exit=None, halted=None)
+    assert "http-equiv" not in page.read_text()
+    assert shown.events[-1].data["report_path"] == str(page)
+    assert not [path for path in page.parent.iterdir() if path.name.startswith(".tmp-")]
+
+
+def test_the_page_is_throttled_and_a_held_back_page_is_written_when_the_loop_is_idle(tmp_path):
+    run, _ = report(tmp_path, page_interval_s=3600)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets={})
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef")
+    first = page.read_text()
+    run.emit(ev.TICKET_STARTED, "A", row=0, attempt=1)
+    run.flush()
+    assert page.read_text() == first  # within the interval: held back
+    run.page_interval_s = run.page_cost_factor = 0
+    run.flush()
+    assert 'data-ticket="A"' in page.read_text()
+
+
+def test_a_page_that_cannot_be_drawn_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("renderer bug")
+    monkeypatch.setattr(report_html_module, "report_html", broken)
+    run, shown = report(tmp_path, page_interval_s=0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets={})
+    run.emit(ev.TICKET_STARTED, "A", row=0, attempt=1)
+    code = run.finish(remaining=0, interrupted=False, halt_exit=None, halted=None)
+    warnings = [e for e in shown.events if e.kind == ev.MESSAGE and "report page" in e.data["text"]]
+    assert len(warnings) == 1 and "renderer bug" in warnings[0].data["text"]
+    assert code == 0 and (tmp_path / "runs" / "20261202T000000Z-abcdef.json").exists()
