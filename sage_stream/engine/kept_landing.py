@@ -1,0 +1,118 @@
+"""`sage retry ID --land`: land the work a ticket's earlier attempt kept, without an agent.
+
+A ticket deferred for its scope (or whose checks failed, or whose run was stopped)
+keeps its work on `sage/<ID>` or `sage/<ID>-attempt-<K>`. After the ticket's `files`
+(or the code the checks test) were fixed, that work can land as it is: its checks run
+again on exactly the kept commit, in a scratch work tree, and it lands through the
+same Lander as a run's work (same scope rule with the ticket's current `files`, same
+commit message, same COMPLETED record). The caller holds the run lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sage_stream.engine.commit_queue import QueueEntry
+from sage_stream.engine.lander import Landed, Lander
+from sage_stream.engine.verification import Check, Verification, run_checks
+from sage_stream.git import Git
+from sage_stream.tickets.models import State, Ticket
+from sage_stream.tickets.naming import BRANCH_PREFIX, ticket_branch
+
+LANDABLE_STATES = (State.DEFERRED, State.UNPROCESSED)
+
+
+@dataclass(frozen=True)
+class KeptBranch:
+    """A branch holding a ticket's unlanded work: `base..tip` is that work."""
+
+    branch: str
+    tip: str
+    base: str
+
+
+@dataclass(frozen=True)
+class KeptLanding:
+    """What `land_kept_work` did: `landed` set, or `problem` says why nothing landed."""
+
+    branch: str | None
+    landed: Landed | None = None
+    problem: str | None = None
+    verification: Verification | None = None
+
+
+def kept_branches(git: Git, ticket_id: str) -> list[str]:
+    """`sage/<ID>` then its `-attempt-<K>` branches, newest (highest K) first."""
+    prefix = f"refs/heads/{BRANCH_PREFIX}{ticket_id}-attempt-"
+    refs = git.run("for-each-ref", "--format=%(refname)", f"{prefix}*").stdout.split()
+    numbered = sorted((int(ref[len(prefix):]), ref.removeprefix("refs/heads/"))
+                      for ref in refs if ref[len(prefix):].isdigit())
+    return [ticket_branch(ticket_id), *(name for _, name in reversed(numbered))]
+
+
+def find_kept_work(git: Git, ticket_id: str, target: str) -> KeptBranch | None:
+    """The newest kept branch that holds a commit the target does not have."""
+    target_ref = f"refs/heads/{target}"
+    for branch in kept_branches(git, ticket_id):
+        tip = git.rev_parse(f"refs/heads/{branch}^{{commit}}")
+        if tip is None or git.is_ancestor(tip, target_ref):
+            continue
+        base = git.merge_base(tip, target_ref)
+        if base is not None:
+            return KeptBranch(branch=branch, tip=tip, base=base)
+    return None
+
+
+def check_kept_work(git: Git, kept: KeptBranch, checks: Sequence[Check], *, scratch: Path,
+                    env: Mapping[str, str], log_dir: Path, stem: str, timeout_s: float | None) -> Verification:
+    """Run `checks` on exactly the kept commit, in a scratch work tree removed afterwards."""
+    if not checks:
+        return Verification(results=())
+    scratch.parent.mkdir(parents=True, exist_ok=True)
+    git.worktree_add_detached(scratch, kept.tip)
+    try:
+        return run_checks(checks, worktree=scratch, env=env, log_dir=log_dir, stem=stem, timeout_s=timeout_s,
+                          cancel=threading.Event(), label="sage retry --land")
+    finally:
+        git.worktree_remove(scratch)
+
+
+def land_kept_work(ticket: Ticket, *, lander: Lander, run_id: str, log_dir: Path,
+                   verify: Callable[[KeptBranch], Verification]) -> KeptLanding:
+    """Find the ticket's kept work, check it, and land it; nothing changes when it cannot land."""
+    if ticket.state not in LANDABLE_STATES:
+        return KeptLanding(None, problem=f"{ticket.id} is {ticket.state.value}: only a DEFERRED or UNPROCESSED "
+                                         "ticket's kept work can land")
+    kept = find_kept_work(lander.git, ticket.id, lander.target)
+    if kept is None:
+        return KeptLanding(None, problem=(
+            f"nothing to land for {ticket.id}: no branch {ticket_branch(ticket.id)} or "
+            f"{ticket_branch(ticket.id)}-attempt-K holds a commit that is not on {lander.target} "
+            f"(run it again with `sage retry {ticket.id}`)"))
+    verification = verify(kept)
+    if not verification.passed:
+        failed = "; ".join(f"{result.check.name}: {result.reason} (log {result.log_path})"
+                           for result in verification.failed)
+        return KeptLanding(kept.branch, verification=verification,
+                           problem=f"{ticket.id}: the checks fail on {kept.branch} ({kept.tip[:12]}), nothing "
+                                   f"landed: {failed}")
+    entry = QueueEntry(ticket=ticket.id, branch=kept.branch, tip=kept.tip, base=kept.base, run_id=run_id,
+                       worktree="", log=str(log_dir), result=_kept_result(ticket))
+    lander.queue.put(entry)
+    outcome = lander.land(entry, ticket)
+    if isinstance(outcome, Landed):
+        return KeptLanding(kept.branch, landed=outcome, verification=verification)
+    paths = f" ({', '.join(outcome.paths)})" if outcome.paths else ""
+    return KeptLanding(kept.branch, verification=verification,
+                       problem=f"{ticket.id}: {kept.branch} did not land: {outcome.outcome}{paths}: {outcome.message}")
+
+
+def _kept_result(ticket: Ticket) -> dict:
+    """The agent result the index keeps for the ticket, as its earlier attempt recorded it."""
+    earlier = (ticket.model_extra or {}).get("agent_result")
+    result = dict(earlier) if isinstance(earlier, dict) else {}
+    return {**result, "note": "landed from kept work by `sage retry --land`"}
+
