@@ -89,6 +89,8 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             _say_whether_sandboxed(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
+            if not ready:
+                _say_what_is_parked(run, plan)
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
                             for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
@@ -109,6 +111,15 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
     return plan, plan.ready()
+
+
+def _say_what_is_parked(run, plan: DispatchPlan) -> None:
+    """Nothing is ready: say which tickets wait for a time or for `sage retry`, and the command."""
+    from sage_stream.engine import events as ev
+    from sage_stream.graph.parked import describe_parked, parked_tickets
+
+    for line in describe_parked(parked_tickets(plan.tickets.values(), datetime.now(timezone.utc))):
+        run.emit(ev.MESSAGE, None, level="warning", text=f"nothing is ready: {line}")
 
 
 def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
@@ -218,6 +229,11 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     click.echo(f"schedule: {settings.schedule}")
     click.echo(f"sandbox: {settings.sandbox.message}")
     click.echo(f"ready now ({len(ready)}): {', '.join(ready) if ready else 'none'}")
+    if not ready:
+        from sage_stream.graph.parked import describe_parked, parked_tickets
+
+        for line in describe_parked(parked_tickets(plan.tickets.values(), datetime.now(timezone.utc))):
+            click.echo(f"  {line}")
     click.echo("predicted order (minute: tickets starting then):")
     for wave in waves:
         start = schedule_result.starts[wave[0]][0]
