@@ -65,6 +65,7 @@ class DispatchPlan:
 
     done: set[str] = field(default_factory=set)  # COMPLETED (before or during the run)
     failed: set[str] = field(default_factory=set)  # deferred or given up in this run
+    why_failed: dict[str, str] = field(default_factory=dict)  # failed ticket -> deferred | interrupted | skipped
     running: set[str] = field(default_factory=set)
     started_count: int = 0
     reruns: dict[str, int] = field(default_factory=dict)
@@ -176,10 +177,15 @@ class DispatchPlan:
         self.running.discard(ticket_id)
         self.done.add(ticket_id)
 
-    def gave_up(self, ticket_id: str) -> None:
-        """Deferred or interrupted: its dependents stay blocked for this run."""
+    def gave_up(self, ticket_id: str, *, why: str = "deferred in this run") -> None:
+        """Deferred, interrupted or skipped (`why`): its dependents stay blocked for this run."""
         self.running.discard(ticket_id)
         self.failed.add(ticket_id)
+        self.why_failed[ticket_id] = why
+
+    def describe_failed(self, ticket_ids: Sequence[str]) -> str:
+        """`A (deferred in this run), B (interrupted)`: what became of tickets others wait on."""
+        return ", ".join(f"{tid} ({self.why_failed.get(tid, 'deferred in this run')})" for tid in ticket_ids)
 
     def rerun(self, ticket_id: str) -> bool:
         """A landing conflict: run it again on the new tip, if it has reruns left."""

@@ -418,3 +418,31 @@ def test_never_more_attempts_at_once_than_workers(tmp_path, workers):
     assert execute(run, plan) == EXIT_OK
     assert peak <= workers and {spec.worker for spec in runner.started} <= set(range(workers))
     assert len(lander.landed) == 6
+
+
+def _blocked_lines(events) -> list[str]:
+    return [e.data["text"] for e in events.kinds(ev.MESSAGE) if "not started: blocked by" in e.data.get("text", "")]
+
+
+def test_a_ticket_blocked_by_a_skipped_one_says_skipped_not_deferred(tmp_path):
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("C", "A")], workers=1, confirm=lambda t: "skip")
+    assert execute(run, plan) == EXIT_OK
+    assert _blocked_lines(events) == ["C not started: blocked by A (skipped)"]
+
+
+def test_a_ticket_blocked_by_an_interrupted_one_says_interrupted_not_deferred(tmp_path):
+    run, plan, runner, lander, events, store = make_run(tmp_path, [ticket("A"), ticket("C", "A")], workers=1,
+                                                        hold={"A"})
+
+    def on_event(kind, ticket_id, **data):
+        original(kind, ticket_id, **data)
+        if kind == ev.TICKET_STARTED:
+            run.stopping.on_signal(15, None)
+            runner.finish("A", cancelled=True)
+
+    original = run.emit
+    run.emit = on_event
+    assert execute(run, plan) == EXIT_INTERRUPTED
+    assert _blocked_lines(events) == ["C not started: blocked by A (interrupted)"]
+
