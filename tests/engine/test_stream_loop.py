@@ -446,3 +446,18 @@ def test_a_ticket_blocked_by_an_interrupted_one_says_interrupted_not_deferred(tm
     assert execute(run, plan) == EXIT_INTERRUPTED
     assert _blocked_lines(events) == ["C not started: blocked by A (interrupted)"]
 
+
+
+def test_the_last_line_counts_remaining_tickets_as_the_live_view_does(tmp_path):
+    from sage_stream.engine.display import RunView
+
+    failing = AgentResult(success=False, error_kind="other", message="it broke")
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B", "A"), ticket("C")], workers=1, script={"A": [failing]})
+    meta = {tid: {"title": tid, "estimate": 1.0} for tid in plan.pending()}
+    assert run.execute(plan, meta, plan.ready(), None) == EXIT_DEFERRED
+    view = RunView()
+    for event in events.seen:
+        view.apply(event)
+    (finished,) = events.kinds(ev.RUN_FINISHED)
+    assert finished.data["remaining"] == view.remaining == 1  # B; A is counted as deferred, not remaining too
