@@ -130,7 +130,9 @@ def describe(event: ev.Event) -> str | None:
     if kind == ev.TICKET_DEFERRED:
         return _describe_deferred(ticket, data)
     if kind == ev.TICKET_STOPPED:
-        return f"warning: {ticket} stopped; it stays UNPROCESSED (work kept on {one_line(data.get('branch'), 80)})"
+        kept = (f"work kept on {one_line(data.get('branch'), 80)}" if data.get("branch")
+                else "stopped before it had a branch: nothing to keep")
+        return f"warning: {ticket} stopped; it stays UNPROCESSED ({kept})"
     if kind == ev.DISPATCH_PAUSED:
         until = data.get("until")
         tail = f" until {_when(until)}" if until is not None else ""

@@ -413,7 +413,7 @@ class StreamRun:
         self.states.apply({ticket_id: ticket_state.release(count_attempt=False,
                                                            note=f"interrupted in run {self.run_id}")})
         self.plan.gave_up(ticket_id, why="interrupted")
-        branch = running.workspace.branch if running.workspace else ticket_branch(ticket_id)
+        branch = running.workspace.branch if running.workspace else None  # stopped before its branch was made
         self.emit(ev.TICKET_STOPPED, ticket_id, message="stopped by Ctrl-C / SIGTERM", branch=branch)
         self._release(running, landed=False)
 

@@ -316,3 +316,10 @@ def test_one_line_strips_controls_and_truncates():
     assert one_line("x" * 50, 10) == "x" * 9 + "…"
     assert one_line(None) == ""
     assert one_line("bad \udcff byte") == "bad ? byte"
+
+
+def test_a_ticket_stopped_before_it_had_a_branch_does_not_claim_work_was_kept():
+    (kept,) = plain_lines([Event("ticket_stopped", "T-1", {"branch": "sage/T-1"}, time=T0)])
+    assert kept.endswith("(work kept on sage/T-1)")
+    (none,) = plain_lines([Event("ticket_stopped", "T-2", {"branch": None}, time=T0)])
+    assert "work kept" not in none and none.endswith("(stopped before it had a branch: nothing to keep)")
