@@ -44,6 +44,12 @@ def is_startable(ticket: Ticket, now: datetime) -> bool:
     return not_before is None or not_before <= _aware(now)
 
 
+def startable_count(tickets: Iterable[Ticket], now: datetime, only: frozenset[str] | None = None) -> int:
+    """How many tickets (of `only`, when given) a run could start, now or once their
+    dependencies land: what caps its worker count (process/cpus.py `decide_workers`)."""
+    return sum(1 for ticket in tickets if (only is None or ticket.id in only) and is_startable(ticket, now))
+
+
 def ready_order_key(ticket: Ticket, bottom_level: float) -> tuple[int, float, str]:
     """Smaller sorts first: (priority rank, -bottom level, id)."""
     return (ticket.priority_rank, -bottom_level, ticket.id)

@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from itertools import compress, repeat
 from operator import is_not
 from pathlib import Path
@@ -49,7 +49,9 @@ from sage_stream.validation.prerequisites import (
 from sage_stream.validation.report import ValidationReport
 
 if TYPE_CHECKING:
+    from sage_stream.graph.analysis import Analysis
     from sage_stream.graph.dependency_graph import DependencyGraph
+    from sage_stream.process.cpus import WorkerDecision
 
 CHECK_ORDER = (
     # the index exists and parses (tickets/store.py)
@@ -214,8 +216,19 @@ def _report(
         index=str(loaded.path), tickets=len(tickets),
         findings=as_strict(findings) if strict else findings,
         prerequisites=prerequisites, strict=strict, states=_count_states(columns.states),
-        analysis=analysis,
+        analysis=analysis, auto_workers=_auto_workers(tickets, analysis, now),
     )
+
+
+def _auto_workers(tickets: Sequence[Ticket], analysis: Analysis | None, now: datetime | None) -> WorkerDecision | None:
+    """What `sage stream --parallel=auto` would run here: the same rule, the same inputs."""
+    if analysis is None:
+        return None
+    from sage_stream.graph.ordering import startable_count
+    from sage_stream.process.cpus import decide_workers
+
+    moment = now or datetime.now(timezone.utc)
+    return decide_workers(None, startable_count(tickets, moment), useful=analysis.recommended_workers)
 
 
 def _count_states(states: Sequence[State]) -> dict[str, int]:
