@@ -82,9 +82,10 @@ def predict(
     first = graph.first
     dependencies = {ticket_id: first[ticket_id].dependencies for ticket_id in estimates}
     ranks = {ticket_id: first[ticket_id].priority_rank for ticket_id in estimates}
-    plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks)
+    files = {ticket_id: first[ticket_id].files for ticket_id in estimates}  # overlapping ones never run at once
+    plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks, files=files)
     if extra_workers is not None and extra_workers > PLANNED_WORKERS:
-        schedule = simulate(estimates, dependencies, extra_workers, priority_rank=ranks)
+        schedule = simulate(estimates, dependencies, extra_workers, priority_rank=ranks, files=files)
         plans.append(WorkerPlan(extra_workers, schedule.makespan))
     recommended = recommend_workers(plans)
     rows = [PlanRow(plan.workers, plan.makespan, _lower_bound(analysis, plan.workers)) for plan in plans]

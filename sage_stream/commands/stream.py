@@ -191,7 +191,8 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
-    return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks).makespan, 2)
+    files = {tid: t.files for tid, t in pending.items()}
+    return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks, files=files).makespan, 2)
 
 
 def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool) -> int:
@@ -203,7 +204,9 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
-    schedule_result = simulate(durations, deps, settings.workers, policy=settings.schedule, priority_rank=ranks)
+    files = {tid: t.files for tid, t in pending.items()}  # the scheduler's rule: overlapping ones never together
+    schedule_result = simulate(durations, deps, settings.workers, policy=settings.schedule, priority_rank=ranks,
+                               files=files)
     order = sorted(schedule_result.starts, key=lambda tid: (schedule_result.starts[tid][0], tid))
     waves: list[list[str]] = []
     last_start = None

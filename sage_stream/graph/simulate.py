@@ -7,6 +7,10 @@ Two policies:
 - "batch" (the original /stream): take up to N ready jobs, wait for ALL of them, repeat;
   workers idle behind the slowest job of each batch.
 
+Both keep apart jobs whose `files` overlap, as the real scheduler does (one rule:
+graph/file_overlap.py): a ready job that overlaps a running one waits, and the next best
+ready job starts instead.
+
 Jobs are renumbered once in priority order, so the ready queue is a heap of plain ints
 and one simulation is O(n log n) for n jobs, whatever the worker count.
 """
@@ -14,9 +18,10 @@ and one simulation is O(n log n) for n jobs, whatever the worker count.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sage_stream.graph.file_overlap import overlapping_pairs
 from sage_stream.tickets.models import PRIORITIES
 
 POLICIES = ("greedy", "batch")
@@ -58,6 +63,7 @@ class _Jobs:
     indegree: list[int]
     critical_path: float
     total: float
+    conflicts: list[set[int]] | None = None  # job -> jobs whose `files` overlap its own; None: none do
 
 
 def simulate(
@@ -67,13 +73,15 @@ def simulate(
     *,
     policy: str = "greedy",
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> Schedule:
     """The schedule of the jobs in `durations` on `workers` workers.
 
     `dependencies[job]` may name ids outside `durations`: those are done already
-    (COMPLETED tickets). Raises ValueError on a cycle, a bad policy or workers < 1.
+    (COMPLETED tickets). `files[job]`: its `files` globs; jobs whose globs overlap never
+    run at once. Raises ValueError on a cycle, a bad policy or workers < 1.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     makespan, starts, _ = _run(jobs, workers, policy, record=True)
     return Schedule(makespan=makespan, starts=starts)
 
@@ -92,13 +100,14 @@ def plan_workers(
     *,
     max_workers: int = 8,
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> list[WorkerPlan]:
     """The greedy makespan for 1..max_workers workers.
 
     Once a count is reached at which no job ever waits for a worker, every larger
     count gives the very same schedule, so the remaining counts are not simulated.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     plans: list[WorkerPlan] = []
     for workers in range(1, max_workers + 1):
         makespan, _, waited = _run(jobs, workers, "greedy", record=False)
@@ -171,6 +180,7 @@ def _prepare(
     durations: Mapping[str, float],
     dependencies: Mapping[str, Sequence[str]],
     priority_rank: Mapping[str, int] | None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> _Jobs:
     ids = list(durations)
     index = {job: position for position, job in enumerate(ids)}
@@ -203,7 +213,19 @@ def _prepare(
         indegree=[indegree[old] for old in best_first],
         critical_path=max(bottom, default=0.0),
         total=sum(duration),
+        conflicts=_conflicts(files, {ids[old]: new for new, old in enumerate(best_first)}) if files else None,
     )
+
+
+def _conflicts(files: Mapping[str, Sequence[str]], number: Mapping[str, int]) -> list[set[int]] | None:
+    """Per job number, the job numbers whose `files` overlap its own."""
+    pairs = overlapping_pairs({job: globs for job, globs in files.items() if job in number})
+    if not pairs:
+        return None
+    conflicts: list[set[int]] = [set() for _ in number]
+    for job, others in pairs.items():
+        conflicts[number[job]] = {number[other] for other in others}
+    return conflicts
 
 
 def _topological_order(ids: list[str], successors: list[list[int]], indegree: list[int]) -> list[int]:
@@ -245,14 +267,20 @@ def _greedy(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, boo
     starts: _Slots = {}
     now, makespan, waited = 0.0, 0.0, False
     push, pop = heapq.heappush, heapq.heappop
+    conflicts, busy = jobs.conflicts, set()  # busy: running jobs, when some jobs conflict
     while True:
         while ready and free:
-            job, worker = pop(ready), pop(free)
+            job = _pop_startable(ready, conflicts, busy)
+            if job is None:
+                break  # every ready job overlaps a running one: it waits for that one, not for a worker
+            worker = pop(free)
             end = now + duration[job]
             push(running, (end, job, worker))
+            if conflicts is not None:
+                busy.add(job)
             if record:
                 starts[job] = (now, end, worker)
-        if ready:
+        if ready and not free:
             waited = True
         if not running:
             break
@@ -260,6 +288,7 @@ def _greedy(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, boo
         makespan = now
         while running and running[0][0] == now:  # free every slot that ends now, then choose
             _, job, worker = pop(running)
+            busy.discard(job)
             push(free, worker)
             for successor in successors[job]:
                 waiting[successor] -= 1
@@ -274,9 +303,15 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
     ready = [p for p, count in enumerate(waiting) if count == 0]
     starts: _Slots = {}
     now, waited = 0.0, False
+    conflicts = jobs.conflicts
     while ready:
-        batch = [heapq.heappop(ready) for _ in range(min(workers, len(ready)))]
-        waited = waited or bool(ready)
+        batch: list[int] = []
+        while ready and len(batch) < workers:
+            job = _pop_startable(ready, conflicts, batch)
+            if job is None:
+                break
+            batch.append(job)
+        waited = waited or (bool(ready) and len(batch) == workers)
         barrier = now
         for worker, job in enumerate(batch):
             end = now + duration[job]
@@ -290,3 +325,21 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
                 if waiting[successor] == 0:
                     heapq.heappush(ready, successor)
     return now, starts, waited
+
+
+def _pop_startable(ready: list[int], conflicts: list[set[int]] | None, running: Iterable[int]) -> int | None:
+    """The best ready job that overlaps no running job (as `DispatchPlan.next_to_start`
+    skips one); the jobs passed over stay ready."""
+    if conflicts is None:
+        return heapq.heappop(ready)
+    passed: list[int] = []
+    chosen = None
+    while ready:
+        job = heapq.heappop(ready)
+        if conflicts[job].isdisjoint(running):
+            chosen = job
+            break
+        passed.append(job)
+    for job in passed:
+        heapq.heappush(ready, job)
+    return chosen
