@@ -5,10 +5,10 @@ Everything here only looks: `sage validate` must change nothing on disk, so whet
 directory that exists, never by creating it. Git runs with argv lists and
 GIT_OPTIONAL_LOCKS=0 (no index refresh behind our back).
 
-A failed prerequisite is a warning: the index may still be fine, and `sage stream`
-refuses to start on its own when it truly cannot run. Two are errors (`blocking`):
-a `.sage/config.toml` that does not load, and an `[agent] preset` naming an agent CLI
-that is not installed (or that sage-stream has no module for) - every run would fail.
+A failed prerequisite is an error (exit 1, as the README says): no run could work here
+(git missing or too old, no work tree, `.sage/` not writable, a `.sage/config.toml` that
+does not load, an `[agent] preset` naming an agent CLI that is not installed or that
+sage-stream has no module for). `blocking` marks the ones `sage stream` itself checks too.
 
 The agent check runs only when the config names an agent: the CLI's `--version` (through
 its module's `cli_version()`), shown as "claude 2.1.3 at /usr/bin/claude".
@@ -281,7 +281,7 @@ def check_prerequisites(index_path: Path) -> tuple[GitContext, list[Prerequisite
 
 def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:
     return [
-        Finding(Severity.ERROR if item.blocking else Severity.WARNING, PREREQUISITE_PREFIX + item.name,
+        Finding(Severity.ERROR, PREREQUISITE_PREFIX + item.name,
                 item.message, file=item.path)
         for item in prerequisites
         if not item.ok
