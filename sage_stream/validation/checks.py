@@ -393,6 +393,8 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
         position for position in columns.unfinished()
         if position not in unsafe and ids[position - 1] not in with_prose
     ] if with_prose or unsafe else list(columns.unfinished())
+    # a ticket whose `description` says what to do inline needs no <ID>.md
+    missing = [position for position in missing if not _has_description(tickets[position - 1])]
     if not missing:
         return []
     if len(missing) > 1 and (not with_prose or with_prose.isdisjoint(ids)):
@@ -413,6 +415,10 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
                  expected=f"{row.ticket.id}.md", found="nothing")
         for row in rows
     ]
+
+
+def _has_description(ticket: Ticket) -> bool:
+    return isinstance(ticket.description, str) and bool(ticket.description.strip())
 
 
 def _file_names(directory: Path) -> frozenset[str]:
