@@ -46,6 +46,7 @@ from sage_stream.validation.prerequisites import (
     prerequisite_findings,
     unresolved_commits,
 )
+from sage_stream.validation.file_globs import unmatched_glob_findings
 from sage_stream.validation.report import ValidationReport
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ CHECK_ORDER = (
     "subtask_field",
     "empty_validation_script",
     "invalid_checkpoint", "unresolved_checkpoint", "unchecked_checkpoint",
-    "unsafe_path",
+    "unsafe_path", "files_match_nothing",
     "estimate_not_finite",
     "index_tracked",
     "prerequisite_git_installed", "prerequisite_git_version", "prerequisite_git_work_tree",
@@ -277,6 +278,8 @@ def ticket_findings(
     findings += subtask_findings(columns, file)
     findings += checkpoint_findings(columns, context, file)
     findings += path_findings(columns, file)
+    if any(columns.files):
+        findings += unmatched_glob_findings(columns.tickets, context, file)
     findings += estimate_findings(columns, file)
     return findings
 

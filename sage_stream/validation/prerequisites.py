@@ -301,6 +301,17 @@ def is_tracked(context: GitContext, path: Path) -> bool:
     return result is not None and result.returncode == 0
 
 
+def tracked_files(context: GitContext) -> list[str] | None:
+    """Every path git tracks in the work tree (`ls-files`); None when git cannot tell."""
+    if not context.usable:
+        return None
+    assert context.executable is not None and context.work_tree is not None
+    result = run_git(context.executable, ["ls-files", "-z"], cwd=context.work_tree)
+    if result is None or result.returncode != 0:
+        return None
+    return [path for path in result.stdout.split("\0") if path]
+
+
 def unresolved_commits(context: GitContext, revisions: Iterable[str]) -> set[str] | None:
     """The revisions that do not name a commit in the repository; None when git cannot tell.
 

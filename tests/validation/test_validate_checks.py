@@ -354,3 +354,16 @@ def test_the_garbage_collector_is_back_on_after_validation(
     assert gc.isenabled()
     validate_index(index)
     assert gc.isenabled()
+
+
+def test_a_files_glob_that_matches_nothing_in_the_repository_is_a_warning(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
+) -> None:
+    index = make_index(git_repo, [make_ticket("TKT-001", files=["README.md", "**/*.md", "scr/**"],
+                                              description="d"),
+                                   make_ticket("TKT-002", files=["nowhere/**"], state="COMPLETED")])
+    report = validate_index(index)
+    found = [f for f in report.findings if f.code == "files_match_nothing"]
+    assert [(f.ticket, f.field, f.found) for f in found] == [("TKT-001", "files[2]", "scr/**")]
+    assert found[0].severity is Severity.WARNING and str(index) in found[0].message
+    assert report.exit_code == EXIT_WARNINGS
