@@ -72,9 +72,10 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.verification import project_checks, ticket_checks
-    from sage_stream.git import Git
+    from sage_stream.git import Git, GitError
     from sage_stream.paths import SagePaths
     from sage_stream.text import now_iso
+    from sage_stream.validation.prerequisites import not_a_work_tree
 
     tickets = store.load().index.by_id()
     for ticket_id in ticket_ids:
@@ -84,7 +85,10 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
     paths = SagePaths(sage_dir)
     config = load_config(sage_dir)
     git = Git(sage_dir.parent, worktree_lock=paths.worktree_lock)
-    repo = git.toplevel()
+    try:
+        repo = git.toplevel()
+    except GitError:
+        raise SageError(not_a_work_tree(str(store.path.parent))) from None
     target = target or config.stream.target or git.current_branch(repo)
     if not target:
         raise SageError(f"{repo}: HEAD is detached: check out the branch to land on, or pass --target")

@@ -44,7 +44,7 @@ def run_stream(options: StreamOptions) -> int:
     sage_dir = index_path.parent.parent
     config = load_config(sage_dir)
     git = Git(_repo_root(index_path), worktree_lock=SagePaths(sage_dir).worktree_lock)
-    repo = git.toplevel()
+    repo = _work_tree_of(git, index_path)
     if git.version() < MIN_GIT:
         raise SageError(f"git {'.'.join(map(str, git.version()))} is too old: sage stream needs git >= 2.38 "
                         "(for `git merge-tree --write-tree`)")
@@ -166,6 +166,19 @@ def _load_valid(index_path: Path) -> LoadedIndex:
         raise SageError(f"{index_path}: the ticket index has errors; nothing was started:\n{lines}{more}\n"
                         "Run `sage validate` for the full report.")
     return loaded
+
+
+def _work_tree_of(git: Git, index_path: Path) -> Path:
+    """The repository's work tree; outside one, the message `sage validate` gives (exit 1)."""
+    from sage_stream.git import GitError
+    from sage_stream.validation.prerequisites import not_a_work_tree
+
+    if not git.repo.is_dir():
+        raise SageError(not_a_work_tree(str(index_path.parent)))
+    try:
+        return git.toplevel()
+    except GitError:
+        raise SageError(not_a_work_tree(str(index_path.parent))) from None
 
 
 def _repo_root(index_path: Path) -> Path:

@@ -67,6 +67,12 @@ class GitContext:
         return self.executable is not None and self.work_tree is not None
 
 
+def not_a_work_tree(directory: str) -> str:
+    """What `sage validate` and `sage stream` say when the index is not in a git work tree."""
+    return (f"{directory} is not inside a git work tree: sage stream runs tickets in git worktrees"
+            " of the repository that holds the index (run `git init` there)")
+
+
 def run_git(
     executable: str, args: Sequence[str], *, cwd: Path, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str] | None:
@@ -133,8 +139,7 @@ def inspect_git(directory: Path) -> GitContext:
     else:
         context.prerequisites.append(Prerequisite(
             "git_work_tree", False,
-            f"{shown} is not inside a git work tree: sage stream runs tickets in git worktrees"
-            " of the repository that holds the index (run `git init` there)", shown))
+            not_a_work_tree(shown), shown))
     return context
 
 

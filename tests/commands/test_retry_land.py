@@ -134,3 +134,4 @@ def test_landing_kept_work_is_refused_while_a_run_holds_the_lock(deferred_for_sc
     assert other.returncode == 1
     assert f"already running (pid {pid}" in other.stderr
     assert tickets_of(repo)["SCOPE-1"]["state"] == "DEFERRED"
+
