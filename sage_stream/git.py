@@ -477,6 +477,14 @@ class Git:
 
     # -- identity -------------------------------------------------------------------
 
+    def fallback_identity(self) -> str | None:
+        """`Name <email>` when the repository has no git identity and commits are made with
+        sage's fallback (or the EMAIL variable); None when git's own identity is used."""
+        env = self._identity_env()
+        if not env:
+            return None
+        return f"{env['GIT_COMMITTER_NAME']} <{env['GIT_COMMITTER_EMAIL']}>"
+
     def _identity_env(self) -> dict[str, str]:
         """Fallback author/committer variables, only for what the repository lacks."""
         if self._commit_env is None:

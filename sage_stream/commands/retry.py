@@ -67,7 +67,7 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
     from sage_stream.agents import environment
     from sage_stream.config import load_config
     from sage_stream.engine.commit_queue import CommitQueue
-    from sage_stream.engine.kept_landing import KeptBranch, check_kept_work, land_kept_work
+    from sage_stream.engine.kept_landing import KeptBranch, check_kept_work, land_kept_work, prune_landed_attempts
     from sage_stream.engine.lander import Lander
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
@@ -129,6 +129,8 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
             if outcome.landed is not None:
                 commit = (outcome.landed.commit or "")[:12]
                 click.echo(f"{ticket_id}: landed {outcome.branch} on {target} as {commit}: COMPLETED")
+                for branch in prune_landed_attempts(git, target, [ticket_id]):
+                    click.echo(f"{ticket_id}: deleted {branch}: it holds nothing {target} lacks")
             else:
                 failed += 1
                 click.echo(f"error: {outcome.problem}", err=True)

@@ -87,6 +87,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
         try:
             recover(recovery)
             _say_whether_sandboxed(run, settings)
+            _say_which_identity(run, git)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             if not ready:
@@ -94,7 +95,9 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
                             for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
-            return run.execute(plan, tickets_meta, ready, predicted)
+            code = run.execute(plan, tickets_meta, ready, predicted)
+            _prune_landed_attempts(git, settings.target, store)
+            return code
         finally:
             display.close()
     finally:
@@ -113,6 +116,19 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
     return plan, plan.ready()
 
 
+def _prune_landed_attempts(git: Git, target: str, store: IndexStore) -> None:
+    """Earlier attempts of tickets that have landed, kept as sage/ID-attempt-K, go once
+    they hold nothing the target lacks (said on stderr: the run's own output has ended)."""
+    from sage_stream.engine.kept_landing import prune_landed_attempts
+    from sage_stream.tickets.models import State
+
+    completed = [tid for tid, t in store.load().index.by_id().items() if t.state is State.COMPLETED]
+    pruned = prune_landed_attempts(git, target, completed)
+    if pruned:
+        click.echo(f"deleted {len(pruned)} earlier attempt branch{'es' if len(pruned) != 1 else ''} of landed "
+                   f"tickets, holding nothing {target} lacks: {', '.join(pruned)}", err=True)
+
+
 def _say_what_is_parked(run, plan: DispatchPlan) -> None:
     """Nothing is ready: say which tickets wait for a time or for `sage retry`, and the command."""
     from sage_stream.engine import events as ev
@@ -120,6 +136,17 @@ def _say_what_is_parked(run, plan: DispatchPlan) -> None:
 
     for line in describe_parked(parked_tickets(plan.tickets.values(), datetime.now(timezone.utc))):
         run.emit(ev.MESSAGE, None, level="warning", text=f"nothing is ready: {line}")
+
+
+def _say_which_identity(run, git: Git) -> None:
+    """Once, at the start: the author of the landed commits when git has no identity here."""
+    from sage_stream.engine import events as ev
+
+    identity = git.fallback_identity()
+    if identity is not None:
+        run.emit(ev.MESSAGE, None, level="warning", text=(
+            f"no git identity (user.name / user.email) is set for {git.repo}: landed commits are made as "
+            f"{identity}; set one with `git config user.name ...` and `git config user.email ...`"))
 
 
 def _say_whether_sandboxed(run, settings: StreamSettings) -> None:

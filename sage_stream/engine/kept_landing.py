@@ -11,7 +11,7 @@ commit message, same COMPLETED record). The caller holds the run lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,35 @@ def kept_branches(git: Git, ticket_id: str) -> list[str]:
     numbered = sorted((int(ref[len(prefix):]), ref.removeprefix("refs/heads/"))
                       for ref in refs if ref[len(prefix):].isdigit())
     return [ticket_branch(ticket_id), *(name for _, name in reversed(numbered))]
+
+
+def prune_landed_attempts(git: Git, target: str, completed: Iterable[str]) -> list[str]:
+    """Delete the `sage/<ID>-attempt-<K>` branches of COMPLETED tickets that hold nothing the
+    target lacks (their tip is on it, or merging it into the target changes no file);
+    an attempt branch with anything else is kept. Returns the branches deleted."""
+    done = set(completed)
+    refs = git.run("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}").stdout.split()
+    target_tip = git.rev_parse(f"refs/heads/{target}^{{commit}}")
+    if target_tip is None:
+        return []
+    target_tree = git.tree_of(target_tip)
+    checked_out = {info.branch for info in git.worktrees()}
+    pruned = []
+    for ref in refs:
+        name = ref.removeprefix("refs/heads/")
+        ticket_id, _, number = name.removeprefix(BRANCH_PREFIX).rpartition("-attempt-")
+        if ticket_id not in done or not number.isdigit() or name in checked_out or ref in checked_out:
+            continue
+        tip = git.rev_parse(f"{ref}^{{commit}}")
+        if tip is None:
+            continue
+        if not git.is_ancestor(tip, target_tip):
+            merged = git.merge_tree(target_tip, tip)
+            if not merged.clean or merged.tree != target_tree:
+                continue  # it holds something the target does not have: kept
+        git.branch_delete(name)
+        pruned.append(name)
+    return pruned
 
 
 def find_kept_work(git: Git, ticket_id: str, target: str) -> KeptBranch | None:
