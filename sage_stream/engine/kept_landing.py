@@ -54,9 +54,10 @@ def kept_branches(git: Git, ticket_id: str) -> list[str]:
 
 
 def prune_landed_attempts(git: Git, target: str, completed: Iterable[str]) -> list[str]:
-    """Delete the `sage/<ID>-attempt-<K>` branches of COMPLETED tickets that hold nothing the
-    target lacks (their tip is on it, or merging it into the target changes no file);
-    an attempt branch with anything else is kept. Returns the branches deleted."""
+    """Delete the `sage/<ID>-attempt-<K>` branches (and a `sage/<ID>` no work tree has checked
+    out) of COMPLETED tickets that hold nothing the target lacks (their tip is on it, or
+    merging it into the target changes no file); a branch with anything else is kept.
+    Returns the branches deleted."""
     done = set(completed)
     refs = git.run("for-each-ref", "--format=%(refname)", f"refs/heads/{BRANCH_PREFIX}").stdout.split()
     target_tip = git.rev_parse(f"refs/heads/{target}^{{commit}}")
@@ -68,6 +69,8 @@ def prune_landed_attempts(git: Git, target: str, completed: Iterable[str]) -> li
     for ref in refs:
         name = ref.removeprefix("refs/heads/")
         ticket_id, _, number = name.removeprefix(BRANCH_PREFIX).rpartition("-attempt-")
+        if name.removeprefix(BRANCH_PREFIX) in done:
+            ticket_id, number = name.removeprefix(BRANCH_PREFIX), "0"  # sage/<ID> itself, once it landed
         if ticket_id not in done or not number.isdigit() or name in checked_out or ref in checked_out:
             continue
         tip = git.rev_parse(f"{ref}^{{commit}}")

@@ -66,6 +66,9 @@ def test_kept_work_lands_once_files_allow_it_without_the_agent(deferred_for_scop
     assert run_git(repo, "show", "main:docs/x.txt") == "kept words\n"
     assert "Sage-Ticket: SCOPE-1" in run_git(repo, "log", "-1", "--format=%B", "main")
     assert ticket["git"]["last_commit"]["sha"] == run_git(repo, "rev-parse", "main").strip()
+    # what landed is on main now: its branch goes, as after a run's own landing
+    assert "deleted sage/SCOPE-1" in out
+    assert run_git(repo, "for-each-ref", "refs/heads/sage/SCOPE-1") == ""
 
 
 def test_kept_work_still_out_of_scope_is_refused_and_nothing_changes(deferred_for_scope, run_git, capsys):
