@@ -1,4 +1,5 @@
-"""Earlier attempts kept as sage/ID-attempt-K go once their ticket landed and they hold nothing new."""
+"""What a run says and does about branches and identity: landed attempts pruned, no claim of work kept on a
+branch that does not exist, the git identity it commits as."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ def test_a_run_without_a_git_identity_says_which_one_it_uses(git_repo, make_inde
     assert "no git identity (user.name / user.email) is set" in out
     assert "landed commits are made as sage-stream <sage@localhost>" in out
     assert run_git(git_repo, "log", "-1", "--format=%an <%ae>", "main").strip() == "sage-stream <sage@localhost>"
+
+
+def test_recovery_does_not_claim_work_was_kept_on_a_branch_that_does_not_exist(git_repo, make_index, make_ticket,
+                                                                                capsys):
+    dead = {"run_id": "dead-run", "pid": 2**22 + 12345, "pid_create_time": 1.0, "started": "2026-12-02T09:00:00Z"}
+    index = make_index(git_repo, [make_ticket("R-1", state="IN_PROGRESS", sage_run=dead, command=["true"],
+                                              allow_empty=True)])
+    capsys.readouterr()
+    run(["stream", "--auto", "--plain", "--agent", "exec", "--sandbox", "none", "--index", str(index)])
+    out = capsys.readouterr().out
+    assert "R-1 was IN_PROGRESS in dead run dead-run: back to UNPROCESSED" in out
+    assert "it had no branch yet (sage/R-1 does not exist): no work to keep" in out
+    assert "kept on sage/R-1" not in out
