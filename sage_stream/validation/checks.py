@@ -217,19 +217,26 @@ def _report(
         index=str(loaded.path), tickets=len(tickets),
         findings=as_strict(findings) if strict else findings,
         prerequisites=prerequisites, strict=strict, states=_count_states(columns.states),
-        analysis=analysis, auto_workers=_auto_workers(tickets, analysis, now),
+        analysis=analysis, auto_workers=_auto_workers(tickets, columns, analysis, now),
     )
 
 
-def _auto_workers(tickets: Sequence[Ticket], analysis: Analysis | None, now: datetime | None) -> WorkerDecision | None:
+def _auto_workers(tickets: Sequence[Ticket], columns: Columns, analysis: Analysis | None,
+                  now: datetime | None) -> WorkerDecision | None:
     """What `sage stream --parallel=auto` would run here: the same rule, the same inputs."""
     if analysis is None:
         return None
-    from sage_stream.graph.ordering import startable_count
+    from sage_stream.graph.ordering import is_startable
     from sage_stream.process.cpus import decide_workers
 
     moment = now or datetime.now(timezone.utc)
-    return decide_workers(None, startable_count(tickets, moment), useful=analysis.recommended_workers)
+    # `startable_count`, by columns: an UNPROCESSED ticket with no `not_before` needs no look
+    states = columns.states
+    plain = [state is State.UNPROCESSED and not_before is None for state, not_before in zip(states, columns.not_befores)]
+    startable = plain.count(True) + sum(
+        1 for ticket, state, quick in zip(tickets, states, plain)
+        if not quick and state in (State.UNPROCESSED, State.DEFERRED) and is_startable(ticket, moment))
+    return decide_workers(None, startable, useful=analysis.recommended_workers)
 
 
 def _count_states(states: Sequence[State]) -> dict[str, int]:
@@ -397,7 +404,8 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
         if position not in unsafe and ids[position - 1] not in with_prose
     ] if with_prose or unsafe else list(columns.unfinished())
     # a ticket whose `description` says what to do inline needs no <ID>.md
-    missing = [position for position in missing if not _has_description(tickets[position - 1])]
+    described = list(map(_has_description, columns.descriptions))
+    missing = [position for position in missing if not described[position - 1]]
     if not missing:
         return []
     if len(missing) > 1 and (not with_prose or with_prose.isdisjoint(ids)):
@@ -420,8 +428,8 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
     ]
 
 
-def _has_description(ticket: Ticket) -> bool:
-    return isinstance(ticket.description, str) and bool(ticket.description.strip())
+def _has_description(description: str | None) -> bool:
+    return bool(description) and not description.isspace()
 
 
 def _file_names(directory: Path) -> frozenset[str]:
