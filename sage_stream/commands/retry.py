@@ -116,7 +116,7 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
 
             def verify(kept: KeptBranch) -> Verification:
                 click.echo(f"{ticket.id}: checking {kept.branch} ({kept.tip[:12]}) against {target}")
-                scratch = paths.worktrees / f"retry-{ticket.id}"
+                scratch = paths.worktrees / f"retry-{ticket.id}-{run_id}"  # never one a killed check left
                 env = environment.agent_environment(os.environ, passthrough=(*config.agent.env, *config.checks.env),
                                                     sage={environment.SAGE_TICKET_ID: ticket.id,
                                                           environment.SAGE_RUN_ID: run_id,
