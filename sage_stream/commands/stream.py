@@ -96,7 +96,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
                             for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
             code = run.execute(plan, tickets_meta, ready, predicted)
-            _prune_landed_attempts(git, settings.target, store)
+            _prune_landed_attempts(git, settings.target, run.states.current())
             return code
         finally:
             display.close()
@@ -116,14 +116,18 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
     return plan, plan.ready()
 
 
-def _prune_landed_attempts(git: Git, target: str, store: IndexStore) -> None:
+def _prune_landed_attempts(git: Git, target: str, tickets: dict[str, Ticket]) -> None:
     """Earlier attempts of tickets that have landed, kept as sage/ID-attempt-K, go once
     they hold nothing the target lacks (said on stderr: the run's own output has ended)."""
     from sage_stream.engine.kept_landing import prune_landed_attempts
     from sage_stream.tickets.models import State
 
-    completed = [tid for tid, t in store.load().index.by_id().items() if t.state is State.COMPLETED]
-    pruned = prune_landed_attempts(git, target, completed)
+    completed = [tid for tid, t in tickets.items() if t.state is State.COMPLETED]  # as of the last write
+    try:
+        pruned = prune_landed_attempts(git, target, completed)
+    except SageError as error:  # housekeeping: the run's outcome and exit code stand
+        click.echo(f"warning: could not prune earlier attempt branches: {error.message}", err=True)
+        return
     if pruned:
         click.echo(f"deleted {len(pruned)} earlier attempt branch{'es' if len(pruned) != 1 else ''} of landed "
                    f"tickets, holding nothing {target} lacks: {', '.join(pruned)}", err=True)
