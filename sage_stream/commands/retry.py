@@ -3,7 +3,6 @@ work an earlier attempt kept, without running the agent again."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import click
@@ -14,7 +13,14 @@ from sage_stream.tickets.models import State
 from sage_stream.tickets.store import IndexStore, resolve_index_path
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sage_stream.config import SageConfig
+    from sage_stream.engine.kept_landing import KeptBranch, KeptWorkChecks
     from sage_stream.engine.verification import Verification
+    from sage_stream.git import Git
+    from sage_stream.paths import SagePaths
+    from sage_stream.tickets.models import Ticket
 
 
 @click.command("retry")
@@ -64,14 +70,12 @@ def command(ticket_ids: tuple[str, ...], all_deferred: bool, land: bool, target:
 
 def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: str | None) -> int:
     """Hold the run lock as a run does, then land each ticket's kept work (engine/kept_landing.py)."""
-    from sage_stream.agents import environment
     from sage_stream.config import load_config
     from sage_stream.engine.commit_queue import CommitQueue
-    from sage_stream.engine.kept_landing import KeptBranch, check_kept_work, land_kept_work, prune_landed_attempts
+    from sage_stream.engine.kept_landing import land_kept_work, prune_landed_attempts
     from sage_stream.engine.lander import Lander
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
-    from sage_stream.engine.verification import project_checks, ticket_checks
     from sage_stream.git import Git, GitError
     from sage_stream.paths import SagePaths
     from sage_stream.text import now_iso
@@ -101,7 +105,7 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
         run_id = new_run_id()
         pid, create_time = process_identity()
         run_lock.write_owner(RunOwner(pid=pid, pid_create_time=create_time, run_id=run_id, started=now_iso()))
-        log_dir = paths.run_logs(run_id)
+        how = _how_to_check(config, paths, run_id)
 
         def emit(kind: str, ticket_id: str | None, **data: object) -> None:
             if data.get("text"):
@@ -109,23 +113,11 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
 
         lander = Lander(git, target=target, queue=CommitQueue(paths.commit_queue),
                         states=ticket_state.TicketStates(store), landing_lock=paths.commit_lock, emit=emit)
-        project = project_checks(config.checks.commands, config_path=str(paths.config))
         failed = 0
         for ticket_id in ticket_ids:
             ticket = lander.states.current()[ticket_id]
-
-            def verify(kept: KeptBranch) -> Verification:
-                click.echo(f"{ticket.id}: checking {kept.branch} ({kept.tip[:12]}) against {target}")
-                scratch = paths.worktrees / f"retry-{ticket.id}-{run_id}"  # never one a killed check left
-                env = environment.agent_environment(os.environ, passthrough=(*config.agent.env, *config.checks.env),
-                                                    sage={environment.SAGE_TICKET_ID: ticket.id,
-                                                          environment.SAGE_RUN_ID: run_id,
-                                                          environment.SAGE_WORKTREE: str(scratch.absolute())})
-                return check_kept_work(git, kept, (*ticket_checks(ticket), *project),
-                                       scratch=scratch, env=env, log_dir=log_dir,
-                                       stem=f"{ticket.id}.retry-land", timeout_s=60 * config.checks.timeout_minutes)
-
-            outcome = land_kept_work(ticket, lander=lander, run_id=run_id, log_dir=log_dir, verify=verify)
+            outcome = land_kept_work(ticket, lander=lander, run_id=run_id, log_dir=how.log_dir,
+                                     verify=_verifier(git, ticket, how, target))
             if outcome.landed is not None:
                 commit = (outcome.landed.commit or "")[:12]
                 click.echo(f"{ticket_id}: landed {outcome.branch} on {target} as {commit}: COMPLETED")
@@ -137,3 +129,30 @@ def _land_kept_work(store: IndexStore, ticket_ids: tuple[str, ...], *, target: s
         return EXIT_ERROR if failed else EXIT_OK
     finally:
         run_lock.release()
+
+
+def _how_to_check(config: SageConfig, paths: SagePaths, run_id: str) -> KeptWorkChecks:
+    """The checks, environment, timeout and sandbox of a run, for checking kept work; the
+    sandbox decision is said once, as a run says it."""
+    from sage_stream.engine.kept_landing import KeptWorkChecks
+    from sage_stream.engine.verification import project_checks
+    from sage_stream.process.sandbox import decide_sandbox, probe
+
+    mode = config.agent.sandbox
+    choice = decide_sandbox(mode, probe() if mode != "none" else None)
+    click.echo(f"sage retry --land: {choice.message.replace('agents are', 'checks are', 1)}")
+    return KeptWorkChecks(project_checks=tuple(project_checks(config.checks.commands, config_path=str(paths.config))),
+                          env_names=(*config.agent.env, *config.checks.env),
+                          timeout_s=60 * config.checks.timeout_minutes, sandbox=choice.sandbox,
+                          writable=tuple(config.agent.writable), worktrees=paths.worktrees,
+                          log_dir=paths.run_logs(run_id), run_id=run_id)
+
+
+def _verifier(git: Git, ticket: Ticket, how: KeptWorkChecks, target: str) -> Callable[[KeptBranch], Verification]:
+    from sage_stream.engine.kept_landing import check_kept_work
+
+    def verify(kept: KeptBranch) -> Verification:
+        click.echo(f"{ticket.id}: checking {kept.branch} ({kept.tip[:12]}) against {target}")
+        return check_kept_work(git, kept, ticket, how)
+
+    return verify

@@ -10,15 +10,19 @@ commit message, same COMPLETED record). The caller holds the run lock.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.lander import Landed, Lander
-from sage_stream.engine.verification import Check, Verification, run_checks
+from sage_stream.agents import environment
+from sage_stream.engine.attempt_sandbox import AttemptPaths, sandboxed_launch
+from sage_stream.engine.verification import Check, CheckDefinitionError, Verification, run_checks, ticket_checks
 from sage_stream.git import Git
+from sage_stream.process.sandbox import Sandbox
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import BRANCH_PREFIX, ticket_branch
 
@@ -98,16 +102,44 @@ def find_kept_work(git: Git, ticket_id: str, target: str) -> KeptBranch | None:
     return None
 
 
-def check_kept_work(git: Git, kept: KeptBranch, checks: Sequence[Check], *, scratch: Path,
-                    env: Mapping[str, str], log_dir: Path, stem: str, timeout_s: float | None) -> Verification:
-    """Run `checks` on exactly the kept commit, in a scratch work tree removed afterwards."""
+@dataclass(frozen=True)
+class KeptWorkChecks:
+    """How kept work is checked: as a run checks an attempt (the project's `[checks]` after
+    the ticket's own, the same environment names, timeout and sandbox)."""
+
+    project_checks: tuple[Check, ...]
+    env_names: tuple[str, ...]
+    timeout_s: float
+    sandbox: Sandbox | None
+    writable: tuple[str, ...]  # [agent] writable
+    worktrees: Path  # where the scratch work tree goes
+    log_dir: Path
+    run_id: str
+
+
+def check_kept_work(git: Git, kept: KeptBranch, ticket: Ticket, how: KeptWorkChecks) -> Verification:
+    """Run the checks on exactly the kept commit, in a scratch work tree removed afterwards
+    (one per landing: a work tree a killed check left never blocks the next)."""
+    checks = (*ticket_checks(ticket), *how.project_checks)
     if not checks:
         return Verification(results=())
+    scratch = (how.worktrees / f"retry-{ticket.id}-{how.run_id}").absolute()
+    env = environment.agent_environment(os.environ, passthrough=how.env_names, sage={
+        environment.SAGE_TICKET_ID: ticket.id, environment.SAGE_RUN_ID: how.run_id,
+        environment.SAGE_WORKTREE: str(scratch)})
     scratch.parent.mkdir(parents=True, exist_ok=True)
+    how.log_dir.mkdir(parents=True, exist_ok=True)
     git.worktree_add_detached(scratch, kept.tip)
     try:
-        return run_checks(checks, worktree=scratch, env=env, log_dir=log_dir, stem=stem, timeout_s=timeout_s,
-                          cancel=threading.Event(), label="sage retry --land")
+        prefix: tuple[str, ...] = ()
+        if how.sandbox is not None:
+            paths = AttemptPaths(worktree=scratch, repo=git.repo.absolute(), common_dir=git.common_dir(),
+                                 run_dir=how.log_dir.absolute(), extra=how.writable)
+            named = [argument for check in checks for argument in check.argv]
+            prefix = sandboxed_launch(how.sandbox, paths, env=env, argv=named).prefix
+        return run_checks(checks, worktree=scratch, env=env, log_dir=how.log_dir, stem=f"{ticket.id}.retry-land",
+                          timeout_s=how.timeout_s, cancel=threading.Event(), label="sage retry --land",
+                          sandbox=prefix)
     finally:
         git.worktree_remove(scratch)
 
@@ -124,7 +156,10 @@ def land_kept_work(ticket: Ticket, *, lander: Lander, run_id: str, log_dir: Path
             f"nothing to land for {ticket.id}: no branch {ticket_branch(ticket.id)} or "
             f"{ticket_branch(ticket.id)}-attempt-K holds a commit that is not on {lander.target} "
             f"(run it again with `sage retry {ticket.id}`)"))
-    verification = verify(kept)
+    try:
+        verification = verify(kept)
+    except CheckDefinitionError as error:
+        return KeptLanding(kept.branch, problem=f"{ticket.id}: a check cannot run, nothing landed: {error.message}")
     if not verification.passed:
         failed = "; ".join(f"{result.check.name}: {result.reason} (log {result.log_path})"
                            for result in verification.failed)

@@ -61,6 +61,7 @@ def test_kept_work_lands_once_files_allow_it_without_the_agent(deferred_for_scop
     assert land(repo, "SCOPE-1") == 0
     out = capsys.readouterr().out
     assert "landed sage/SCOPE-1 on main" in out
+    assert "sage retry --land: checks are " in out  # the sandbox decision, said as a run says it
     ticket = tickets_of(repo)["SCOPE-1"]
     assert ticket["state"] == "COMPLETED"
     assert run_git(repo, "show", "main:docs/x.txt") == "kept words\n"
@@ -93,6 +94,15 @@ def test_failing_checks_on_the_kept_work_land_nothing(deferred_for_scope, run_gi
     assert run_git(repo, "rev-parse", "main") == before_tip
     assert tickets_of(repo)["SCOPE-1"]["state"] == "DEFERRED"
     assert "retry-SCOPE-1" not in run_git(repo, "worktree", "list")  # the scratch work tree is gone
+
+
+def test_a_check_that_cannot_run_is_a_message_and_nothing_lands(deferred_for_scope, run_git, capsys):
+    repo = deferred_for_scope
+    broken = {"verification_scripts": [{"name": "unclosed", "command": "pytest 'unclosed"}]}
+    set_field(repo, "SCOPE-1", files=["docs/**"], validation_config=broken)
+    assert land(repo, "SCOPE-1") == 1
+    assert "a check cannot run, nothing landed" in capsys.readouterr().err
+    assert tickets_of(repo)["SCOPE-1"]["state"] == "DEFERRED"
 
 
 def test_the_newest_attempt_branch_lands_when_the_ticket_branch_holds_nothing_new(
