@@ -161,9 +161,23 @@ AGENT_MEMORY_MB = 250
 """Per running agent: the measured peak RSS of one Claude Code process tree is 202 MB."""
 
 
-def available_memory_mb() -> float:
-    """Memory available for new processes now (psutil: without swapping)."""
-    return psutil.virtual_memory().available / 2**20
+def available_memory_mb(*, cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float:
+    """Memory available for new processes now: the machine's (psutil: without swapping),
+    capped by what a cgroup v2 `memory.max` leaves (a container's limit, less its use)."""
+    available = psutil.virtual_memory().available / 2**20
+    room = cgroup_memory_room_mb(cgroup_root, self_cgroup)
+    return available if room is None else min(available, room)
+
+
+def cgroup_memory_room_mb(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+    """The least `memory.max - memory.current` over this process's cgroup v2 and its
+    ancestors, in MB; None without a limit."""
+    rooms = []
+    for directory in _candidate_dirs(cgroup_root, _cgroup_memberships(self_cgroup).get("")):
+        limit, used = _read_words(directory / "memory.max"), _read_words(directory / "memory.current")
+        if len(limit) == 1 and limit[0].isdigit() and len(used) == 1 and used[0].isdigit():
+            rooms.append(max(0, int(limit[0]) - int(used[0])) / 2**20)
+    return min(rooms) if rooms else None
 
 
 def decide_workers(requested: int | None, startable: int, *, cpus: int | None = None,

@@ -169,3 +169,18 @@ class TestDecideWorkers:
         reason = decide_workers(requested, startable, cpus=64, available_mb=64_000).reason
         assert reason.endswith(reason_end)
         assert "ready ticket" not in reason  # the cap is what the run can start, not what is ready now
+
+
+class TestAvailableMemory:
+    def test_a_cgroup_memory_limit_caps_what_is_available(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/ci/job\n", {
+            "ci/job/memory.max": f"{1024 * 2**20}\n", "ci/job/memory.current": f"{524 * 2**20}\n",
+            "ci/memory.max": "max\n", "ci/memory.current": f"{4096 * 2**20}\n"})
+        assert cpus.cgroup_memory_room_mb(root, proc) == 500.0
+        assert cpus.available_memory_mb(cgroup_root=root, self_cgroup=proc) == 500.0  # the machine has more
+        assert decide_workers(None, 10, cpus=8, available_mb=500.0).workers == 2
+
+    def test_without_a_limit_the_machines_available_memory_counts(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"memory.max": "max\n", "memory.current": "1000\n"})
+        assert cpus.cgroup_memory_room_mb(root, proc) is None
+        assert cpus.available_memory_mb(cgroup_root=root, self_cgroup=proc) > 0
