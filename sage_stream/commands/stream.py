@@ -133,12 +133,17 @@ def _prune_landed_attempts(git: Git, target: str, tickets: dict[str, Ticket]) ->
                    f"tickets, holding nothing {target} lacks: {', '.join(pruned)}", err=True)
 
 
+def _selected(plan: DispatchPlan) -> list[Ticket]:
+    """The tickets this run is about (all, or --ticket's)."""
+    return [ticket for tid, ticket in plan.tickets.items() if plan.only is None or tid in plan.only]
+
+
 def _say_what_is_parked(run, plan: DispatchPlan) -> None:
     """Nothing is ready: say which tickets wait for a time or for `sage retry`, and the command."""
     from sage_stream.engine import events as ev
     from sage_stream.graph.parked import describe_parked, parked_tickets
 
-    for line in describe_parked(parked_tickets(plan.tickets.values(), datetime.now(timezone.utc))):
+    for line in describe_parked(parked_tickets(_selected(plan), datetime.now(timezone.utc))):
         run.emit(ev.MESSAGE, None, level="warning", text=f"nothing is ready: {line}")
 
 
@@ -279,7 +284,7 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     if not ready:
         from sage_stream.graph.parked import describe_parked, parked_tickets
 
-        for line in describe_parked(parked_tickets(plan.tickets.values(), datetime.now(timezone.utc))):
+        for line in describe_parked(parked_tickets(_selected(plan), datetime.now(timezone.utc))):
             click.echo(f"  {line}")
     click.echo("predicted order (minute: tickets starting then):")
     for wave in waves:
