@@ -6,6 +6,9 @@ keeps its work on `sage/<ID>` or `sage/<ID>-attempt-<K>`. After the ticket's `fi
 again on exactly the kept commit, in a scratch work tree, and it lands through the
 same Lander as a run's work (same scope rule with the ticket's current `files`, same
 commit message, same COMPLETED record). The caller holds the run lock.
+
+Once a ticket has landed, its kept branches that hold nothing the target lacks are
+pruned (`prune_landed_attempts`: after a run, and after such a landing).
 """
 
 from __future__ import annotations
@@ -16,10 +19,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sage_stream.engine.commit_queue import QueueEntry
-from sage_stream.engine.lander import Landed, Lander
 from sage_stream.agents import environment
 from sage_stream.engine.attempt_sandbox import AttemptPaths, sandboxed_launch
+from sage_stream.engine.commit_queue import QueueEntry
+from sage_stream.engine.lander import Landed, Lander
 from sage_stream.engine.verification import Check, CheckDefinitionError, Verification, run_checks, ticket_checks
 from sage_stream.git import Git
 from sage_stream.process.sandbox import Sandbox
