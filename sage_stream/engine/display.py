@@ -109,8 +109,9 @@ def describe(event: ev.Event) -> str | None:
         row = _worker_row(data)
         worktree = data.get("worktree")
         where = f" in {one_line(PurePath(worktree).name, 40)}" if isinstance(worktree, str) and worktree else ""
+        worker = row + 1 if row is not None else "?"
         return (f'started {ticket} "{one_line(data.get("title"), 80)}" '
-                f'(worker {row + 1 if row is not None else "?"}{where}, attempt {one_line(data.get("attempt", "?"), LINE_WIDTH)})')
+                f'(worker {worker}{where}, attempt {one_line(data.get("attempt", "?"), LINE_WIDTH)})')
     if kind == ev.AGENT_OUTPUT:
         return None
     if kind == ev.AGENT_FINISHED:

@@ -6,7 +6,7 @@ One rule, used by the real scheduler (engine/scheduler.py) and by every predicti
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 
 def glob_prefix(pattern: str) -> tuple[str, ...]:
@@ -39,14 +39,3 @@ def globs_overlap(left: Sequence[str], right: Sequence[str]) -> bool:
                 return True
     return False
 
-
-def overlapping_pairs(files: Mapping[str, Sequence[str]]) -> dict[str, set[str]]:
-    """For each id with `files`, the other ids whose globs overlap its own (both ways)."""
-    scoped = [(ticket_id, globs) for ticket_id, globs in files.items() if globs]
-    found: dict[str, set[str]] = {}
-    for position, (left, left_globs) in enumerate(scoped):
-        for right, right_globs in scoped[position + 1:]:
-            if globs_overlap(left_globs, right_globs):
-                found.setdefault(left, set()).add(right)
-                found.setdefault(right, set()).add(left)
-    return found

@@ -21,7 +21,7 @@ import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sage_stream.graph.file_overlap import overlapping_pairs
+from sage_stream.graph.file_overlap import globs_overlap
 from sage_stream.tickets.models import PRIORITIES
 
 POLICIES = ("greedy", "batch")
@@ -63,7 +63,7 @@ class _Jobs:
     indegree: list[int]
     critical_path: float
     total: float
-    conflicts: list[set[int]] | None = None  # job -> jobs whose `files` overlap its own; None: none do
+    files: list[Sequence[str]] | None = None  # job -> its `files` globs; None: no job has any
 
 
 def simulate(
@@ -124,6 +124,7 @@ def recommend_worker_count(
     *,
     max_workers: int = 8,
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> int:
     """`recommend_workers(plan_workers(...))`, without simulating every count.
 
@@ -132,7 +133,7 @@ def recommend_worker_count(
     can any smaller count (their bounds are larger still), so the search stops there.
     When total work dominates (large backlogs) that is after one or two simulations.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     plans: list[WorkerPlan] = []
     best = float("inf")
     for workers in range(max_workers, 0, -1):
@@ -213,19 +214,8 @@ def _prepare(
         indegree=[indegree[old] for old in best_first],
         critical_path=max(bottom, default=0.0),
         total=sum(duration),
-        conflicts=_conflicts(files, {ids[old]: new for new, old in enumerate(best_first)}) if files else None,
+        files=[files.get(ids[old]) or () for old in best_first] if files and any(files.values()) else None,
     )
-
-
-def _conflicts(files: Mapping[str, Sequence[str]], number: Mapping[str, int]) -> list[set[int]] | None:
-    """Per job number, the job numbers whose `files` overlap its own."""
-    pairs = overlapping_pairs({job: globs for job, globs in files.items() if job in number})
-    if not pairs:
-        return None
-    conflicts: list[set[int]] = [set() for _ in number]
-    for job, others in pairs.items():
-        conflicts[number[job]] = {number[other] for other in others}
-    return conflicts
 
 
 def _topological_order(ids: list[str], successors: list[list[int]], indegree: list[int]) -> list[int]:
@@ -267,16 +257,16 @@ def _greedy(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, boo
     starts: _Slots = {}
     now, makespan, waited = 0.0, 0.0, False
     push, pop = heapq.heappush, heapq.heappop
-    conflicts, busy = jobs.conflicts, set()  # busy: running jobs, when some jobs conflict
+    files, busy = jobs.files, set()  # busy: the running jobs, when some job has `files`
     while True:
         while ready and free:
-            job = _pop_startable(ready, conflicts, busy)
+            job = _pop_startable(ready, files, busy)
             if job is None:
                 break  # every ready job overlaps a running one: it waits for that one, not for a worker
             worker = pop(free)
             end = now + duration[job]
             push(running, (end, job, worker))
-            if conflicts is not None:
+            if files is not None:
                 busy.add(job)
             if record:
                 starts[job] = (now, end, worker)
@@ -303,11 +293,11 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
     ready = [p for p, count in enumerate(waiting) if count == 0]
     starts: _Slots = {}
     now, waited = 0.0, False
-    conflicts = jobs.conflicts
+    files = jobs.files
     while ready:
         batch: list[int] = []
         while ready and len(batch) < workers:
-            job = _pop_startable(ready, conflicts, batch)
+            job = _pop_startable(ready, files, batch)
             if job is None:
                 break
             batch.append(job)
@@ -327,16 +317,17 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
     return now, starts, waited
 
 
-def _pop_startable(ready: list[int], conflicts: list[set[int]] | None, running: Iterable[int]) -> int | None:
-    """The best ready job that overlaps no running job (as `DispatchPlan.next_to_start`
-    skips one); the jobs passed over stay ready."""
-    if conflicts is None:
+def _pop_startable(ready: list[int], files: list[Sequence[str]] | None, running: Iterable[int]) -> int | None:
+    """The best ready job whose `files` overlap no running job's (as `DispatchPlan.next_to_start`
+    skips one; the same `globs_overlap`, against the few running jobs only); the jobs passed
+    over stay ready."""
+    if files is None:
         return heapq.heappop(ready)
     passed: list[int] = []
     chosen = None
     while ready:
         job = heapq.heappop(ready)
-        if conflicts[job].isdisjoint(running):
+        if not files[job] or not any(globs_overlap(files[job], files[other]) for other in running):
             chosen = job
             break
         passed.append(job)

@@ -232,7 +232,8 @@ def _auto_workers(tickets: Sequence[Ticket], columns: Columns, analysis: Analysi
     moment = now or datetime.now(timezone.utc)
     # `startable_count`, by columns: an UNPROCESSED ticket with no `not_before` needs no look
     states = columns.states
-    plain = [state is State.UNPROCESSED and not_before is None for state, not_before in zip(states, columns.not_befores)]
+    plain = [state is State.UNPROCESSED and not_before is None
+             for state, not_before in zip(states, columns.not_befores)]
     startable = plain.count(True) + sum(
         1 for ticket, state, quick in zip(tickets, states, plain)
         if not quick and state in (State.UNPROCESSED, State.DEFERRED) and is_startable(ticket, moment))

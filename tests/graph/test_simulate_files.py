@@ -60,3 +60,13 @@ def test_sage_plan_and_the_dry_run_serialize_tickets_on_one_file(git_repo, make_
     dry = json.loads(capsys.readouterr().out)
     assert dry["predicted_makespan_minutes"] == 20.0
     assert sorted(entry["start"] for entry in dry["starts"].values()) == [0.0, 10.0]
+
+
+def test_validate_recommends_no_second_worker_for_tickets_on_one_file(git_repo, make_index, make_ticket, capsys):
+    index = make_index(git_repo, [make_ticket(f"F-{n}", estimate=10, files=["src/calc.py"]) for n in (1, 2, 3)])
+    capsys.readouterr()
+    run(["validate", "--json", "--index", str(index)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["summary"]["recommended_workers"] == 1  # they would only queue behind each other
+    run(["plan", "--json", "--index", str(index)])
+    assert json.loads(capsys.readouterr().out)["recommended_workers"] == 1
