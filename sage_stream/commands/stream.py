@@ -231,10 +231,17 @@ def _ask_before_start(ticket: Ticket) -> str:
     return "yes"
 
 
+def _reachable(plan: DispatchPlan) -> dict[str, Ticket]:
+    """What this run can start, now or once what it waits on lands: what predictions count."""
+    from sage_stream.graph.ordering import reachable_tickets
+
+    return reachable_tickets(plan.tickets, plan.now, done=plan.done, excluded=plan.failed, only=plan.only)
+
+
 def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     from sage_stream.graph.simulate import simulate
 
-    pending = {tid: plan.tickets[tid] for tid in plan.pending()}
+    pending = _reachable(plan)
     if not pending:
         return 0.0
     durations = {tid: t.estimate for tid, t in pending.items()}
@@ -247,9 +254,7 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
 def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool) -> int:
     from sage_stream.graph.simulate import simulate
 
-    pending = {tid: t for tid, t in plan.tickets.items()
-               if tid not in plan.done and tid not in plan.failed and (plan.only is None or tid in plan.only)
-               and t.state.value in ("UNPROCESSED", "DEFERRED")}
+    pending = _reachable(plan)
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
@@ -292,7 +297,12 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         names = ", ".join(f"{tid} ({plan.tickets[tid].estimate:g}m)" for tid in wave)
         click.echo(f"  {start:7.1f}  {names}")
     click.echo(f"predicted makespan: {schedule_result.makespan:.1f} min of agent time "
-               f"for {len(pending)} tickets ({sum(durations.values()):.1f} min of work)")
+               f"for {len(pending)} ticket{'' if len(pending) == 1 else 's'} "
+               f"({sum(durations.values()):.1f} min of work)")
+    left_out = len(plan.pending()) - len(pending)
+    if left_out:
+        click.echo(f"not counted: {left_out} ticket{'' if left_out == 1 else 's'} this run cannot start "
+                   "(parked until a later time or `sage retry`, or waiting on one that is)")
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 from sage_stream.cli import run
@@ -50,3 +51,19 @@ def test_a_run_with_nothing_ready_says_what_is_parked_and_how_to_start_it(git_re
     assert code == 0
     assert "nothing is ready: 1 ticket waits for its `not_before` (T-1) until 2999-01-01T00:00:00Z" in out
     assert "nothing is ready: 1 ticket is DEFERRED until you retry it (S-1)" in out and "sage retry S-1" in out
+
+
+def test_predictions_leave_out_parked_tickets_and_what_waits_on_them(git_repo, make_index, capsys) -> None:
+    from sage_stream.graph.ordering import reachable_tickets
+
+    ready = {"id": "V-1", "title": "v", "state": "UNPROCESSED", "priority": "P1", "type": "implementation",
+             "validation_type": "generic", "dependencies": [], "estimate": 4}
+    raw = [deferred("S-1", retryable=False), deferred("T-1", retryable=True, not_before="2999-01-01T00:00:00Z"),
+           {**ready, "id": "U-1", "dependencies": ["S-1"]}, {**ready, "id": "W-1", "dependencies": ["V-1"]}, ready]
+    tickets = {t["id"]: Ticket.model_validate(t) for t in raw}
+    assert sorted(reachable_tickets(tickets, NOW)) == ["V-1", "W-1"]  # W-1 once V-1 lands in the run
+    index = make_index(git_repo, raw)
+    capsys.readouterr()
+    run(["stream", "--dry-run", "--json", "--agent", "exec", "--sandbox", "none", "--index", str(index)])
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["order"] == ["V-1", "W-1"] and dry["predicted_makespan_minutes"] == 8.0
