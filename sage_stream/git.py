@@ -540,6 +540,14 @@ class Git:
     def _kept_options(self) -> list[str]:
         return kept_options(self.user_config())
 
+    def fallback_identity(self) -> str | None:
+        """`Name <email>` when the repository has no git identity and commits are made with
+        sage's fallback (or the EMAIL variable); None when git's own identity is used."""
+        env = self._identity_env()
+        if not env:
+            return None
+        return f"{env['GIT_COMMITTER_NAME']} <{env['GIT_COMMITTER_EMAIL']}>"
+
     def _identity_env(self) -> dict[str, str]:
         """Author and committer, explicit: the environment's, else the user's
         configuration as read once, else `sage-stream <sage@localhost>`."""

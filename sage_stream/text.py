@@ -87,3 +87,21 @@ def format_duration(seconds: float | None) -> str:
     if whole < 3600:
         return f"{whole // 60}m{whole % 60:02d}s"
     return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def describe_exit(returncode: int | None) -> str:
+    """How a process ended, one form everywhere: a signal reads the same whether Popen
+    reports it (-15) or a shell or bwrap passed it on as 128 + N (143):
+    `killed by SIGTERM (exit 143)`; otherwise `exit code N`."""
+    import signal
+
+    if returncode is None:
+        return "no exit code"
+    number = -returncode if returncode < 0 else returncode - 128 if 128 < returncode < 128 + signal.NSIG else None
+    if number is None:
+        return f"exit code {returncode}"
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = f"signal {number}"
+    return f"killed by {name} (exit {128 + number})"

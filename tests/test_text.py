@@ -97,3 +97,21 @@ def test_format_duration(seconds: float | None, shown: str) -> None:
 
 def test_one_line_output_survives_json() -> None:
     assert json.loads(json.dumps(one_line("a\nb\x1b[1m c"))) == "a b c"
+
+
+def test_an_exit_by_signal_reads_the_same_from_popen_and_from_a_shell() -> None:
+    from sage_stream.text import describe_exit
+
+    assert describe_exit(-15) == describe_exit(143) == "killed by SIGTERM (exit 143)"
+    assert describe_exit(-9) == "killed by SIGKILL (exit 137)"
+    assert describe_exit(1) == "exit code 1" and describe_exit(None) == "no exit code"
+
+
+def test_the_live_log_shows_a_killed_agent_in_that_one_form() -> None:
+    from sage_stream.engine import events as ev
+    from sage_stream.engine.display import describe
+
+    for code in (-15, 143):
+        line = describe(ev.Event(kind=ev.AGENT_FINISHED, ticket="T-1",
+                                 data={"outcome": "timeout", "returncode": code, "duration_s": 3, "success": False}))
+        assert "(killed by SIGTERM (exit 143))" in line

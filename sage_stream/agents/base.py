@@ -23,7 +23,6 @@ import json
 import math
 import os
 import re
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any, Protocol
 from sage_stream.agents import environment
 from sage_stream.errors import SageError
 from sage_stream.process.supervise import EXITED, FAILED_TO_START, IDLE_TIMEOUT, TIMEOUT, AgentExit
-from sage_stream.text import parse_timestamp
+from sage_stream.text import describe_exit, parse_timestamp
 from sage_stream.tickets.models import Ticket
 
 ERROR_KINDS = ("rate_limit", "quota", "auth", "setup", "timeout", "api", "other")
@@ -325,11 +324,4 @@ def process_result(job: AgentJob, exit: AgentExit) -> AgentResult:
 
 
 def describe_returncode(returncode: int | None) -> str:
-    if returncode is None:
-        return "no exit code"
-    if returncode < 0:
-        try:
-            return f"killed by {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"killed by signal {-returncode}"
-    return f"exit code {returncode}"
+    return describe_exit(returncode)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -60,5 +62,23 @@ def command(directory: Path | None, parallel: str, as_json: bool, plain: bool) -
         log = subprocess.run(["git", "log", "--oneline", "--graph", "-n", "20"], cwd=repo,
                              capture_output=True, text=True).stdout
         click.echo(f"\nwhat landed on main ({repo}):\n{log}")
-        click.echo(f"try: cd {repo} && sage status && sage tickets")
+        sage = sage_command()
+        click.echo(f"try: cd {repo} && {sage} status && {sage} tickets")
+        if sage != "sage":
+            click.echo(f"(`sage` alone works once the virtualenv is active: source {Path(sage).parent}/activate)")
     return code
+
+
+def sage_command() -> str:
+    """How to run this very sage from a fresh shell: `sage` when that is what PATH finds,
+    else the full path of the script that is running (a venv's .venv/bin/sage), else
+    `python -m sage_stream` with this interpreter."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("sage")
+    if script is not None and script.name == "sage" and script.is_file():
+        if on_path is not None and Path(on_path).resolve() == script:
+            return "sage"
+        return shlex.quote(str(script))
+    if on_path is not None and Path(on_path).absolute().parent == Path(sys.executable).absolute().parent:
+        return "sage"
+    return f"{shlex.quote(sys.executable)} -m sage_stream"

@@ -1,4 +1,5 @@
-"""`sage init [--path DIR]`: an empty index, a commented config, and .gitignore entries.
+"""`sage init [--path DIR]`: an empty index, a commented config, a commented example ticket,
+and .gitignore entries.
 
 Never overwrites: a file that exists is reported as skipped, and `.gitignore` only
 gets the lines it lacks appended.
@@ -27,7 +28,8 @@ CONFIG_TEXT = """\
 # uncomment a line to change it. Command-line flags override this file.
 
 [stream]
-# Tickets worked on at once: a number, or "auto" (usable CPU cores / 2, clamped to 1..8
+# Tickets worked on at once: a number, or "auto" (usable CPUs / 0.4 per agent and available
+# memory / 250 MB per agent, at most 8 and the count `sage validate` recommends
 # and to the number of ready tickets). Used with `sage stream --auto`.
 # parallel = "auto"
 # Minutes one agent may work on one ticket before it is stopped and the ticket deferred.
@@ -109,6 +111,65 @@ CONFIG_TEXT = """\
 """
 
 
+EXAMPLE = REPO_RELATIVE.root / "example-ticket.md"
+"""Beside the tickets directory, not in it: a `.md` there would read as a ticket's prose."""
+
+EXAMPLE_TICKET = {
+    "id": "CALC-001",
+    "title": "Add a --verbose flag to the calculator CLI",
+    "state": "UNPROCESSED",
+    "priority": "P1",
+    "type": "enhancement",
+    "validation_type": "generic",
+    "dependencies": [],
+    "description": "calc.py gets a --verbose flag that prints each step. Acceptance: `python calc.py"
+                   " --verbose 1+2` prints the steps and 3; the tests pass.",
+    "estimate": 10,
+    "files": ["calc.py", "tests/**"],
+    "validation_config": {"verification_scripts": [{"name": "tests", "command": "python -m pytest -q"}]},
+}
+
+
+def example_ticket_text() -> str:
+    """The commented example `sage init` writes: every field, the allowed values, a ticket to copy."""
+    from sage_stream.tickets.models import PRIORITIES, TICKET_TYPES, VALIDATION_TYPES
+
+    ticket = json.dumps({"version": "1.0", "tickets": [EXAMPLE_TICKET]}, indent=2)
+    return f"""\
+# A ticket for sage-stream (an example; sage reads only .sage/tickets/index.json)
+
+Copy the ticket below into the `tickets` list of `.sage/tickets/index.json`, change it, then run
+`sage validate` (it names the file, the ticket and the field of anything wrong).
+
+```json
+{ticket}
+```
+
+Required (unless the ticket is COMPLETED):
+
+- `id`: letters, digits, `-`, `_`, `.` (Sage's form is `AREA-001`); it names the branch `sage/<id>`.
+- `title`: one line; it becomes the commit title.
+- `state`: `UNPROCESSED` for new work (then `IN_PROGRESS`, `COMPLETED`, `DEFERRED`, set by sage).
+- `priority`: {", ".join(PRIORITIES)} (P0 first).
+- `type`: {", ".join(TICKET_TYPES)}.
+- `validation_type`: {", ".join(VALIDATION_TYPES)}.
+- `dependencies`: ids that must be COMPLETED first (`[]` for none).
+
+Optional:
+
+- `description`: what to do and how to tell it is done (or write `.sage/tickets/<id>.md`).
+- `estimate`: minutes of agent work (default 1): orders the work and feeds `sage plan`.
+- `files`: globs the ticket may change (`src/**`, `docs/*.md`); a change outside them is not
+  landed (DEFERRED `scope_violation`; after fixing `files`, `sage retry <id> --land` lands it).
+- `validation_config.verification_scripts`: checks run in the ticket's worktree before it lands;
+  a failing one gives the agent another turn.
+- `command`: an argv list run by `--agent exec` instead of an AI agent.
+- `allow_empty`: land even when the ticket changes nothing.
+
+Then: `sage stream --dry-run` shows the order, `sage stream --auto --parallel` runs it.
+"""
+
+
 def ensure_file(path: Path, content: str) -> str:
     """Create `path` with `content` unless something exists there: 'created' or 'skipped'."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +202,7 @@ def init_sage(root: Path) -> list[tuple[Path, str]]:
     return [
         (root / INDEX, ensure_file(root / INDEX, EMPTY_INDEX)),
         (root / CONFIG, ensure_file(root / CONFIG, CONFIG_TEXT)),
+        (root / EXAMPLE, ensure_file(root / EXAMPLE, example_ticket_text())),
         (root / ".gitignore", ensure_gitignore(root / ".gitignore")),
     ]
 
@@ -149,11 +211,12 @@ def init_sage(root: Path) -> list[tuple[Path, str]]:
 @click.option("--path", "path", type=click.Path(file_okay=False), default=".",
               help="The repository to set up (default: the current directory).")
 def command(path: str) -> int:
-    """Create .sage/ with an empty index and a commented config, and ignore .sage/ in git."""
+    """Create .sage/ with an empty index, a commented config and an example ticket; ignore .sage/ in git."""
     root = Path(path).resolve()
     for target, action in init_sage(root):
         click.echo(f"{target}: {action}")
     if not any(parent.joinpath(".git").exists() for parent in (root, *root.parents)):
         click.echo(f"note: {root} is not in a git repository; sage stream needs one (git init)")
-    click.echo("next: add tickets to the index, then run `sage validate`")
+    click.echo(f"next: add tickets to {INDEX} (a complete, commented example: {EXAMPLE}),"
+               " then run `sage validate`")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -17,7 +18,9 @@ import click
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, analyze, remaining_estimates
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
+from sage_stream.graph.ordering import startable_count
 from sage_stream.graph.simulate import WITHIN_BEST, WorkerPlan, plan_workers, recommend_workers, simulate
+from sage_stream.process.cpus import WorkerDecision, decide_workers
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexView, resolve_index_path
 
@@ -41,6 +44,8 @@ class Prediction:
     rows: list[PlanRow]  # the counts planned: 1..8, plus an explicit --workers N above 8
     recommended_workers: int
     reason: str
+    useful_workers: int = 1  # the graph's recommendation (graph/analysis.py), as a run's auto rule takes it
+    auto_workers: WorkerDecision | None = None  # what --parallel=auto runs on this machine
 
 
 @click.command("plan")
@@ -54,6 +59,8 @@ def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
         loaded, graph = read_sound_index(resolve_index_path(index_path))
         prediction = predict(loaded.tickets, extra_workers=workers, graph=graph)
+        prediction.auto_workers = decide_workers(
+            None, startable_count(loaded.tickets, datetime.now(timezone.utc)), useful=prediction.useful_workers)
     shown = [row for row in prediction.rows if workers is None or row.workers == workers]
     if as_json:
         click.echo(json.dumps(plan_json(loaded, prediction, shown), indent=2))
@@ -75,9 +82,10 @@ def predict(
     first = graph.first
     dependencies = {ticket_id: first[ticket_id].dependencies for ticket_id in estimates}
     ranks = {ticket_id: first[ticket_id].priority_rank for ticket_id in estimates}
-    plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks)
+    files = {ticket_id: first[ticket_id].files for ticket_id in estimates}  # overlapping ones never run at once
+    plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks, files=files)
     if extra_workers is not None and extra_workers > PLANNED_WORKERS:
-        schedule = simulate(estimates, dependencies, extra_workers, priority_rank=ranks)
+        schedule = simulate(estimates, dependencies, extra_workers, priority_rank=ranks, files=files)
         plans.append(WorkerPlan(extra_workers, schedule.makespan))
     recommended = recommend_workers(plans)
     rows = [PlanRow(plan.workers, plan.makespan, _lower_bound(analysis, plan.workers)) for plan in plans]
@@ -89,6 +97,7 @@ def predict(
         rows=rows,
         recommended_workers=recommended,
         reason=recommendation_reason(plans, recommended, analysis.critical_path_minutes),
+        useful_workers=analysis.recommended_workers,
     )
 
 
@@ -140,6 +149,9 @@ def plan_text(prediction: Prediction, rows: Sequence[PlanRow]) -> str:
         f"Recommended: {prediction.reason}.",
         "(lower bound = max(critical path, total work / workers): no schedule beats it)",
     ]
+    if prediction.auto_workers is not None:
+        lines.append(f"--parallel=auto on this machine: {prediction.auto_workers.workers} "
+                     f"({prediction.auto_workers.reason})")
     return "\n".join(lines)
 
 
@@ -156,4 +168,6 @@ def plan_json(loaded: IndexView, prediction: Prediction, rows: Sequence[PlanRow]
         ],
         "recommended_workers": prediction.recommended_workers,
         "reason": prediction.reason,
+        "auto_workers": prediction.auto_workers.workers if prediction.auto_workers else None,
+        "auto_workers_rule": prediction.auto_workers.reason if prediction.auto_workers else None,
     }

@@ -97,7 +97,7 @@ def _settings_line(record: RunRecord) -> str:
         parts.append(f"onto {one_line(record.target, 80)}")
     if record.workers is not None:
         reason = f" ({one_line(record.workers_reason, 120)})" if record.workers_reason else ""
-        parts.append(f"{record.workers} workers{reason}")
+        parts.append(f"{record.workers} worker{'' if record.workers == 1 else 's'}{reason}")
     if record.schedule:
         parts.append(f"schedule {one_line(record.schedule, 40)}")
     if record.agent:

@@ -44,7 +44,7 @@ def run_stream(options: StreamOptions) -> int:
     sage_dir = index_path.parent.parent
     config = load_config(sage_dir)
     git = Git(_repo_root(index_path), worktree_lock=SagePaths(sage_dir).worktree_lock)
-    repo = git.toplevel()
+    repo = _work_tree_of(git, index_path)
     if git.version() < MIN_GIT:
         raise SageError(f"git {'.'.join(map(str, git.version()))} is too old: sage stream needs git >= 2.38 "
                         "(for `git merge-tree --write-tree`)")
@@ -89,12 +89,17 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             recover(recovery)
             _say_whether_sandboxed(run, settings)
             _say_what_the_agent_lacks(run, settings)
+            _say_which_identity(run, git)
             _warn_about_dirty_checkouts(run, git, settings.target)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
+            if not ready:
+                _say_what_is_parked(run, plan)
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
                                   "deps": list(plan.tickets[tid].dependencies)} for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
-            return run.execute(plan, tickets_meta, ready, predicted)
+            code = run.execute(plan, tickets_meta, ready, predicted)
+            _prune_landed_attempts(git, settings.target, run.states.current())
+            return code
         finally:
             display.close()
     finally:
@@ -111,6 +116,48 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> t
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
     return plan, plan.ready()
+
+
+def _prune_landed_attempts(git: Git, target: str, tickets: dict[str, Ticket]) -> None:
+    """Earlier attempts of tickets that have landed, kept as sage/ID-attempt-K, go once
+    they hold nothing the target lacks (said on stderr: the run's own output has ended)."""
+    from sage_stream.engine.kept_landing import prune_landed_attempts
+    from sage_stream.tickets.models import State
+
+    completed = [tid for tid, t in tickets.items() if t.state is State.COMPLETED]  # as of the last write
+    try:
+        pruned = prune_landed_attempts(git, target, completed)
+    except SageError as error:  # housekeeping: the run's outcome and exit code stand
+        click.echo(f"warning: could not prune earlier attempt branches: {error.message}", err=True)
+        return
+    if pruned:
+        click.echo(f"deleted {len(pruned)} earlier attempt branch{'es' if len(pruned) != 1 else ''} of landed "
+                   f"tickets, holding nothing {target} lacks: {', '.join(pruned)}", err=True)
+
+
+def _selected(plan: DispatchPlan) -> list[Ticket]:
+    """The tickets this run is about (all, or --ticket's)."""
+    return [ticket for tid, ticket in plan.tickets.items() if plan.only is None or tid in plan.only]
+
+
+def _say_what_is_parked(run, plan: DispatchPlan) -> None:
+    """Nothing is ready: say which tickets wait for a time or for `sage retry`, and the command."""
+    from sage_stream.engine import events as ev
+    from sage_stream.graph.parked import describe_parked, parked_tickets
+
+    for line in describe_parked(parked_tickets(_selected(plan), datetime.now(timezone.utc))):
+        run.emit(ev.MESSAGE, None, level="warning", text=f"nothing is ready: {line}")
+
+
+def _say_which_identity(run, git: Git) -> None:
+    """Once, at the start: the author of the landed commits when git has no identity here."""
+    from sage_stream.engine import events as ev
+
+    identity = git.fallback_identity()
+    if identity is not None:
+        run.emit(ev.MESSAGE, None, level="warning", text=(
+            f"no git identity (user.name / user.email) is set for {git.repo}: landed commits are made as "
+            f"{identity}; set one with `git config user.name ...` and `git config user.email ...`"))
 
 
 def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
@@ -176,6 +223,19 @@ def _load_valid(index_path: Path) -> LoadedIndex:
     return loaded
 
 
+def _work_tree_of(git: Git, index_path: Path) -> Path:
+    """The repository's work tree; outside one, the message `sage validate` gives (exit 1)."""
+    from sage_stream.git import GitError
+    from sage_stream.validation.prerequisites import not_a_work_tree
+
+    if not git.repo.is_dir():
+        raise SageError(not_a_work_tree(str(index_path.parent)))
+    try:
+        return git.toplevel()
+    except GitError:
+        raise SageError(not_a_work_tree(str(index_path.parent))) from None
+
+
 def _repo_root(index_path: Path) -> Path:
     return index_path.parent.parent.parent if index_path.parent.name == "tickets" else index_path.parent
 
@@ -190,16 +250,24 @@ def _ask_before_start(ticket: Ticket) -> str:
     return "yes"
 
 
+def _reachable(plan: DispatchPlan) -> dict[str, Ticket]:
+    """What this run can start, now or once what it waits on lands: what predictions count."""
+    from sage_stream.graph.ordering import reachable_tickets
+
+    return reachable_tickets(plan.tickets, plan.now, done=plan.done, excluded=plan.failed, only=plan.only)
+
+
 def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     from sage_stream.graph.simulate import simulate
 
-    pending = {tid: plan.tickets[tid] for tid in plan.pending()}
+    pending = _reachable(plan)
     if not pending:
         return 0.0
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
-    return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks).makespan, 2)
+    files = {tid: t.files for tid, t in pending.items()}
+    return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks, files=files).makespan, 2)
 
 
 def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool, *,
@@ -208,13 +276,13 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     from sage_stream.graph.simulate import simulate
     from sage_stream.validation.agent_readiness import setup_problems
 
-    pending = {tid: t for tid, t in plan.tickets.items()
-               if tid not in plan.done and tid not in plan.failed and (plan.only is None or tid in plan.only)
-               and t.state.value in ("UNPROCESSED", "DEFERRED")}
+    pending = _reachable(plan)
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}
-    schedule_result = simulate(durations, deps, settings.workers, policy=settings.schedule, priority_rank=ranks)
+    files = {tid: t.files for tid, t in pending.items()}  # the scheduler's rule: overlapping ones never together
+    schedule_result = simulate(durations, deps, settings.workers, policy=settings.schedule, priority_rank=ranks,
+                               files=files)
     order = sorted(schedule_result.starts, key=lambda tid: (schedule_result.starts[tid][0], tid))
     waves: list[list[str]] = []
     last_start = None
@@ -241,13 +309,23 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     click.echo(f"schedule: {settings.schedule}")
     click.echo(f"sandbox: {settings.sandbox.message}")
     click.echo(f"ready now ({len(ready)}): {', '.join(ready) if ready else 'none'}")
+    if not ready:
+        from sage_stream.graph.parked import describe_parked, parked_tickets
+
+        for line in describe_parked(parked_tickets(_selected(plan), datetime.now(timezone.utc))):
+            click.echo(f"  {line}")
     click.echo("predicted order (minute: tickets starting then):")
     for wave in waves:
         start = schedule_result.starts[wave[0]][0]
         names = ", ".join(f"{tid} ({plan.tickets[tid].estimate:g}m)" for tid in wave)
         click.echo(f"  {start:7.1f}  {names}")
     click.echo(f"predicted makespan: {schedule_result.makespan:.1f} min of agent time "
-               f"for {len(pending)} tickets ({sum(durations.values()):.1f} min of work)")
+               f"for {len(pending)} ticket{'' if len(pending) == 1 else 's'} "
+               f"({sum(durations.values()):.1f} min of work)")
+    left_out = len(plan.pending()) - len(pending)
+    if left_out:
+        click.echo(f"not counted: {left_out} ticket{'' if left_out == 1 else 's'} this run cannot start "
+                   "(parked until a later time or `sage retry`, or waiting on one that is)")
     for check in agent_checks:
         click.echo(f"agent: {'ok  ' if check.ok else 'FAIL' if check.blocking else 'note'}  {check.message}")
     if setup_problems(agent_checks):

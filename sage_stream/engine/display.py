@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, Protocol, TextIO
 
 from sage_stream.engine import events as ev
 from sage_stream.errors import EXIT_DEFERRED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
-from sage_stream.text import format_duration, iso_utc, one_line
+from sage_stream.text import describe_exit, format_duration, iso_utc, one_line
 
 MODES = ("auto", "live", "plain", "json")
 TITLE_WIDTH = 40
@@ -107,9 +108,11 @@ def describe(event: ev.Event) -> str | None:
         return _describe_run_started(data)
     if kind == ev.TICKET_STARTED:
         row = _worker_row(data)
-        slot_text = f"slot {row + 1}" if row is not None else "slot ?"
+        worktree = data.get("worktree")
+        where = f" in {one_line(PurePath(worktree).name, 40)}" if isinstance(worktree, str) and worktree else ""
+        worker = row + 1 if row is not None else "?"
         return (f'started {ticket} "{one_line(data.get("title"), 80)}" '
-                f'({slot_text}, attempt {one_line(data.get("attempt", "?"), LINE_WIDTH)})')
+                f'(worker {worker}{where}, attempt {one_line(data.get("attempt", "?"), LINE_WIDTH)})')
     if kind == ev.AGENT_OUTPUT:
         return None
     if kind == ev.AGENT_FINISHED:
@@ -129,19 +132,28 @@ def describe(event: ev.Event) -> str | None:
     if kind == ev.TICKET_DEFERRED:
         return _describe_deferred(ticket, data)
     if kind == ev.TICKET_STOPPED:
-        return f"warning: {ticket} stopped; it stays UNPROCESSED (work kept on {one_line(data.get('branch'), 80)})"
+        kept = (f"work kept on {one_line(data.get('branch'), 80)}" if data.get("branch")
+                else "stopped before it had a branch: nothing to keep")
+        return f"warning: {ticket} stopped; it stays UNPROCESSED ({kept})"
     if kind == ev.DISPATCH_PAUSED:
         until = data.get("until")
         tail = f" until {_when(until)}" if until is not None else ""
         return f"paused starting new tickets: {one_line(data.get('reason'), LINE_WIDTH)}{tail}"
     if kind == ev.DISPATCH_RESUMED:
-        return f"resumed starting tickets with {one_line(data.get('workers', '?'), LINE_WIDTH)} workers"
+        return f"resumed starting tickets with {_workers_text(data.get('workers'))}"
     if kind == ev.MESSAGE:
         level = one_line(data.get("level") or "info", 10)
         return f"{level}: {one_line(data.get('text'), LINE_WIDTH)}"
     if kind == ev.RUN_FINISHED:
         return _describe_run_finished(data)
     return f"{one_line(kind, 40)}" + (f" {ticket}" if ticket else "")
+
+
+def _workers_text(count: Any) -> str:
+    """`1 worker`, `3 workers`; `? workers` when the event does not say."""
+    if isinstance(count, int) and not isinstance(count, bool):
+        return f"{count} worker{'' if count == 1 else 's'}"
+    return f"{one_line(count if count is not None else '?', LINE_WIDTH)} workers"
 
 
 def _describe_run_started(data: dict[str, Any]) -> str:
@@ -152,8 +164,8 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     makespan = _number(data.get("predicted_makespan_minutes"))
     predicted = f", predicted makespan {format_minutes(makespan)}" if makespan is not None else ""
     target = f" onto {one_line(data.get('target'), 80)}" if data.get("target") else ""
-    return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'), LINE_WIDTH)} "
-            f"workers ({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
+    return (f"run {one_line(data.get('run_id'), 60)}{target}: {_workers_text(data.get('workers'))} "
+            f"({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
             f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "
             f"agent {one_line(data.get('agent'), 40)}{predicted}{_page_text(data)}")
 
@@ -166,7 +178,7 @@ def _page_text(data: dict[str, Any]) -> str:
 def _describe_agent_finished(ticket: str, data: dict[str, Any]) -> str:
     outcome = one_line(data.get("outcome") or "exited", 40)
     code = data.get("returncode")
-    code_text = f" (exit {code})" if isinstance(code, int) and not isinstance(code, bool) else ""
+    code_text = f" ({describe_exit(code)})" if isinstance(code, int) and not isinstance(code, bool) else ""
     verdict = "succeeded" if data.get("success") else "did not succeed"
     line = (f"agent for {ticket} {outcome}{code_text} after "
             f"{format_duration(_number(data.get('duration_s')))}: {verdict}")
@@ -574,7 +586,7 @@ class LiveDisplay:
             view = self.view
             header = Text(self._header(view), style="bold", no_wrap=True, overflow="ellipsis")
             table = Table(expand=True, show_edge=False, pad_edge=False, box=None)
-            table.add_column("slot", justify="right", no_wrap=True, min_width=2)
+            table.add_column("worker", justify="right", no_wrap=True, min_width=2)
             table.add_column("ticket", no_wrap=True, overflow="ellipsis", max_width=24)
             table.add_column("title", no_wrap=True, overflow="ellipsis", ratio=2, max_width=TITLE_WIDTH)
             table.add_column("elapsed", justify="right", no_wrap=True)
@@ -600,7 +612,7 @@ class LiveDisplay:
         target = f" onto {view.target}" if view.target else ""
         reason = f" ({view.workers_reason})" if view.workers_reason else ""
         page = f" · report {view.report_path}" if view.report_path else ""
-        return f"sage stream {view.run_id}{target}: {view.workers} workers{reason}{page}"
+        return f"sage stream {view.run_id}{target}: {_workers_text(view.workers)}{reason}{page}"
 
     @staticmethod
     def _totals(view: RunView, now: float) -> str:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from sage_stream.agents.base import SETUP_ERROR_KINDS
 from sage_stream.engine.dispatch_control import DEFER, RATE_LIMIT_KINDS, STOP, RateLimitDecision
 from sage_stream.errors import EXIT_DEFERRED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SETUP
+from sage_stream.text import describe_exit
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ def _agent_failed(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
         return transient_defer(done, policy, category=done.error_kind or "agent_failed",
                                message=done.result_message or "the agent hit a transient error",
                                last_error=done.last_line, not_before=done.reset_at, with_result=True)
-    detail = done.result_message or (f"exit code {done.returncode}" if done.exit_outcome == "exited"
+    detail = done.result_message or (describe_exit(done.returncode) if done.exit_outcome == "exited"
                                      else done.exit_error)
     failed = ("the agent tried to write outside its worktree (the sandbox refused: \"Read-only file system\" in "
               "its log) and failed" if done.refused_writes else "the agent failed")

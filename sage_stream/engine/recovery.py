@@ -33,7 +33,7 @@ from sage_stream.engine.outcomes import Defer, decide_landing
 from sage_stream.engine.run_lock import is_alive
 from sage_stream.engine.worktrees import TicketWorkspaces
 from sage_stream.faults import crash_point
-from sage_stream.git import HistoryEntry
+from sage_stream.git import Git, HistoryEntry
 from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import TRAILER, ticket_branch
@@ -174,7 +174,14 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
         crash_point("recovery_released")
         rec.emit(ev.MESSAGE, ticket.id, level="warning",
                  text=f"{ticket.id} was IN_PROGRESS in dead run {dead_run}: back to UNPROCESSED "
-                      f"(its work so far is kept on {branch})")
+                      f"({_kept_on(lander.git, branch)})")
+
+
+def _kept_on(git: Git, branch: str) -> str:
+    """Where a released ticket's work is: its branch, if the dead run got as far as making it."""
+    if git.rev_parse(f"refs/heads/{branch}") is None:
+        return f"it had no branch yet ({branch} does not exist): no work to keep"
+    return f"its work so far is kept on {branch}"
 
 
 def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:

@@ -479,7 +479,7 @@ class RunReport:
         deferred = sum(1 for record in tickets if record.outcome == "deferred")
         code = run_exit_code(interrupted=interrupted, deferred=deferred, halt_exit=halt_exit)
         self.emit(ev.RUN_FINISHED, None, completed=landed, deferred=deferred, interrupted=interrupted,
-                  remaining=remaining, exit_code=code,
+                  remaining=max(remaining - deferred, 0), exit_code=code,  # as the live view counts them
                   duration_s=round(time.time() - (epoch_of(self.record.started) or time.time()), 1),
                   summary_path=str(run_path(self.sage_dir, self.record.run_id)),
                   report_path=str(run_page_path(self.sage_dir, self.record.run_id)),

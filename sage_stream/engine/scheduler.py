@@ -12,43 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sage_stream.graph.file_overlap import globs_overlap
 from sage_stream.graph.ordering import is_startable, ready_order_key
 from sage_stream.tickets.models import State, Ticket
 
 GREEDY = "greedy"
 BATCH = "batch"
 SCHEDULES = (GREEDY, BATCH)
-
-
-def glob_prefix(pattern: str) -> tuple[str, ...]:
-    """The literal directory segments a glob is confined to (`src/api/*.py` -> src, api)."""
-    segments = [part for part in pattern.strip("/").split("/") if part not in ("", ".")]
-    literal: list[str] = []
-    for index, part in enumerate(segments):
-        if any(char in part for char in "*?[") or index == len(segments) - 1:
-            if not any(char in part for char in "*?[") and index == len(segments) - 1:
-                literal.append(part)  # a plain path names itself (file or directory)
-            break
-        literal.append(part)
-    return tuple(literal)
-
-
-def globs_overlap(left: Sequence[str], right: Sequence[str]) -> bool:
-    """Could some path match a glob of each side? Conservative: when unsure, yes.
-
-    Two globs are disjoint only when their literal prefixes part ways
-    (`calc/add.py` and `docs/**`); `calc/**` and `calc/add.py` overlap, and so does a
-    glob with no literal prefix (`*.md`) with anything. A ticket without `files`
-    declares no scope and so constrains nothing.
-    """
-    for a in left:
-        prefix_a = glob_prefix(a)
-        for b in right:
-            prefix_b = glob_prefix(b)
-            shorter = min(len(prefix_a), len(prefix_b))
-            if prefix_a[:shorter] == prefix_b[:shorter]:
-                return True
-    return False
 
 
 @dataclass
@@ -65,6 +35,7 @@ class DispatchPlan:
 
     done: set[str] = field(default_factory=set)  # COMPLETED (before or during the run)
     failed: set[str] = field(default_factory=set)  # deferred or given up in this run
+    why_failed: dict[str, str] = field(default_factory=dict)  # failed ticket -> deferred | interrupted | skipped
     running: set[str] = field(default_factory=set)
     started_count: int = 0
     reruns: dict[str, int] = field(default_factory=dict)
@@ -176,10 +147,15 @@ class DispatchPlan:
         self.running.discard(ticket_id)
         self.done.add(ticket_id)
 
-    def gave_up(self, ticket_id: str) -> None:
-        """Deferred or interrupted: its dependents stay blocked for this run."""
+    def gave_up(self, ticket_id: str, *, why: str = "deferred in this run") -> None:
+        """Deferred, interrupted or skipped (`why`): its dependents stay blocked for this run."""
         self.running.discard(ticket_id)
         self.failed.add(ticket_id)
+        self.why_failed[ticket_id] = why
+
+    def describe_failed(self, ticket_ids: Sequence[str]) -> str:
+        """`A (deferred in this run), B (interrupted)`: what became of tickets others wait on."""
+        return ", ".join(f"{tid} ({self.why_failed.get(tid, 'deferred in this run')})" for tid in ticket_ids)
 
     def rerun(self, ticket_id: str) -> bool:
         """A landing conflict: run it again on the new tip, if it has reruns left."""

@@ -22,7 +22,7 @@ from sage_stream.engine.dispatch_control import RateLimitPolicy
 from sage_stream.engine.scheduler import SCHEDULES
 from sage_stream.engine.verification import Check, project_checks
 from sage_stream.errors import SageError
-from sage_stream.graph.ordering import is_startable
+from sage_stream.graph.ordering import startable_count
 from sage_stream.paths import SagePaths
 from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.process.sandbox import Probe, SandboxChoice, check_mode, decide_sandbox
@@ -139,7 +139,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     writable = _writable_paths(config, sage_dir)
     tickets = index.index.by_id()
     only = _selected_tickets(options, tickets, index_path=index.path)
-    workers = _workers(options, config, startable=_startable_count(tickets, only, now), cpus=cpus)
+    workers = _workers(options, config, index=index, startable=startable_count(tickets.values(), now, only), cpus=cpus)
     stream = config.stream
     return StreamSettings(
         repo=repo, sage_dir=sage_dir, target=target, workers=workers.workers, workers_reason=workers.reason,
@@ -200,19 +200,21 @@ def _selected_tickets(options: StreamOptions, tickets: Mapping[str, Ticket], *,
     return only
 
 
-def _startable_count(tickets: Mapping[str, Ticket], only: frozenset[str] | None, now: datetime) -> int:
-    return sum(1 for tid, t in tickets.items() if (only is None or tid in only) and is_startable(t, now))
-
-
-def _workers(options: StreamOptions, config: SageConfig, *, startable: int, cpus: CpuBudget) -> WorkerDecision:
-    """One worker unless asked for more (--parallel, or [stream] parallel with --auto).
+def _workers(options: StreamOptions, config: SageConfig, *, index: IndexView, startable: int,
+             cpus: CpuBudget) -> WorkerDecision:
+    """One worker unless asked for more (--parallel, or [stream] parallel with --auto);
+    `auto` is the rule `sage validate` and `sage plan` show (process/cpus.py).
 
     Capped by what this run could ever start, not by what is ready this instant: tickets
     unblock as others land (a backlog with one root still fans out)."""
     requested = _requested_workers(options, config)
     if requested is None:
         return WorkerDecision(workers=1, reason=ONE_WORKER)
-    return decide_workers(None if requested == "auto" else requested, startable or 1, budget=cpus)
+    if requested != "auto":
+        return decide_workers(requested, startable, budget=cpus)
+    from sage_stream.graph.analysis import analyze
+
+    return decide_workers(None, startable, budget=cpus, useful=analyze(index.tickets).recommended_workers)
 
 
 def _requested_workers(options: StreamOptions, config: SageConfig) -> int | Literal["auto"] | None:

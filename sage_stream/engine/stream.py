@@ -229,7 +229,7 @@ class StreamRun:
                     self.stopping.quit()
                     return
                 if answer == "skip":
-                    self.plan.gave_up(ticket_id)
+                    self.plan.gave_up(ticket_id, why="skipped")
                     self.emit(ev.MESSAGE, ticket_id, level="info", text=f"skipped {ticket_id} (its dependents wait)")
                     continue
             self._start(ticket)
@@ -413,8 +413,8 @@ class StreamRun:
         ticket_id = running.ticket.id
         self.states.apply({ticket_id: ticket_state.release(count_attempt=False,
                                                            note=f"interrupted in run {self.run_id}")})
-        self.plan.gave_up(ticket_id)
-        branch = running.workspace.branch if running.workspace else ticket_branch(ticket_id)
+        self.plan.gave_up(ticket_id, why="interrupted")
+        branch = running.workspace.branch if running.workspace else None  # stopped before its branch was made
         self.emit(ev.TICKET_STOPPED, ticket_id, message="stopped by Ctrl-C / SIGTERM", branch=branch)
         self._release(running, landed=False)
 
@@ -494,7 +494,7 @@ class StreamRun:
     def _finish(self) -> int:
         for ticket_id, waiting in sorted(self.plan.blocked_by_failures().items()):
             self.emit(ev.MESSAGE, ticket_id, level="info",
-                      text=f"{ticket_id} not started: blocked by {', '.join(waiting)} (deferred in this run)")
+                      text=f"{ticket_id} not started: blocked by {self.plan.describe_failed(waiting)}")
         return self.report.finish(remaining=len(self.plan.pending()), interrupted=self.stopping.interrupted,
                                   halt_exit=self.halt_exit, halted=self.halted.reason if self.halted else None)
 

@@ -174,6 +174,9 @@ def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
             dict(zip(unfinished_ids, map(nodes.dependencies.__getitem__, unfinished_nodes))),
             priority_rank=dict(zip(unfinished_ids, map(_priority_rank, map(nodes.priorities.__getitem__,
                                                                            unfinished_nodes)))),
+            # tickets whose `files` overlap never run at once (the scheduler's rule)
+            files=(dict(zip(unfinished_ids, map(nodes.files.__getitem__, unfinished_nodes)))
+                   if any(nodes.files) else None),
         )
         rule = RULE_SIMULATION
     else:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from sage_stream.tickets.models import Docs, State, Ticket
 
 _FIELDS = ("id", "title", "state", "priority", "type", "validation_type", "tasks", "docs", "files",
-           "estimate", "__pydantic_extra__", "dependencies", "parent", "children", "not_before")
+           "estimate", "__pydantic_extra__", "dependencies", "parent", "children", "not_before", "description")
 """The attributes read, in the order of the Columns fields after `tickets`
 (`__pydantic_extra__` is what `model_extra` returns: the unknown keys)."""
 
@@ -50,6 +50,7 @@ class Columns(NamedTuple):
     parents: Sequence[str | None]
     children: Sequence[list[str]]
     not_befores: Sequence[str | None]
+    descriptions: Sequence[str | None]
 
     @classmethod
     def of(cls, tickets: Sequence[Ticket], *, as_validated: bool = False) -> Columns:

@@ -44,6 +44,38 @@ def is_startable(ticket: Ticket, now: datetime) -> bool:
     return not_before is None or not_before <= _aware(now)
 
 
+def startable_count(tickets: Iterable[Ticket], now: datetime, only: frozenset[str] | None = None) -> int:
+    """How many tickets (of `only`, when given) a run could start, now or once their
+    dependencies land: what caps its worker count (process/cpus.py `decide_workers`)."""
+    return sum(1 for ticket in tickets if (only is None or ticket.id in only) and is_startable(ticket, now))
+
+
+def reachable_tickets(tickets: Mapping[str, Ticket], now: datetime, *, done: Iterable[str] = (),
+                      excluded: Iterable[str] = (), only: frozenset[str] | None = None) -> dict[str, Ticket]:
+    """The tickets a run can start, now or once what they wait on lands in it: startable
+    now (`is_startable`), with every dependency COMPLETED (`done`) or itself reachable.
+    What a prediction of the run (its makespan, a dry run's order) may count on; a ticket
+    parked until a later time or until `sage retry`, and all that waits on it, is not."""
+    finished, left_out = set(done), set(excluded)
+    candidates = {tid: ticket for tid, ticket in tickets.items()
+                  if tid not in finished and tid not in left_out and (only is None or tid in only)
+                  and is_startable(ticket, now)}
+    waiting = {tid: sum(1 for dep in set(ticket.dependencies) if dep not in finished)
+               for tid, ticket in candidates.items()}
+    dependents: dict[str, list[str]] = {}
+    for tid, ticket in candidates.items():
+        for dep in set(ticket.dependencies):
+            if dep not in finished:
+                dependents.setdefault(dep, []).append(tid)
+    reachable = [tid for tid, count in waiting.items() if count == 0]
+    for tid in reachable:  # grows while iterating: Kahn's algorithm over the candidates
+        for dependent in dependents.get(tid, ()):
+            waiting[dependent] -= 1
+            if waiting[dependent] == 0:
+                reachable.append(dependent)
+    return {tid: candidates[tid] for tid in reachable}
+
+
 def ready_order_key(ticket: Ticket, bottom_level: float) -> tuple[int, float, str]:
     """Smaller sorts first: (priority rank, -bottom level, id)."""
     return (ticket.priority_rank, -bottom_level, ticket.id)

@@ -7,6 +7,10 @@ Two policies:
 - "batch" (the original /stream): take up to N ready jobs, wait for ALL of them, repeat;
   workers idle behind the slowest job of each batch.
 
+Both keep apart jobs whose `files` overlap, as the real scheduler does (one rule:
+graph/file_overlap.py): a ready job that overlaps a running one waits, and the next best
+ready job starts instead.
+
 Jobs are renumbered once in priority order, so the ready queue is a heap of plain ints
 and one simulation is O(n log n) for n jobs, whatever the worker count.
 """
@@ -14,9 +18,10 @@ and one simulation is O(n log n) for n jobs, whatever the worker count.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sage_stream.graph.file_overlap import globs_overlap
 from sage_stream.tickets.models import PRIORITIES
 
 POLICIES = ("greedy", "batch")
@@ -58,6 +63,7 @@ class _Jobs:
     indegree: list[int]
     critical_path: float
     total: float
+    files: list[Sequence[str]] | None = None  # job -> its `files` globs; None: no job has any
 
 
 def simulate(
@@ -67,13 +73,15 @@ def simulate(
     *,
     policy: str = "greedy",
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> Schedule:
     """The schedule of the jobs in `durations` on `workers` workers.
 
     `dependencies[job]` may name ids outside `durations`: those are done already
-    (COMPLETED tickets). Raises ValueError on a cycle, a bad policy or workers < 1.
+    (COMPLETED tickets). `files[job]`: its `files` globs; jobs whose globs overlap never
+    run at once. Raises ValueError on a cycle, a bad policy or workers < 1.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     makespan, starts, _ = _run(jobs, workers, policy, record=True)
     return Schedule(makespan=makespan, starts=starts)
 
@@ -92,13 +100,14 @@ def plan_workers(
     *,
     max_workers: int = 8,
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> list[WorkerPlan]:
     """The greedy makespan for 1..max_workers workers.
 
     Once a count is reached at which no job ever waits for a worker, every larger
     count gives the very same schedule, so the remaining counts are not simulated.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     plans: list[WorkerPlan] = []
     for workers in range(1, max_workers + 1):
         makespan, _, waited = _run(jobs, workers, "greedy", record=False)
@@ -115,6 +124,7 @@ def recommend_worker_count(
     *,
     max_workers: int = 8,
     priority_rank: Mapping[str, int] | None = None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> int:
     """`recommend_workers(plan_workers(...))`, without simulating every count.
 
@@ -123,7 +133,7 @@ def recommend_worker_count(
     can any smaller count (their bounds are larger still), so the search stops there.
     When total work dominates (large backlogs) that is after one or two simulations.
     """
-    jobs = _prepare(durations, dependencies, priority_rank)
+    jobs = _prepare(durations, dependencies, priority_rank, files)
     plans: list[WorkerPlan] = []
     best = float("inf")
     for workers in range(max_workers, 0, -1):
@@ -171,6 +181,7 @@ def _prepare(
     durations: Mapping[str, float],
     dependencies: Mapping[str, Sequence[str]],
     priority_rank: Mapping[str, int] | None,
+    files: Mapping[str, Sequence[str]] | None = None,
 ) -> _Jobs:
     ids = list(durations)
     index = {job: position for position, job in enumerate(ids)}
@@ -203,6 +214,7 @@ def _prepare(
         indegree=[indegree[old] for old in best_first],
         critical_path=max(bottom, default=0.0),
         total=sum(duration),
+        files=[files.get(ids[old]) or () for old in best_first] if files and any(files.values()) else None,
     )
 
 
@@ -245,14 +257,20 @@ def _greedy(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, boo
     starts: _Slots = {}
     now, makespan, waited = 0.0, 0.0, False
     push, pop = heapq.heappush, heapq.heappop
+    files, busy = jobs.files, set()  # busy: the running jobs, when some job has `files`
     while True:
         while ready and free:
-            job, worker = pop(ready), pop(free)
+            job = _pop_startable(ready, files, busy)
+            if job is None:
+                break  # every ready job overlaps a running one: it waits for that one, not for a worker
+            worker = pop(free)
             end = now + duration[job]
             push(running, (end, job, worker))
+            if files is not None:
+                busy.add(job)
             if record:
                 starts[job] = (now, end, worker)
-        if ready:
+        if ready and not free:
             waited = True
         if not running:
             break
@@ -260,6 +278,7 @@ def _greedy(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, boo
         makespan = now
         while running and running[0][0] == now:  # free every slot that ends now, then choose
             _, job, worker = pop(running)
+            busy.discard(job)
             push(free, worker)
             for successor in successors[job]:
                 waiting[successor] -= 1
@@ -274,9 +293,15 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
     ready = [p for p, count in enumerate(waiting) if count == 0]
     starts: _Slots = {}
     now, waited = 0.0, False
+    files = jobs.files
     while ready:
-        batch = [heapq.heappop(ready) for _ in range(min(workers, len(ready)))]
-        waited = waited or bool(ready)
+        batch: list[int] = []
+        while ready and len(batch) < workers:
+            job = _pop_startable(ready, files, batch)
+            if job is None:
+                break
+            batch.append(job)
+        waited = waited or (bool(ready) and len(batch) == workers)
         barrier = now
         for worker, job in enumerate(batch):
             end = now + duration[job]
@@ -290,3 +315,22 @@ def _batches(jobs: _Jobs, workers: int, record: bool) -> tuple[float, _Slots, bo
                 if waiting[successor] == 0:
                     heapq.heappush(ready, successor)
     return now, starts, waited
+
+
+def _pop_startable(ready: list[int], files: list[Sequence[str]] | None, running: Iterable[int]) -> int | None:
+    """The best ready job whose `files` overlap no running job's (as `DispatchPlan.next_to_start`
+    skips one; the same `globs_overlap`, against the few running jobs only); the jobs passed
+    over stay ready."""
+    if files is None:
+        return heapq.heappop(ready)
+    passed: list[int] = []
+    chosen = None
+    while ready:
+        job = heapq.heappop(ready)
+        if not files[job] or not any(globs_overlap(files[job], files[other]) for other in running):
+            chosen = job
+            break
+        passed.append(job)
+    for job in passed:
+        heapq.heappush(ready, job)
+    return chosen

@@ -153,40 +153,78 @@ class WorkerDecision:
     reason: str
 
 
-def decide_workers(requested: int | None, ready_count: int, *, cpus: int | None = None,
-                   budget: CpuBudget | None = None) -> WorkerDecision:
-    """How many agents to run at once.
+AGENT_CPU_SHARE = 0.4
+"""Of one CPU, per running agent. One Claude Code run against the fake model server (2 s per
+answer) used 0.18 CPU-s per wall second, mostly its start-up (BENCHMARKS.md, "What one agent
+CLI costs"); doubled for the tools it runs and the checks sage runs after it."""
+AGENT_MEMORY_MB = 250
+"""Per running agent: the measured peak RSS of one Claude Code process tree is 202 MB."""
 
-    `requested` None is Sage's auto rule: usable CPUs // 2, clamped to 1..8 and to the number
-    of ready tickets. An explicit N is capped at the ready count. Never fewer than 1.
-    The CPUs are `cpus`, else those of `budget` (already read), else read now.
+
+def available_memory_mb(*, cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float:
+    """Memory available for new processes now: the machine's (psutil: without swapping),
+    capped by what a cgroup v2 `memory.max` leaves (a container's limit, less its use)."""
+    available = psutil.virtual_memory().available / 2**20
+    room = cgroup_memory_room_mb(cgroup_root, self_cgroup)
+    return available if room is None else min(available, room)
+
+
+def cgroup_memory_room_mb(cgroup_root: Path = CGROUP_ROOT, self_cgroup: Path = PROC_SELF_CGROUP) -> float | None:
+    """The least `memory.max - memory.current` over this process's cgroup v2 and its
+    ancestors, in MB; None without a limit."""
+    rooms = []
+    for directory in _candidate_dirs(cgroup_root, _cgroup_memberships(self_cgroup).get("")):
+        limit, used = _read_words(directory / "memory.max"), _read_words(directory / "memory.current")
+        if len(limit) == 1 and limit[0].isdigit() and len(used) == 1 and used[0].isdigit():
+            rooms.append(max(0, int(limit[0]) - int(used[0])) / 2**20)
+    return min(rooms) if rooms else None
+
+
+def decide_workers(requested: int | None, startable: int, *, cpus: int | None = None,
+                   budget: CpuBudget | None = None, available_mb: float | None = None,
+                   useful: int | None = None) -> WorkerDecision:
+    """How many agents to run at once: the one rule `sage stream` (and --dry-run),
+    `sage validate` and `sage plan` all apply.
+
+    `requested` None is auto: as many agents as the usable CPUs carry at AGENT_CPU_SHARE
+    each and the available memory at AGENT_MEMORY_MB each, at most MAX_AUTO_WORKERS, and
+    at most `useful` (the count the backlog's graph recommends, when known). An explicit N
+    is taken as asked. Either is capped at the tickets the run can start. Never fewer than 1.
+    The CPUs are `cpus`, else those of `budget` (already read), else read now; the memory
+    `available_mb`, else read now.
     """
     if requested is not None:
-        return _explicit_workers(requested, ready_count)
+        return _explicit_workers(requested, startable)
     if cpus is None:
         budget = budget or cpu_budget()
         cpus, detail = budget.usable, f" ({budget.describe()})"
     else:
         detail = ""
-    workers = cpus // 2
-    reason = f"auto: {cpus} usable CPU{'s' if cpus != 1 else ''}{detail} // 2 = {workers}"
-    if workers < 1:
-        workers, reason = 1, f"{reason}, raised to 1"
-    if workers > MAX_AUTO_WORKERS:
-        workers, reason = MAX_AUTO_WORKERS, f"{reason}, capped at {MAX_AUTO_WORKERS}"
-    return _cap_at_ready(workers, reason, ready_count)
+    memory = available_memory_mb() if available_mb is None else available_mb
+    by_cpu = math.floor(cpus / AGENT_CPU_SHARE + 1e-9)
+    by_memory = math.floor(memory / AGENT_MEMORY_MB)
+    limits = [f"{cpus} usable CPU{'s' if cpus != 1 else ''}{detail} / {AGENT_CPU_SHARE:g} per agent = {by_cpu}",
+              f"{memory:,.0f} MB available / {AGENT_MEMORY_MB} MB per agent = {by_memory}",
+              f"at most {MAX_AUTO_WORKERS}"]
+    counts = [by_cpu, by_memory, MAX_AUTO_WORKERS]
+    if useful is not None:
+        limits.append(f"{useful} recommended for this backlog")
+        counts.append(useful)
+    workers = max(1, min(counts))
+    reason = f"auto: min({'; '.join(limits)}) = {workers}"
+    return _cap_at_startable(workers, reason, startable)
 
 
-def _explicit_workers(requested: int, ready_count: int) -> WorkerDecision:
+def _explicit_workers(requested: int, startable: int) -> WorkerDecision:
     if requested < 1:
         raise SageError(f"--parallel must be at least 1, got {requested}")
-    return _cap_at_ready(requested, f"requested {requested}", ready_count)
+    return _cap_at_startable(requested, f"requested {requested}", startable)
 
 
-def _cap_at_ready(workers: int, reason: str, ready_count: int) -> WorkerDecision:
-    if ready_count < 1 and workers > 1:
-        return WorkerDecision(1, f"{reason}, 1 as no ticket is ready")
-    if workers > ready_count >= 1:
-        tickets = "ticket" if ready_count == 1 else "tickets"
-        return WorkerDecision(ready_count, f"{reason}, capped at {ready_count} ready {tickets}")
+def _cap_at_startable(workers: int, reason: str, startable: int) -> WorkerDecision:
+    if startable < 1:
+        return WorkerDecision(1, f"{reason}; 1 as no ticket can start" if workers > 1 else reason)
+    if workers > startable:
+        tickets = "ticket" if startable == 1 else "tickets"
+        return WorkerDecision(startable, f"{reason}, capped at the {startable} {tickets} this run can start")
     return WorkerDecision(workers, reason)

@@ -252,7 +252,7 @@ def _parse(text: str, errors: _LoadErrors) -> dict[str, Any]:
         raise errors.fail(f"line {error.lineno}, column {error.colno}: invalid JSON: {error.msg}",
                           "invalid_json")
     except ValueError as error:  # NaN / Infinity
-        raise errors.fail(f"invalid JSON: {error}", "invalid_json")
+        raise errors.fail(f"{_where_constant(text)}invalid JSON: {error}", "invalid_json")
     except RecursionError:
         raise errors.fail("invalid JSON: nested too deeply to be a ticket index", "invalid_json")
     if not isinstance(raw, dict):
@@ -261,6 +261,43 @@ def _parse(text: str, errors: _LoadErrors) -> dict[str, Any]:
             "invalid_schema",
         )
     return raw
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|(-?Infinity|NaN)')
+_CONSTANT = object()  # what NaN / Infinity parse as while looking for where they are
+
+
+def _where_constant(text: str) -> str:
+    """`line 3, ticket A-1, field 'estimate': ` for the first NaN or Infinity (outside
+    strings), as far as can be told; the line alone when the file is not an index."""
+    token = next((match for match in _JSON_TOKEN.finditer(text) if match.group(1)), None)
+    if token is None:
+        return ""
+    where = f"line {text.count(chr(10), 0, token.start()) + 1}, "
+    try:
+        raw = json.loads(text, parse_constant=lambda name: _CONSTANT)
+    except (ValueError, RecursionError):
+        return where
+    tickets = raw.get("tickets") if isinstance(raw, dict) else None
+    for position, item in enumerate(tickets if isinstance(tickets, list) else [], start=1):
+        field = _path_to(item, _CONSTANT)
+        if field is not None:
+            label = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else f"#{position}"
+            return f"{where}ticket {label}, field '{field}': "
+    return where
+
+
+def _path_to(value: Any, target: object, prefix: str = "") -> str | None:
+    """The dotted path (`validation_config.verification_scripts[0].timeout`) to `target`."""
+    if value is target:
+        return prefix
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        name = f"{prefix}[{key}]" if isinstance(key, int) else f"{prefix}.{key}" if prefix else str(key)
+        found = _path_to(inner, target, name)
+        if found is not None:
+            return found
+    return None
 
 
 _TICKETS_ADAPTER = TypeAdapter(list[Ticket])
@@ -300,8 +337,8 @@ def _validate_json(data: bytes) -> TicketIndex | None:
     """The models straight from the bytes, or None when the slow path must decide."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
-    if any(literal in data for literal in _LENIENT_LITERALS):
-        return None
+    if any(literal in data for literal in _LENIENT_LITERALS) or b'"tickets"' not in data:
+        return None  # the slow path names the problem (a missing "tickets" would default to [])
     try:
         return _INDEX_ADAPTER.validate_json(data)
     except (ValidationError, RecursionError):
@@ -310,7 +347,13 @@ def _validate_json(data: bytes) -> TicketIndex | None:
 
 def _validate(raw: dict[str, Any], path: Path) -> TicketIndex:
     shown = str(path)
-    raw_tickets = raw.get("tickets", [])
+    if "tickets" not in raw:
+        message = (f"{shown}: no \"tickets\" list at the top level (found "
+                   f"{', '.join(map(repr, list(raw)[:5])) or 'an empty object'}): an index is "
+                   "{\"version\": \"1.0\", \"tickets\": [...]}")
+        raise IndexLoadError(message, [Finding(Severity.ERROR, "invalid_schema", message, file=shown,
+                                               field="tickets", expected="list", found="nothing")])
+    raw_tickets = raw["tickets"]
     if not isinstance(raw_tickets, list):
         message = f"{shown}: field 'tickets': expected a list of tickets, found {_json_type(raw_tickets)}"
         raise IndexLoadError(

@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from itertools import compress, repeat
 from operator import is_not
 from pathlib import Path
@@ -46,10 +46,13 @@ from sage_stream.validation.prerequisites import (
     prerequisite_findings,
     unresolved_commits,
 )
+from sage_stream.validation.file_globs import unmatched_glob_findings
 from sage_stream.validation.report import ValidationReport
 
 if TYPE_CHECKING:
+    from sage_stream.graph.analysis import Analysis
     from sage_stream.graph.dependency_graph import DependencyGraph
+    from sage_stream.process.cpus import WorkerDecision
 
 CHECK_ORDER = (
     # the index exists and parses (tickets/store.py)
@@ -67,7 +70,7 @@ CHECK_ORDER = (
     "subtask_field",
     "empty_validation_script",
     "invalid_checkpoint", "unresolved_checkpoint", "unchecked_checkpoint",
-    "unsafe_path",
+    "unsafe_path", "files_match_nothing",
     "estimate_not_finite",
     "index_tracked",
     "prerequisite_git_installed", "prerequisite_git_version", "prerequisite_git_work_tree",
@@ -217,8 +220,27 @@ def _report(
         index=str(loaded.path), tickets=len(tickets),
         findings=as_strict(findings) if strict else findings,
         prerequisites=prerequisites, strict=strict, states=_count_states(columns.states),
-        analysis=analysis,
+        analysis=analysis, auto_workers=_auto_workers(tickets, columns, analysis, now),
     )
+
+
+def _auto_workers(tickets: Sequence[Ticket], columns: Columns, analysis: Analysis | None,
+                  now: datetime | None) -> WorkerDecision | None:
+    """What `sage stream --parallel=auto` would run here: the same rule, the same inputs."""
+    if analysis is None:
+        return None
+    from sage_stream.graph.ordering import is_startable
+    from sage_stream.process.cpus import decide_workers
+
+    moment = now or datetime.now(timezone.utc)
+    # `startable_count`, by columns: an UNPROCESSED ticket with no `not_before` needs no look
+    states = columns.states
+    plain = [state is State.UNPROCESSED and not_before is None
+             for state, not_before in zip(states, columns.not_befores)]
+    startable = plain.count(True) + sum(
+        1 for ticket, state, quick in zip(tickets, states, plain)
+        if not quick and state in (State.UNPROCESSED, State.DEFERRED) and is_startable(ticket, moment))
+    return decide_workers(None, startable, useful=analysis.recommended_workers)
 
 
 def _count_states(states: Sequence[State]) -> dict[str, int]:
@@ -267,6 +289,8 @@ def ticket_findings(
     findings += subtask_findings(columns, file)
     findings += checkpoint_findings(columns, context, file)
     findings += path_findings(columns, file)
+    if any(columns.files):
+        findings += unmatched_glob_findings(columns.tickets, context, file)
     findings += estimate_findings(columns, file)
     return findings
 
@@ -383,6 +407,9 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
         position for position in columns.unfinished()
         if position not in unsafe and ids[position - 1] not in with_prose
     ] if with_prose or unsafe else list(columns.unfinished())
+    # a ticket whose `description` says what to do inline needs no <ID>.md
+    described = list(map(_has_description, columns.descriptions))
+    missing = [position for position in missing if not described[position - 1]]
     if not missing:
         return []
     if len(missing) > 1 and (not with_prose or with_prose.isdisjoint(ids)):
@@ -403,6 +430,10 @@ def prose_findings(columns: Columns, odd_ids: OddIds, tickets_dir: Path, file: s
                  expected=f"{row.ticket.id}.md", found="nothing")
         for row in rows
     ]
+
+
+def _has_description(description: str | None) -> bool:
+    return bool(description) and not description.isspace()
 
 
 def _file_names(directory: Path) -> frozenset[str]:

@@ -5,11 +5,11 @@ Everything here only looks: `sage validate` must change nothing on disk, so whet
 directory that exists, never by creating it. Git runs with argv lists and
 GIT_OPTIONAL_LOCKS=0 (no index refresh behind our back).
 
-A failed prerequisite is a warning: the index may still be fine, and `sage stream`
-refuses to start on its own when it truly cannot run. Two are errors (`blocking`):
-a `.sage/config.toml` that does not load, and an `[agent] preset` naming an agent CLI
-that is not installed (or that sage-stream has no module for) - every run would fail.
-So is an agent without credentials (no key variable, no login file of its CLI).
+A failed prerequisite is an error (exit 1, as the README says): no run could work here
+(git missing or too old, no work tree, `.sage/` not writable, a `.sage/config.toml` that
+does not load, an `[agent] preset` naming an agent CLI that is not installed or that
+sage-stream has no module for, an agent without credentials: no key variable, no login
+file of its CLI). `blocking` marks the ones `sage stream` itself checks too.
 
 The agent check runs when the config names an agent or `--agent NAME` chooses one: the
 CLI's `--version` (through its module's `cli_version()`), shown as "claude 2.1.3 at
@@ -67,6 +67,12 @@ class GitContext:
     @property
     def usable(self) -> bool:
         return self.executable is not None and self.work_tree is not None
+
+
+def not_a_work_tree(directory: str) -> str:
+    """What `sage validate` and `sage stream` say when the index is not in a git work tree."""
+    return (f"{directory} is not inside a git work tree: sage stream runs tickets in git worktrees"
+            " of the repository that holds the index (run `git init` there)")
 
 
 def run_git(
@@ -135,8 +141,7 @@ def inspect_git(directory: Path) -> GitContext:
     else:
         context.prerequisites.append(Prerequisite(
             "git_work_tree", False,
-            f"{shown} is not inside a git work tree: sage stream runs tickets in git worktrees"
-            " of the repository that holds the index (run `git init` there)", shown))
+            not_a_work_tree(shown), shown))
     return context
 
 
@@ -325,7 +330,7 @@ def check_prerequisites(index_path: Path, *, agent: str | None = None) -> tuple[
 
 def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:
     return [
-        Finding(Severity.ERROR if item.blocking else Severity.WARNING, PREREQUISITE_PREFIX + item.name,
+        Finding(Severity.ERROR, PREREQUISITE_PREFIX + item.name,
                 item.message, file=item.path)
         for item in prerequisites
         if not item.ok
@@ -343,6 +348,17 @@ def is_tracked(context: GitContext, path: Path) -> bool:
     result = run_git(context.executable, ["ls-files", "--error-unmatch", "--", str(path)],
                      cwd=context.work_tree)
     return result is not None and result.returncode == 0
+
+
+def tracked_files(context: GitContext) -> list[str] | None:
+    """Every path git tracks in the work tree (`ls-files`); None when git cannot tell."""
+    if not context.usable:
+        return None
+    assert context.executable is not None and context.work_tree is not None
+    result = run_git(context.executable, ["ls-files", "-z"], cwd=context.work_tree)
+    if result is None or result.returncode != 0:
+        return None
+    return [path for path in result.stdout.split("\0") if path]
 
 
 def unresolved_commits(context: GitContext, revisions: Iterable[str]) -> set[str] | None:

@@ -3,7 +3,8 @@
 JSON shape (a public contract; keys are only ever added):
 
     {"valid": bool, "exit_code": 0|1|2, "strict": bool, "index": path or null,
-     "summary": {"tickets", "errors", "warnings", "states", "ready", "recommended_workers"},
+     "summary": {"tickets", "errors", "warnings", "states", "ready", "recommended_workers",
+                 "auto_workers", "auto_workers_rule"},
      "errors": [finding...], "warnings": [finding...],
      "analysis": {"ready", "ready_count", "blocked_count", "waves", "max_parallelism",
                   "critical_path", "critical_path_minutes", "total_minutes",
@@ -11,7 +12,9 @@ JSON shape (a public contract; keys are only ever added):
      "prerequisites": [{"name", "ok", "message", "path"}...]}
 
 A finding is `Finding.as_json()`: severity, code, message, file, ticket, field,
-expected, found. `recommended_workers_rule` says how the count was chosen: "simulation"
+expected, found. `auto_workers` is what `sage stream --parallel=auto` runs on this machine
+(`process.cpus.decide_workers`; `auto_workers_rule` its reason, the run prints the same).
+`recommended_workers_rule` says how the count was chosen: "simulation"
 (the smallest count whose simulated makespan is within 5% of the best) or, above
 `graph.simulate.SIMULATED_UP_TO` unfinished tickets, "lower_bound" (the smallest count
 whose lower bound max(critical path, work / workers) is within 5% of the best bound).
@@ -29,6 +32,7 @@ from sage_stream.validation.prerequisites import PREREQUISITE_PREFIX, Prerequisi
 
 if TYPE_CHECKING:
     from sage_stream.graph.analysis import Analysis
+    from sage_stream.process.cpus import WorkerDecision
 
 MAX_LINES_PER_CHECK = 100
 """Human output shows this many findings of one check; `--json` always has all of them."""
@@ -48,6 +52,7 @@ class ValidationReport:
     states: dict[str, int] | None = None
     analysis: Analysis | None = None
     sandbox: Prerequisite | None = None  # whether agents would be sandboxed (a note unless it blocks)
+    auto_workers: WorkerDecision | None = None  # what --parallel=auto runs here (process/cpus.py)
 
     @property
     def errors(self) -> list[Finding]:
@@ -75,6 +80,8 @@ class ValidationReport:
             "states": self.states,
             "ready": len(self.analysis.ready) if self.analysis else None,
             "recommended_workers": self.analysis.recommended_workers if self.analysis else None,
+            "auto_workers": self.auto_workers.workers if self.auto_workers else None,
+            "auto_workers_rule": self.auto_workers.reason if self.auto_workers else None,
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -196,8 +203,11 @@ def summary_line(report: ValidationReport) -> str:
     analysis = report.analysis
     if analysis is None:
         return f"{line}; no schedule analysis until the errors are fixed"
-    return (f"{line}; ready now: {len(analysis.ready)}; recommended workers:"
+    line = (f"{line}; ready now: {len(analysis.ready)}; recommended workers:"
             f" {analysis.recommended_workers} ({worker_rule_text(analysis.recommended_workers_rule)})")
+    if report.auto_workers is not None:
+        line += f"\n--parallel=auto on this machine: {report.auto_workers.workers} ({report.auto_workers.reason})"
+    return line
 
 
 def worker_rule_text(rule: str) -> str:

@@ -50,8 +50,9 @@ def test_log_tail(tmp_path: Path) -> None:
     [
         (0, "exit code 0"),
         (3, "exit code 3"),
-        (-9, "killed by SIGKILL"),
-        (-15, "killed by SIGTERM"),
+        (-9, "killed by SIGKILL (exit 137)"),
+        (-15, "killed by SIGTERM (exit 143)"),
+        (143, "killed by SIGTERM (exit 143)"),  # the same death passed on by a shell or bwrap reads the same
         (None, "no exit code"),
     ],
 )

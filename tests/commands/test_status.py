@@ -162,3 +162,11 @@ def test_status_does_not_import_rich(repo: Path):
             f"code = run(['status', '--index', {str(repo / '.sage/tickets/index.json')!r}]); "
             "sys.exit(10 + code if 'rich' in sys.modules else code)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_one_worker_reads_as_one_worker(repo: Path, capsys):
+    from dataclasses import replace
+
+    write_run(repo / ".sage", replace(finished_run(repo), workers=1, workers_reason="requested 1"))
+    code, out = sage_status(repo, capsys)
+    assert "1 worker (requested 1)" in out and "1 workers" not in out

@@ -143,7 +143,29 @@ def test_init_creates_index_config_and_gitignore(tmp_path: Path, capsys: pytest.
     assert (tmp_path / ".gitignore").read_text() == ".sage/\n"
     out = capsys.readouterr().out
     assert f"{index}: created" in out
-    assert run(["validate", "--index", str(index)]) in (0, 2)  # warnings only: not a git repository
+    assert run(["validate", "--index", str(index)]) == 1  # a failed prerequisite: not a git repository
+    assert "is not inside a git work tree" in capsys.readouterr().out
+
+
+def test_init_writes_a_complete_commented_example_ticket_that_validates(
+    make_git_repo, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sage_stream.tickets.models import TICKET_TYPES, VALIDATION_TYPES
+
+    repo = make_git_repo(tmp_path / "repo")
+    assert run(["init", "--path", str(repo)]) == 0
+    example = repo / ".sage" / "example-ticket.md"
+    assert f"{example.relative_to(repo)}" in capsys.readouterr().out  # `sage init` points at it
+    text = example.read_text()
+    assert all(value in text for value in (*TICKET_TYPES, *VALIDATION_TYPES, "P0", "P4"))
+    block = text.split("```json\n", 1)[1].split("```", 1)[0]
+    index = repo / ".sage" / "tickets" / "index.json"
+    index.write_text(block)  # the example, pasted as it is, is a valid index
+    capsys.readouterr()
+    assert run(["validate", "--json", "--index", str(index)]) in (0, 2)
+    report = json.loads(capsys.readouterr().out)
+    assert report["errors"] == [] and report["summary"]["tickets"] == 1
+    assert not (repo / ".sage" / "tickets" / "example-ticket.md").exists()  # not beside the index: not prose
 
 
 def test_init_twice_changes_nothing_and_says_what_it_skipped(
@@ -157,7 +179,7 @@ def test_init_twice_changes_nothing_and_says_what_it_skipped(
     assert run(["init", "--path", str(tmp_path)]) == 0
     assert [(path.read_bytes(), path.stat().st_mtime_ns) for path in files] == before
     out = capsys.readouterr().out
-    assert out.count("skipped (exists)") == 2 and "skipped (already ignores .sage/)" in out
+    assert out.count("skipped (exists)") == 3 and "skipped (already ignores .sage/)" in out
 
 
 def test_init_never_overwrites_an_existing_index_or_config(

@@ -44,7 +44,8 @@ def run_started(**overrides) -> Event:
 
 def started(ticket: str, slot: int, at: float, title: str = "Add addition", attempt: int = 1) -> Event:
     return Event("ticket_started", ticket, dict(title=title, slot=slot, attempt=attempt, branch="b",
-                                                worktree="/w", log=f".sage/workers/{ticket}.log"), time=at)
+                                                worktree="/r/.sage/worktrees/slot-3",
+                                                log=f".sage/workers/{ticket}.log"), time=at)
 
 
 def landed(ticket: str, at: float, seconds: float, commit: str = "3f2a1c9d0e8b7a6f") -> Event:
@@ -94,7 +95,7 @@ def test_plain_prints_one_timestamped_line_per_ticket_event():
         deferred("CALC-004", T0 + 20, not_before="2026-11-21T09:30:00Z"),
     ])
     assert lines == [
-        '2026-11-21T09:14:03Z started CALC-002 "Add addition" (slot 1, attempt 1)',
+        '2026-11-21T09:14:03Z started CALC-002 "Add addition" (worker 1 in slot-3, attempt 1)',
         "2026-11-21T09:14:15Z landed CALC-002 as 3f2a1c9 in 12.4s",
         "2026-11-21T09:14:23Z deferred CALC-004: conflict: calc/parse.py"
         " (will retry after 2026-11-21T09:30:00Z)",
@@ -119,6 +120,13 @@ def test_plain_run_started_gives_the_worker_decision_and_predicted_makespan():
     assert "2 workers (2 usable CPUs, 3 ready tickets)" in line
     assert "3 tickets (2 ready)" in line
     assert "predicted makespan ~5m" in line
+
+
+def test_one_worker_is_one_worker_in_the_log_and_in_the_live_header():
+    (line,) = plain_lines([run_started(workers=1, workers_reason="requested 1")])
+    assert "1 worker (requested 1)" in line and "1 workers" not in line
+    (resumed,) = plain_lines([Event("dispatch_resumed", None, {"workers": 1, "reason": "r"}, time=T0)])
+    assert resumed.endswith("resumed starting tickets with 1 worker")
 
 
 def test_plain_run_finished_gives_totals_and_what_the_exit_code_means():
@@ -258,6 +266,8 @@ def test_live_keeps_a_queued_ticket_visible_when_its_slot_starts_another():
     assert re.search(r"^\s*1\s+CALC-002\s.*starting", table, re.MULTILINE)
     assert re.search(r"^\s*-\s+CALC-001\s.*queued", table, re.MULTILINE)
     assert "running 1" in table and "to land 1" in table
+    assert ": 1 worker " in visible(table) and "1 workers" not in visible(table)
+    assert re.search(r"^\s*worker\s+ticket", table, re.MULTILINE)  # rows are workers, not slot directories
 
 
 def test_make_display_auto_picks_plain_off_a_terminal_and_live_on_one():
@@ -306,3 +316,10 @@ def test_one_line_strips_controls_and_truncates():
     assert one_line("x" * 50, 10) == "x" * 9 + "…"
     assert one_line(None) == ""
     assert one_line("bad \udcff byte") == "bad ? byte"
+
+
+def test_a_ticket_stopped_before_it_had_a_branch_does_not_claim_work_was_kept():
+    (kept,) = plain_lines([Event("ticket_stopped", "T-1", {"branch": "sage/T-1"}, time=T0)])
+    assert kept.endswith("(work kept on sage/T-1)")
+    (none,) = plain_lines([Event("ticket_stopped", "T-2", {"branch": None}, time=T0)])
+    assert "work kept" not in none and none.endswith("(stopped before it had a branch: nothing to keep)")

@@ -110,17 +110,28 @@ def test_an_unknown_schedule_is_an_error(flag, configured, named):
 # ---------------------------------------------------------------- workers
 
 
+AUTO_ON_8_CPUS = ("auto: min(8 usable CPUs (affinity 8, cgroup quota none) / 0.4 per agent = 20; 16,000 MB available"
+                  " / 250 MB per agent = 64; at most 8; 5 recommended for this backlog) = 5")
+
+
+@pytest.fixture(autouse=True)
+def memory_available(monkeypatch):
+    from sage_stream.process import cpus
+
+    monkeypatch.setattr(cpus, "available_memory_mb", lambda: 16_000.0)
+
+
 @pytest.mark.parametrize(("options", "configured", "workers", "reason"), [
     (AUTO, None, 1, ONE_WORKER),
     (StreamOptions(auto=True, parallel="3"), None, 3, "requested 3"),
     (AUTO, 2, 2, "requested 2"),  # [stream] parallel counts with --auto
-    (AUTO, "auto", 4, "auto: 8 usable CPUs (affinity 8, cgroup quota none) // 2 = 4"),
+    (AUTO, "auto", 5, AUTO_ON_8_CPUS),
     (StreamOptions(auto=True, parallel="3"), 2, 3, "requested 3"),  # --parallel beats [stream] parallel
-    (StreamOptions(auto=True, parallel="auto"), 2, 4, "auto: 8 usable CPUs (affinity 8, cgroup quota none) // 2 = 4"),
+    (StreamOptions(auto=True, parallel="auto"), 2, 5, AUTO_ON_8_CPUS),
     (StreamOptions(interactive=True), 4, 1, ONE_WORKER),  # ... but only with --auto
     (StreamOptions(dry_run=True), 4, 1, ONE_WORKER),
     (StreamOptions(dry_run=True, parallel="2"), None, 2, "requested 2"),  # a dry run may preview --parallel
-    (StreamOptions(auto=True, parallel="9"), None, 5, "requested 9, capped at 5 ready tickets"),
+    (StreamOptions(auto=True, parallel="9"), None, 5, "requested 9, capped at the 5 tickets this run can start"),
 ])
 def test_workers_are_one_unless_asked_for_more(options, configured, workers, reason):
     settings = resolve(options, config(stream={"parallel": configured}))
@@ -129,8 +140,9 @@ def test_workers_are_one_unless_asked_for_more(options, configured, workers, rea
 
 def test_auto_workers_use_the_cpu_budget_passed_in():
     settings = resolve(StreamOptions(auto=True, parallel="auto"), cpus=CpuBudget(affinity=16, quota=3.5))
-    assert settings.workers == 2
-    assert settings.workers_reason == "auto: 4 usable CPUs (affinity 16, cgroup quota 3.5) // 2 = 2"
+    assert settings.workers == 5
+    assert settings.workers_reason.startswith("auto: min(4 usable CPUs (affinity 16, cgroup quota 3.5) / 0.4 per agent"
+                                              " = 10;")
 
 
 @pytest.mark.parametrize(("tickets", "only", "workers"), [

@@ -468,3 +468,45 @@ def test_a_setup_error_after_a_cost_halt_is_what_the_run_ends_with(tmp_path):
     stopped = events.kinds(ev.RUN_FINISHED)[-1].data["stopped"]
     assert "Not logged in" in stopped and "ANTHROPIC_API_KEY" in stopped  # not only "--max-cost"
     assert states_of(store) == {"A": State.COMPLETED, "B": State.UNPROCESSED}
+
+
+def _blocked_lines(events) -> list[str]:
+    return [e.data["text"] for e in events.kinds(ev.MESSAGE) if "not started: blocked by" in e.data.get("text", "")]
+
+
+def test_a_ticket_blocked_by_a_skipped_one_says_skipped_not_deferred(tmp_path):
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("C", "A")], workers=1, confirm=lambda t: "skip")
+    assert execute(run, plan) == EXIT_OK
+    assert _blocked_lines(events) == ["C not started: blocked by A (skipped)"]
+
+
+def test_a_ticket_blocked_by_an_interrupted_one_says_interrupted_not_deferred(tmp_path):
+    run, plan, runner, lander, events, store = make_run(tmp_path, [ticket("A"), ticket("C", "A")], workers=1,
+                                                        hold={"A"})
+
+    def on_event(kind, ticket_id, **data):
+        original(kind, ticket_id, **data)
+        if kind == ev.TICKET_STARTED:
+            run.stopping.on_signal(15, None)
+            runner.finish("A", cancelled=True)
+
+    original = run.emit
+    run.emit = on_event
+    assert execute(run, plan) == EXIT_INTERRUPTED
+    assert _blocked_lines(events) == ["C not started: blocked by A (interrupted)"]
+
+
+def test_the_last_line_counts_remaining_tickets_as_the_live_view_does(tmp_path):
+    from sage_stream.engine.display import RunView
+
+    failing = AgentResult(success=False, error_kind="other", message="it broke")
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B", "A"), ticket("C")], workers=1, script={"A": [failing]})
+    meta = {tid: {"title": tid, "estimate": 1.0} for tid in plan.pending()}
+    assert run.execute(plan, meta, plan.ready(), None) == EXIT_DEFERRED
+    view = RunView()
+    for event in events.seen:
+        view.apply(event)
+    (finished,) = events.kinds(ev.RUN_FINISHED)
+    assert finished.data["remaining"] == view.remaining == 1  # B; A is counted as deferred, not remaining too

@@ -105,51 +105,82 @@ class TestUsableCpus:
 
 
 class TestDecideWorkers:
-    @pytest.mark.parametrize(
-        ("cpu_count", "ready", "workers"),
-        [(1, 5, 1), (2, 5, 1), (4, 5, 2), (8, 5, 4), (16, 10, 8), (64, 20, 8), (8, 3, 3), (8, 0, 1)],
-    )
-    def test_auto_is_half_the_cpus_clamped(self, cpu_count: int, ready: int, workers: int) -> None:
-        assert decide_workers(None, ready, cpus=cpu_count).workers == workers
+    """Auto: the CPUs at AGENT_CPU_SHARE (0.4) per agent and the memory at AGENT_MEMORY_MB
+    (250) per agent, at most 8 and at most the backlog's recommendation (BENCHMARKS.md)."""
 
-    def test_explicit_count_is_capped_at_ready(self) -> None:
+    @pytest.mark.parametrize(
+        ("cpu_count", "startable", "workers"),
+        [(1, 5, 2), (2, 9, 5), (4, 20, 8), (64, 20, 8), (8, 3, 3), (8, 0, 1)],
+    )
+    def test_auto_is_what_the_cpus_carry_at_the_measured_share(self, cpu_count, startable, workers) -> None:
+        assert decide_workers(None, startable, cpus=cpu_count, available_mb=64_000).workers == workers
+
+    def test_two_cpus_run_more_than_one_agent(self) -> None:  # issue 10: auto gave 1 on 2 CPUs
+        assert decide_workers(None, 10, cpus=2, available_mb=8_000).workers == 5
+
+    def test_memory_limits_auto(self) -> None:
+        decision = decide_workers(None, 10, cpus=16, available_mb=700)
+        assert decision.workers == 2
+        assert "700 MB available / 250 MB per agent = 2" in decision.reason
+
+    def test_the_backlogs_recommendation_limits_auto(self) -> None:
+        decision = decide_workers(None, 10, cpus=16, available_mb=64_000, useful=3)
+        assert decision.workers == 3 and "3 recommended for this backlog" in decision.reason
+
+    def test_explicit_count_is_capped_at_startable(self) -> None:
         assert decide_workers(6, 4, cpus=2).workers == 4
         assert decide_workers(3, 10, cpus=2).workers == 3  # explicit may exceed the CPU rule
 
-    def test_explicit_count_with_nothing_ready(self) -> None:
+    def test_explicit_count_with_nothing_startable(self) -> None:
         assert decide_workers(4, 0).workers == 1
 
     def test_explicit_count_below_one_is_a_user_error(self) -> None:
         with pytest.raises(SageError, match="at least 1"):
             decide_workers(0, 5)
 
-    def test_reason_explains_auto_from_measured_cpus(self, tmp_path: Path, monkeypatch, two_cpus) -> None:
+    def test_reason_explains_auto_from_measured_cpus(self, monkeypatch, two_cpus) -> None:
         monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *args: None)
-        decision = decide_workers(None, 5)
-        assert decision.workers == 1
-        assert decision.reason == "auto: 2 usable CPUs (affinity 2, cgroup quota none) // 2 = 1"
+        decision = decide_workers(None, 9, available_mb=8_000)
+        assert decision.workers == 5
+        assert decision.reason == ("auto: min(2 usable CPUs (affinity 2, cgroup quota none) / 0.4 per agent = 5; "
+                                   "8,000 MB available / 250 MB per agent = 32; at most 8) = 5")
 
     def test_reason_names_the_quota(self, monkeypatch, sixteen_cpus) -> None:
-        monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *args: 4.0)
-        decision = decide_workers(None, 5)
+        monkeypatch.setattr(cpus, "cgroup_cpu_quota", lambda *args: 1.0)
+        decision = decide_workers(None, 9, available_mb=8_000)
         assert decision.workers == 2
-        assert decision.reason == "auto: 4 usable CPUs (affinity 16, cgroup quota 4) // 2 = 2"
+        assert "1 usable CPU (affinity 16, cgroup quota 1) / 0.4 per agent = 2" in decision.reason
 
     def test_a_budget_read_earlier_is_used_and_named(self, monkeypatch) -> None:
         monkeypatch.setattr(cpus, "cpu_budget", lambda: pytest.fail("the budget was passed in"))
-        decision = decide_workers(None, 5, budget=cpus.CpuBudget(affinity=16, quota=4.0))
-        assert (decision.workers, decision.reason) == (2, "auto: 4 usable CPUs (affinity 16, cgroup quota 4) // 2 = 2")
+        decision = decide_workers(None, 9, budget=cpus.CpuBudget(affinity=16, quota=1.0), available_mb=8_000)
+        assert decision.workers == 2 and "(affinity 16, cgroup quota 1)" in decision.reason
 
     @pytest.mark.parametrize(
-        ("requested", "ready", "cpu_count", "reason"),
+        ("requested", "startable", "reason_end"),
         [
-            (None, 10, 64, "auto: 64 usable CPUs // 2 = 32, capped at 8"),
-            (None, 3, 16, "auto: 16 usable CPUs // 2 = 8, capped at 3 ready tickets"),
-            (None, 5, 1, "auto: 1 usable CPU // 2 = 0, raised to 1"),
-            (None, 0, 8, "auto: 8 usable CPUs // 2 = 4, 1 as no ticket is ready"),
-            (4, 10, 2, "requested 4"),
-            (4, 1, 2, "requested 4, capped at 1 ready ticket"),
+            (None, 3, "= 8, capped at the 3 tickets this run can start"),
+            (None, 0, "= 8; 1 as no ticket can start"),
+            (4, 10, "requested 4"),
+            (4, 1, "requested 4, capped at the 1 ticket this run can start"),
         ],
     )
-    def test_reason_says_why(self, requested, ready, cpu_count, reason) -> None:
-        assert decide_workers(requested, ready, cpus=cpu_count).reason == reason
+    def test_reason_says_why(self, requested, startable, reason_end) -> None:
+        reason = decide_workers(requested, startable, cpus=64, available_mb=64_000).reason
+        assert reason.endswith(reason_end)
+        assert "ready ticket" not in reason  # the cap is what the run can start, not what is ready now
+
+
+class TestAvailableMemory:
+    def test_a_cgroup_memory_limit_caps_what_is_available(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/ci/job\n", {
+            "ci/job/memory.max": f"{1024 * 2**20}\n", "ci/job/memory.current": f"{524 * 2**20}\n",
+            "ci/memory.max": "max\n", "ci/memory.current": f"{4096 * 2**20}\n"})
+        assert cpus.cgroup_memory_room_mb(root, proc) == 500.0
+        assert cpus.available_memory_mb(cgroup_root=root, self_cgroup=proc) == 500.0  # the machine has more
+        assert decide_workers(None, 10, cpus=8, available_mb=500.0).workers == 2
+
+    def test_without_a_limit_the_machines_available_memory_counts(self, tmp_path: Path) -> None:
+        root, proc = fake_cgroups(tmp_path, "0::/\n", {"memory.max": "max\n", "memory.current": "1000\n"})
+        assert cpus.cgroup_memory_room_mb(root, proc) is None
+        assert cpus.available_memory_mb(cgroup_root=root, self_cgroup=proc) > 0

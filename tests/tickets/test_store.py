@@ -349,3 +349,36 @@ def test_indented_writes_are_byte_for_byte_what_json_dumps_gives(tickets, before
     expected = json.dumps(document, indent=indent, separators=separators, ensure_ascii=ensure_ascii) + "\n"
     assert layout.dumps(document) == expected
     assert layout.dumps(document) == expected  # the second time from the cache
+
+
+# ---------------------------------------------------------------- what a bad index is told
+
+
+@pytest.mark.parametrize("reader", [load_index, read_index])
+@pytest.mark.parametrize("text", ['{"version": "1.0"}', "{}", '{"version": "1.0", "ticket": []}'])
+def test_an_index_without_a_tickets_list_is_an_error(tmp_path: Path, reader, text: str) -> None:
+    path = tmp_path / "index.json"
+    path.write_text(text)
+    with pytest.raises(IndexLoadError) as raised:
+        reader(path)
+    (finding,) = raised.value.findings
+    assert finding.code == "invalid_schema" and finding.field == "tickets"
+    assert 'no "tickets" list at the top level' in finding.message and str(path) in finding.message
+
+
+@pytest.mark.parametrize(("value", "field"), [
+    ("NaN", "estimate"),
+    ("Infinity", "estimate"),
+    ('{"verification_scripts": [{"command": "x", "timeout": -Infinity}]}',
+     "validation_config.verification_scripts[0].timeout"),
+])
+def test_nan_or_infinity_names_the_line_the_ticket_and_the_field(tmp_path: Path, value: str, field: str) -> None:
+    key = "validation_config" if field.startswith("validation_config") else "estimate"
+    path = tmp_path / "index.json"
+    path.write_text('{"version": "1.0", "tickets": [\n'
+                    '  {"id": "A-1", "title": "NaN in a title is text", "state": "UNPROCESSED"},\n'
+                    f'  {{"id": "A-2", "title": "t", "state": "UNPROCESSED", "{key}": {value}}}\n]}}\n')
+    with pytest.raises(IndexLoadError) as raised:
+        load_index(path)
+    message = raised.value.findings[0].message
+    assert f"line 3, ticket A-2, field '{field}': invalid JSON:" in message

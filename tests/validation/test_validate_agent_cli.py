@@ -68,12 +68,12 @@ def test_a_preset_sage_does_not_know_is_an_error(index: Path) -> None:
     assert "'clippy' is not an agent sage-stream knows" in finding.message and "exec" in finding.message
 
 
-def test_a_command_agent_whose_program_is_missing_is_a_warning(index: Path) -> None:
+def test_a_command_agent_whose_program_is_missing_is_an_error(index: Path) -> None:
     configure(index, '[agent]\ncommand = "no-such-agent-for-sage --prompt {prompt_file}"\n')
     report = validate_index(index)
-    (finding,) = [f for f in report.warnings if f.code == "prerequisite_agent_command"]
+    (finding,) = [f for f in report.errors if f.code == "prerequisite_agent_command"]
     assert "'no-such-agent-for-sage', which is not on PATH" in finding.message
-    assert report.exit_code == 2
+    assert report.exit_code == 1
 
 
 def test_an_invalid_config_is_an_error_naming_the_key(index: Path) -> None:

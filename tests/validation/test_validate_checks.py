@@ -184,6 +184,22 @@ def test_an_index_without_any_prose_gets_one_warning_not_one_per_ticket(
     assert prose[0].found == "none for 40 tickets"
 
 
+def test_a_ticket_with_an_inline_description_needs_no_prose_file(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
+) -> None:
+    # the --strict CI recipe of EXAMPLES.md on an index that describes its tickets inline
+    index = make_index(git_repo, [make_ticket("TKT-001", description="Add a --verbose flag to the CLI."),
+                                   make_ticket("TKT-002", description="Document --verbose in the README.")])
+    report = validate_index(index, strict=True)
+    assert [f for f in report.findings if f.code == "missing_prose"] == []
+    assert report.exit_code == 0
+    mixed = make_index(git_repo, [make_ticket("TKT-001", description="inline"), make_ticket("TKT-002"),
+                                   make_ticket("TKT-003", description="   ")])
+    prose = [f for f in validate_index(mixed).findings if f.code == "missing_prose"]
+    assert len(prose) == 1 and "TKT-002" in prose[0].message and "TKT-003" in prose[0].message
+    assert "TKT-001" not in prose[0].message
+
+
 def test_priority_type_and_validation_type_names(
     git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
 ) -> None:
@@ -338,3 +354,16 @@ def test_the_garbage_collector_is_back_on_after_validation(
     assert gc.isenabled()
     validate_index(index)
     assert gc.isenabled()
+
+
+def test_a_files_glob_that_matches_nothing_in_the_repository_is_a_warning(
+    git_repo: Path, make_ticket: MakeTicket, make_index: MakeIndex,
+) -> None:
+    index = make_index(git_repo, [make_ticket("TKT-001", files=["README.md", "**/*.md", "scr/**"],
+                                              description="d"),
+                                   make_ticket("TKT-002", files=["nowhere/**"], state="COMPLETED")])
+    report = validate_index(index)
+    found = [f for f in report.findings if f.code == "files_match_nothing"]
+    assert [(f.ticket, f.field, f.found) for f in found] == [("TKT-001", "files[2]", "scr/**")]
+    assert found[0].severity is Severity.WARNING and str(index) in found[0].message
+    assert report.exit_code == EXIT_WARNINGS

@@ -81,16 +81,16 @@ def test_all_prerequisites_hold_in_a_git_repository(
     assert not (git_repo / ".sage" / "workers").exists()
 
 
-def test_outside_a_work_tree_is_a_warning(
+def test_outside_a_work_tree_is_an_error(
     tmp_path: Path, make_ticket: MakeTicket, make_index: MakeIndex,
 ) -> None:
     index = make_index(tmp_path, [make_ticket("TKT-001")])
     report = validate_index(index)
     failed = [item for item in report.prerequisites if not item.ok]
     assert [item.name for item in failed] == ["git_work_tree"]
-    warning = next(f for f in report.warnings if f.code == "prerequisite_git_work_tree")
-    assert "git init" in warning.message
-    assert report.exit_code == 2
+    error = next(f for f in report.errors if f.code == "prerequisite_git_work_tree")
+    assert "git init" in error.message
+    assert report.exit_code == 1  # a failed prerequisite: no run could work here (README, exit codes)
 
 
 def test_without_git_everything_that_needs_git_says_so(
@@ -100,8 +100,8 @@ def test_without_git_everything_that_needs_git_says_so(
     index = make_index(git_repo, [make_ticket("TKT-001", checkpoint_id="HEAD")])
     report = validate_index(index)
     assert [item.name for item in report.prerequisites if not item.ok] == ["git_installed"]
-    assert {f.code for f in report.warnings} >= {"prerequisite_git_installed", "unchecked_checkpoint"}
-    assert report.errors == []
+    assert [f.code for f in report.errors] == ["prerequisite_git_installed"]
+    assert {f.code for f in report.warnings} >= {"unchecked_checkpoint"}
 
 
 def test_unresolved_commits_asks_git_once_and_refuses_option_like_revisions(

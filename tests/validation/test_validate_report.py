@@ -110,7 +110,8 @@ def test_json_report_has_the_documented_keys() -> None:
     assert list(data) == ["valid", "exit_code", "strict", "index", "summary", "errors", "warnings",
                           "analysis", "prerequisites"]
     assert data["summary"] == {"tickets": 2, "errors": 0, "warnings": 1, "states": report.states,
-                               "ready": None, "recommended_workers": None}
+                               "ready": None, "recommended_workers": None, "auto_workers": None,
+                               "auto_workers_rule": None}
     assert data["warnings"] == [warning().as_json()]
     assert data["prerequisites"] == [{"name": "git_version", "ok": True, "message": "git 2.39", "path": None}]
 
