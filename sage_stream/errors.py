@@ -11,6 +11,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1  # invalid input, invalid index, usage errors, failed prerequisites
 EXIT_WARNINGS = 2  # `sage validate`: warnings only
 EXIT_DEFERRED = 3  # `sage stream`: the run finished but some tickets were deferred
+EXIT_REMOTE_REFUSED = 6  # `sage stream --remote`: the remote refused a push (hook, protection, permissions)
+EXIT_REMOTE_UNREACHABLE = 7  # `sage stream --remote`: the remote could not be reached
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

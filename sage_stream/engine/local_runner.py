@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,7 @@ class RunnerSettings:
     check_env: tuple[str, ...] = ()  # names passed to checks beyond the standard set
     sandbox: Sandbox | None = None  # agents, checks and fix turns run in it (engine/attempt_sandbox.py)
     writable: tuple[str, ...] = ()  # [agent] writable: more paths they may write in it
+    start_tip: Callable[[], str | None] | None = None  # where tickets start (--remote: the fetched remote tip)
 
 
 class _Running:
@@ -160,7 +161,8 @@ class LocalRunner:
         ticket's thread: worktree changes are serialized by their own lock, not the loop)."""
         spec = running.spec
         self._release_all(list(spec.releases), self._warn)
-        start = spec.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
+        start_tip = self.settings.start_tip or (lambda: self.git.rev_parse(f"refs/heads/{self.settings.target}"))
+        start = spec.start or start_tip()
         if start is None:
             raise SageError(f"the target branch {self.settings.target!r} is gone")
         workspace = None

@@ -67,6 +67,7 @@ class Recovery:
 def recover(rec: Recovery) -> RecoveryReport:
     report = RecoveryReport()
     _stop_what_a_dead_run_left(rec, report)
+    rec.lander.refresh_target()  # --remote: what is landed is read from the remote's tip
     _land_queued_work(rec, report)
     _reconcile_in_progress(rec, report)
     report.brought_along = _catch_up_checkouts(rec)
@@ -130,7 +131,7 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
         info = info if isinstance(info, dict) else {}
         if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != rec.pid:
             continue  # a live run elsewhere owns it (another checkout sharing this index)
-        landed = lander.git.commits_with_trailer(f"refs/heads/{lander.target}", TRAILER, ticket.id, limit=1)
+        landed = lander.git.commits_with_trailer(lander.target_ref, TRAILER, ticket.id, limit=1)
         branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
         if landed:
             edit = ticket_state.complete(commit=landed[0], message=f"#{ticket.id} {ticket.title}", branch=branch)
@@ -153,7 +154,7 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
 def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:
     """The queued work no longer merges with the target (and has not landed already)."""
     git = rec.lander.git
-    ref = f"refs/heads/{rec.lander.target}"
+    ref = rec.lander.target_ref
     tip = git.rev_parse(ref)
     if tip is None or git.rev_parse(entry.tip) is None or git.rev_parse(entry.base) is None:
         return False  # landing reports what is wrong
