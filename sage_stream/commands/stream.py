@@ -68,7 +68,8 @@ def run_stream(options: StreamOptions) -> int:
 def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: bool) -> int:
     """Hold the run lock, recover what an earlier run left, then run."""
     from sage_stream.engine.display import make_display
-    from sage_stream.engine.recovery import recover
+    from sage_stream.engine.recovery import recover, release_after_remote_stop
+    from sage_stream.engine.remote_landing import RemoteStopped
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.stream import local_stream_run
@@ -95,6 +96,9 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
                             for tid in plan.pending()}
             predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
             return run.execute(plan, tickets_meta, ready, predicted)
+        except RemoteStopped as stopped:
+            release_after_remote_stop(recovery, stopped.message)
+            raise
         finally:
             display.close()
     finally:

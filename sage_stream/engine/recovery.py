@@ -218,3 +218,22 @@ def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:
             except Exception:
                 pass  # the work tree itself stays; nothing is deleted
 
+
+
+# -- after landing onto a remote stopped (engine/remote_landing.py RemoteStopped) ----------
+
+
+def release_after_remote_stop(rec: Recovery, reason: str) -> list[str]:
+    """This run's IN_PROGRESS tickets back to UNPROCESSED (no attempt counted: nothing of
+    theirs failed), each one's work kept on its branch; queued work stays queued and
+    lands first on the next run."""
+    released = []
+    for ticket in rec.lander.states.store.load().index.by_id().values():
+        info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
+        if ticket.state is not State.IN_PROGRESS or not isinstance(info, dict) or info.get("run_id") != rec.run_id:
+            continue
+        _keep_worktree_changes(rec, ticket.id)
+        rec.lander.states.apply({ticket.id: ticket_state.release(
+            count_attempt=False, note=f"landing onto the remote stopped: {reason}")})
+        released.append(ticket.id)
+    return released

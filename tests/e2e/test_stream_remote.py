@@ -199,7 +199,7 @@ def test_a_push_the_remote_refuses_stops_landing_keeps_the_work_and_exits_6(shar
     assert "Traceback" not in done.stderr
     assert "refused the push" in done.stderr and "main is frozen for the release" in done.stderr
     assert git(shared["origin"], "rev-parse", "main") == before
-    assert read_index(shared["repo"])["P-1"]["state"] != "COMPLETED"
+    assert {t["state"] for t in read_index(shared["repo"]).values()} == {"UNPROCESSED"}  # not left IN_PROGRESS
     assert git(shared["repo"], "show", "sage/P-1:p1.txt") == "1\n"  # the work is kept on its branch
     assert list((shared["repo"] / ".sage" / "commit-queue").glob("*-P-1.json"))  # and stays queued
 
@@ -257,3 +257,36 @@ def test_an_unknown_remote_name_is_a_clear_error_before_anything_runs(shared):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert "no remote named 'upstream'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_push_branches_shows_each_tickets_branch_on_the_remote(shared):
+    write_index(shared["repo"], [make_ticket("B-1", write_file_cmd("b1.txt", "1\n"))])
+
+    done = sage(shared["repo"], "--push-branches")
+
+    assert done.returncode == 0, done.stderr
+    assert git(shared["origin"], "show", "sage/B-1:b1.txt") == "1\n"
+    assert landed_on(shared["origin"]) == {"B-1": 1}
+
+
+def validate(repo: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "sage_stream", "validate", "--index", str(repo / ".sage/tickets/index.json")],
+                          cwd=repo, capture_output=True, text=True, timeout=60)
+
+
+def test_validate_checks_that_the_configured_remote_exists_and_answers(shared):
+    repo = shared["repo"]
+    write_index(repo, [make_ticket("V-1", write_file_cmd("v.txt", "v"))])
+    (repo / ".sage" / "config.toml").write_text("[stream]\nremote = \"origin\"\n")
+    ok = validate(repo)
+    assert ok.returncode == 2, ok.stdout + ok.stderr  # warnings only (no ticket prose)
+    assert "ok    origin/main reachable" in ok.stdout
+
+    git(repo, "remote", "set-url", "origin", str(repo.parent / "gone.git"))
+    gone = validate(repo)
+    assert gone.returncode == 1
+    assert "[stream] remote = 'origin': cannot be reached" in gone.stdout
+
+    (repo / ".sage" / "config.toml").write_text("[stream]\nremote = \"upstream\"\n")
+    unknown = validate(repo)
+    assert unknown.returncode == 1 and "no remote named 'upstream'" in unknown.stdout
