@@ -324,7 +324,8 @@ class LocalRunner:
     def _make_spare(self, slot: int) -> None:
         error = None
         try:
-            self.workspaces.make_spare(slot, f"refs/heads/{self.settings.target}")
+            tip = self.settings.start_tip() if self.settings.start_tip else None  # --remote: the fetched tip
+            self.workspaces.make_spare(slot, tip or f"refs/heads/{self.settings.target}")
         except Exception as failure:  # the ticket that needs the slot tries again, and says why
             error = failure.message if isinstance(failure, SageError) else repr(failure)
         self.inbox.put(SpareReady(slot, error))

@@ -12,6 +12,8 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
 2. Every IN_PROGRESS ticket whose run is dead is reconciled: its commit is on the
    target already (Sage-Ticket trailer) -> COMPLETED; otherwise back to UNPROCESSED
    with attempts + 1, and whatever its worktree holds is kept on its branch.
+   With --remote, "on the target" means on the remote branch, fetched first (a landing
+   commit made but not pushed when the run died is made again on the current tip).
 3. A checkout of the target that a kill left behind (the ref moved, its files not yet
    updated) is brought along over those landings, when nothing else changed in it.
 """
@@ -177,6 +179,8 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
     target commit, when every commit since is a landing (a kill came between moving the
     ref and updating the files) and it has no change of its own."""
     git, target = rec.lander.git, rec.lander.target
+    if git.rev_parse(f"refs/heads/{target}") is None:
+        return []  # --remote onto a branch only the remote has: nothing checked out to catch up
     history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
     if not history:
         return []

@@ -290,3 +290,24 @@ def test_validate_checks_that_the_configured_remote_exists_and_answers(shared):
     (repo / ".sage" / "config.toml").write_text("[stream]\nremote = \"upstream\"\n")
     unknown = validate(repo)
     assert unknown.returncode == 1 and "no remote named 'upstream'" in unknown.stdout
+
+
+def test_tickets_start_from_the_remote_branch_tip_even_without_a_local_branch_of_it(shared):
+    """--target release, a branch only the remote has (the server never checked it out):
+    the agent finds the teammate's latest file there, and the landing goes on top of it."""
+    teammate = shared["teammate"]
+    git(teammate, "checkout", "-q", "-b", "release")
+    (teammate / "VERSION").write_text("2.0\n")
+    git(teammate, "add", "-A")
+    git(teammate, "commit", "-q", "-m", "release 2.0")
+    git(teammate, "push", "-q", "origin", "release")
+    needs_version = [PY, "-c", "import pathlib; v = pathlib.Path('VERSION').read_text(); "
+                               "pathlib.Path('notes.txt').write_text('notes for ' + v)"]
+    write_index(shared["repo"], [make_ticket("N-1", needs_version)])
+
+    done = sage(shared["repo"], "--target", "release")
+
+    assert done.returncode == 0, done.stderr
+    assert git(shared["origin"], "show", "release:notes.txt") == "notes for 2.0\n"
+    assert git(shared["origin"], "log", "-1", "--format=%s", "release~1") == "release 2.0\n"
+    assert git(shared["repo"], "branch", "--list", "release") == ""  # no local branch was made
