@@ -220,14 +220,14 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         import json
 
         click.echo(json.dumps({
-            "target": settings.target, "workers": settings.workers, "workers_reason": settings.workers_reason,
+            "target": settings.target, "remote": settings.remote, "workers": settings.workers, "workers_reason": settings.workers_reason,
             "schedule": settings.schedule, "ready": ready, "order": order,
             "starts": {tid: {"start": s, "end": e, "worker": w} for tid, (s, e, w) in schedule_result.starts.items()},
             "predicted_makespan_minutes": schedule_result.makespan,
         }, indent=2))
         return EXIT_OK
     click.echo(f"dry run: nothing will be started or changed ({loaded.path})")
-    click.echo(f"target branch: {settings.target}")
+    click.echo(f"target branch: {settings.target}" + (f" on remote {settings.remote}" if settings.remote else ""))
     click.echo(f"workers: {settings.workers} ({settings.workers_reason})")
     click.echo(f"schedule: {settings.schedule}")
     click.echo(f"sandbox: {settings.sandbox.message}")

@@ -311,3 +311,12 @@ def test_tickets_start_from_the_remote_branch_tip_even_without_a_local_branch_of
     assert git(shared["origin"], "show", "release:notes.txt") == "notes for 2.0\n"
     assert git(shared["origin"], "log", "-1", "--format=%s", "release~1") == "release 2.0\n"
     assert git(shared["repo"], "branch", "--list", "release") == ""  # no local branch was made
+
+
+def test_a_dry_run_names_the_remote_it_would_land_on(shared):
+    write_index(shared["repo"], [make_ticket("D-1", write_file_cmd("d.txt", "d"))])
+    done = sage(shared["repo"], "--dry-run")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["target"], plan["remote"]) == ("main", "origin")
+    assert read_index(shared["repo"])["D-1"]["state"] == "UNPROCESSED"
