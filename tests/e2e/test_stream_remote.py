@@ -176,6 +176,12 @@ def test_killed_mid_run_and_rerun_lands_every_ticket_exactly_once_on_the_remote(
     try:
         first = sage(shared["repo"], "--parallel=3", env={"SAGE_TEST_CRASH_AT": point})
         assert first.returncode == -signal.SIGKILL, first.stderr
+        made = [json.loads(path.read_text())["made"] for path in
+                (shared["repo"] / ".sage" / "commit-queue").glob("*.json")]
+        made = [commit for commit in made if commit]
+        assert len(made) == 1  # the landing commit the kill interrupted was recorded before its push
+        pushed = subprocess.run(["git", "cat-file", "-e", f"{made[0]}^{{commit}}"], cwd=shared["origin"])
+        assert (pushed.returncode == 0) is point.startswith("after_remote_push")
         rerun = sage(shared["repo"], "--parallel=3")
     finally:
         teammate.stop.set()
