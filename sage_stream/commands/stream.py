@@ -220,7 +220,8 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         import json
 
         click.echo(json.dumps({
-            "target": settings.target, "remote": settings.remote, "workers": settings.workers, "workers_reason": settings.workers_reason,
+            "target": settings.target, "remote": settings.remote, "workers": settings.workers,
+            "workers_reason": settings.workers_reason,
             "schedule": settings.schedule, "ready": ready, "order": order,
             "starts": {tid: {"start": s, "end": e, "worker": w} for tid, (s, e, w) in schedule_result.starts.items()},
             "predicted_makespan_minutes": schedule_result.makespan,
@@ -283,7 +284,8 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, schedule: str | None,
             agent: str | None, agent_cmd: str | None, tickets: tuple[str, ...], max_tickets: int | None,
             timeout_minutes: float | None, idle_timeout_minutes: float | None, as_json: bool, plain: bool,
-            index: str | None, target: str | None, remote: str | None, push_branches: bool, wait: bool, max_load: float | None, max_cost: float | None,
+            index: str | None, target: str | None, remote: str | None, push_branches: bool, wait: bool,
+            max_load: float | None, max_cost: float | None,
             reuse_sessions: bool, sandbox: str | None) -> int:
     """Run ready tickets with sub-agents in parallel worktrees and land each as one commit.
 

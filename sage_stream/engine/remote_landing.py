@@ -1,16 +1,18 @@
 """Landing onto a shared remote (`sage stream --remote NAME`): NAME's branch is the target.
 
 A merge queue over the remote, as bors does for pull requests. Under the commit lock:
-fetch the remote branch, land the ticket (engine/landing.py: scope, merge-tree, one
-commit) on a private ref that mirrors the fetched tip, record the commit made in the
-queue entry, then push it as a plain, non-forced update: the remote's own fast-forward
-check is the compare-and-swap. Rejected because a teammate pushed meanwhile: fetch,
-merge again, push again. Never a force push, never a rewrite of anyone's commits.
+land the ticket (engine/landing.py: scope, merge-tree, one commit) on a private ref set
+to the remote branch's newest tip this run has seen (its last fetch or push), record the
+commit made in the queue entry, then push it as a plain, non-forced update: the remote's
+own fast-forward check is the compare-and-swap. Rejected because a teammate pushed
+meanwhile: fetch, merge again, push again. Never a force push, never a rewrite of
+anyone's commits.
 
-Exactly once: every landing looks for the ticket's trailer on the fetched tip first, and
-a commit made but not pushed when the run was killed is either found on the remote
-(pushed just before the kill) or simply made again on the current tip: an unpushed
-commit is an unreferenced object, never a second landing.
+Exactly once: every landing looks for the ticket's trailer on the tip it lands on. A
+tip that is not the remote's newest cannot hide an earlier landing: the push onto it is
+rejected and the next try fetches. A commit made but not pushed when the run was killed
+is either found on the remote (pushed just before the kill) or made again on the
+current tip: an unpushed commit is an unreferenced object, never a second landing.
 
 After a push the local branch follows by compare-and-swap when it can fast-forward:
 checked-out work trees are brought along when clean; a dirty one, or a local branch
@@ -30,7 +32,14 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sage_stream.engine.landing import ALREADY_LANDED, LANDED, LANDING_LOCK_TIMEOUT_S, CONFLICT, LandingResult, land_ticket
+from sage_stream.engine.landing import (
+    ALREADY_LANDED,
+    CONFLICT,
+    LANDED,
+    LANDING_LOCK_TIMEOUT_S,
+    LandingResult,
+    land_ticket,
+)
 from sage_stream.errors import EXIT_REMOTE_REFUSED, EXIT_REMOTE_UNREACHABLE, SageError
 from sage_stream.faults import crash_point
 from sage_stream.git import PUSHED, REFUSED, REJECTED, ZERO_SHA, Git, GitError
@@ -70,6 +79,7 @@ class RemoteTarget:
         self._clock = clock
         self._fetch_lock = threading.Lock()  # two fetches into one ref would fight over its lock
         self._fetched_at: float | None = None
+        self._known_tip: str | None = None  # the remote branch's tip as last seen (fetch or push)
 
     @property
     def label(self) -> str:
@@ -128,6 +138,7 @@ class RemoteTarget:
                 raise RemoteStopped(f"remote {self.name!r} has no branch {self.branch!r} any more",
                                     exit_code=EXIT_REMOTE_REFUSED)
             self._fetched_at = self._clock()
+            self._known_tip = tip
             return tip
         detail = last.stderr.strip() if last is not None else ""
         raise RemoteStopped(f"remote {self.name!r} did not answer after {len(UNREACHABLE_BACKOFF_S) + 1} tries: "
@@ -153,11 +164,15 @@ class RemoteTarget:
         inner = Path(landing_lock).with_name(Path(landing_lock).name + ".remote")
         try:
             with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
-                for _ in range(PUSH_ATTEMPTS):
-                    tip = self.fetch()
+                for attempt in range(PUSH_ATTEMPTS):
+                    # The first try lands on the newest tip known (the last fetch or push) without a
+                    # fetch: if the remote has anything more - a teammate's push, or this ticket
+                    # pushed by a run that died - the push is rejected and the next try fetches.
+                    tip = self._known_tip if attempt == 0 and self._known_tip and made is None else self.fetch()
                     if made is not None and git.rev_parse(made) and git.is_ancestor(made, tip):
-                        return self._recorded(LandingResult(ALREADY_LANDED, made, [], f"{ticket.id} is already on "
-                                                            f"{self.label} as {made[:12]}"), on_landed)
+                        # pushed before the run that made it died (the caller records ALREADY_LANDED)
+                        return LandingResult(ALREADY_LANDED, made, [], f"{ticket.id} is already on {self.label} "
+                                                                       f"as {made[:12]}")
                     old = git.rev_parse(self.landing_ref) or ZERO_SHA
                     git.update_ref(self.landing_ref, tip, old)  # the commit lock is held: nobody else moves it
                     result = land_ticket(git, target_branch=self.branch, ticket_tip=ticket_tip, base=base,
@@ -165,15 +180,17 @@ class RemoteTarget:
                                          allow_empty=allow_empty, landing_lock=inner, summary=summary,
                                          check_earlier=True, target_ref=self.landing_ref)
                     if result.outcome != LANDED:
-                        return self._recorded(result, on_landed) if result.outcome == ALREADY_LANDED else result
+                        return result  # already landed, conflict, no changes, out of scope
                     assert result.commit is not None
                     if on_made is not None:
                         on_made(result.commit)
                     crash_point("remote_commit_made")
                     if self._push(result.commit):
+                        self._known_tip = result.commit
                         crash_point("after_remote_push")
                         result.message = f"{ticket.id} landed on {self.label} as {result.commit[:12]}"
-                        self._recorded(result, on_landed)
+                        if on_landed is not None:
+                            on_landed(result)
                         note = self.follow_local(result.commit)
                         if note:
                             result.message = f"{result.message}; {note}"
@@ -184,12 +201,6 @@ class RemoteTarget:
         except Timeout:
             raise SageError(f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
                             f"{LANDING_LOCK_TIMEOUT_S:.0f} s; is another sage-stream run stuck?")
-
-    @staticmethod
-    def _recorded(result: LandingResult, on_landed: Callable[[LandingResult], None] | None) -> LandingResult:
-        if on_landed is not None and result.outcome == LANDED:
-            on_landed(result)
-        return result
 
     def _push(self, commit: str) -> bool:
         """True: pushed. False: rejected (the branch moved: merge again). Raises
