@@ -145,11 +145,6 @@ class RemoteTarget:
                             f"{detail}; queued work stays queued and lands on the next run",
                             exit_code=EXIT_REMOTE_UNREACHABLE)
 
-    def landed_commit(self, ticket_id: str, trailer: str) -> str | None:
-        """The commit on the fetched remote tip that carries `trailer: ticket_id`."""
-        found = self.git.commits_with_trailer(self.fetched_ref, trailer, ticket_id, limit=1)
-        return found[0] if found else None
-
     # -- landing -----------------------------------------------------------------
 
     def land(self, git: Git, *, target_branch: str, ticket_tip: str, base: str, ticket: Ticket, message: str,
