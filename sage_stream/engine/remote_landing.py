@@ -68,7 +68,8 @@ class RemoteTarget:
     """Branch `branch` of remote `name`, as the target of a run."""
 
     def __init__(self, git: Git, *, name: str, branch: str, push_branches: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.git = git
         self.name = name
         self.branch = branch
@@ -76,6 +77,7 @@ class RemoteTarget:
         self.fetched_ref = f"refs/sage/remotes/{name}/{branch}"
         self.landing_ref = f"refs/sage/landing/{name}/{branch}"
         self._sleep = sleep
+        self._warn = warn or (lambda text: None)  # each retry of a remote that does not answer
         self._clock = clock
         self._fetch_lock = threading.Lock()  # two fetches into one ref would fight over its lock
         self._fetched_at: float | None = None
@@ -132,6 +134,7 @@ class RemoteTarget:
             except GitError as error:
                 last = error
                 if wait is not None:
+                    self._warn(f"fetching {self.label} failed ({error.stderr.strip() or error}); again in {wait:g} s")
                     self._sleep(wait)
                 continue
             if tip is None:
@@ -218,6 +221,7 @@ class RemoteTarget:
                     "ticket's work stays on its sage/<ID> branch and queued work lands on the next run once "
                     f"pushing to {self.label} is allowed again", exit_code=EXIT_REMOTE_REFUSED)
             if wait is not None:
+                self._warn(f"pushing {commit[:12]} to {self.label} failed ({detail}); again in {wait:g} s")
                 self._sleep(wait)
         raise RemoteStopped(f"{self.label} could not be reached to push {commit[:12]} ({detail}); queued work "
                             "stays queued and lands on the next run", exit_code=EXIT_REMOTE_UNREACHABLE)

@@ -505,7 +505,8 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
     and the recovery to carry out before it starts."""
     inbox: queue.Queue[Message] = queue.Queue()
     paths = SagePaths(settings.sage_dir)
-    remote = (RemoteTarget(git, name=settings.remote, branch=settings.target, push_branches=settings.push_branches)
+    remote = (RemoteTarget(git, name=settings.remote, branch=settings.target, push_branches=settings.push_branches,
+                           warn=lambda text: emit(ev.MESSAGE, None, level="warning", text=text))
               if settings.remote else None)
     workspaces = TicketWorkspaces(git, paths.worktrees)
     states = ticket_state.TicketStates(store)

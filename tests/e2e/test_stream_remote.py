@@ -326,3 +326,26 @@ def test_a_dry_run_names_the_remote_it_would_land_on(shared):
     plan = json.loads(done.stdout)
     assert (plan["target"], plan["remote"]) == ("main", "origin")
     assert read_index(shared["repo"])["D-1"]["state"] == "UNPROCESSED"
+
+
+@pytest.mark.slow
+def test_a_remote_that_goes_away_while_landing_is_retried_then_stops_the_run_with_exit_7(shared, tmp_path):
+    origin = shared["origin"]
+    away = tmp_path / "origin-away.git"
+    move_away = [PY, "-c", f"import os; os.rename({str(origin)!r}, {str(away)!r})"]
+    write_index(shared["repo"], [make_ticket("G-1", write_file_cmd("g.txt", "g\n"))])
+
+    done = sage(shared["repo"], env={"SAGE_TEST_FAULT_AT": "landing_locked#1",
+                                     "SAGE_TEST_FAULT_CMD": json.dumps(move_away)})
+
+    assert done.returncode == EXIT_REMOTE_UNREACHABLE == 7, done.stderr
+    assert "Traceback" not in done.stderr and "could not be reached" in done.stderr
+    retries = [e["text"] for e in events(done) if e["event"] == "message" and "again in" in e.get("text", "")]
+    assert [text.rsplit("again in ", 1)[1] for text in retries] == ["1 s", "2 s", "4 s", "8 s"]
+    assert read_index(shared["repo"])["G-1"]["state"] == "UNPROCESSED"
+    assert list((shared["repo"] / ".sage" / "commit-queue").glob("*-G-1.json"))  # still queued
+
+    away.rename(origin)  # the remote is back: the next run lands the queued work, once
+    again = sage(shared["repo"])
+    assert again.returncode == 0, again.stderr
+    assert landed_on(origin) == {"G-1": 1}
