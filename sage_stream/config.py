@@ -25,6 +25,8 @@ class StreamConfig(_Section):
     max_attempts: int = Field(default=3, ge=1)  # automatic retries of transient failures
     retry_backoff_minutes: float = Field(default=10.0, ge=0)
     target: str | None = None
+    remote: str | None = None  # land on this remote's branch (`sage stream --remote NAME`)
+    push_branches: bool = False  # with a remote: push each ticket's sage/<ID> branch too
     schedule: str = "greedy"
     max_load: float | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)  # start nothing new once spent

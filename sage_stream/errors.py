@@ -12,6 +12,8 @@ EXIT_ERROR = 1  # invalid input, invalid index, usage errors, failed prerequisit
 EXIT_WARNINGS = 2  # `sage validate`: warnings only
 EXIT_DEFERRED = 3  # `sage stream`: the run finished but some tickets were deferred
 EXIT_SETUP = 4  # `sage stream`: halted by a setup error (credentials, CLI missing, bad flag): fix it, run again
+EXIT_REMOTE_REFUSED = 6  # `sage stream --remote`: the remote refused a push (hook, protection, permissions)
+EXIT_REMOTE_UNREACHABLE = 7  # `sage stream --remote`: the remote could not be reached
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGTERM
 
 

@@ -49,6 +49,9 @@ POINTS = {
     "after_land": "the target ref moved, the index not yet COMPLETED",
     "after_complete_edit": "COMPLETED written, queue entry not yet removed",
     "worktree_released": "the slot was reset after its ticket, its branch not yet deleted",
+    # landing onto a remote (engine/remote_landing.py)
+    "remote_commit_made": "the landing commit is made and recorded in its queue entry, not pushed",
+    "after_remote_push": "the remote has the landing commit, the index not yet COMPLETED",
     # index and run-record writes (durable.py, engine/stream.py)
     "before_replace:index": "a new index is in its temp file, not renamed into place",
     "after_replace:index": "the new index is in place, its directory not yet fsynced",

@@ -46,6 +46,11 @@ CONFIG_TEXT = """\
 # max_reruns = 2
 # The branch finished tickets land on (default: the branch checked out).
 # target = "main"
+# Land on this remote's branch instead of a local one (`sage stream --remote NAME`):
+# fetch, merge, plain push; teammates may push to it meanwhile.
+# remote = "origin"
+# With a remote: push each ticket's sage/<ID> branch too, for teammates to see.
+# push_branches = false
 # "greedy" (start the next ready ticket as soon as a worker is free) or "batch"
 # (the original /stream: wait for the whole batch).
 # schedule = "greedy"

@@ -55,7 +55,9 @@ def run_stream(options: StreamOptions) -> int:
     settings = resolve_settings(options, config, repo=repo, sage_dir=sage_dir, checked_out=git.current_branch(repo),
                                 index=loaded, now=now, cpus=cpu_budget(), agent=agent, ask=_ask_before_start,
                                 probed=probed)
-    if git.rev_parse(f"refs/heads/{settings.target}") is None:
+    if settings.remote:
+        _check_remote(git, settings)
+    elif git.rev_parse(f"refs/heads/{settings.target}") is None:
         raise SageError(f"target branch '{settings.target}' does not exist in {repo} (it needs at least one commit)")
     if options.dry_run:
         plan, ready = _make_plan(loaded, settings, now)
@@ -67,7 +69,8 @@ def run_stream(options: StreamOptions) -> int:
 def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: bool) -> int:
     """Hold the run lock, recover what an earlier run left, then run."""
     from sage_stream.engine.display import make_display
-    from sage_stream.engine.recovery import recover
+    from sage_stream.engine.recovery import recover, release_after_remote_stop
+    from sage_stream.engine.remote_landing import RemoteStopped
     from sage_stream.engine.run_lock import RunLock, RunOwner, describe_owner, process_identity
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.stream import local_stream_run
@@ -100,10 +103,21 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             code = run.execute(plan, tickets_meta, ready, predicted)
             _prune_landed_attempts(git, settings.target, run.states.current())
             return code
+        except RemoteStopped as stopped:
+            release_after_remote_stop(recovery, stopped.message)
+            raise
         finally:
             display.close()
     finally:
         run_lock.release()
+
+
+def _check_remote(git: Git, settings: StreamSettings) -> None:
+    """--remote: the remote exists, answers, and has the target branch; else a clear error
+    (exit 7 when it cannot be reached) before anything is changed."""
+    from sage_stream.engine.remote_landing import RemoteTarget
+
+    RemoteTarget(git, name=settings.remote or "", branch=settings.target).check_reachable()
 
 
 def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> tuple[DispatchPlan, list[str]]:
@@ -296,7 +310,8 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         import json
 
         click.echo(json.dumps({
-            "target": settings.target, "workers": settings.workers, "workers_reason": settings.workers_reason,
+            "target": settings.target, "remote": settings.remote, "workers": settings.workers,
+            "workers_reason": settings.workers_reason,
             "schedule": settings.schedule, "ready": ready, "order": order,
             "starts": {tid: {"start": s, "end": e, "worker": w} for tid, (s, e, w) in schedule_result.starts.items()},
             "predicted_makespan_minutes": schedule_result.makespan,
@@ -304,7 +319,7 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
         }, indent=2))
         return EXIT_SETUP if setup_problems(agent_checks) else EXIT_OK
     click.echo(f"dry run: nothing will be started or changed ({loaded.path})")
-    click.echo(f"target branch: {settings.target}")
+    click.echo(f"target branch: {settings.target}" + (f" on remote {settings.remote}" if settings.remote else ""))
     click.echo(f"workers: {settings.workers} ({settings.workers_reason})")
     click.echo(f"schedule: {settings.schedule}")
     click.echo(f"sandbox: {settings.sandbox.message}")
@@ -355,6 +370,11 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--plain", is_flag=True, help="Timestamped lines instead of the live view.")
 @click.option("--index", default=None, metavar="PATH", help="The ticket index (default: found upward from here).")
 @click.option("--target", default=None, metavar="BRANCH", help="Land on this branch (default: the checked-out one).")
+@click.option("--remote", default=None, metavar="NAME",
+              help="Land on NAME's branch (the --target or checked-out branch name there): fetch, merge, and a"
+                   " plain non-forced push per ticket; teammates may push to it meanwhile.")
+@click.option("--push-branches", is_flag=True,
+              help="With --remote: push each ticket's sage/<ID> branch too (failures are only warnings).")
 @click.option("--wait", is_flag=True, help="If another run holds this repository, wait for it instead of exiting.")
 @click.option("--max-load", type=click.FloatRange(min=0), default=None, metavar="L",
               help="Start nothing new while the 1-minute load average is above L.")
@@ -370,7 +390,8 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, schedule: str | None,
             agent: str | None, agent_cmd: str | None, tickets: tuple[str, ...], max_tickets: int | None,
             timeout_minutes: float | None, idle_timeout_minutes: float | None, as_json: bool, plain: bool,
-            index: str | None, target: str | None, wait: bool, max_load: float | None, max_cost: float | None,
+            index: str | None, target: str | None, remote: str | None, push_branches: bool, wait: bool,
+            max_load: float | None, max_cost: float | None,
             reuse_sessions: bool, sandbox: str | None) -> int:
     """Run ready tickets with sub-agents in parallel worktrees and land each as one commit.
 
@@ -379,13 +400,15 @@ def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, 
 
     Exit codes: 0 nothing failed (including nothing to do, another run is active, or
     --max-cost reached), 1 error, 3 some tickets deferred or rate limits stopped the run,
-    130 interrupted.
+    6 --remote refused a push (hook, protected branch, permissions), 7 --remote could not be
+    reached, 130 interrupted.
     """
     output = "json" if as_json else "plain" if plain else "auto"
     return run_stream(StreamOptions(
         auto=auto, interactive=interactive, parallel=parallel, dry_run=dry_run, schedule=schedule, agent=agent,
         agent_cmd=agent_cmd, tickets=tickets, max_tickets=max_tickets, timeout_minutes=timeout_minutes,
         idle_timeout_minutes=idle_timeout_minutes, output=output, index=index, target=target, wait=wait,
+        remote=remote, push_branches=push_branches,
         max_load=max_load, max_cost=max_cost, reuse_sessions=reuse_sessions, sandbox=sandbox,
     ))
 

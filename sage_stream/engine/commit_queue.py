@@ -47,6 +47,7 @@ class QueueEntry:
     finished_at: float = field(default_factory=time.time)
     result: dict = field(default_factory=dict)  # the agent's parsed result (summary, cost...)
     sequence: int = field(default_factory=time.time_ns)
+    made: str | None = None  # remote landing: the commit made for it before the push (engine/remote_landing.py)
 
 
 class CommitQueue:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sage_stream.engine import events as ev
@@ -19,6 +19,7 @@ from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
+from sage_stream.engine.remote_landing import RemoteStopped, RemoteTarget
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket
@@ -42,14 +43,14 @@ class LandedOnTarget:
     one `git log` of the target per run (at the first question), kept up to date with
     each landing after that, so asking about every ticket costs nothing more."""
 
-    def __init__(self, git: Git, target: str) -> None:
+    def __init__(self, git: Git, target_ref: str) -> None:
         self.git = git
-        self.target = target
+        self.target_ref = target_ref
         self._owners: dict[str, str] | None = None
 
     def commit_of(self, ticket_id: str) -> str | None:
         if self._owners is None:
-            self._owners = self.git.trailer_owners(f"refs/heads/{self.target}", TRAILER)
+            self._owners = self.git.trailer_owners(self.target_ref, TRAILER)
         return self._owners.get(ticket_id)
 
     def add(self, ticket_id: str, commit: str | None) -> None:
@@ -59,14 +60,25 @@ class LandedOnTarget:
 
 class Lander:
     def __init__(self, git: Git, *, target: str, queue: CommitQueue, states: ticket_state.TicketStates,
-                 landing_lock: Path, emit: Emit) -> None:
+                 landing_lock: Path, emit: Emit, remote: RemoteTarget | None = None) -> None:
         self.git = git
         self.target = target
         self.queue = queue
         self.states = states
         self.landing_lock = landing_lock
         self.emit = emit
-        self.on_target = LandedOnTarget(git, target)
+        self.remote = remote  # None: land on the local branch; else on the remote's (--remote)
+        self.on_target = LandedOnTarget(git, self.target_ref)
+
+    @property
+    def target_ref(self) -> str:
+        """Where landed tickets are looked for: the local target, or the fetched remote tip."""
+        return self.remote.fetched_ref if self.remote is not None else f"refs/heads/{self.target}"
+
+    def refresh_target(self) -> None:
+        """Fetch the remote target (recovery reads `target_ref` next); nothing to do locally."""
+        if self.remote is not None:
+            self.remote.fetch()
 
     def land(self, entry: QueueEntry, ticket: Ticket, *, started: float | None = None, owned: bool = False,
              on_recorded: Callable[[Landed], None] | None = None) -> Landed | LandingVerdict:
@@ -86,13 +98,10 @@ class Lander:
                 raise
 
         try:
-            result = land_ticket(self.git, target_branch=self.target, ticket_tip=entry.tip, base=entry.base,
-                                 ticket=ticket, message=message, allowed_globs=ticket.files,
-                                 allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 on_landed=record, check_earlier=not owned)  # the summary is in `message`
+            result = self._land(entry, ticket, message, record, owned)
         except BaseException as error:
-            if recorded and recorded[0] is not None:
-                raise
+            if recorded and recorded[0] is not None or isinstance(error, RemoteStopped):
+                raise  # RemoteStopped: the entry stays queued and the run stops
             if recorded:  # it landed and was recorded; only bringing checkouts along failed
                 self.emit(ev.MESSAGE, ticket.id, level="warning",
                           text=f"{ticket.id} landed, but checkouts of {self.target} were not updated: {error}")
@@ -109,6 +118,21 @@ class Lander:
             return self._record(entry, ticket, result, message, started, on_recorded)
         self.queue.remove(entry)
         return LandingVerdict(result.outcome, paths=tuple(result.paths), message=result.message, log=entry.log)
+
+    def _land(self, entry: QueueEntry, ticket: Ticket, message: str, record: Callable[[LandingResult], None],
+              owned: bool) -> LandingResult:
+        landing = dict(target_branch=self.target, ticket_tip=entry.tip, base=entry.base, ticket=ticket,
+                       message=message, allowed_globs=ticket.files, allow_empty=ticket.allow_empty,
+                       landing_lock=self.landing_lock, on_landed=record,
+                       check_earlier=not owned)  # the summary is in `message`
+        if self.remote is None:
+            return land_ticket(self.git, **landing)
+        if self.remote.push_branches:
+            warning = self.remote.push_ticket_branch(entry.branch, entry.tip)
+            if warning:
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=warning)
+        return self.remote.land(self.git, **landing, made=entry.made,
+                                on_made=lambda commit: self.queue.put(replace(entry, made=commit)))
 
     def _record(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str, started: float,
                 on_recorded: Callable[[Landed], None] | None) -> Landed:

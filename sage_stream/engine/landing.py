@@ -176,6 +176,7 @@ def land_ticket(
     summary: str | None = None,
     on_landed: Callable[[LandingResult], None] | None = None,
     check_earlier: bool = True,
+    target_ref: str | None = None,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
@@ -187,13 +188,15 @@ def land_ticket(
     `check_earlier=False` skips looking for an earlier landing of the ticket: for an
     attempt the caller started itself (it owns the ticket: nobody else can have landed
     it since); recovery, landing what a dead run queued, always looks.
+    `target_ref` (remote landing, engine/remote_landing.py): land on this private ref
+    instead of `refs/heads/<target_branch>`; no work tree has it checked out.
     """
     text = _ensure_ticket_trailer(with_summary(message, summary), ticket.id)
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
-                                on_landed, check_earlier)
+                                on_landed, check_earlier, target_ref)
     except Timeout:
         raise SageError(
             f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
@@ -212,9 +215,10 @@ def _land_locked(
     allow_empty: bool,
     on_landed: Callable[[LandingResult], None] | None = None,
     check_earlier: bool = True,
+    target_ref: str | None = None,
 ) -> LandingResult:
     crash_point("landing_locked")
-    ref = f"refs/heads/{target}"
+    ref = target_ref or f"refs/heads/{target}"
     current = git.commit_and_tree(ref)
     if current is None:
         raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
@@ -232,7 +236,7 @@ def _land_locked(
         old, old_tree = found
         with ThreadPoolExecutor(max_workers=1) as pool:
             # which checkouts may be brought along, found while the merge is computed
-            inspected = pool.submit(_checkouts_of, git, target)
+            inspected = pool.submit(_checkouts_of, git, target if target_ref is None else None)
             result = _merge_and_swap(git, target, ref, tip, ticket_id, message, globs, allow_empty, on_landed,
                                      old, old_tree, inspected)
         if result is not None:
@@ -242,8 +246,10 @@ def _land_locked(
     )
 
 
-def _checkouts_of(git: Git, target: str) -> tuple[list[WorktreeInfo], dict[Path, bool]]:
+def _checkouts_of(git: Git, target: str | None) -> tuple[list[WorktreeInfo], dict[Path, bool]]:
     """The work trees that have the target checked out, and whether each is clean."""
+    if target is None:  # a private ref (remote landing): nothing has it checked out
+        return [], {}
     checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
     return checkouts, {info.path: git.is_clean(info.path) for info in checkouts}
 

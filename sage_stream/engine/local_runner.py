@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class RunnerSettings:
     check_env: tuple[str, ...] = ()  # names passed to checks beyond the standard set
     sandbox: Sandbox | None = None  # agents, checks and fix turns run in it (engine/attempt_sandbox.py)
     writable: tuple[str, ...] = ()  # [agent] writable: more paths they may write in it
+    start_tip: Callable[[], str | None] | None = None  # where tickets start (--remote: the fetched remote tip)
 
 
 class _Running:
@@ -172,7 +173,8 @@ class LocalRunner:
         spec = running.spec
         self._stop_strays(self.workspaces.slot_path(spec.slot), spec.ticket.id, self._warn)
         self._release_all(list(spec.releases), self._warn)
-        start = spec.start or self.git.rev_parse(f"refs/heads/{self.settings.target}")
+        start_tip = self.settings.start_tip or (lambda: self.git.rev_parse(f"refs/heads/{self.settings.target}"))
+        start = spec.start or start_tip()
         if start is None:
             raise SageError(f"the target branch {self.settings.target!r} is gone")
         workspace = None
@@ -337,7 +339,8 @@ class LocalRunner:
     def _make_spare(self, slot: int) -> None:
         error = None
         try:
-            self.workspaces.make_spare(slot, f"refs/heads/{self.settings.target}")
+            tip = self.settings.start_tip() if self.settings.start_tip else None  # --remote: the fetched tip
+            self.workspaces.make_spare(slot, tip or f"refs/heads/{self.settings.target}")
         except Exception as failure:  # the ticket that needs the slot tries again, and says why
             error = failure.message if isinstance(failure, SageError) else repr(failure)
         self.inbox.put(SpareReady(slot, error))

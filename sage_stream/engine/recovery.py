@@ -12,6 +12,8 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
 2. Every IN_PROGRESS ticket whose run is dead is reconciled: its commit is on the
    target already (Sage-Ticket trailer) -> COMPLETED; otherwise back to UNPROCESSED
    with attempts + 1, and whatever its worktree holds is kept on its branch.
+   With --remote, "on the target" means on the remote branch, fetched first (a landing
+   commit made but not pushed when the run died is made again on the current tip).
 3. A checkout of the target that a kill left behind (the ref moved, its files not yet
    updated) is brought along over those landings, when nothing else changed in it.
 4. Exactly once before anything starts: a ticket the index does not call COMPLETED
@@ -71,6 +73,7 @@ class Recovery:
 def recover(rec: Recovery) -> RecoveryReport:
     report = RecoveryReport()
     _stop_what_a_dead_run_left(rec, report)
+    rec.lander.refresh_target()  # --remote: what is landed is read from the remote's tip
     _land_queued_work(rec, report)
     _reconcile_in_progress(rec, report)
     report.brought_along = _catch_up_checkouts(rec)
@@ -157,7 +160,7 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
         info = info if isinstance(info, dict) else {}
         if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != rec.pid:
             continue  # a live run elsewhere owns it (another checkout sharing this index)
-        landed = lander.git.commits_with_trailer(f"refs/heads/{lander.target}", TRAILER, ticket.id, limit=1)
+        landed = lander.git.commits_with_trailer(lander.target_ref, TRAILER, ticket.id, limit=1)
         branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
         if landed:
             edit = ticket_state.complete(commit=landed[0], message=f"#{ticket.id} {ticket.title}", branch=branch)
@@ -187,7 +190,7 @@ def _kept_on(git: Git, branch: str) -> str:
 def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:
     """The queued work no longer merges with the target (and has not landed already)."""
     git = rec.lander.git
-    ref = f"refs/heads/{rec.lander.target}"
+    ref = rec.lander.target_ref
     tip = git.rev_parse(ref)
     if tip is None or git.rev_parse(entry.tip) is None or git.rev_parse(entry.base) is None:
         return False  # landing reports what is wrong
@@ -210,6 +213,8 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
     target commit, when every commit since is a landing (a kill came between moving the
     ref and updating the files) and it has no change of its own."""
     git, target = rec.lander.git, rec.lander.target
+    if git.rev_parse(f"refs/heads/{target}") is None:
+        return []  # --remote onto a branch only the remote has: nothing checked out to catch up
     history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
     if not history:
         return []
@@ -251,3 +256,22 @@ def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:
             except Exception:
                 pass  # the work tree itself stays; nothing is deleted
 
+
+
+# -- after landing onto a remote stopped (engine/remote_landing.py RemoteStopped) ----------
+
+
+def release_after_remote_stop(rec: Recovery, reason: str) -> list[str]:
+    """This run's IN_PROGRESS tickets back to UNPROCESSED (no attempt counted: nothing of
+    theirs failed), each one's work kept on its branch; queued work stays queued and
+    lands first on the next run."""
+    released = []
+    for ticket in rec.lander.states.store.load().index.by_id().values():
+        info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
+        if ticket.state is not State.IN_PROGRESS or not isinstance(info, dict) or info.get("run_id") != rec.run_id:
+            continue
+        _keep_worktree_changes(rec, ticket.id)
+        rec.lander.states.apply({ticket.id: ticket_state.release(
+            count_attempt=False, note=f"landing onto the remote stopped: {reason}")})
+        released.append(ticket.id)
+    return released

@@ -19,6 +19,7 @@ from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.config import SageConfig
 from sage_stream.engine.dispatch_control import RateLimitPolicy
+from sage_stream.engine.remote_landing import check_remote_name
 from sage_stream.engine.scheduler import SCHEDULES
 from sage_stream.engine.verification import Check, project_checks
 from sage_stream.errors import SageError
@@ -50,6 +51,8 @@ class StreamOptions:
     output: str = "auto"  # auto | live | plain | json
     index: str | None = None
     target: str | None = None
+    remote: str | None = None  # --remote NAME: land on NAME's branch
+    push_branches: bool = False
     wait: bool = False
     max_load: float | None = None
     max_cost: float | None = None  # US dollars
@@ -90,6 +93,8 @@ class StreamSettings:
     output: str = "auto"  # the display: auto | live | plain | json
     sandbox: SandboxChoice = SandboxChoice(None, "")  # None: agents run unsandboxed
     writable: tuple[str, ...] = ()  # [agent] writable: more paths sandboxed agents may write
+    remote: str | None = None  # land on this remote's `target` branch (engine/remote_landing.py)
+    push_branches: bool = False  # push each ticket's sage/<ID> branch to the remote too
 
 
 def check_mode_flags(options: StreamOptions) -> StreamOptions:
@@ -131,6 +136,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     """
     options = check_mode_flags(options)
     target = _target(options, config, checked_out=checked_out, repo=repo)
+    remote, push_branches = _remote(options, config, sage_dir=sage_dir)
     schedule = options.schedule or config.stream.schedule
     if schedule not in SCHEDULES:
         raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
@@ -157,7 +163,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
         check_env=(*config.agent.env, *config.checks.env), rate_limits=_rate_limit_policy(config),
         # questions are asked between the lines of the display: a live view would draw over them
         output="plain" if (options.interactive and options.output == "auto") else options.output,
-        sandbox=sandbox, writable=writable,
+        sandbox=sandbox, writable=writable, remote=remote, push_branches=push_branches,
     )
 
 
@@ -167,6 +173,21 @@ def _target(options: StreamOptions, config: SageConfig, *, checked_out: str | No
     if not target:
         raise SageError(f"{repo}: HEAD is detached: check out the branch tickets should land on, or pass --target")
     return target
+
+
+def _remote(options: StreamOptions, config: SageConfig, *, sage_dir: Path) -> tuple[str | None, bool]:
+    """--remote over [stream] remote (None: land locally); --push-branches or [stream]
+    push_branches, which needs a remote."""
+    if options.remote is not None:
+        remote = check_remote_name(options.remote, source="--remote")
+    elif config.stream.remote is not None:
+        remote = check_remote_name(config.stream.remote, source=f"{SagePaths(sage_dir).config}: [stream] remote")
+    else:
+        remote = None
+    push_branches = options.push_branches or config.stream.push_branches
+    if push_branches and remote is None:
+        raise SageError("--push-branches needs a remote to push to: pass --remote NAME or set [stream] remote")
+    return remote, push_branches
 
 
 def _project_checks(config: SageConfig, sage_dir: Path) -> list[Check]:

@@ -32,6 +32,7 @@ from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
+from sage_stream.engine.remote_landing import RemoteTarget
 from sage_stream.engine.outcomes import (
     Defer,
     FinishedAttempt,
@@ -505,20 +506,24 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
     and the recovery to carry out before it starts."""
     inbox: queue.Queue[Message] = queue.Queue()
     paths = SagePaths(settings.sage_dir)
+    remote = (RemoteTarget(git, name=settings.remote, branch=settings.target, push_branches=settings.push_branches,
+                           warn=lambda text: emit(ev.MESSAGE, None, level="warning", text=text))
+              if settings.remote else None)
     workspaces = TicketWorkspaces(git, paths.worktrees)
     states = ticket_state.TicketStates(store)
     runner = LocalRunner(git, workspaces, RunnerSettings(
         agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
-        check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable), inbox)
+        check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable,
+        start_tip=remote.tip_for_dispatch if remote else None), inbox)
     run: StreamRun | None = None
 
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:
         run.emit(kind, ticket_id, **data)
 
     lander = Lander(git, target=settings.target, queue=CommitQueue(paths.commit_queue), states=states,
-                    landing_lock=paths.commit_lock, emit=emit)
+                    landing_lock=paths.commit_lock, emit=emit, remote=remote)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
     return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,

@@ -39,6 +39,7 @@ GIT_TIMEOUT_SECONDS = 30
 PREREQUISITE_PREFIX = "prerequisite_"  # finding codes: prerequisite_<Prerequisite.name>
 
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+REMOTE_TIMEOUT_SECONDS = 20.0  # `git ls-remote` of a configured remote
 _OBJECT_NAME = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -325,7 +326,45 @@ def check_prerequisites(index_path: Path, *, agent: str | None = None) -> tuple[
     every prerequisite of `sage stream`, in order."""
     context = inspect_git(index_path.parent)
     sage_dir = sage_dir_for(index_path, context.work_tree)
-    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir), *agent_prerequisites(sage_dir, agent)]
+    return context, [*context.prerequisites, sage_dir_prerequisite(sage_dir), *agent_prerequisites(sage_dir, agent),
+                     *remote_prerequisites(sage_dir, context)]
+
+
+def remote_prerequisites(sage_dir: Path, context: GitContext) -> list[Prerequisite]:
+    """[stream] remote, when configured: the remote exists, answers `ls-remote` within
+    REMOTE_TIMEOUT_SECONDS, and has the branch tickets would land on."""
+    config_path = SagePaths(sage_dir).config
+    if not context.usable or not config_path.is_file():
+        return []
+    from sage_stream.config import load_config
+    from sage_stream.git import Git, GitError
+
+    try:
+        stream = load_config(sage_dir).stream
+    except SageError:
+        return []  # agent_prerequisites reports a config that does not load
+    if stream.remote is None:
+        return []
+    assert context.work_tree is not None
+    git = Git(context.work_tree)
+    branch = stream.target or git.current_branch()
+    where = f"[stream] remote = {stream.remote!r}"
+    if git.remote_url(stream.remote) is None:
+        return [Prerequisite("remote_reachable", False, f"{where}: this repository has no remote named "
+                             f"{stream.remote!r} (`git remote -v` lists them)", str(config_path), blocking=True)]
+    if branch is None:
+        return [Prerequisite("remote_reachable", False, f"{where}: HEAD is detached and [stream] target is not "
+                             "set: no branch to land on", str(config_path), blocking=True)]
+    try:
+        tip = git.ls_remote_branch(stream.remote, branch, timeout=REMOTE_TIMEOUT_SECONDS)
+    except GitError as error:
+        return [Prerequisite("remote_reachable", False, f"{where}: cannot be reached: "
+                             f"{error.stderr.strip() or error}", str(config_path), blocking=True)]
+    if tip is None:
+        return [Prerequisite("remote_reachable", False, f"{where}: has no branch {branch!r} to land on (push it "
+                             "once)", str(config_path), blocking=True)]
+    return [Prerequisite("remote_reachable", True, f"{stream.remote}/{branch} reachable (at {tip[:12]})",
+                         str(config_path))]
 
 
 def prerequisite_findings(prerequisites: Iterable[Prerequisite]) -> list[Finding]:

@@ -1,4 +1,4 @@
-"""sage_stream/git.py: the one module that runs git."""
+"""sage_stream/git/: the one package that runs git."""
 
 from __future__ import annotations
 

@@ -90,6 +90,45 @@ def test_a_detached_head_without_a_target_is_an_error():
 # ---------------------------------------------------------------- schedule
 
 
+# ---------------------------------------------------------------- remote
+
+
+@pytest.mark.parametrize(("flag", "configured", "target_flag", "remote", "target"), [
+    ("origin", "upstream", None, "origin", "main"),  # --remote beats [stream] remote
+    (None, "upstream", None, "upstream", "main"),  # the config's remote when no flag
+    (None, None, None, None, "main"),  # neither: land on the local branch
+    ("origin", None, "release", "origin", "release"),  # the target names the branch on the remote
+])
+def test_remote_is_the_flag_then_the_config_and_the_target_names_its_branch(flag, configured, target_flag, remote,
+                                                                          target):
+    settings = resolve(StreamOptions(auto=True, remote=flag, target=target_flag), config(stream={"remote": configured}))
+    assert (settings.remote, settings.target) == (remote, target)
+
+
+@pytest.mark.parametrize(("flag", "configured", "remote", "push"), [
+    (True, False, "origin", True),
+    (False, True, "origin", True),
+    (False, False, "origin", False),
+])
+def test_push_branches_is_the_flag_or_the_config(flag, configured, remote, push):
+    settings = resolve(StreamOptions(auto=True, remote=remote, push_branches=flag),
+                       config(stream={"push_branches": configured}))
+    assert settings.push_branches is push
+
+
+@pytest.mark.parametrize(("options", "configured", "message"), [
+    (StreamOptions(auto=True, remote="-uorigin"), {}, "--remote: '-uorigin' is not a git remote name"),
+    (StreamOptions(auto=True, remote="a b"), {}, "--remote: 'a b' is not a git remote name"),
+    (AUTO, {"remote": "../x"}, f"{SAGE_DIR / 'config.toml'}: [stream] remote: '../x' is not a git remote name"),
+    (StreamOptions(auto=True, push_branches=True), {},
+     "--push-branches needs a remote to push to: pass --remote NAME or set [stream] remote"),
+    (AUTO, {"push_branches": True},
+     "--push-branches needs a remote to push to: pass --remote NAME or set [stream] remote"),
+])
+def test_a_remote_that_cannot_be_a_remote_name_or_push_branches_without_one_is_an_error(options, configured, message):
+    fails(message, options, config(stream=configured))
+
+
 @pytest.mark.parametrize(("flag", "configured", "schedule"), [
     ("batch", "greedy", "batch"),
     ("greedy", "batch", "greedy"),

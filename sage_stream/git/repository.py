@@ -1,35 +1,6 @@
-"""Every git command sage-stream runs goes through this module.
-
-Rules it enforces for all of them:
-- argv lists only, never a shell: ticket text (titles, messages, paths) reaches git as
-  data, through argv or stdin.
-- `-c core.hooksPath=/dev/null`: no repository hook runs. An agent works inside a
-  worktree of this repository and can write hooks; `worktree add` (post-checkout) or a
-  commit would otherwise run them with our privileges and outside any agent sandbox.
-  `-c core.fsmonitor=false` for the same reason: an agent can set `core.fsmonitor` in the
-  shared config to a program of its own, which every `git status` would run.
-- git runs with an allow-listed environment (`GIT_ENV_NAMES`, git's own `GIT_*` identity,
-  config and trace variables), never our whole one: a filter driver or any other command
-  an agent slips into the repository's config runs without our tokens and credentials.
-- `LC_ALL=C` so that messages we parse are English; `GIT_TERMINAL_PROMPT=0` so that git
-  never waits for a password on a terminal nobody is watching.
-- Variables that point git at another repository or index (`GIT_DIR`, `GIT_INDEX_FILE`...,
-  set when sage runs from inside a git hook) are dropped: every call names its repository
-  by its working directory.
-- Every git process carries `SAGE_GIT_OF=<our pid>` and `SAGE_GIT_REPO=<the repository>`
-  in its environment: a run killed with SIGKILL leaves its git processes running, and the
-  next run finds them by these and waits for them (engine/recovery.py) before it touches
-  what they write.
-- The user's global and system git configuration is not read (`GIT_CONFIG_GLOBAL=/dev/null`,
-  `GIT_CONFIG_NOSYSTEM=1`): a filter, hook path or fsmonitor an agent writes into
-  `~/.gitconfig` never runs inside sage's own git. What sage needs of it (`USER_CONFIG_KEPT`:
-  the identity, `safe.directory`, `core.excludesFile`) is read once, at the first git
-  command, and passed explicitly from then on (engine/repo_guard.py undoes the change
-  and defers the ticket).
-- Commits we create are never GPG-signed (a pinentry prompt would hang an unattended
-  run) and get the identity `sage-stream <sage@localhost>` only when the user has none
-  configured; a configured user is never overridden.
-"""
+"""`Git`: one repository, every local git command sage runs (the package docstring has
+the rules they all follow). Talking to remotes and reading the user's configuration are
+its two mixed-in parts (remote.py, user_config.py)."""
 
 from __future__ import annotations
 
@@ -46,42 +17,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from sage_stream.errors import SageError
+from sage_stream.git.environment import GIT_OF_VAR, GIT_REPO_VAR, SAFE_OPTIONS, GitError, _base_env
+from sage_stream.git.remote import RemoteCommands
+from sage_stream.git.user_config import ISOLATED_CONFIG, UserConfigCommands
 
-FALLBACK_NAME = "sage-stream"
-FALLBACK_EMAIL = "sage@localhost"
 ZERO_SHA = "0" * 40
-GIT_OF_VAR = "SAGE_GIT_OF"  # the pid of the sage process that started a git process
-GIT_REPO_VAR = "SAGE_GIT_REPO"  # the repository it works on (real path)
 WORKTREE_LIST_TRIES = 5
-SAFE_OPTIONS = ("-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")  # before every git command
-
-# Variables that make git use another repository, work tree or index than the one we name.
-_REPO_LOCATING_VARS = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_PREFIX",
-    "GIT_COMMON_DIR",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_IMPLICIT_WORK_TREE",
-    "GIT_INTERNAL_SUPER_PREFIX",
-    "GIT_SHALLOW_FILE",
-    "GIT_GRAFT_FILE",
-    "GIT_NO_REPLACE_OBJECTS",
-    "GIT_REPLACE_REF_BASE",
-    "GIT_QUARANTINE_PATH",
-)
 _TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-# What git gets of our environment (plus LC_ALL and GIT_TERMINAL_PROMPT, set below).
-GIT_ENV_NAMES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "LANG", "LANGUAGE", "EMAIL",
-                           "XDG_CONFIG_HOME", "GIT_EXEC_PATH", "GIT_CEILING_DIRECTORIES", "GIT_CONFIG_GLOBAL",
-                           "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_COUNT"})
-GIT_ENV_PREFIXES = ("LC_", "GIT_AUTHOR_", "GIT_COMMITTER_", "GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_", "GIT_TRACE")
-# Read once from the user's own configuration (all levels) and passed to every git call.
-USER_CONFIG_KEPT = ("user.name", "user.email", "safe.directory", "core.excludesfile")
-# Only the repository's own configuration is read by sage's git (the user's is read once).
-ISOLATED_CONFIG = {"GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
 def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
@@ -133,18 +75,6 @@ class _ThreadsThenFileLock:
             self._threads.release()
 
 
-class GitError(SageError):
-    """A git command failed; the message names the command, its directory and git's stderr."""
-
-    def __init__(self, args: list[str], cwd: Path, returncode: int, stderr: str) -> None:
-        command = " ".join(["git", *args])
-        detail = stderr.strip() or "(no message)"
-        super().__init__(f"`{command}` failed in {cwd} (exit {returncode}): {detail}")
-        self.command = args
-        self.returncode = returncode
-        self.stderr = stderr
-
-
 @dataclass(frozen=True)
 class WorktreeInfo:
     path: Path
@@ -168,7 +98,7 @@ class MergeTreeResult:
     conflicts: list[str]  # conflicted paths when not clean
 
 
-class Git:
+class Git(UserConfigCommands, RemoteCommands):
     """One repository, addressed by the root of its main work tree."""
 
     def __init__(self, repo: Path, *, worktree_lock: Path | None = None) -> None:
@@ -197,12 +127,18 @@ class Git:
         check: bool = True,
         input: str | bytes | None = None,
         env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        user_config: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `git <args>`; output is text (undecodable bytes kept as surrogates)."""
+        """Run `git <args>`; output is text (undecodable bytes kept as surrogates). A git
+        still running after `timeout` seconds is killed and reported as a GitError.
+        `user_config`: read the user's global and system configuration too (only for
+        talking to a remote: its credential helpers, `url.*.insteadOf`, ssh settings)."""
         where = Path(cwd) if cwd is not None else self.repo
         if isinstance(input, bytes):
             input = input.decode("utf-8", errors="surrogateescape")
-        full_env = {**self._env, **env} if env else self._env
+        base_env = self._user_env if user_config else self._env
+        full_env = {**base_env, **env} if env else base_env
         argv = ["git", *SAFE_OPTIONS, *self._kept_options(), *args]
         try:
             result = subprocess.run(
@@ -215,7 +151,10 @@ class Git:
                 errors="surrogateescape",
                 env=full_env,
                 stdin=subprocess.DEVNULL if input is None else None,
+                timeout=timeout,
             )
+        except subprocess.TimeoutExpired:
+            raise GitError(list(args), where, -1, f"no answer within {timeout:g} s")
         except FileNotFoundError as error:
             if not where.is_dir():
                 raise GitError(list(args), where, -1, f"directory does not exist: {error}")
@@ -527,80 +466,6 @@ class Git:
         """Delete a branch whose work has landed. A plain ref deletion: `git branch -D`
         would also lock .git/config, which fails under concurrent workers."""
         self.run("update-ref", "-d", f"refs/heads/{branch}")
-
-    # -- the user's configuration, read once -------------------------------------------
-
-    def user_config(self) -> dict[str, list[str]]:
-        """`USER_CONFIG_KEPT` as the user's configuration (global, system, repository) had
-        it when first asked: later changes (an agent's) never reach sage's git."""
-        if self._user_config is None:
-            self._user_config = read_user_config(self.repo, self._user_env)
-        return self._user_config
-
-    def _kept_options(self) -> list[str]:
-        return kept_options(self.user_config())
-
-    def fallback_identity(self) -> str | None:
-        """`Name <email>` when the repository has no git identity and commits are made with
-        sage's fallback (or the EMAIL variable); None when git's own identity is used."""
-        env = self._identity_env()
-        if not env:
-            return None
-        return f"{env['GIT_COMMITTER_NAME']} <{env['GIT_COMMITTER_EMAIL']}>"
-
-    def _identity_env(self) -> dict[str, str]:
-        """Author and committer, explicit: the environment's, else the user's
-        configuration as read once, else `sage-stream <sage@localhost>`."""
-        if self._commit_env is None:
-            config = self.user_config()
-            name = (config.get("user.name") or [""])[-1] or FALLBACK_NAME
-            email = (config.get("user.email") or [""])[-1] or os.environ.get("EMAIL") or FALLBACK_EMAIL
-            env: dict[str, str] = {}
-            for role in ("AUTHOR", "COMMITTER"):
-                env[f"GIT_{role}_NAME"] = os.environ.get(f"GIT_{role}_NAME") or name
-                env[f"GIT_{role}_EMAIL"] = os.environ.get(f"GIT_{role}_EMAIL") or email
-            self._commit_env = env
-        return self._commit_env
-
-
-def read_user_config(repo: Path, env: Mapping[str, str]) -> dict[str, list[str]]:
-    """`USER_CONFIG_KEPT` from every level of the user's git configuration (one git)."""
-    pattern = "^(" + "|".join(re.escape(key) for key in USER_CONFIG_KEPT) + ")$"
-    try:
-        result = subprocess.run(["git", *SAFE_OPTIONS, "config", "--null", "--get-regexp", pattern], cwd=repo,
-                                env=dict(env), capture_output=True, text=True, encoding="utf-8",
-                                errors="surrogateescape", stdin=subprocess.DEVNULL, check=False)
-    except OSError:  # no git, or no such directory: the first real command says so
-        return {}
-    found: dict[str, list[str]] = {}
-    for record in result.stdout.split("\0") if result.returncode == 0 else []:
-        key, _, value = record.partition("\n")
-        if key:
-            found.setdefault(key.lower(), []).append(value)
-    return found
-
-
-def kept_options(config: Mapping[str, list[str]]) -> list[str]:
-    """`-c` options giving sage's git what it keeps of the user's configuration."""
-    options = []
-    for value in config.get("safe.directory", []):
-        options += ["-c", f"safe.directory={value}"]
-    for value in config.get("core.excludesfile", [])[-1:]:
-        options += ["-c", f"core.excludesFile={value}"]
-    return options
-
-
-def _base_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if _passed_to_git(key)}
-    env["LC_ALL"] = "C"
-    env["GIT_TERMINAL_PROMPT"] = "0"
-    return env
-
-
-def _passed_to_git(name: str) -> bool:
-    if name in _REPO_LOCATING_VARS:
-        return False
-    return name in GIT_ENV_NAMES or name.startswith(GIT_ENV_PREFIXES)
 
 
 def _parse_worktree(record: str) -> WorktreeInfo:
