@@ -83,14 +83,14 @@ DECIDE_CASES = [
     pytest.param(
         finished(tampered=(".git/hooks/pre-commit", ".git/config")),
         Defer("scope_violation",
-              "the repository's git control files changed while its agent ran: .git/hooks/pre-commit, .git/config "
+              "git control files (the repository's or your git configuration) changed while its agent ran: .git/hooks/pre-commit, .git/config "
               "(undone: hooks and config written there would run code in your next git command); its work is kept "
               "on sage/T-1", log=LOG, with_result=True),
         id="tampered git control files: scope_violation naming the files and the branch"),
     pytest.param(
         failed(tampered=(".git/config",), cancelled=True),
         Defer("scope_violation",
-              "the repository's git control files changed while its agent ran: .git/config (undone: hooks and "
+              "git control files (the repository's or your git configuration) changed while its agent ran: .git/config (undone: hooks and "
               "config written there would run code in your next git command); its work is kept on sage/T-1",
               log=LOG, with_result=True),
         id="tampering is reported even when the attempt was cancelled or failed"),
