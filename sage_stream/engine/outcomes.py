@@ -138,8 +138,8 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
         # after it: the message says so rather than claim more than sage knows
         shown = ", ".join(done.tampered[:10])
         return Defer("scope_violation", (
-            f"git control files (the repository's or your git configuration) changed while its agent ran: {shown} (undone: hooks and "
-            "config written there would run code in your next git command); its work is kept on "
+            "git control files (the repository's or your git configuration) changed while its agent ran: "
+            f"{shown} (undone: hooks and config written there would run code in your next git command); its work is kept on "
             f"{done.branch}"), log=done.log, with_result=True)
     if done.cancelled or done.exit_outcome == "cancelled":
         return Interrupted()
