@@ -139,8 +139,8 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
         shown = ", ".join(done.tampered[:10])
         return Defer("scope_violation", (
             "git control files (the repository's or your git configuration) changed while its agent ran: "
-            f"{shown} (undone: hooks and config written there would run code in your next git command); its work is kept on "
-            f"{done.branch}"), log=done.log, with_result=True)
+            f"{shown} (undone: hooks and config written there would run code in your next git command); "
+            f"its work is kept on {done.branch}"), log=done.log, with_result=True)
     if done.cancelled or done.exit_outcome == "cancelled":
         return Interrupted()
     if done.exit_outcome in ("timeout", "idle_timeout"):
