@@ -28,6 +28,7 @@ class QueueEntry:
     finished_at: float = field(default_factory=time.time)
     result: dict = field(default_factory=dict)  # the agent's parsed result (summary, cost...)
     sequence: int = field(default_factory=time.time_ns)
+    target: str = ""  # the branch it lands on, recorded when queued ("" in entries of older versions)
 
 
 class CommitQueue:

@@ -150,7 +150,8 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     ready_count = len(ready) if isinstance(ready, list) else 0
     makespan = _number(data.get("predicted_makespan_minutes"))
     predicted = f", predicted makespan {format_minutes(makespan)}" if makespan is not None else ""
-    target = f" onto {one_line(data.get('target'), 80)}" if data.get("target") else ""
+    why = f" ({one_line(data.get('target_reason'), 160)})" if data.get("target_reason") else ""
+    target = f" onto {one_line(data.get('target'), 80)}{why}" if data.get("target") else ""
     return (f"run {one_line(data.get('run_id'), 60)}{target}: {one_line(data.get('workers', '?'), LINE_WIDTH)} "
             f"workers ({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
             f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "

@@ -51,6 +51,7 @@ class Lander:
         """Land one queued entry. `owned`: this run started the attempt itself (no earlier
         landing of it can exist); recovery's entries are not. `started`: when the attempt
         started, for the duration reported."""
+        target = self.target_of(entry)
         message = commit_message(ticket, docs_paths=ticket.doc_paths(), summary=entry.result.get("summary"))
         started = started if started is not None else entry.finished_at
         recorded: list[BaseException | None] = []  # one item once the landing was recorded (or failed to be)
@@ -64,7 +65,7 @@ class Lander:
                 raise
 
         try:
-            result = land_ticket(self.git, target_branch=self.target, ticket_tip=entry.tip, base=entry.base,
+            result = land_ticket(self.git, target_branch=target, ticket_tip=entry.tip, base=entry.base,
                                  ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
                                  summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned)
@@ -73,7 +74,7 @@ class Lander:
                 raise
             if recorded:  # it landed and was recorded; only bringing checkouts along failed
                 self.emit(ev.MESSAGE, ticket.id, level="warning",
-                          text=f"{ticket.id} landed, but checkouts of {self.target} were not updated: {error}")
+                          text=f"{ticket.id} landed, but checkouts of {target} were not updated: {error}")
                 return Landed(LANDED, None)
             if not isinstance(error, Exception):
                 raise
@@ -87,6 +88,12 @@ class Lander:
             return self._record(entry, ticket, result, message, started, on_recorded)
         self.queue.remove(entry)
         return LandingVerdict(result.outcome, paths=tuple(result.paths), message=result.message, log=entry.log)
+
+    def target_of(self, entry: QueueEntry) -> str:
+        """The branch an entry lands on: the one recorded when it was queued, and no other
+        (the user may have checked out another branch since); this run's target for an
+        entry an older version queued without one."""
+        return entry.target or self.target
 
     def _record(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str, started: float,
                 on_recorded: Callable[[Landed], None] | None) -> Landed:

@@ -5,7 +5,8 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
    own process groups) are stopped before they write into a slot the next ticket gets;
    its git processes are waited for (never killed: that is what leaves half-written
    files), and slot registrations a kill left half made are set aside.
-1. Every commit-queue entry lands (or is found landed already), in finish order. An
+1. Every commit-queue entry lands (or is found landed already), in finish order, on the
+   target recorded in it - never on whatever branch is checked out now. An
    entry that no longer merges with the target (what landed since conflicts with it) is
    not deferred: like a conflict in a live run, its ticket runs again on the new tip
    (back to UNPROCESSED, its work kept on a branch).
@@ -130,7 +131,8 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
         info = info if isinstance(info, dict) else {}
         if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != rec.pid:
             continue  # a live run elsewhere owns it (another checkout sharing this index)
-        landed = lander.git.commits_with_trailer(f"refs/heads/{lander.target}", TRAILER, ticket.id, limit=1)
+        target = (ticket.git.target if ticket.git else None) or lander.target  # where its run would land it
+        landed = lander.git.commits_with_trailer(f"refs/heads/{target}", TRAILER, ticket.id, limit=1)
         branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
         if landed:
             edit = ticket_state.complete(commit=landed[0], message=f"#{ticket.id} {ticket.title}", branch=branch)
@@ -153,7 +155,7 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
 def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:
     """The queued work no longer merges with the target (and has not landed already)."""
     git = rec.lander.git
-    ref = f"refs/heads/{rec.lander.target}"
+    ref = f"refs/heads/{rec.lander.target_of(entry)}"
     tip = git.rev_parse(ref)
     if tip is None or git.rev_parse(entry.tip) is None or git.rev_parse(entry.base) is None:
         return False  # landing reports what is wrong

@@ -138,8 +138,9 @@ class StreamRun:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         settings = self.settings
         self.emit(ev.RUN_STARTED, None, run_id=self.run_id, target=settings.target, workers=settings.workers,
-                  workers_reason=settings.workers_reason, schedule=settings.schedule, agent=settings.agent.name,
-                  tickets=tickets_meta, ready=ready, predicted_makespan_minutes=predicted_makespan)
+                  target_reason=settings.target_reason, workers_reason=settings.workers_reason, ready=ready,
+                  schedule=settings.schedule, agent=settings.agent.name, tickets=tickets_meta,
+                  predicted_makespan_minutes=predicted_makespan)
         self.stopping.install()
         try:
             self._loop()
@@ -282,7 +283,7 @@ class StreamRun:
         try:
             self.states.apply({ticket.id: ticket_state.start(
                 run_id=self.run_id, pid=self.pid, pid_create_time=self.pid_create_time,
-                branch=ticket_branch(ticket.id))})
+                branch=ticket_branch(ticket.id), target=self.settings.target)})
         except Exception as error:
             return Defer("error", f"could not mark it IN_PROGRESS: {error}", last_error=str(error))
         return checks
@@ -454,7 +455,7 @@ class StreamRun:
         ticket, workspace = running.ticket, running.workspace
         entry = QueueEntry(ticket=ticket.id, branch=workspace.branch, tip=work.tip, base=workspace.base,
                            run_id=self.run_id, worktree=str(workspace.path), log=str(running.spec.job.log_path),
-                           result=ticket_state.agent_result_json(
+                           target=self.settings.target, result=ticket_state.agent_result_json(
                                work.result, fix_turns=work.fix_turns or None,
                                continued_from=running.spec.continued_from))
         self.lander.queue.put(entry)

@@ -1,0 +1,104 @@
+"""Landing integrity, part B: each ticket lands on its own target and only sage moves it.
+
+- A ticket's target is recorded when it starts (index `git.target`) and in its commit-queue
+  entry; recovery lands a queued entry there, even after the user checked out another branch.
+- A backlog keeps its target: --target / [stream] target, else the branch its earlier
+  landings went to, else the checked-out branch; the run says which and why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .support import (
+    INDEX,
+    git,
+    make_repo,
+    read_index,
+    report,
+    run_records,
+    run_stream,
+    ticket,
+    trailer_counts,
+    write_file_cmd,
+    write_index,
+)
+
+DEAD_PID = 2**22 + 17  # above any pid_max this suite runs under: no such process
+
+
+def queue_dead_runs_work(repo: Path, ticket_id: str, *, target: str) -> dict:
+    """What a run killed between queueing and landing leaves: the ticket IN_PROGRESS, its
+    work committed on sage/<ID>, and its commit-queue entry naming `target`."""
+    base = git(repo, "rev-parse", target).strip()
+    git(repo, "branch", f"sage/{ticket_id}", base)
+    work = repo.parent / f"{repo.name}-wt-{ticket_id}"
+    git(repo, "worktree", "add", "-q", str(work), f"sage/{ticket_id}")
+    (work / f"{ticket_id}.txt").write_text("queued work\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", f"{ticket_id}: work")
+    tip = git(work, "rev-parse", "HEAD").strip()
+    git(repo, "worktree", "remove", "--force", str(work))
+    entry = {"ticket": ticket_id, "branch": f"sage/{ticket_id}", "tip": tip, "base": base, "run_id": "dead-run",
+             "worktree": str(work), "log": str(repo / "dead.log"), "finished_at": time.time(), "result": {},
+             "sequence": time.time_ns(), "target": target}
+    queue = repo / ".sage" / "commit-queue"
+    queue.mkdir(parents=True, exist_ok=True)
+    (queue / f"{entry['sequence']:020d}-{ticket_id}.json").write_text(json.dumps(entry))
+    return entry
+
+
+def test_recovery_lands_a_queued_ticket_on_its_recorded_target_not_on_the_checked_out_branch(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write_index(repo, [ticket("T-1", write_file_cmd("again.txt", "ran again\n"), state="IN_PROGRESS",
+                              git={"branch": "sage/T-1", "target": "main"},
+                              sage_run={"run_id": "dead-run", "pid": DEAD_PID, "pid_create_time": 1.0})])
+    queue_dead_runs_work(repo, "T-1", target="main")
+    git(repo, "checkout", "-q", "-b", "feature")  # the user moved on meanwhile
+
+    result = run_stream(repo, parallel=1)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trailer_counts(repo, "main") == {"T-1": 1}
+    assert trailer_counts(repo, "feature") == {}
+    assert git(repo, "show", "main:T-1.txt") == "queued work\n"  # the queued work, not a second run
+    assert read_index(repo)["T-1"]["state"] == "COMPLETED"
+    report("recovery lands on the recorded target", tries=1, held=1)
+
+
+def test_a_backlog_keeps_the_target_its_earlier_landings_went_to(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write_index(repo, [ticket("T-1", write_file_cmd("one.txt", "1\n"))])
+    first = run_stream(repo, parallel=1)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert read_index(repo)["T-1"]["git"]["target"] == "main"  # recorded when it started
+    tickets = list(read_index(repo).values()) + [ticket("T-2", write_file_cmd("two.txt", "2\n"))]
+    write_index(repo, tickets)
+    git(repo, "checkout", "-q", "-b", "feature")
+
+    second = run_stream(repo, parallel=1)
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert trailer_counts(repo, "main") == {"T-1": 1, "T-2": 1}
+    assert trailer_counts(repo, "feature") == {"T-1": 1}  # feature started from main after T-1
+    assert "onto main (this backlog's earlier landings went there" in second.stdout
+    assert "--target feature" in second.stdout
+    assert run_records(repo)[-1]["target_reason"].startswith("this backlog's earlier landings went there")
+    report("a backlog keeps its target", tries=1, held=1)
+
+
+def test_target_flag_overrides_the_backlogs_earlier_target(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write_index(repo, [ticket("T-1", write_file_cmd("one.txt", "1\n"), state="COMPLETED",
+                              git={"branch": "sage/T-1", "target": "main"}),
+                       ticket("T-2", write_file_cmd("two.txt", "2\n"))])
+    git(repo, "branch", "feature")
+
+    result = run_stream(repo, "--target", "feature", parallel=1)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trailer_counts(repo, "feature") == {"T-2": 1}
+    assert trailer_counts(repo, "main") == {}
+    assert "onto feature (given by --target)" in result.stdout
