@@ -367,6 +367,23 @@ class Git:
                     break
         return found
 
+    def branch_tips(self, *, skip_prefix: str = "") -> dict[str, str]:
+        """Every `refs/heads/*` and the commit it names (one `git for-each-ref`), except
+        those under `refs/heads/<skip_prefix>`."""
+        out = self.run("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/").stdout
+        skipped = f"refs/heads/{skip_prefix}" if skip_prefix else None
+        tips = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition(" ")
+            if ref and not (skipped and ref.startswith(skipped)):
+                tips[ref] = sha
+        return tips
+
+    def symbolic_head(self, cwd: Path) -> str | None:
+        """The full ref HEAD names in the work tree `cwd` (None when detached)."""
+        result = self.run("symbolic-ref", "--quiet", "HEAD", cwd=cwd, check=False)
+        return result.stdout.strip() or None
+
     # -- worktrees ------------------------------------------------------------------
 
     def worktree_add(self, path: Path, branch: str, start: str) -> None:
@@ -458,6 +475,13 @@ class Git:
         if current != old:
             return False
         raise GitError(["update-ref", ref, new, old], self.repo, result.returncode, result.stderr)
+
+    def set_ref(self, ref: str, new: str | None, old: str | None, *, reason: str) -> bool:
+        """Compare-and-swap `ref` from `old` (None: must not exist) to `new` (None: delete
+        it), with `reason` in its reflog; False when the ref was not at `old`."""
+        expected = old or ZERO_SHA
+        args = ["update-ref", "-m", reason, *(["-d", ref, expected] if new is None else [ref, new, expected])]
+        return self.run(*args, check=False).returncode == 0
 
     def bring_along(self, worktree: Path, old: str, new: str) -> bool:
         """Update the files and index of a work tree whose branch just moved from `old` to

@@ -248,7 +248,8 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout.")
 @click.option("--plain", is_flag=True, help="Timestamped lines instead of the live view.")
 @click.option("--index", default=None, metavar="PATH", help="The ticket index (default: found upward from here).")
-@click.option("--target", default=None, metavar="BRANCH", help="Land on this branch (default: the checked-out one).")
+@click.option("--target", default=None, metavar="BRANCH", help="Land on this branch (default: [stream] target, else where this backlog's"
+                   " earlier landings went, else the checked-out branch).")
 @click.option("--wait", is_flag=True, help="If another run holds this repository, wait for it instead of exiting.")
 @click.option("--max-load", type=click.FloatRange(min=0), default=None, metavar="L",
               help="Start nothing new while the 1-minute load average is above L.")

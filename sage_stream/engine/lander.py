@@ -19,6 +19,7 @@ from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
+from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket
@@ -38,8 +39,9 @@ class Landed:
 
 class Lander:
     def __init__(self, git: Git, *, target: str, queue: CommitQueue, states: ticket_state.TicketStates,
-                 landing_lock: Path, emit: Emit) -> None:
+                 landing_lock: Path, emit: Emit, watch: TargetWatch | None = None) -> None:
         self.git = git
+        self.watch = watch  # the run's watch over its target (engine/target_watch.py)
         self.target = target
         self.queue = queue
         self.states = states
@@ -68,7 +70,8 @@ class Lander:
             result = land_ticket(self.git, target_branch=target, ticket_tip=entry.tip, base=entry.base,
                                  ticket=ticket, message=message, allowed_globs=ticket.files,
                                  allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned)
+                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned,
+                                 check_target=self._check_target if self._watched(target) else None)
         except BaseException as error:
             if recorded and recorded[0] is not None:
                 raise
@@ -95,12 +98,26 @@ class Lander:
         entry an older version queued without one."""
         return entry.target or self.target
 
+    def _watched(self, target: str) -> bool:
+        return self.watch is not None and self.watch.target_ref == f"refs/heads/{target}"
+
+    def _check_target(self, tip: str) -> str:
+        """Under the commit lock: land on the target sage knows, never on a rewind of it."""
+        tip, move = self.watch.before_landing(tip)
+        if move is not None:
+            self.emit(ev.MESSAGE, None, level="error", text=(
+                f"landed work was rewound: {move.describe('something other than sage')}; "
+                "landings go on from the restored tip"))
+        return tip
+
     def _record(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str, started: float,
                 on_recorded: Callable[[Landed], None] | None) -> Landed:
         """The target has the ticket: COMPLETED in the index, out of the queue, then the
         caller's turn (the commit lock is still held while landing brings the
         checked-out work trees along)."""
         crash_point("after_land")
+        if result.outcome == LANDED and result.commit and self._watched(self.target_of(entry)):
+            self.watch.landed_commit(result.commit)
         edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
                                      result=entry.result or None)
         self.states.apply({ticket.id: edit})

@@ -148,6 +148,7 @@ def land_ticket(
     summary: str | None = None,
     on_landed: Callable[[LandingResult], None] | None = None,
     check_earlier: bool = True,
+    check_target: Callable[[str], str] | None = None,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
@@ -158,12 +159,18 @@ def land_ticket(
     files are written. When it raises, no work tree is touched and the error propagates.
     `check_earlier=False` skips looking for an earlier landing of the ticket: for an
     attempt the caller started itself (it owns the ticket: nobody else can have landed
-    it since); recovery, landing what a dead run queued, always looks.
+    it since); recovery, landing what a dead run queued, always looks. `check_target`, under
+    the lock, gets the target's tip and returns the one to land on (engine/target_watch.py
+    restores a target whose landed work was rewound).
     """
     text = _ensure_ticket_trailer(with_summary(message, summary), ticket.id)
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
+            if check_target is not None:
+                tip = git.rev_parse(f"refs/heads/{target_branch}")
+                if tip is not None:
+                    check_target(tip)
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
                                 on_landed, check_earlier)
     except Timeout:

@@ -100,6 +100,7 @@ class FinishedAttempt:
     prepared: bool = True  # its worktree was ready (else a crash is the worktree's fault)
     branch: str = ""
     tampered: tuple[str, ...] = ()  # git control files the agent changed (undone)
+    moved_refs: tuple[str, ...] = ()  # branches the agent moved, as sentences (engine/target_watch.py)
     cancelled: bool = False
     exit_outcome: str = "exited"  # exited | timeout | idle_timeout | cancelled | failed_to_start
     returncode: int | None = 0
@@ -134,6 +135,9 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
             f"the repository's git control files changed while its agent ran: {shown} (undone: hooks and "
             "config written there would run code in your next git command); its work is kept on "
             f"{done.branch}"), log=done.log, with_result=True)
+    if done.moved_refs:  # only sage's compare-and-swap moves the target; other branches are the user's
+        return Defer("scope_violation", f"{'; '.join(done.moved_refs)}; its work is kept on {done.branch}",
+                     log=done.log, with_result=True)
     if done.cancelled or done.exit_outcome == "cancelled":
         return Interrupted()
     if done.exit_outcome in ("timeout", "idle_timeout"):

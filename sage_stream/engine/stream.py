@@ -55,6 +55,7 @@ from sage_stream.engine.sessions import SessionBook
 from sage_stream.engine.settings import StreamSettings
 from sage_stream.engine.slots import Slots, spare_is_useful
 from sage_stream.engine.stopping import Stopping
+from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.engine.verification import Check, CheckDefinitionError, fix_turns_allowed, ticket_checks
 from sage_stream.engine.work import (
     AgentLine,
@@ -511,14 +512,15 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
         agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
-        check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable), inbox)
+        check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable), inbox,
+        watch=(watch := TargetWatch(git, settings.target)))
     run: StreamRun | None = None
 
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:
         run.emit(kind, ticket_id, **data)
 
     lander = Lander(git, target=settings.target, queue=CommitQueue(paths.commit_queue), states=states,
-                    landing_lock=paths.commit_lock, emit=emit)
+                    landing_lock=paths.commit_lock, emit=emit, watch=watch)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
     return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,

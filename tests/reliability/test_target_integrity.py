@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 from .support import (
-    INDEX,
     git,
     make_repo,
+    py,
     read_index,
     report,
     run_records,
@@ -85,7 +85,8 @@ def test_a_backlog_keeps_the_target_its_earlier_landings_went_to(tmp_path: Path)
     assert trailer_counts(repo, "feature") == {"T-1": 1}  # feature started from main after T-1
     assert "onto main (this backlog's earlier landings went there" in second.stdout
     assert "--target feature" in second.stdout
-    assert run_records(repo)[-1]["target_reason"].startswith("this backlog's earlier landings went there")
+    second_record = next(record for record in run_records(repo) if "T-2" in record["tickets"])
+    assert second_record["target_reason"].startswith("this backlog's earlier landings went there")
     report("a backlog keeps its target", tries=1, held=1)
 
 
@@ -102,3 +103,86 @@ def test_target_flag_overrides_the_backlogs_earlier_target(tmp_path: Path) -> No
     assert trailer_counts(repo, "feature") == {"T-2": 1}
     assert trailer_counts(repo, "main") == {}
     assert "onto feature (given by --target)" in result.stdout
+
+
+# ---------------------------------------------------------------- only sage moves the target
+
+def agent_git(code: str) -> list[str]:
+    """An exec agent running git commands (argv lists, never a shell) from its worktree."""
+    return py("import subprocess, pathlib\n"
+              "def git(*a): return subprocess.run(['git', *a], check=True, capture_output=True, text=True).stdout\n"
+              + code)
+
+
+def displaced(repo: Path) -> list[str]:
+    return git(repo, "for-each-ref", "--format=%(refname)", "refs/sage/displaced/").split()
+
+
+def test_an_agent_moving_the_target_to_its_commit_is_undone_and_deferred(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    write_index(repo, [ticket("T-1", agent_git(
+        "pathlib.Path('t1.txt').write_text('mine\\n'); git('add', '-A'); git('commit', '-qm', 'sneaky')\n"
+        "git('update-ref', 'refs/heads/main', 'HEAD')"), files=["t1.txt"]),
+        ticket("T-2", write_file_cmd("t2.txt", "2\n"), deps=["T-1"])])
+    before = git(repo, "rev-parse", "main").strip()
+
+    result = run_stream(repo, "--sandbox", "none", parallel=1)
+
+    index = read_index(repo)
+    assert index["T-1"]["state"] == "DEFERRED", result.stdout
+    reason = index["T-1"]["defer_reason"]["message"]
+    assert f"the agent moved refs/heads/main from {before[:12]} to " in reason and "restored" in reason
+    assert git(repo, "rev-parse", "main").strip() == before  # nothing untrailered landed
+    kept = displaced(repo)
+    assert len(kept) == 1 and git(repo, "log", "-1", "--format=%s", kept[0]).strip() == "sneaky"
+    report("an agent pushes onto the target", tries=1, held=1)
+
+
+def test_an_agent_rewinding_landed_work_is_undone_and_deferred(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    initial = git(repo, "rev-parse", "main").strip()
+    write_index(repo, [ticket("T-1", write_file_cmd("t1.txt", "1\n")),
+                       ticket("T-2", agent_git(f"git('update-ref', 'refs/heads/main', {initial!r})"), deps=["T-1"]),
+                       ticket("T-3", write_file_cmd("t3.txt", "3\n"), deps=["T-2"])])
+
+    result = run_stream(repo, "--sandbox", "none", parallel=1)
+
+    index = read_index(repo)
+    assert index["T-1"]["state"] == "COMPLETED" and index["T-2"]["state"] == "DEFERRED", result.stdout
+    assert "restored" in index["T-2"]["defer_reason"]["message"]
+    assert trailer_counts(repo, "main") == {"T-1": 1}  # the landed ticket is still on main
+    assert git(repo, "rev-parse", "main").strip() == index["T-1"]["git"]["last_commit"]["sha"]
+    report("an agent rewinds landed work", tries=1, held=1)
+
+
+def test_a_commit_on_the_target_that_is_not_the_agents_is_left_alone(tmp_path: Path) -> None:
+    """What the user commits on the target during a run is theirs: sage lands on top of it."""
+    repo = make_repo(tmp_path / "repo")
+    code = (f"git('-C', {str(repo)!r}, 'commit', '-q', '--allow-empty', '-m', 'user commit')\n"
+            "pathlib.Path('t1.txt').write_text('1\\n')")  # the user commits in their checkout meanwhile
+    write_index(repo, [ticket("T-1", agent_git(code), files=["t1.txt"])])
+
+    result = run_stream(repo, "--sandbox", "none", parallel=1)
+
+    assert read_index(repo)["T-1"]["state"] == "COMPLETED", result.stdout
+    subjects = git(repo, "log", "--format=%s", "main").splitlines()
+    assert subjects[1:] == ["user commit", "initial"] and "#T-1" in subjects[0]
+    assert displaced(repo) == []
+    report("the user commits on the target during a turn", tries=1, held=1)
+
+
+def test_an_agent_creating_a_branch_with_its_commits_is_undone_other_branches_are_left_alone(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    git(repo, "branch", "users-own")
+    code = ("pathlib.Path('t1.txt').write_text('1\\n'); git('add', '-A'); git('commit', '-qm', 'agent work')\n"
+            "git('branch', 'exfil', 'HEAD'); git('branch', 'at-main', 'main')")
+    write_index(repo, [ticket("T-1", agent_git(code), files=["t1.txt"])])
+
+    result = run_stream(repo, "--sandbox", "none", parallel=1)
+
+    index = read_index(repo)
+    assert index["T-1"]["state"] == "DEFERRED", result.stdout
+    assert "the agent moved refs/heads/exfil from nothing to" in index["T-1"]["defer_reason"]["message"]
+    branches = set(git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
+    assert "exfil" not in branches and {"users-own", "at-main"} <= branches  # no agent commit on those
+    assert len(displaced(repo)) == 1
