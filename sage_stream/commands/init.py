@@ -153,6 +153,10 @@ def command(path: str) -> int:
     root = Path(path).resolve()
     for target, action in init_sage(root):
         click.echo(f"{target}: {action}")
+        if target.name == ".gitignore" and action.startswith(("appended", "created")):
+            # an uncommitted .gitignore makes the checkout dirty: landings onto it would wait
+            click.echo(f"note: commit it: `git -C {root} add .gitignore && git -C {root} commit -m 'Ignore .sage/'`"
+                       " (sage never lands onto a checked-out branch with uncommitted changes)")
     if not any(parent.joinpath(".git").exists() for parent in (root, *root.parents)):
         click.echo(f"note: {root} is not in a git repository; sage stream needs one (git init)")
     click.echo("next: add tickets to the index, then run `sage validate`")

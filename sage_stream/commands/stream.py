@@ -120,16 +120,14 @@ def _say_whether_sandboxed(run, settings: StreamSettings) -> None:
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:
-    """Landings move the target by ref; a checkout of it with uncommitted changes is never
-    touched, so it falls behind - and a later `git commit -a` there would undo landed work."""
+    """Landings never move a checked-out target with uncommitted changes: they wait for it
+    (engine/checkout_wait.py); said once at the start, and again when a landing waits."""
     from sage_stream.engine import events as ev
+    from sage_stream.engine.checkout_wait import dirty_checkouts, waiting_message
 
-    for tree in git.worktrees():
-        if tree.branch == target and tree.path.is_dir() and not git.is_clean(tree.path):
-            run.emit(ev.MESSAGE, None, level="warning", text=(
-                f"{tree.path} has '{target}' checked out with uncommitted changes: sage lands on '{target}' "
-                "by ref and never touches that work tree, so it will fall behind (each landing says how "
-                "to catch up). Commit or stash first, or land on another branch with --target."))
+    dirty = dirty_checkouts(git, target)
+    if dirty:
+        run.emit(ev.MESSAGE, None, level="warning", text=waiting_message(target, dirty), whole=True)
 
 
 def _check_mode_flags(options: StreamOptions) -> StreamOptions:

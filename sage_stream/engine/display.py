@@ -137,7 +137,8 @@ def describe(event: ev.Event) -> str | None:
         return f"resumed starting tickets with {one_line(data.get('workers', '?'), LINE_WIDTH)} workers"
     if kind == ev.MESSAGE:
         level = one_line(data.get("level") or "info", 10)
-        return f"{level}: {one_line(data.get('text'), LINE_WIDTH)}"
+        whole = 4 * LINE_WIDTH if data.get("whole") else LINE_WIDTH  # a message with a command: never cut
+        return f"{level}: {one_line(data.get('text'), whole)}"
     if kind == ev.RUN_FINISHED:
         return _describe_run_finished(data)
     return f"{one_line(kind, 40)}" + (f" {ticket}" if ticket else "")

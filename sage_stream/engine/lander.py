@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
+from sage_stream.engine.checkout_wait import wait_until_clean
+from sage_stream.engine.landing import TARGET_DIRTY, LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
 from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.faults import crash_point
@@ -42,6 +44,7 @@ class Lander:
                  landing_lock: Path, emit: Emit, watch: TargetWatch | None = None) -> None:
         self.git = git
         self.watch = watch  # the run's watch over its target (engine/target_watch.py)
+        self.should_stop: Callable[[], bool] = lambda: False  # ends a wait for a clean checkout
         self.target = target
         self.queue = queue
         self.states = states
@@ -67,11 +70,11 @@ class Lander:
                 raise
 
         try:
-            result = land_ticket(self.git, target_branch=target, ticket_tip=entry.tip, base=entry.base,
-                                 ticket=ticket, message=message, allowed_globs=ticket.files,
-                                 allow_empty=ticket.allow_empty, landing_lock=self.landing_lock,
-                                 summary=entry.result.get("summary"), on_landed=record, check_earlier=not owned,
-                                 check_target=self._check_target if self._watched(target) else None)
+            result = self._land_when_clean(ticket, target, partial(
+                land_ticket, self.git, target_branch=target, ticket_tip=entry.tip, base=entry.base,
+                ticket=ticket, message=message, allowed_globs=ticket.files, allow_empty=ticket.allow_empty,
+                landing_lock=self.landing_lock, summary=entry.result.get("summary"), on_landed=record,
+                check_earlier=not owned, check_target=self._check_target if self._watched(target) else None))
         except BaseException as error:
             if recorded and recorded[0] is not None:
                 raise
@@ -85,11 +88,12 @@ class Lander:
             return LandingVerdict("error", message=str(error), log=entry.log)
         if recorded:
             if result.message and result.brought_along is False:
-                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message, whole=True)
             return Landed(result.outcome, result.commit)
         if result.outcome == ALREADY_LANDED:
             return self._record(entry, ticket, result, message, started, on_recorded)
-        self.queue.remove(entry)
+        if result.outcome != TARGET_DIRTY:  # stopped while waiting: it stays queued for the next run
+            self.queue.remove(entry)
         return LandingVerdict(result.outcome, paths=tuple(result.paths), message=result.message, log=entry.log)
 
     def target_of(self, entry: QueueEntry) -> str:
@@ -97,6 +101,22 @@ class Lander:
         (the user may have checked out another branch since); this run's target for an
         entry an older version queued without one."""
         return entry.target or self.target
+
+    def _land_when_clean(self, ticket: Ticket, target: str, land: Callable[[], LandingResult]) -> LandingResult:
+        """`land()`, waiting (queued, nothing moved) while a checkout of the target has
+        uncommitted changes, until it is clean or the run stops (engine/checkout_wait.py)."""
+        waited = False
+        while True:
+            result = land()
+            if result.outcome != TARGET_DIRTY:
+                if waited:
+                    self.emit(ev.MESSAGE, ticket.id, level="info", text=f"landings onto {target} resume")
+                return result
+            if not waited:
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message, whole=True)
+                waited = True
+            if not wait_until_clean(self.git, target, should_stop=self.should_stop):
+                return result
 
     def _watched(self, target: str) -> bool:
         return self.watch is not None and self.watch.target_ref == f"refs/heads/{target}"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from sage_stream.engine.checkout_wait import waiting_message
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.faults import crash_point
@@ -36,6 +37,7 @@ CONFLICT = "conflict"
 NO_CHANGES = "no_changes"
 SCOPE_VIOLATION = "scope_violation"
 ALREADY_LANDED = "already_landed"
+TARGET_DIRTY = "target_dirty"  # a checkout of the target has uncommitted changes: nothing moved, try later
 
 LANDING_LOCK_TIMEOUT_S = 300.0  # a landing takes milliseconds; this is a stuck process
 CAS_ATTEMPTS = 5  # merges on a target that keeps moving under us before giving up
@@ -271,6 +273,9 @@ def _merge_and_swap(
     # Which checked-out trees may be brought along is decided before the ref moves:
     # afterwards every one of them looks dirty.
     checkouts, clean = inspected.result()
+    dirty = [str(info.path) for info in checkouts if not clean[info.path]]
+    if dirty:  # git's own rule for a checked-out branch (receive.denyCurrentBranch): never under the user
+        return LandingResult(TARGET_DIRTY, None, dirty, waiting_message(target, dirty))
     commit = git.commit_tree(merged.tree, [old], message)
     crash_point("after_commit_tree")
     if not git.update_ref(ref, commit, old):
@@ -279,8 +284,13 @@ def _merge_and_swap(
     result = LandingResult(LANDED, commit, changed, f"{ticket_id} landed on {target} as {commit[:12]}")
     if on_landed is not None:
         on_landed(result)
-    _bring_along(git, result, checkouts, clean, target, old, commit)
+    _bring_along(git, result, checkouts, clean, target, (old, old_tree), commit)
     return result
+
+
+def _still_checked_out(git: Git, path: Path, target: str, tree: str) -> bool:
+    """`path` has `target` checked out and its index still holds `tree` (compare, then swap)."""
+    return git.symbolic_head(path) == f"refs/heads/{target}" and git.index_tree(path) == tree
 
 
 def escaping_links(links: dict[str, str]) -> dict[str, str]:
@@ -301,15 +311,20 @@ def _bring_along(
     checkouts: list[WorktreeInfo],
     clean: dict[Path, bool],
     target: str,
-    old: str,
+    was: tuple[str, str],
     new: str,
 ) -> None:
     """Update the files of each clean work tree that has the target checked out; leave a
-    dirty one exactly as it is and tell the user how to catch up."""
+    dirty one exactly as it is and tell the user how to catch up. Whether it still has the
+    target checked out, at the old tree, is asked again just before: a checkout switched to
+    another branch meanwhile must never get the target's changes staged into it."""
     if not checkouts:
         return
+    old, old_tree = was
     notes: list[str] = []
     for info in checkouts:
+        if not _still_checked_out(git, info.path, target, old_tree):
+            continue  # switched away since it was inspected: not ours to touch
         if clean[info.path] and git.bring_along(info.path, old, new):
             continue
         why = "has uncommitted changes" if not clean[info.path] else "could not be updated"

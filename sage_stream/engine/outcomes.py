@@ -233,6 +233,9 @@ def decide_landing(verdict: LandingVerdict, *, rerun_left: bool, attempts_before
         return Defer("conflict", f"conflicts with the target branch in {paths}", last_error=verdict.message,
                      log=verdict.log, retryable=True,
                      not_before=backoff_until(now, retry_backoff_s, attempts_before))
+    if verdict.outcome == "target_dirty":  # the run stopped while its landing waited: it stays queued
+        return Requeue("target_dirty", f"the run stopped while it waited to land; it lands at the next run "
+                                       f"({verdict.message})")
     if verdict.outcome == "no_changes":
         return Defer("no_changes", "the agent finished without changing anything (set allow_empty to accept that)",
                      log=verdict.log)

@@ -523,6 +523,7 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
                     landing_lock=paths.commit_lock, emit=emit, watch=watch)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
+    lander.should_stop = lambda: run.stopping.requested
     return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,
                          retry_backoff_s=settings.retry_backoff_s)
 

@@ -9,10 +9,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import time
 from pathlib import Path
 
 from .support import (
+    clean_env,
     git,
     make_repo,
     py,
@@ -20,6 +23,8 @@ from .support import (
     report,
     run_records,
     run_stream,
+    sage,
+    stream_argv,
     ticket,
     trailer_counts,
     write_file_cmd,
@@ -186,3 +191,68 @@ def test_an_agent_creating_a_branch_with_its_commits_is_undone_other_branches_ar
     branches = set(git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
     assert "exfil" not in branches and {"users-own", "at-main"} <= branches  # no agent commit on those
     assert len(displaced(repo)) == 1
+
+
+# ---------------------------------------------------------------- a dirty checkout of the target
+
+def wait_for(condition, *, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def queued(repo: Path) -> list[Path]:
+    return sorted((repo / ".sage" / "commit-queue").glob("*.json"))
+
+
+def test_landings_wait_for_a_dirty_checkout_of_the_target_and_resume_once_it_is_clean(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / ("a-project-with-a-rather-long-directory-name-" * 3).rstrip("-"))
+    (repo / "README.md").write_text("the user's edit, not committed yet\n")
+    write_index(repo, [ticket("T-1", write_file_cmd("t1.txt", "1\n"))])
+
+    run = subprocess.Popen(stream_argv(repo, parallel=1), cwd=repo, env=clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: queued(repo))
+        time.sleep(0.5)  # the landing has had every chance to move main
+        assert trailer_counts(repo, "main") == {}  # nothing moved under the dirty checkout
+        status = sage(repo, "status")
+        assert f"landings onto main wait: {repo} has main checked out" in status.stdout, status.stdout
+        git(repo, "commit", "-qam", "the user's commit")  # the user commits: landings resume by themselves
+        output, _ = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 0, output
+    assert trailer_counts(repo, "main") == {"T-1": 1}
+    assert git(repo, "log", "-1", "--skip=1", "--format=%s", "main").strip() == "the user's commit"
+    assert (repo / "README.md").read_text() == "the user's edit, not committed yet\n"
+    assert f"`git -C {repo} stash`, and landings resume by themselves" in output  # whole, never cut off
+    report("landings wait for a dirty checkout of the target", tries=1, held=1)
+
+
+def test_stopped_while_waiting_the_work_stays_queued_and_lands_once_at_the_next_run(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / "README.md").write_text("dirty\n")
+    write_index(repo, [ticket("T-1", write_file_cmd("t1.txt", "1\n"))])
+
+    run = subprocess.Popen(stream_argv(repo, parallel=1), cwd=repo, env=clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: queued(repo))
+        time.sleep(0.3)
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert run.returncode == 130, output
+    assert trailer_counts(repo, "main") == {} and len(queued(repo)) == 1
+    assert read_index(repo)["T-1"]["state"] == "UNPROCESSED"
+    git(repo, "stash", "-q")
+
+    again = run_stream(repo, parallel=1)
+
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert trailer_counts(repo, "main") == {"T-1": 1} and queued(repo) == []
+    assert read_index(repo)["T-1"]["state"] == "COMPLETED"
+    report("stopped while a landing waits", tries=1, held=1)
