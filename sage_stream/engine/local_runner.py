@@ -27,7 +27,7 @@ from sage_stream.engine import events as ev
 from sage_stream.engine.attempt_sandbox import AttemptPaths, SandboxedLaunch, sandboxed_launch
 from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.slots import SlotRelease
-from sage_stream.engine.target_watch import TargetWatch, TurnRefs
+from sage_stream.engine.target_watch import TargetWatch, TurnRefs, refusing_pushes
 from sage_stream.engine.verification import Verification, fix_prompt, run_checks
 from sage_stream.engine.work import (
     AgentLine,
@@ -213,7 +213,7 @@ class LocalRunner:
         sandboxed = self._sandboxed(running, invocation.env, invocation.argv,
                                     agent_state(self.settings.agent, invocation.env),
                                     layer_dir=job.log_path.with_suffix(".home"))
-        launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
+        launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=refusing_pushes(invocation.env),
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
                              idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0),
                              sandbox=sandboxed.prefix)

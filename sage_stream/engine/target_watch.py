@@ -37,6 +37,21 @@ from sage_stream.git import Git
 from sage_stream.tickets.naming import BRANCH_PREFIX
 
 DISPLACED = "refs/sage/displaced"
+# Every push URL rewritten to a path that cannot exist (`url.<base>.pushInsteadOf` with an empty
+# prefix matches every URL): a push from an agent fails at once and says why, fetches still work.
+PUSH_REFUSED = "/dev/null/sage-stream-refuses-pushes-from-agent-worktrees"
+
+
+def refusing_pushes(env: dict[str, str]) -> dict[str, str]:
+    """`env` for an agent's processes, with git configured to refuse every push.
+
+    Set through git's environment config (GIT_CONFIG_COUNT, git >= 2.31) rather than the
+    worktree's config: per-worktree config needs `extensions.worktreeConfig` switched on in
+    the user's own `.git/config`, which sage does not rewrite. Agents get no credentials from
+    sage either (agents/environment.py passes no SSH agent socket or credential helper)."""
+    count = int(env.get("GIT_CONFIG_COUNT", "0") or 0)
+    return {**env, "GIT_CONFIG_COUNT": str(count + 1), f"GIT_CONFIG_KEY_{count}": f"url.{PUSH_REFUSED}.pushInsteadOf",
+            f"GIT_CONFIG_VALUE_{count}": ""}
 
 
 @dataclass(frozen=True)
@@ -96,7 +111,7 @@ class TargetWatch:
                     continue
                 if ref == self.target_ref:
                     move = self._target_moved(old, new, head, before.landings)
-                elif self._carries_agent_commits(new, head, old, start_target):
+                elif self._carries_agent_commits(new, head, old, start_target, *self.landed[before.landings:]):
                     move = self._undo(ref, current=new, back_to=old)
                 else:
                     move = None
@@ -109,7 +124,7 @@ class TargetWatch:
             return None
         if new is None or not self.git.is_ancestor(old, new):  # a rewind (or the target deleted)
             return self._undo(self.target_ref, current=new, back_to=self._latest(old))
-        if not self._carries_agent_commits(new, head, old, None):
+        if not self._carries_agent_commits(new, head, old, *self.landed[landings:]):  # (an agent may merge them)
             self.known = self._latest(new)
             return None  # the user's commits: sage lands on top of them
         if any(self.git.is_ancestor(commit, new) for commit in self.landed[landings:]):

@@ -39,3 +39,39 @@ def test_commits_on_top_of_what_sage_landed_are_accepted(git_repo: Path) -> None
 
     assert watch.before_landing(user) == (user, None)
     assert sh(git_repo, "for-each-ref", f"{DISPLACED}/") == ""
+
+
+def land_empty_commit(repo: Path, message: str) -> str:
+    """What a sage landing does: a commit on main by compare-and-swap, no checkout touched."""
+    tip = sh(repo, "rev-parse", "main")
+    commit = sh(repo, "commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", message)
+    sh(repo, "update-ref", "refs/heads/main", commit, tip)
+    return commit
+
+
+def test_an_agent_merging_what_sage_landed_during_its_turn_has_moved_nothing(git_repo: Path, tmp_path: Path) -> None:
+    watch = TargetWatch(Git(git_repo), "main")
+    worktree = tmp_path / "slot"
+    sh(git_repo, "worktree", "add", "-q", "-b", "sage/T-1", str(worktree), "main")
+    before = watch.before_turn()
+    watch.landed_commit(land_empty_commit(git_repo, "another ticket landed"))
+    sh(worktree, "commit", "-q", "--allow-empty", "-m", "agent work")
+    sh(worktree, "merge", "-q", "--no-edit", "main")
+    watch.landed_commit(land_empty_commit(git_repo, "and one more"))
+
+    assert watch.after_turn(before, worktree) == []
+
+
+def test_an_agent_moving_main_to_its_commit_is_undone(git_repo: Path, tmp_path: Path) -> None:
+    watch = TargetWatch(Git(git_repo), "main")
+    start = sh(git_repo, "rev-parse", "main")
+    worktree = tmp_path / "slot"
+    sh(git_repo, "worktree", "add", "-q", "-b", "sage/T-1", str(worktree), "main")
+    before = watch.before_turn()
+    sh(worktree, "commit", "-q", "--allow-empty", "-m", "agent work")
+    sh(worktree, "update-ref", "refs/heads/main", "HEAD")
+
+    [move] = watch.after_turn(before, worktree)
+
+    assert move.restored and sh(git_repo, "rev-parse", "main") == start
+    assert move.describe().startswith(f"the agent moved refs/heads/main from {start[:12]} to ")

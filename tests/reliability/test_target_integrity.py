@@ -256,3 +256,20 @@ def test_stopped_while_waiting_the_work_stays_queued_and_lands_once_at_the_next_
     assert trailer_counts(repo, "main") == {"T-1": 1} and queued(repo) == []
     assert read_index(repo)["T-1"]["state"] == "COMPLETED"
     report("stopped while a landing waits", tries=1, held=1)
+
+
+def test_a_push_from_an_agents_worktree_is_refused(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    code = (f"r = subprocess.run(['git', 'push', {str(remote)!r}, 'HEAD:refs/heads/leaked'], capture_output=True, "
+            "text=True)\npathlib.Path('push.txt').write_text(f'{r.returncode} {r.stderr}')")
+    write_index(repo, [ticket("T-1", agent_git(code), files=["push.txt"])])
+
+    result = run_stream(repo, "--sandbox", "none", parallel=1)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert git(remote, "for-each-ref") == ""  # nothing reached the remote
+    pushed = git(repo, "show", "main:push.txt")
+    assert not pushed.startswith("0 ") and "sage-stream-refuses-pushes-from-agent-worktrees" in pushed
+    report("an agent pushes from its worktree", tries=1, held=1)
