@@ -42,7 +42,8 @@ CONFIG_TEXT = """\
 # retry_backoff_minutes = 10.0
 # Reruns of a ticket whose work conflicts with what landed meanwhile.
 # max_reruns = 2
-# The branch finished tickets land on (default: the branch checked out).
+# The branch finished tickets land on (default: where this backlog's earlier landings
+# went, else the branch checked out).
 # target = "main"
 # "greedy" (start the next ready ticket as soon as a worker is free) or "batch"
 # (the original /stream: wait for the whole batch).
