@@ -88,6 +88,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             recover(recovery)
             _say_whether_sandboxed(run, settings)
             _warn_about_dirty_checkouts(run, git, settings.target)
+            _warn_about_rewound_landings(run, git, settings.target, store)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate}
                             for tid in plan.pending()}
@@ -128,6 +129,16 @@ def _warn_about_dirty_checkouts(run, git, target: str) -> None:
     dirty = dirty_checkouts(git, target)
     if dirty:
         run.emit(ev.MESSAGE, None, level="warning", text=waiting_message(target, dirty), whole=True)
+
+
+def _warn_about_rewound_landings(run, git, target: str, store: IndexStore) -> None:
+    """Landed work rewound between runs is said at the start (engine/target_watch.py)."""
+    from sage_stream.engine import events as ev
+    from sage_stream.engine.target_watch import rewound_landing
+
+    text = rewound_landing(git, target, store.load().index.tickets)
+    if text:
+        run.emit(ev.MESSAGE, None, level="error", text=text, whole=True)
 
 
 def _check_mode_flags(options: StreamOptions) -> StreamOptions:
@@ -246,8 +257,9 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout.")
 @click.option("--plain", is_flag=True, help="Timestamped lines instead of the live view.")
 @click.option("--index", default=None, metavar="PATH", help="The ticket index (default: found upward from here).")
-@click.option("--target", default=None, metavar="BRANCH", help="Land on this branch (default: [stream] target, else where this backlog's"
-                   " earlier landings went, else the checked-out branch).")
+@click.option("--target", default=None, metavar="BRANCH",
+              help="Land on this branch (default: [stream] target, else where this backlog's earlier landings went,"
+                   " else the checked-out branch).")
 @click.option("--wait", is_flag=True, help="If another run holds this repository, wait for it instead of exiting.")
 @click.option("--max-load", type=click.FloatRange(min=0), default=None, metavar="L",
               help="Start nothing new while the 1-minute load average is above L.")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sage_stream.git import Git
+from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import BRANCH_PREFIX
 
 DISPLACED = "refs/sage/displaced"
@@ -173,3 +174,21 @@ class TargetWatch:
             self.git.set_ref(kept, current, None, reason="sage-stream: kept what was undone")
         restored = self.git.set_ref(ref, back_to, current, reason="sage-stream: undo a move sage did not make")
         return RefMove(ref, back_to, current, restored, kept)
+
+
+def rewound_landing(git: Git, target: str, tickets: list[Ticket]) -> str | None:
+    """At the start of a run: the latest ticket that landed on `target` must still be on it
+    (one `merge-base --is-ancestor`). If it is not, someone rewound landed work between
+    runs: said, never silently accepted; not undone (it may have been on purpose)."""
+    landed = [(ticket.completed_at or "", ticket.id, ticket.git.last_commit.sha) for ticket in tickets
+              if ticket.state is State.COMPLETED and ticket.git is not None and ticket.git.target == target
+              and ticket.git.last_commit is not None and ticket.git.last_commit.sha]
+    if not landed:
+        return None
+    _, ticket_id, commit = max(landed)
+    tip = git.rev_parse(f"refs/heads/{target}")
+    if tip is None or git.rev_parse(f"{commit}^{{commit}}") is None or git.is_ancestor(commit, tip):
+        return None
+    return (f"{target} no longer contains {ticket_id}'s landed commit {commit[:12]}: it was rewound past landed work "
+            f"(the index still says COMPLETED); to put it back: `git update-ref refs/heads/{target} {commit}` if "
+            f"{target} only lost commits, else `git cherry-pick {commit}`")

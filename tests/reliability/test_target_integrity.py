@@ -273,3 +273,18 @@ def test_a_push_from_an_agents_worktree_is_refused(tmp_path: Path) -> None:
     pushed = git(repo, "show", "main:push.txt")
     assert not pushed.startswith("0 ") and "sage-stream-refuses-pushes-from-agent-worktrees" in pushed
     report("an agent pushes from its worktree", tries=1, held=1)
+
+
+def test_landed_work_rewound_between_runs_is_said_at_the_start(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    initial = git(repo, "rev-parse", "main").strip()
+    write_index(repo, [ticket("T-1", write_file_cmd("t1.txt", "1\n"))])
+    assert run_stream(repo, parallel=1).returncode == 0
+    landed = read_index(repo)["T-1"]["git"]["last_commit"]["sha"]
+    git(repo, "reset", "-q", "--hard", initial)  # somebody rewinds main past T-1
+
+    result = run_stream(repo, parallel=1)
+
+    assert f"main no longer contains T-1's landed commit {landed[:12]}" in result.stdout
+    assert f"`git update-ref refs/heads/main {landed}`" in result.stdout
+    assert git(repo, "rev-parse", "main").strip() == initial  # said, not undone: it may have been on purpose
