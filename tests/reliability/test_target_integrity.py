@@ -4,6 +4,12 @@
   entry; recovery lands a queued entry there, even after the user checked out another branch.
 - A backlog keeps its target: --target / [stream] target, else the branch its earlier
   landings went to, else the checked-out branch; the run says which and why.
+- Only sage moves the target (engine/target_watch.py): an agent's move of the target or a
+  branch made of its commits is undone (kept under refs/sage/displaced/) and its ticket
+  deferred; a rewind of landed work is restored, or said at the next start; the user's own
+  commits are left alone; a push from an agent's worktree is refused.
+- A checkout of the target with uncommitted changes is never moved under the user: landings
+  wait, queued, and resume by themselves once it is clean (engine/checkout_wait.py).
 """
 
 from __future__ import annotations
@@ -108,6 +114,7 @@ def test_target_flag_overrides_the_backlogs_earlier_target(tmp_path: Path) -> No
     assert trailer_counts(repo, "feature") == {"T-2": 1}
     assert trailer_counts(repo, "main") == {}
     assert "onto feature (given by --target)" in result.stdout
+    report("--target over the backlog's earlier target", tries=1, held=1)
 
 
 # ---------------------------------------------------------------- only sage moves the target
@@ -191,6 +198,7 @@ def test_an_agent_creating_a_branch_with_its_commits_is_undone_other_branches_ar
     branches = set(git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
     assert "exfil" not in branches and {"users-own", "at-main"} <= branches  # no agent commit on those
     assert len(displaced(repo)) == 1
+    report("an agent makes a branch of its commits; the user's branches stay", tries=1, held=1)
 
 
 # ---------------------------------------------------------------- a dirty checkout of the target
@@ -288,3 +296,4 @@ def test_landed_work_rewound_between_runs_is_said_at_the_start(tmp_path: Path) -
     assert f"main no longer contains T-1's landed commit {landed[:12]}" in result.stdout
     assert f"`git update-ref refs/heads/main {landed}`" in result.stdout
     assert git(repo, "rev-parse", "main").strip() == initial  # said, not undone: it may have been on purpose
+    report("landed work rewound between runs", tries=1, held=1)
