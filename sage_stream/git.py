@@ -266,10 +266,12 @@ class Git:
         out = self.run("rev-parse", "--path-format=absolute", "--git-common-dir").stdout
         return Path(out.rstrip("\n"))
 
-    def is_clean(self, cwd: Path, *, include_untracked: bool = False) -> bool:
-        """No staged or unstaged change to tracked files (and no untracked file if asked)."""
+    def is_clean(self, cwd: Path, *, include_untracked: bool = False, excluding: tuple[str, ...] = ()) -> bool:
+        """No staged or unstaged change to tracked files (and no untracked file if asked),
+        outside the `excluding` paths (relative to the work tree's top)."""
         untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
-        return self.run("status", "--porcelain", "-z", untracked, cwd=cwd).stdout == ""
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
 
     def index_tree(self, worktree: Path) -> str | None:
         """The tree the index of `worktree` holds (written as an object); None when the

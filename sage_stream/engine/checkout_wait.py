@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sage_stream.git import Git
+from sage_stream.paths import SAGE_DIR
 
 POLL_S = 2.0
 
@@ -31,7 +32,14 @@ def waiting_message(target: str, checkouts: Sequence[Path | str]) -> str:
 def dirty_checkouts(git: Git, target: str) -> list[Path]:
     """The work trees that have `target` checked out with uncommitted changes to tracked files."""
     return [info.path for info in git.worktrees()
-            if info.branch == target and info.path.is_dir() and not git.is_clean(info.path)]
+            if info.branch == target and info.path.is_dir() and not checkout_is_clean(git, info.path)]
+
+
+def checkout_is_clean(git: Git, path: Path) -> bool:
+    """No uncommitted change to a tracked file, sage's own state aside: an index kept in git
+    (`.sage/tickets/index.json` tracked) changes with every ticket sage starts, and landings
+    never touch `.sage/` (bringing the checkout along keeps that change as it is)."""
+    return git.is_clean(path, excluding=(SAGE_DIR,))
 
 
 def wait_until_clean(git: Git, target: str, *, should_stop: Callable[[], bool], poll_s: float = POLL_S) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sage_stream.engine.checkout_wait import waiting_message
+from sage_stream.engine.checkout_wait import checkout_is_clean, waiting_message
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.faults import crash_point
@@ -226,7 +226,7 @@ def _land_locked(
 def _checkouts_of(git: Git, target: str) -> tuple[list[WorktreeInfo], dict[Path, bool]]:
     """The work trees that have the target checked out, and whether each is clean."""
     checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
-    return checkouts, {info.path: git.is_clean(info.path) for info in checkouts}
+    return checkouts, {info.path: checkout_is_clean(git, info.path) for info in checkouts}
 
 
 def _merge_and_swap(

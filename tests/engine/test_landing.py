@@ -385,3 +385,18 @@ def test_a_vanished_worktree_on_the_target_is_ignored(git: Git) -> None:
     result = land(git, make_ticket(), base, tip)
     assert result.outcome == LANDED
     assert result.brought_along is None
+
+
+def test_sages_own_index_tracked_in_git_does_not_make_the_checkout_dirty(git: Git) -> None:
+    """An index kept in git changes with every ticket sage starts: landings must not wait on it."""
+    index = git.repo / ".sage" / "tickets" / "index.json"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text('{"tickets": []}\n')
+    sh(git.repo, "add", "-f", str(index))
+    sh(git.repo, "commit", "-qm", "track the index")
+    base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
+    index.write_text('{"tickets": ["changed by sage"]}\n')
+    result = land(git, make_ticket(), base, tip)
+    assert result.outcome == LANDED and result.brought_along is True
+    assert (git.repo / "a.txt").read_text() == "a\n"
+    assert index.read_text() == '{"tickets": ["changed by sage"]}\n'
