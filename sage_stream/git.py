@@ -279,10 +279,18 @@ class Git:
         result = self.run("write-tree", cwd=worktree, check=False)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    def has_unstaged_changes(self, worktree: Path) -> bool:
-        """A tracked file of `worktree` differs from the index."""
+    def has_unstaged_changes(self, worktree: Path, *, excluding: tuple[str, ...] = ()) -> bool:
+        """A tracked file of `worktree` differs from the index (outside the `excluding` paths)."""
         self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
-        return self.run("diff-files", "--quiet", cwd=worktree, check=False).returncode != 0
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("diff-files", "--quiet", *spec, cwd=worktree, check=False).returncode != 0
+
+    def index_matches(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
+        """The index of `worktree` holds `commit`'s tree (outside the `excluding` paths); reads
+        the index only, so a stale `index.lock` does not get in the way."""
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("diff-index", "--cached", "--quiet", commit, *spec, cwd=worktree,
+                        check=False).returncode == 0
 
     def first_parent_history(self, ref: str, *, limit: int, trailer: str) -> list[HistoryEntry]:
         """The newest `limit` commits along the first parents of `ref`, newest first."""

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from pathlib import Path
 
-from sage_stream.git import Git
+from sage_stream.git import Git, HistoryEntry
+from sage_stream.tickets.naming import TRAILER
 from sage_stream.paths import SAGE_DIR
 
 POLL_S = 2.0
+HISTORY_LIMIT = 100  # landings a checkout may be behind and still count as merely lagging
 
 
 def waiting_message(target: str, checkouts: Sequence[Path | str]) -> str:
@@ -30,9 +33,38 @@ def waiting_message(target: str, checkouts: Sequence[Path | str]) -> str:
 
 
 def dirty_checkouts(git: Git, target: str) -> list[Path]:
-    """The work trees that have `target` checked out with uncommitted changes to tracked files."""
+    """The work trees that have `target` checked out with uncommitted changes of their own."""
     return [info.path for info in git.worktrees()
-            if info.branch == target and info.path.is_dir() and not checkout_is_clean(git, info.path)]
+            if info.branch == target and info.path.is_dir() and not checkout_is_clean(git, info.path)
+            and has_own_changes(git, info.path, target)]
+
+
+def has_own_changes(git: Git, path: Path, target: str) -> bool:
+    """A checkout that is not clean holds changes of its own, rather than merely lagging
+    behind landings sage could not bring it along over (a stale `index.lock`, a kill): then
+    its index holds an older target commit's tree with only landings after it, and its
+    files match its index. Such a checkout is caught up later (engine/recovery.py)."""
+    if git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
+        return True
+    history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
+    for newer, older in pairwise(history):
+        if not newer.has_trailer:
+            return True  # a commit that is not a landing: not sage's lag
+        if git.index_matches(path, older.commit, excluding=(SAGE_DIR,)):
+            return False
+    return True
+
+
+def landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
+    """The older commit whose tree the index holds, if only landings came after it."""
+    if index_tree is None or index_tree == history[0].tree:
+        return None
+    for newer, older in pairwise(history):
+        if not newer.has_trailer:
+            return None  # a commit that is not a landing: not ours to catch up with
+        if older.tree == index_tree:
+            return older.commit
+    return None
 
 
 def checkout_is_clean(git: Git, path: Path) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sage_stream.engine.checkout_wait import checkout_is_clean, waiting_message
+from sage_stream.engine.checkout_wait import checkout_is_clean, has_own_changes, waiting_message
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.faults import crash_point
@@ -273,7 +273,7 @@ def _merge_and_swap(
     # Which checked-out trees may be brought along is decided before the ref moves:
     # afterwards every one of them looks dirty.
     checkouts, clean = inspected.result()
-    dirty = [str(info.path) for info in checkouts if not clean[info.path]]
+    dirty = [str(info.path) for info in checkouts if not clean[info.path] and has_own_changes(git, info.path, target)]
     if dirty:  # git's own rule for a checked-out branch (receive.denyCurrentBranch): never under the user
         return LandingResult(TARGET_DIRTY, None, dirty, waiting_message(target, dirty))
     commit = git.commit_tree(merged.tree, [old], message)
@@ -284,13 +284,8 @@ def _merge_and_swap(
     result = LandingResult(LANDED, commit, changed, f"{ticket_id} landed on {target} as {commit[:12]}")
     if on_landed is not None:
         on_landed(result)
-    _bring_along(git, result, checkouts, clean, target, (old, old_tree), commit)
+    _bring_along(git, result, checkouts, clean, target, old, commit)
     return result
-
-
-def _still_checked_out(git: Git, path: Path, target: str, tree: str) -> bool:
-    """`path` has `target` checked out and its index still holds `tree` (compare, then swap)."""
-    return git.symbolic_head(path) == f"refs/heads/{target}" and git.index_tree(path) == tree
 
 
 def escaping_links(links: dict[str, str]) -> dict[str, str]:
@@ -311,21 +306,20 @@ def _bring_along(
     checkouts: list[WorktreeInfo],
     clean: dict[Path, bool],
     target: str,
-    was: tuple[str, str],
+    old: str,
     new: str,
 ) -> None:
     """Update the files of each clean work tree that has the target checked out; leave a
     dirty one exactly as it is and tell the user how to catch up. Whether it still has the
-    target checked out, at the old tree, is asked again just before: a checkout switched to
-    another branch meanwhile must never get the target's changes staged into it."""
+    target checked out, its index at the old commit, is asked again just before: a checkout
+    switched to another branch meanwhile must never get the target's changes staged into it."""
     if not checkouts:
         return
-    old, old_tree = was
     notes: list[str] = []
     for info in checkouts:
-        if not _still_checked_out(git, info.path, target, old_tree):
-            continue  # switched away since it was inspected: not ours to touch
-        if clean[info.path] and git.bring_along(info.path, old, new):
+        if git.symbolic_head(info.path) != f"refs/heads/{target}":
+            continue  # switched to another branch since it was inspected: not ours to touch
+        if clean[info.path] and git.index_matches(info.path, old) and git.bring_along(info.path, old, new):
             continue
         why = "has uncommitted changes" if not clean[info.path] else "could not be updated"
         notes.append(

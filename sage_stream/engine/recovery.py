@@ -21,17 +21,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import pairwise
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
+from sage_stream.engine.checkout_wait import HISTORY_LIMIT, landings_behind
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.lander import Emit, Landed, Lander
 from sage_stream.engine.outcomes import Defer, decide_landing
 from sage_stream.engine.run_lock import is_alive
 from sage_stream.engine.worktrees import TicketWorkspaces
 from sage_stream.faults import crash_point
-from sage_stream.git import HistoryEntry
 from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import TRAILER, ticket_branch
@@ -49,7 +48,6 @@ class RecoveryReport:
 
 
 LEFTOVER_GIT_TIMEOUT_S = 60.0  # git processes of a dead run finish in well under a second
-HISTORY_LIMIT = 100  # landings a checkout may be behind and still be brought along
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,7 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
     for info in git.worktrees():
         if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
             continue
-        behind = _landings_behind(history, git.index_tree(info.path))
+        behind = landings_behind(history, git.index_tree(info.path))
         if behind is None or git.has_unstaged_changes(info.path):
             continue
         if git.bring_along(info.path, behind, history[0].commit):
@@ -195,18 +193,6 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
                      text=f"brought {info.path} along to {target} ({history[0].commit[:12]}): an earlier run "
                           "died between landing and updating it")
     return updated
-
-
-def _landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
-    """The older commit whose tree the index holds, if only landings came after it."""
-    if index_tree is None or index_tree == history[0].tree:
-        return None
-    for newer, older in pairwise(history):
-        if not newer.has_trailer:
-            return None  # a commit that is not a landing: not ours to catch up with
-        if older.tree == index_tree:
-            return older.commit
-    return None
 
 
 def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:
