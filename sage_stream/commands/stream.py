@@ -128,7 +128,8 @@ def _warn_about_dirty_checkouts(run, git, target: str) -> None:
 
     dirty = dirty_checkouts(git, target)
     if dirty:
-        run.emit(ev.MESSAGE, None, level="warning", text=waiting_message(target, dirty), whole=True)
+        run.lander.announced_wait = text = waiting_message(target, dirty)  # the lander does not repeat it
+        run.emit(ev.MESSAGE, None, level="warning", text=text, whole=True)
 
 
 def _warn_about_rewound_landings(run, git, target: str, store: IndexStore) -> None:

@@ -45,6 +45,7 @@ class Lander:
         self.git = git
         self.watch = watch  # the run's watch over its target (engine/target_watch.py)
         self.should_stop: Callable[[], bool] = lambda: False  # ends a wait for a clean checkout
+        self.announced_wait: str | None = None  # why landings wait, once said (said once, not per ticket)
         self.target = target
         self.queue = queue
         self.states = states
@@ -111,10 +112,12 @@ class Lander:
             if result.outcome != TARGET_DIRTY:
                 if waited:
                     self.emit(ev.MESSAGE, ticket.id, level="info", text=f"landings onto {target} resume")
+                self.announced_wait = None
                 return result
-            if not waited:
+            if self.announced_wait != result.message:
                 self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message, whole=True)
-                waited = True
+                self.announced_wait = result.message
+            waited = True
             if not wait_until_clean(self.git, target, should_stop=self.should_stop):
                 return result
 

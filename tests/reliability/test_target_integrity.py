@@ -147,7 +147,7 @@ def test_an_agent_moving_the_target_to_its_commit_is_undone_and_deferred(tmp_pat
     assert git(repo, "rev-parse", "main").strip() == before  # nothing untrailered landed
     kept = displaced(repo)
     assert len(kept) == 1 and git(repo, "log", "-1", "--format=%s", kept[0]).strip() == "sneaky"
-    report("an agent pushes onto the target", tries=1, held=1)
+    report("an agent moves the target to its commit", tries=1, held=1)
 
 
 def test_an_agent_rewinding_landed_work_is_undone_and_deferred(tmp_path: Path) -> None:
@@ -236,6 +236,7 @@ def test_landings_wait_for_a_dirty_checkout_of_the_target_and_resume_once_it_is_
     assert git(repo, "log", "-1", "--skip=1", "--format=%s", "main").strip() == "the user's commit"
     assert (repo / "README.md").read_text() == "the user's edit, not committed yet\n"
     assert f"`git -C {repo} stash`, and landings resume by themselves" in output  # whole, never cut off
+    assert output.count("landings onto main wait") == 1  # one message, not one per ticket or poll
     report("landings wait for a dirty checkout of the target", tries=1, held=1)
 
 
