@@ -31,12 +31,13 @@ def command(as_json: bool, index_option: str | None) -> int:
     record, alive = find_run(sage_dir)
     counts, index_error = _state_counts(index_path)
     now = time.time()
+    waiting = landings_waiting(sage_dir, record, alive)
     if as_json:
-        click.echo(json.dumps(status_json(record, alive, counts, index_error, index_path), indent=2))
+        data = status_json(record, alive, counts, index_error, index_path)
+        click.echo(json.dumps({**data, "landings_waiting": waiting}, indent=2))
     else:
         for line in status_lines(record, alive, repo_root=sage_dir.parent, now=now):
             click.echo(line)
-        waiting = landings_waiting(sage_dir, record, alive)
         if waiting:
             click.echo(waiting)
         click.echo(f"tickets: {index_error}" if index_error else counts_line(counts))

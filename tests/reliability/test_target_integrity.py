@@ -227,6 +227,8 @@ def test_landings_wait_for_a_dirty_checkout_of_the_target_and_resume_once_it_is_
         assert trailer_counts(repo, "main") == {}  # nothing moved under the dirty checkout
         status = sage(repo, "status")
         assert f"landings onto main wait: {repo} has main checked out" in status.stdout, status.stdout
+        as_json = json.loads(sage(repo, "status", "--json").stdout)
+        assert as_json["landings_waiting"].startswith("landings onto main wait")
         git(repo, "commit", "-qam", "the user's commit")  # the user commits: landings resume by themselves
         output, _ = run.communicate(timeout=120)
     finally:
