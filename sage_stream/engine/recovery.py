@@ -187,6 +187,8 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
         behind = landings_behind(history, git.index_tree(info.path))
         if behind is None or git.has_unstaged_changes(info.path):
             continue
+        if git.symbolic_head(info.path) != f"refs/heads/{target}":
+            continue  # switched to another branch meanwhile: never stage the target's changes there
         if git.bring_along(info.path, behind, history[0].commit):
             updated.append(str(info.path))
             rec.emit(ev.MESSAGE, None, level="info",
