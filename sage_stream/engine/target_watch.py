@@ -23,7 +23,8 @@ What counts as an agent's move (and is undone), and what is left alone:
   target is restored, the rewound tip kept as above, and the run says so; never accepted silently.
 
 With several agents at work, a move is caught by the turn that ends first after it and
-carries that agent's commits (or, for a rewind, the first turn that ends after it).
+carries that agent's commits (for a rewind: the first turn that ends after it, or none when a
+landing comes first - the landing restores the target and the run reports it).
 """
 
 from __future__ import annotations
