@@ -44,7 +44,8 @@ CONFIG_TEXT = """\
 # retry_backoff_minutes = 10.0
 # Reruns of a ticket whose work conflicts with what landed meanwhile.
 # max_reruns = 2
-# The branch finished tickets land on (default: the branch checked out).
+# The branch finished tickets land on (default: where this backlog's earlier landings
+# went, else the branch checked out).
 # target = "main"
 # Land on this remote's branch instead of a local one (`sage stream --remote NAME`):
 # fetch, merge, plain push; teammates may push to it meanwhile.
@@ -220,6 +221,10 @@ def command(path: str) -> int:
     root = Path(path).resolve()
     for target, action in init_sage(root):
         click.echo(f"{target}: {action}")
+        if target.name == ".gitignore" and action.startswith(("appended", "created")):
+            # an uncommitted .gitignore makes the checkout dirty: landings onto it would wait
+            click.echo(f"note: commit it: `git -C {root} add .gitignore && git -C {root} commit -m 'Ignore .sage/'`"
+                       " (sage never lands onto a checked-out branch with uncommitted changes)")
     if not any(parent.joinpath(".git").exists() for parent in (root, *root.parents)):
         click.echo(f"note: {root} is not in a git repository; sage stream needs one (git init)")
     click.echo(f"next: add tickets to {INDEX} (a complete, commented example: {EXAMPLE}),"

@@ -31,11 +31,15 @@ def command(as_json: bool, index_option: str | None) -> int:
     record, alive = find_run(sage_dir)
     counts, index_error = _state_counts(index_path)
     now = time.time()
+    waiting = landings_waiting(sage_dir, record, alive)
     if as_json:
-        click.echo(json.dumps(status_json(record, alive, counts, index_error, index_path), indent=2))
+        data = status_json(record, alive, counts, index_error, index_path)
+        click.echo(json.dumps({**data, "landings_waiting": waiting}, indent=2))
     else:
         for line in status_lines(record, alive, repo_root=sage_dir.parent, now=now):
             click.echo(line)
+        if waiting:
+            click.echo(waiting)
         click.echo(f"tickets: {index_error}" if index_error else counts_line(counts))
     return EXIT_ERROR if index_error else EXIT_OK
 
@@ -46,6 +50,23 @@ def find_run(sage_dir: Path) -> tuple[RunRecord | None, bool]:
     if current is not None:
         return current, True
     return latest_run(sage_dir), False
+
+
+def landings_waiting(sage_dir: Path, record: RunRecord | None, alive: bool) -> str | None:
+    """Why landings wait, when they do: work is queued (or a run is alive) and a checkout of
+    the run's target has uncommitted changes (engine/checkout_wait.py)."""
+    from sage_stream.engine.checkout_wait import dirty_checkouts, waiting_message
+    from sage_stream.git import Git, GitError
+    from sage_stream.paths import SagePaths
+
+    queue = SagePaths(sage_dir).commit_queue
+    if record is None or not record.target or not (alive or any(queue.glob("*.json"))):
+        return None
+    try:
+        dirty = dirty_checkouts(Git(sage_dir.parent), record.target)
+    except (GitError, OSError):
+        return None  # not a repository any more: nothing can land anyway
+    return waiting_message(record.target, dirty) if dirty else None
 
 
 def run_state(record: RunRecord, alive: bool) -> str:

@@ -94,6 +94,7 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             _say_what_the_agent_lacks(run, settings)
             _say_which_identity(run, git)
             _warn_about_dirty_checkouts(run, git, settings.target)
+            _warn_about_rewound_landings(run, git, settings.target, store)
             plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
             if not ready:
                 _say_what_is_parked(run, plan)
@@ -200,16 +201,25 @@ def _agent_checks(name: str, options: StreamOptions, config, plan: DispatchPlan)
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:
-    """Landings move the target by ref; a checkout of it with uncommitted changes is never
-    touched, so it falls behind - and a later `git commit -a` there would undo landed work."""
+    """Landings never move a checked-out target with uncommitted changes: they wait for it
+    (engine/checkout_wait.py); said once at the start, and again when a landing waits."""
     from sage_stream.engine import events as ev
+    from sage_stream.engine.checkout_wait import dirty_checkouts, waiting_message
 
-    for tree in git.worktrees():
-        if tree.branch == target and tree.path.is_dir() and not git.is_clean(tree.path):
-            run.emit(ev.MESSAGE, None, level="warning", text=(
-                f"{tree.path} has '{target}' checked out with uncommitted changes: sage lands on '{target}' "
-                "by ref and never touches that work tree, so it will fall behind (each landing says how "
-                "to catch up). Commit or stash first, or land on another branch with --target."))
+    dirty = dirty_checkouts(git, target)
+    if dirty:
+        run.lander.announced_wait = text = waiting_message(target, dirty)  # the lander does not repeat it
+        run.emit(ev.MESSAGE, None, level="warning", text=text, whole=True)
+
+
+def _warn_about_rewound_landings(run, git, target: str, store: IndexStore) -> None:
+    """Landed work rewound between runs is said at the start (engine/target_watch.py)."""
+    from sage_stream.engine import events as ev
+    from sage_stream.engine.target_watch import rewound_landing
+
+    text = rewound_landing(git, target, store.load().index.tickets)
+    if text:
+        run.emit(ev.MESSAGE, None, level="error", text=text, whole=True)
 
 
 def _check_mode_flags(options: StreamOptions) -> StreamOptions:
@@ -369,7 +379,9 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event on stdout.")
 @click.option("--plain", is_flag=True, help="Timestamped lines instead of the live view.")
 @click.option("--index", default=None, metavar="PATH", help="The ticket index (default: found upward from here).")
-@click.option("--target", default=None, metavar="BRANCH", help="Land on this branch (default: the checked-out one).")
+@click.option("--target", default=None, metavar="BRANCH",
+              help="Land on this branch (default: [stream] target, else where this backlog's earlier landings went,"
+                   " else the checked-out branch).")
 @click.option("--remote", default=None, metavar="NAME",
               help="Land on NAME's branch (the --target or checked-out branch name there): fetch, merge, and a"
                    " plain non-forced push per ticket; teammates may push to it meanwhile.")

@@ -48,6 +48,7 @@ class QueueEntry:
     result: dict = field(default_factory=dict)  # the agent's parsed result (summary, cost...)
     sequence: int = field(default_factory=time.time_ns)
     made: str | None = None  # remote landing: the commit made for it before the push (engine/remote_landing.py)
+    target: str = ""  # the branch it lands on, recorded when queued ("" in entries of older versions)
 
 
 class CommitQueue:

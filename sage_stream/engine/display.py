@@ -143,7 +143,8 @@ def describe(event: ev.Event) -> str | None:
         return f"resumed starting tickets with {_workers_text(data.get('workers'))}"
     if kind == ev.MESSAGE:
         level = one_line(data.get("level") or "info", 10)
-        return f"{level}: {one_line(data.get('text'), LINE_WIDTH)}"
+        whole = 4 * LINE_WIDTH if data.get("whole") else LINE_WIDTH  # a message with a command: never cut
+        return f"{level}: {one_line(data.get('text'), whole)}"
     if kind == ev.RUN_FINISHED:
         return _describe_run_finished(data)
     return f"{one_line(kind, 40)}" + (f" {ticket}" if ticket else "")
@@ -163,7 +164,8 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     ready_count = len(ready) if isinstance(ready, list) else 0
     makespan = _number(data.get("predicted_makespan_minutes"))
     predicted = f", predicted makespan {format_minutes(makespan)}" if makespan is not None else ""
-    target = f" onto {one_line(data.get('target'), 80)}" if data.get("target") else ""
+    why = f" ({one_line(data.get('target_reason'), 160)})" if data.get("target_reason") else ""
+    target = f" onto {one_line(data.get('target'), 80)}{why}" if data.get("target") else ""
     return (f"run {one_line(data.get('run_id'), 60)}{target}: {_workers_text(data.get('workers'))} "
             f"({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
             f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "

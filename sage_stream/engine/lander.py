@@ -12,14 +12,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
 from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
-from sage_stream.engine.landing import LandingResult, commit_message, land_ticket
+from sage_stream.engine.checkout_wait import POLL_S, dirty_checkouts, wait_until_clean
+from sage_stream.engine.landing import TARGET_DIRTY, LandingResult, commit_message, land_ticket
 from sage_stream.engine.outcomes import LandingVerdict
 from sage_stream.engine.remote_landing import RemoteStopped, RemoteTarget
+from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
 from sage_stream.tickets.models import Ticket
@@ -60,8 +63,13 @@ class LandedOnTarget:
 
 class Lander:
     def __init__(self, git: Git, *, target: str, queue: CommitQueue, states: ticket_state.TicketStates,
-                 landing_lock: Path, emit: Emit, remote: RemoteTarget | None = None) -> None:
+                 landing_lock: Path, emit: Emit, remote: RemoteTarget | None = None,
+                 watch: TargetWatch | None = None) -> None:
         self.git = git
+        self.watch = watch  # the run's watch over its target (engine/target_watch.py)
+        self.should_stop: Callable[[], bool] = lambda: False  # ends a wait for a clean checkout
+        self.announced_wait: str | None = None  # why landings wait, once said (said once, not per ticket)
+        self._next_dirty_check = 0.0  # monotonic time of the next `may_land_again` look
         self.target = target
         self.queue = queue
         self.states = states
@@ -73,7 +81,12 @@ class Lander:
     @property
     def target_ref(self) -> str:
         """Where landed tickets are looked for: the local target, or the fetched remote tip."""
-        return self.remote.fetched_ref if self.remote is not None else f"refs/heads/{self.target}"
+        return self.ref_of(self.target)
+
+    def ref_of(self, target: str) -> str:
+        """The ref a ticket recorded with `target` lands on: the local branch, or with
+        --remote the fetched tip of the remote's (one run lands on one remote branch)."""
+        return self.remote.fetched_ref if self.remote is not None else f"refs/heads/{target}"
 
     def refresh_target(self) -> None:
         """Fetch the remote target (recovery reads `target_ref` next); nothing to do locally."""
@@ -81,10 +94,13 @@ class Lander:
             self.remote.fetch()
 
     def land(self, entry: QueueEntry, ticket: Ticket, *, started: float | None = None, owned: bool = False,
-             on_recorded: Callable[[Landed], None] | None = None) -> Landed | LandingVerdict:
+             on_recorded: Callable[[Landed], None] | None = None, wait: bool = True) -> Landed | LandingVerdict:
         """Land one queued entry. `owned`: this run started the attempt itself (no earlier
         landing of it can exist); recovery's entries are not. `started`: when the attempt
-        started, for the duration reported."""
+        started, for the duration reported. `wait`: while the target's checkout has
+        uncommitted changes, wait for it (recovery, before anything runs), or return a
+        `target_dirty` verdict at once, the entry still queued (the loop, which goes on)."""
+        target = self.target_of(entry)
         message = commit_message(ticket, docs_paths=ticket.doc_paths(), summary=entry.result.get("summary"))
         started = started if started is not None else entry.finished_at
         recorded: list[BaseException | None] = []  # one item once the landing was recorded (or failed to be)
@@ -98,13 +114,14 @@ class Lander:
                 raise
 
         try:
-            result = self._land(entry, ticket, message, record, owned)
+            result = self._land_when_clean(ticket, target, partial(self._land, entry, ticket, target, message,
+                                                                   record, owned), wait=wait)
         except BaseException as error:
             if recorded and recorded[0] is not None or isinstance(error, RemoteStopped):
                 raise  # RemoteStopped: the entry stays queued and the run stops
             if recorded:  # it landed and was recorded; only bringing checkouts along failed
                 self.emit(ev.MESSAGE, ticket.id, level="warning",
-                          text=f"{ticket.id} landed, but checkouts of {self.target} were not updated: {error}")
+                          text=f"{ticket.id} landed, but checkouts of {target} were not updated: {error}")
                 return Landed(LANDED, None)
             if not isinstance(error, Exception):
                 raise
@@ -112,27 +129,75 @@ class Lander:
             return LandingVerdict("error", message=str(error), log=entry.log)
         if recorded:
             if result.message and result.brought_along is False:
-                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message)
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message, whole=True)
             return Landed(result.outcome, result.commit)
         if result.outcome == ALREADY_LANDED:
             return self._record(entry, ticket, result, message, started, on_recorded)
-        self.queue.remove(entry)
+        if result.outcome != TARGET_DIRTY:  # waiting for a clean checkout: it stays queued
+            self.queue.remove(entry)
         return LandingVerdict(result.outcome, paths=tuple(result.paths), message=result.message, log=entry.log)
 
-    def _land(self, entry: QueueEntry, ticket: Ticket, message: str, record: Callable[[LandingResult], None],
-              owned: bool) -> LandingResult:
-        landing = dict(target_branch=self.target, ticket_tip=entry.tip, base=entry.base, ticket=ticket,
+    def _land(self, entry: QueueEntry, ticket: Ticket, target: str, message: str,
+              record: Callable[[LandingResult], None], owned: bool) -> LandingResult:
+        landing = dict(target_branch=target, ticket_tip=entry.tip, base=entry.base, ticket=ticket,
                        message=message, allowed_globs=ticket.files, allow_empty=ticket.allow_empty,
                        landing_lock=self.landing_lock, on_landed=record,
                        check_earlier=not owned)  # the summary is in `message`
         if self.remote is None:
-            return land_ticket(self.git, **landing)
+            return land_ticket(self.git, **landing,
+                               check_target=self._check_target if self._watched(target) else None)
         if self.remote.push_branches:
             warning = self.remote.push_ticket_branch(entry.branch, entry.tip)
             if warning:
                 self.emit(ev.MESSAGE, ticket.id, level="warning", text=warning)
         return self.remote.land(self.git, **landing, made=entry.made,
                                 on_made=lambda commit: self.queue.put(replace(entry, made=commit)))
+
+    def target_of(self, entry: QueueEntry) -> str:
+        """The branch an entry lands on: the one recorded when it was queued, and no other
+        (the user may have checked out another branch since); this run's target for an
+        entry an older version queued without one."""
+        return entry.target or self.target
+
+    def _land_when_clean(self, ticket: Ticket, target: str, land: Callable[[], LandingResult], *,
+                         wait: bool) -> LandingResult:
+        """`land()`; while a checkout of the target has uncommitted changes (said once),
+        nothing moves and the entry stays queued: with `wait`, poll until it is clean or the
+        run stops (engine/checkout_wait.py); else return at once (the loop tries again,
+        `may_land_again`)."""
+        while True:
+            result = land()
+            if result.outcome != TARGET_DIRTY:
+                if self.announced_wait is not None:
+                    self.emit(ev.MESSAGE, ticket.id, level="info", text=f"landings onto {target} resume")
+                    self.announced_wait = None
+                return result
+            if self.announced_wait != result.message:
+                self.emit(ev.MESSAGE, ticket.id, level="warning", text=result.message, whole=True)
+                self.announced_wait = result.message
+            if not wait or not wait_until_clean(self.git, target, should_stop=self.should_stop):
+                return result
+
+    def may_land_again(self) -> bool:
+        """For landings that returned TARGET_DIRTY: no checkout of the target has uncommitted
+        changes now (asked at most every POLL_S seconds: one `git status` per checkout)."""
+        now = time.monotonic()
+        if now < self._next_dirty_check:
+            return False
+        self._next_dirty_check = now + POLL_S
+        return not dirty_checkouts(self.git, self.target)
+
+    def _watched(self, target: str) -> bool:
+        return self.watch is not None and self.watch.target_ref == f"refs/heads/{target}"
+
+    def _check_target(self, tip: str) -> str:
+        """Under the commit lock: land on the target sage knows, never on a rewind of it."""
+        tip, move = self.watch.before_landing(tip)
+        if move is not None:
+            self.emit(ev.MESSAGE, None, level="error", text=(
+                f"landed work was rewound: {move.describe('something other than sage')}; "
+                "landings go on from the restored tip"))
+        return tip
 
     def _record(self, entry: QueueEntry, ticket: Ticket, result: LandingResult, message: str, started: float,
                 on_recorded: Callable[[Landed], None] | None) -> Landed:
@@ -141,6 +206,8 @@ class Lander:
         checked-out work trees along)."""
         crash_point("after_land")
         self.on_target.add(ticket.id, result.commit)
+        if result.outcome == LANDED and result.commit and self._watched(self.target_of(entry)):
+            self.watch.landed_commit(result.commit)
         edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
                                      result=entry.result or None)
         self.states.apply({ticket.id: edit})

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from sage_stream.engine.checkout_wait import checkout_is_clean, has_own_changes, waiting_message
 from sage_stream.engine.scope import outside
 from sage_stream.errors import SageError
 from sage_stream.faults import crash_point
@@ -36,6 +37,7 @@ CONFLICT = "conflict"
 NO_CHANGES = "no_changes"
 SCOPE_VIOLATION = "scope_violation"
 ALREADY_LANDED = "already_landed"
+TARGET_DIRTY = "target_dirty"  # a checkout of the target has uncommitted changes: nothing moved, try later
 
 LANDING_LOCK_TIMEOUT_S = 300.0  # a landing takes milliseconds; this is a stuck process
 CAS_ATTEMPTS = 5  # merges on a target that keeps moving under us before giving up
@@ -177,6 +179,7 @@ def land_ticket(
     on_landed: Callable[[LandingResult], None] | None = None,
     check_earlier: bool = True,
     target_ref: str | None = None,
+    check_target: Callable[[str], str] | None = None,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
@@ -187,7 +190,9 @@ def land_ticket(
     files are written. When it raises, no work tree is touched and the error propagates.
     `check_earlier=False` skips looking for an earlier landing of the ticket: for an
     attempt the caller started itself (it owns the ticket: nobody else can have landed
-    it since); recovery, landing what a dead run queued, always looks.
+    it since); recovery, landing what a dead run queued, always looks. `check_target`, under
+    the lock, gets the target's tip and returns the one to land on (engine/target_watch.py
+    restores a target whose landed work was rewound).
     `target_ref` (remote landing, engine/remote_landing.py): land on this private ref
     instead of `refs/heads/<target_branch>`; no work tree has it checked out.
     """
@@ -195,6 +200,10 @@ def land_ticket(
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
+            if check_target is not None:
+                tip = git.rev_parse(f"refs/heads/{target_branch}")
+                if tip is not None:
+                    check_target(tip)
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
                                 on_landed, check_earlier, target_ref)
     except Timeout:
@@ -251,7 +260,7 @@ def _checkouts_of(git: Git, target: str | None) -> tuple[list[WorktreeInfo], dic
     if target is None:  # a private ref (remote landing): nothing has it checked out
         return [], {}
     checkouts = [info for info in git.worktrees() if info.branch == target and info.path.is_dir()]
-    return checkouts, {info.path: git.is_clean(info.path) for info in checkouts}
+    return checkouts, {info.path: checkout_is_clean(git, info.path) for info in checkouts}
 
 
 def _merge_and_swap(
@@ -298,6 +307,9 @@ def _merge_and_swap(
     # Which checked-out trees may be brought along is decided before the ref moves:
     # afterwards every one of them looks dirty.
     checkouts, clean = inspected.result()
+    dirty = [str(info.path) for info in checkouts if not clean[info.path] and has_own_changes(git, info.path, target)]
+    if dirty:  # git's own rule for a checked-out branch (receive.denyCurrentBranch): never under the user
+        return LandingResult(TARGET_DIRTY, None, dirty, waiting_message(target, dirty))
     commit = git.commit_tree(merged.tree, [old], message)
     crash_point("after_commit_tree")
     found = git.trailer_values(commit, TRAILER)
@@ -375,12 +387,16 @@ def _bring_along(
     new: str,
 ) -> None:
     """Update the files of each clean work tree that has the target checked out; leave a
-    dirty one exactly as it is and tell the user how to catch up."""
+    dirty one exactly as it is and tell the user how to catch up. Whether it still has the
+    target checked out, its index at the old commit, is asked again just before: a checkout
+    switched to another branch meanwhile must never get the target's changes staged into it."""
     if not checkouts:
         return
     notes: list[str] = []
     for info in checkouts:
-        if clean[info.path] and git.bring_along(info.path, old, new):
+        if git.symbolic_head(info.path) != f"refs/heads/{target}":
+            continue  # switched to another branch since it was inspected: not ours to touch
+        if clean[info.path] and git.index_matches(info.path, old) and git.bring_along(info.path, old, new):
             continue
         why = "has uncommitted changes" if not clean[info.path] else "could not be updated"
         notes.append(

@@ -36,6 +36,7 @@ from sage_stream.engine import events as ev
 from sage_stream.engine.attempt_sandbox import AttemptPaths, SandboxedLaunch, sandboxed_launch
 from sage_stream.engine.repo_guard import RepoGuard, restore_worktree_link, worktree_link
 from sage_stream.engine.slots import SlotRelease
+from sage_stream.engine.target_watch import TargetWatch, TurnRefs, refusing_pushes
 from sage_stream.engine.verification import Verification, fix_prompt, run_checks
 from sage_stream.engine.work import (
     AgentLine,
@@ -91,6 +92,7 @@ class _Running:
         self.workspace: Workspace | None = None
         self.git_link: bytes | None = None  # the worktree's `.git` file as sage made it
         self.delete_later: list[str] = []  # landed branches to delete once the agent runs
+        self.refs_before: TurnRefs | None = None  # the branch tips when its latest turn started
         self.line_sent_at = 0.0
 
     def line_due(self) -> bool:
@@ -104,8 +106,9 @@ class _Running:
 
 class LocalRunner:
     def __init__(self, git: Git, workspaces: TicketWorkspaces, settings: RunnerSettings,
-                 inbox: queue.Queue[Message]) -> None:
+                 inbox: queue.Queue[Message], watch: TargetWatch | None = None) -> None:
         self.git = git
+        self.watch = watch  # branch tips before and after each turn (engine/target_watch.py)
         self.workspaces = workspaces
         self.settings = settings
         self.inbox = inbox
@@ -200,8 +203,9 @@ class LocalRunner:
             work = TicketWork(exit=exit, result=over_turns(results), turn_started=turn_started,
                               workspace=running.workspace, log=job.log_path, fix_turns=turn)
             work.tampered = self._undo_tampering(running)  # before any git command touches its work
+            work.moved_refs = self._undo_ref_moves(running)
             work.refused_writes = self._refused_writes(work)
-            if work.tampered or not result.success or not spec.checks:
+            if work.tampered or work.moved_refs or not result.success or not spec.checks:
                 return work
             work.verification = self._verify(running, turn)
             if work.verification.cancelled or running.cancel.is_set():
@@ -223,7 +227,7 @@ class LocalRunner:
         sandboxed = self._sandboxed(running, invocation.env, invocation.argv,
                                     agent_state(self.settings.agent, invocation.env),
                                     layer_dir=job.log_path.with_suffix(".home"))
-        launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=invocation.env,
+        launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=refusing_pushes(invocation.env),
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
                              idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0),
                              sandbox=sandboxed.prefix)
@@ -233,6 +237,7 @@ class LocalRunner:
 
         if sandboxed.home_layer is not None:
             sandboxed.home_layer.copy_in()
+        running.refs_before = self.watch.before_turn() if self.watch is not None else None
         try:
             exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
                              on_start=lambda pid, created: self._delete_landed_branches(running))
@@ -270,6 +275,12 @@ class LocalRunner:
             restore_worktree_link(path, running.git_link)
             changed.append(f"{path}/.git")
         return changed
+
+    def _undo_ref_moves(self, running: _Running) -> list[str]:
+        """Branches the agent moved during its turn, put back (see engine/target_watch.py)."""
+        if self.watch is None or running.refs_before is None:
+            return []
+        return [move.describe() for move in self.watch.after_turn(running.refs_before, running.workspace.path)]
 
     def _verify(self, running: _Running, turn: int) -> Verification:
         """Run the checks on exactly what would land: the agent's work is committed first,
@@ -312,7 +323,7 @@ class LocalRunner:
     def _snapshot(self, running: _Running, work: TicketWork) -> None:
         """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
         ticket = running.ticket
-        succeeded = work.result.success and work.exit.outcome == EXITED and not work.tampered and (
+        succeeded = work.result.success and work.exit.outcome == EXITED and not (work.tampered or work.moved_refs) and (
             work.verification is None or work.verification.passed)
         message = f"{ticket.id}: {ticket.title}" if succeeded else f"wip: {ticket.id} (unlanded attempt, kept by sage)"
         try:

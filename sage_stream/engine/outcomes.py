@@ -104,6 +104,7 @@ class FinishedAttempt:
     prepared: bool = True  # its worktree was ready (else a crash is the worktree's fault)
     branch: str = ""
     tampered: tuple[str, ...] = ()  # git control files the agent changed (undone)
+    moved_refs: tuple[str, ...] = ()  # branches the agent moved, as sentences (engine/target_watch.py)
     cancelled: bool = False
     exit_outcome: str = "exited"  # exited | timeout | idle_timeout | cancelled | failed_to_start
     returncode: int | None = 0
@@ -141,6 +142,9 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
             "git control files (the repository's or your git configuration) changed while its agent ran: "
             f"{shown} (undone: hooks and config written there would run code in your next git command); "
             f"its work is kept on {done.branch}"), log=done.log, with_result=True)
+    if done.moved_refs:  # only sage's compare-and-swap moves the target; other branches are the user's
+        return Defer("scope_violation", f"{'; '.join(done.moved_refs)}; its work is kept on {done.branch}",
+                     log=done.log, with_result=True)
     if done.cancelled or done.exit_outcome == "cancelled":
         return Interrupted()
     if done.exit_outcome in ("timeout", "idle_timeout"):
@@ -247,6 +251,9 @@ def decide_landing(verdict: LandingVerdict, *, rerun_left: bool, attempts_before
         return Defer("conflict", f"conflicts with the target branch in {paths}", last_error=verdict.message,
                      log=verdict.log, retryable=True,
                      not_before=backoff_until(now, retry_backoff_s, attempts_before))
+    if verdict.outcome == "target_dirty":  # the run stopped while its landing waited: it stays queued
+        return Requeue("target_dirty", f"the run stopped while it waited to land; it lands at the next run "
+                                       f"({verdict.message})")
     if verdict.outcome == "no_changes":
         return Defer("no_changes", "the agent finished without changing anything (set allow_empty to accept that)",
                      log=verdict.log)

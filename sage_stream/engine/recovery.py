@@ -5,7 +5,8 @@ Runs with the repository's run lock held, so no other `sage stream` is live here
    own process groups) are stopped before they write into a slot the next ticket gets;
    its git processes are waited for (never killed: that is what leaves half-written
    files), and slot registrations a kill left half made are set aside.
-1. Every commit-queue entry lands (or is found landed already), in finish order. An
+1. Every commit-queue entry lands (or is found landed already), in finish order, on the
+   target recorded in it - never on whatever branch is checked out now. An
    entry that no longer merges with the target (what landed since conflicts with it) is
    not deferred: like a conflict in a live run, its ticket runs again on the new tip
    (back to UNPROCESSED, its work kept on a branch).
@@ -25,17 +26,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import pairwise
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
+from sage_stream.engine.checkout_wait import HISTORY_LIMIT, landings_behind
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.lander import Emit, Landed, Lander
 from sage_stream.engine.outcomes import Defer, decide_landing
 from sage_stream.engine.run_lock import is_alive
 from sage_stream.engine.worktrees import TicketWorkspaces
 from sage_stream.faults import crash_point
-from sage_stream.git import Git, HistoryEntry
+from sage_stream.git import Git
 from sage_stream.process.tree import stop_strays, wait_for_leftover_git
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.naming import TRAILER, ticket_branch
@@ -54,7 +55,6 @@ class RecoveryReport:
 
 
 LEFTOVER_GIT_TIMEOUT_S = 60.0  # git processes of a dead run finish in well under a second
-HISTORY_LIMIT = 100  # landings a checkout may be behind and still be brought along
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,8 @@ def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
         info = info if isinstance(info, dict) else {}
         if is_alive(info.get("pid"), info.get("pid_create_time")) and info.get("pid") != rec.pid:
             continue  # a live run elsewhere owns it (another checkout sharing this index)
-        landed = lander.git.commits_with_trailer(lander.target_ref, TRAILER, ticket.id, limit=1)
+        target = (ticket.git.target if ticket.git else None) or lander.target  # where its run would land it
+        landed = lander.git.commits_with_trailer(lander.ref_of(target), TRAILER, ticket.id, limit=1)
         branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
         if landed:
             edit = ticket_state.complete(commit=landed[0], message=f"#{ticket.id} {ticket.title}", branch=branch)
@@ -190,7 +191,7 @@ def _kept_on(git: Git, branch: str) -> str:
 def _conflicts_now(rec: Recovery, entry: QueueEntry) -> bool:
     """The queued work no longer merges with the target (and has not landed already)."""
     git = rec.lander.git
-    ref = rec.lander.target_ref
+    ref = rec.lander.ref_of(rec.lander.target_of(entry))
     tip = git.rev_parse(ref)
     if tip is None or git.rev_parse(entry.tip) is None or git.rev_parse(entry.base) is None:
         return False  # landing reports what is wrong
@@ -223,27 +224,17 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
     for info in git.worktrees():
         if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
             continue
-        behind = _landings_behind(history, git.index_tree(info.path))
+        behind = landings_behind(history, git.index_tree(info.path))
         if behind is None or git.has_unstaged_changes(info.path):
             continue
+        if git.symbolic_head(info.path) != f"refs/heads/{target}":
+            continue  # switched to another branch meanwhile: never stage the target's changes there
         if git.bring_along(info.path, behind, history[0].commit):
             updated.append(str(info.path))
             rec.emit(ev.MESSAGE, None, level="info",
                      text=f"brought {info.path} along to {target} ({history[0].commit[:12]}): an earlier run "
                           "died between landing and updating it")
     return updated
-
-
-def _landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
-    """The older commit whose tree the index holds, if only landings came after it."""
-    if index_tree is None or index_tree == history[0].tree:
-        return None
-    for newer, older in pairwise(history):
-        if not newer.has_trailer:
-            return None  # a commit that is not a landing: not ours to catch up with
-        if older.tree == index_tree:
-            return older.commit
-    return None
 
 
 def _keep_worktree_changes(rec: Recovery, ticket_id: str) -> None:

@@ -111,6 +111,7 @@ class RunRecord:
     finished: str | None = None
     status: str = RUNNING
     target: str | None = None
+    target_reason: str | None = None  # why this run lands there (engine/settings.py backlog_target)
     workers: int | None = None
     workers_reason: str | None = None
     schedule: str | None = None
@@ -157,7 +158,7 @@ class RunRecord:
             started=_text(data.get("started")),
             finished=_text(data.get("finished")),
             status=_text(data.get("status")) or RUNNING,
-            target=_text(data.get("target")),
+            target=_text(data.get("target")), target_reason=_text(data.get("target_reason")),
             workers=_integer(data.get("workers")),
             workers_reason=_text(data.get("workers_reason")),
             schedule=_text(data.get("schedule")),
@@ -202,6 +203,7 @@ def _on_run_started(record: RunRecord, event: ev.Event) -> None:
     record.started = record.started or iso_utc(event.time)
     record.status = RUNNING
     record.target = _text(data.get("target"))
+    record.target_reason = _text(data.get("target_reason"))
     record.workers = _integer(data.get("workers"))
     record.workers_reason = _text(data.get("workers_reason"))
     record.schedule = _text(data.get("schedule"))

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
@@ -27,7 +27,7 @@ from sage_stream.graph.ordering import startable_count
 from sage_stream.paths import SagePaths
 from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
 from sage_stream.process.sandbox import Probe, SandboxChoice, check_mode, decide_sandbox
-from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import IndexView
 
 ONE_WORKER = "one worker (pass --auto --parallel to run several)"
@@ -95,6 +95,12 @@ class StreamSettings:
     writable: tuple[str, ...] = ()  # [agent] writable: more paths sandboxed agents may write
     remote: str | None = None  # land on this remote's `target` branch (engine/remote_landing.py)
     push_branches: bool = False  # push each ticket's sage/<ID> branch to the remote too
+    target_reason: str = ""  # why `target` (said once at the start, kept in the run record)
+
+    def described(self) -> dict[str, Any]:
+        """What a run says about its settings when it starts (the `run_started` event)."""
+        return {"target": self.target, "target_reason": self.target_reason, "workers": self.workers,
+                "workers_reason": self.workers_reason, "schedule": self.schedule, "agent": self.agent.name}
 
 
 def check_mode_flags(options: StreamOptions) -> StreamOptions:
@@ -135,7 +141,8 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     A SageError names the first setting that cannot be used, in the order written here.
     """
     options = check_mode_flags(options)
-    target = _target(options, config, checked_out=checked_out, repo=repo)
+    target, target_reason = backlog_target(options, config, checked_out=checked_out, repo=repo,
+                                           tickets=index.index.tickets)
     remote, push_branches = _remote(options, config, sage_dir=sage_dir)
     schedule = options.schedule or config.stream.schedule
     if schedule not in SCHEDULES:
@@ -164,15 +171,35 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
         # questions are asked between the lines of the display: a live view would draw over them
         output="plain" if (options.interactive and options.output == "auto") else options.output,
         sandbox=sandbox, writable=writable, remote=remote, push_branches=push_branches,
+        target_reason=target_reason,
     )
 
 
-def _target(options: StreamOptions, config: SageConfig, *, checked_out: str | None, repo: Path) -> str:
-    """--target, else [stream] target, else the checked-out branch."""
-    target = options.target or config.stream.target or checked_out
-    if not target:
+def backlog_target(options: StreamOptions, config: SageConfig, *, checked_out: str | None, repo: Path,
+                   tickets: Sequence[Ticket]) -> tuple[str, str]:
+    """The branch this run lands on, and why: --target, else [stream] target, else the branch
+    this backlog's earlier landings went to (recorded in the index; the latest, should they
+    differ), else the checked-out branch. A backlog keeps its target when the user checks
+    out another branch; one run lands on one branch."""
+    if options.target:
+        return options.target, "given by --target"
+    if config.stream.target:
+        return config.stream.target, "[stream] target in .sage/config.toml"
+    earlier = _earlier_target(tickets)
+    if earlier:
+        other = f" (you have '{checked_out}' checked out; pass --target {checked_out} to land there)" \
+            if checked_out and checked_out != earlier else ""
+        return earlier, f"this backlog's earlier landings went there{other}"
+    if not checked_out:
         raise SageError(f"{repo}: HEAD is detached: check out the branch tickets should land on, or pass --target")
-    return target
+    return checked_out, "the checked-out branch"
+
+
+def _earlier_target(tickets: Sequence[Ticket]) -> str | None:
+    """The target recorded for the most recently completed ticket that has one."""
+    landed = [(ticket.completed_at or "", ticket.git.target) for ticket in tickets
+              if ticket.git is not None and ticket.git.target and ticket.state is State.COMPLETED]
+    return max(landed)[1] if landed else None
 
 
 def _remote(options: StreamOptions, config: SageConfig, *, sage_dir: Path) -> tuple[str | None, bool]:

@@ -5,11 +5,14 @@ A second signal stops the agents at once. The loop asks `due()` whenever it wake
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from sage_stream.engine.work import AttemptDone, AttemptCrashed, Message
 
 
 class Stopping:
@@ -57,3 +60,19 @@ class Stopping:
         announce = not self.announced
         self.announced = True
         return announce, self.clock() >= self.deadline
+
+
+def stop_all_and_wait(attempts: dict[str, Any], inbox: queue.Queue[Message], *, wait_s: float) -> None:
+    """The loop itself failed (say, the index cannot be written): cancel every attempt in
+    `attempts` (ticket -> one with a `handle`) and wait up to `wait_s` for each to report
+    that it is over (its process tree gone), dropping it from `attempts`."""
+    for running in attempts.values():
+        running.handle.cancel()
+    deadline = time.monotonic() + wait_s
+    while attempts and time.monotonic() < deadline:
+        try:
+            message = inbox.get(timeout=0.25)
+        except queue.Empty:
+            continue
+        if isinstance(message, (AttemptDone, AttemptCrashed)):
+            attempts.pop(message.ticket_id, None)

@@ -31,6 +31,7 @@ from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
+from sage_stream.engine.landing import TARGET_DIRTY
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
 from sage_stream.engine.remote_landing import RemoteTarget
 from sage_stream.engine.outcomes import (
@@ -55,7 +56,8 @@ from sage_stream.engine.scheduler import DispatchPlan
 from sage_stream.engine.sessions import SessionBook
 from sage_stream.engine.settings import StreamSettings
 from sage_stream.engine.slots import Slots, spare_is_useful
-from sage_stream.engine.stopping import Stopping
+from sage_stream.engine.stopping import Stopping, stop_all_and_wait
+from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.engine.verification import Check, CheckDefinitionError, fix_turns_allowed, ticket_checks
 from sage_stream.engine.work import (
     AgentLine,
@@ -130,6 +132,7 @@ class StreamRun:
         self.load_gate = LoadGate(settings.max_load)
         self._spare_pending = False
         self._tip_now: str | None = None  # the target's tip while a landing dispatches what it unblocked
+        self.landing_waits: list[tuple[Running, QueueEntry]] = []  # finished, queued: the target's checkout is dirty
 
     # ---------------------------------------------------------------- entry
 
@@ -137,10 +140,8 @@ class StreamRun:
                 predicted_makespan: float | None) -> int:
         self.plan = plan
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        settings = self.settings
-        self.emit(ev.RUN_STARTED, None, run_id=self.run_id, target=settings.target, workers=settings.workers,
-                  workers_reason=settings.workers_reason, schedule=settings.schedule, agent=settings.agent.name,
-                  tickets=tickets_meta, ready=ready, predicted_makespan_minutes=predicted_makespan)
+        self.emit(ev.RUN_STARTED, None, run_id=self.run_id, **self.settings.described(), tickets=tickets_meta,
+                  ready=ready, predicted_makespan_minutes=predicted_makespan)
         self.stopping.install()
         try:
             self._loop()
@@ -158,8 +159,12 @@ class StreamRun:
         while True:
             if not self.stopping.requested:
                 self._dispatch()
-            if not self.attempts and (self.stopping.requested or self.halted or self.plan.is_finished()
-                                      or not self._waiting_to_dispatch()):
+            if self.landing_waits and (self.stopping.requested or self.lander.may_land_again()):
+                waiting, self.landing_waits = self.landing_waits, []
+                for running, entry in waiting:  # in the order they queued
+                    self._land(running, entry)
+            if not self.attempts and not self.landing_waits and (
+                    self.stopping.requested or self.halted or self.plan.is_finished() or not self._waiting_to_dispatch()):
                 return
             try:
                 message = self.inbox.get(timeout=self._wait_s())
@@ -171,19 +176,9 @@ class StreamRun:
             self._check_stop()
 
     def _stop_agents_after_failure(self) -> None:
-        """The loop itself failed (say, the index cannot be written): stop every agent and
-        wait for its process tree to be gone. Their tickets stay IN_PROGRESS in the index;
-        the next run's recovery keeps their work on their branches and puts them back."""
-        for running in self.attempts.values():
-            running.handle.cancel()
-        deadline = time.monotonic() + self.settings.grace_s + 15
-        while self.attempts and time.monotonic() < deadline:
-            try:
-                message = self.inbox.get(timeout=0.25)
-            except queue.Empty:
-                continue
-            if isinstance(message, (AttemptDone, AttemptCrashed)):
-                self.attempts.pop(message.ticket_id, None)
+        """The loop failed (the index cannot be written, say): stop every agent. Their tickets
+        stay IN_PROGRESS; the next run's recovery keeps their work and puts them back."""
+        stop_all_and_wait(self.attempts, self.inbox, wait_s=self.settings.grace_s + 15)
         self.report.failed()
 
     def _wait_for_spare(self) -> None:
@@ -283,7 +278,7 @@ class StreamRun:
         try:
             self.states.apply({ticket.id: ticket_state.start(
                 run_id=self.run_id, pid=self.pid, pid_create_time=self.pid_create_time,
-                branch=ticket_branch(ticket.id))})
+                branch=ticket_branch(ticket.id), target=self.settings.target)})
         except Exception as error:
             return Defer("error", f"could not mark it IN_PROGRESS: {error}", last_error=str(error))
         return checks
@@ -456,7 +451,7 @@ class StreamRun:
         ticket, workspace = running.ticket, running.workspace
         entry = QueueEntry(ticket=ticket.id, branch=workspace.branch, tip=work.tip, base=workspace.base,
                            run_id=self.run_id, worktree=str(workspace.path), log=str(running.spec.job.log_path),
-                           result=ticket_state.agent_result_json(
+                           target=self.settings.target, result=ticket_state.agent_result_json(
                                work.result, fix_turns=work.fix_turns or None,
                                continued_from=running.spec.continued_from))
         self.lander.queue.put(entry)
@@ -466,9 +461,16 @@ class StreamRun:
             # the ready set is the same before and after this landing: the freed worker
             # starts the next ticket now (in another slot) instead of after it
             self._dispatch()
-        outcome = self.lander.land(entry, ticket, started=running.started, owned=True,
+        self._land(running, entry)
+
+    def _land(self, running: Running, entry: QueueEntry) -> None:
+        ticket = running.ticket
+        outcome = self.lander.land(entry, ticket, started=running.started, owned=True, wait=False,
                                    on_recorded=lambda landed: self._landed(running, entry, landed))
         if isinstance(outcome, LandingVerdict):
+            if outcome.outcome == TARGET_DIRTY and not self.stopping.requested:
+                self.landing_waits.append((running, entry))  # queued; the loop lands it once the checkout is clean
+                return
             self._release(running, landed=False)
             decision = decide_landing(outcome, rerun_left=outcome.outcome == "conflict" and self.plan.rerun(ticket.id),
                                       attempts_before=ticket.attempts, now=datetime.now(timezone.utc),
@@ -516,16 +518,18 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
         check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable,
-        start_tip=remote.tip_for_dispatch if remote else None), inbox)
+        start_tip=remote.tip_for_dispatch if remote else None), inbox,
+        watch=(watch := TargetWatch(git, settings.target)))
     run: StreamRun | None = None
 
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:
         run.emit(kind, ticket_id, **data)
 
     lander = Lander(git, target=settings.target, queue=CommitQueue(paths.commit_queue), states=states,
-                    landing_lock=paths.commit_lock, emit=emit, remote=remote)
+                    landing_lock=paths.commit_lock, emit=emit, remote=remote, watch=watch)
     run = StreamRun(settings, states=states, lander=lander, runner=runner, inbox=inbox, display=display,
                     run_id=run_id, tickets_dir=store.path.parent)
+    lander.should_stop = lambda: run.stopping.requested
     return run, Recovery(lander=lander, workspaces=workspaces, emit=run.emit, run_id=run_id, pid=run.pid,
                          retry_backoff_s=settings.retry_backoff_s)
 

@@ -31,12 +31,13 @@ def _transition(item: RawTicket, state: State, now: str) -> None:
     item["state_history"] = [*history, {"state": state.value, "timestamp": now}]
 
 
-def start(*, run_id: str, pid: int, pid_create_time: float, branch: str) -> Edit:
+def start(*, run_id: str, pid: int, pid_create_time: float, branch: str, target: str | None = None) -> Edit:
+    """IN_PROGRESS, with who runs it and (`target`) the branch it will land on."""
     def edit(item: RawTicket) -> None:
         now = now_iso()
         _transition(item, State.IN_PROGRESS, now)
         git = item.get("git") if isinstance(item.get("git"), dict) else {}
-        item["git"] = {**git, "branch": branch}
+        item["git"] = {**git, "branch": branch, **({"target": target} if target else {})}
         item[RUN_KEY] = {"run_id": run_id, "pid": pid, "pid_create_time": pid_create_time, "started": now}
 
     return edit

@@ -34,7 +34,8 @@ Rules it enforces for all of them:
 from sage_stream.git.environment import (GIT_ENV_NAMES, GIT_ENV_PREFIXES, GIT_OF_VAR, GIT_REPO_VAR, SAFE_OPTIONS,
                                          GitError, _passed_to_git)
 from sage_stream.git.remote import PUSHED, REFUSED, REJECTED, UNREACHABLE, REMOTE_ENV_NAMES, PushResult
-from sage_stream.git.repository import (ZERO_SHA, Git, HistoryEntry, MergeTreeResult, WorktreeInfo, _read_status)
+from sage_stream.git.history import HistoryEntry
+from sage_stream.git.repository import ZERO_SHA, Git, MergeTreeResult, WorktreeInfo, _read_status
 from sage_stream.git.user_config import FALLBACK_EMAIL, FALLBACK_NAME, ISOLATED_CONFIG, USER_CONFIG_KEPT
 
 __all__ = ["FALLBACK_EMAIL", "FALLBACK_NAME", "GIT_ENV_NAMES", "GIT_ENV_PREFIXES", "GIT_OF_VAR", "GIT_REPO_VAR",

@@ -18,12 +18,12 @@ from filelock import FileLock
 
 from sage_stream.errors import SageError
 from sage_stream.git.environment import GIT_OF_VAR, GIT_REPO_VAR, SAFE_OPTIONS, GitError, _base_env
+from sage_stream.git.history import HistoryCommands
 from sage_stream.git.remote import RemoteCommands
 from sage_stream.git.user_config import ISOLATED_CONFIG, UserConfigCommands
 
 ZERO_SHA = "0" * 40
 WORKTREE_LIST_TRIES = 5
-_TRAILER_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
 def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
@@ -85,20 +85,13 @@ class WorktreeInfo:
 
 
 @dataclass(frozen=True)
-class HistoryEntry:
-    commit: str
-    tree: str
-    has_trailer: bool  # the commit carries the trailer asked for (e.g. Sage-Ticket)
-
-
-@dataclass(frozen=True)
 class MergeTreeResult:
     clean: bool
     tree: str | None  # the merged tree when clean
     conflicts: list[str]  # conflicted paths when not clean
 
 
-class Git(UserConfigCommands, RemoteCommands):
+class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
     """One repository, addressed by the root of its main work tree."""
 
     def __init__(self, repo: Path, *, worktree_lock: Path | None = None) -> None:
@@ -219,10 +212,12 @@ class Git(UserConfigCommands, RemoteCommands):
         out = self.run("rev-parse", "--path-format=absolute", "--git-common-dir").stdout
         return Path(out.rstrip("\n"))
 
-    def is_clean(self, cwd: Path, *, include_untracked: bool = False) -> bool:
-        """No staged or unstaged change to tracked files (and no untracked file if asked)."""
+    def is_clean(self, cwd: Path, *, include_untracked: bool = False, excluding: tuple[str, ...] = ()) -> bool:
+        """No staged or unstaged change to tracked files (and no untracked file if asked),
+        outside the `excluding` paths (relative to the work tree's top)."""
         untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
-        return self.run("status", "--porcelain", "-z", untracked, cwd=cwd).stdout == ""
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
 
     def index_tree(self, worktree: Path) -> str | None:
         """The tree the index of `worktree` holds (written as an object); None when the
@@ -230,24 +225,18 @@ class Git(UserConfigCommands, RemoteCommands):
         result = self.run("write-tree", cwd=worktree, check=False)
         return result.stdout.strip() if result.returncode == 0 else None
 
-    def has_unstaged_changes(self, worktree: Path) -> bool:
-        """A tracked file of `worktree` differs from the index."""
+    def has_unstaged_changes(self, worktree: Path, *, excluding: tuple[str, ...] = ()) -> bool:
+        """A tracked file of `worktree` differs from the index (outside the `excluding` paths)."""
         self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
-        return self.run("diff-files", "--quiet", cwd=worktree, check=False).returncode != 0
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("diff-files", "--quiet", *spec, cwd=worktree, check=False).returncode != 0
 
-    def first_parent_history(self, ref: str, *, limit: int, trailer: str) -> list[HistoryEntry]:
-        """The newest `limit` commits along the first parents of `ref`, newest first."""
-        if not _TRAILER_KEY.match(trailer):
-            raise ValueError(f"not a trailer key: {trailer!r}")
-        out = self.run("log", "-z", "--first-parent", f"-n{limit}", "--no-show-signature",
-                       f"--format=%H%x1f%T%x1f%(trailers:key={trailer},valueonly,separator=%x1e)",
-                       "--end-of-options", ref, "--").stdout
-        history = []
-        for record in out.split("\0"):
-            parts = record.strip("\n").split("\x1f")
-            if len(parts) == 3 and parts[0]:
-                history.append(HistoryEntry(commit=parts[0], tree=parts[1], has_trailer=bool(parts[2].strip())))
-        return history
+    def index_matches(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
+        """The index of `worktree` holds `commit`'s tree (outside the `excluding` paths); reads
+        the index only, so a stale `index.lock` does not get in the way."""
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        return self.run("diff-index", "--cached", "--quiet", commit, *spec, cwd=worktree,
+                        check=False).returncode == 0
 
     def worktrees(self) -> list[WorktreeInfo]:
         """The registered work trees. Under the worktree lock: `worktree list` read while a
@@ -311,53 +300,22 @@ class Git(UserConfigCommands, RemoteCommands):
             at = header_end + 1 + size + 1
         return links
 
-    def trailer_owners(self, ref: str, key: str) -> dict[str, str]:
-        """Every value of the trailer `key` on commits reachable from `ref`, with the
-        newest commit carrying it: one git process, whatever the number of tickets. Read
-        by git's own trailer parser (a prefix search only narrows the commits read)."""
-        if not _TRAILER_KEY.match(key):
-            raise ValueError(f"not a trailer key: {key!r}")
-        out = self.run("log", "-z", "--no-show-signature", "--fixed-strings", f"--grep={key}: ",
-                       f"--format=%H%x1f%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", ref,
-                       "--").stdout
-        owners: dict[str, str] = {}
-        for record in out.split("\0"):
-            sha, *values = record.strip("\n").split("\x1f")
-            for value in values:
-                if sha and value.strip():
-                    owners.setdefault(value.strip(), sha)
-        return owners
+    def branch_tips(self, *, skip_prefix: str = "") -> dict[str, str]:
+        """Every `refs/heads/*` and the commit it names (one `git for-each-ref`), except
+        those under `refs/heads/<skip_prefix>`."""
+        out = self.run("for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/").stdout
+        skipped = f"refs/heads/{skip_prefix}" if skip_prefix else None
+        tips = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition(" ")
+            if ref and not (skipped and ref.startswith(skipped)):
+                tips[ref] = sha
+        return tips
 
-    def trailer_values(self, commit: str, key: str) -> list[str]:
-        """The values of the trailer `key` on one commit, as git's own trailer parser
-        reads its message (the way every landed check reads it)."""
-        if not _TRAILER_KEY.match(key):
-            raise ValueError(f"not a trailer key: {key!r}")
-        out = self.run("log", "-1", "--no-show-signature",
-                       f"--format=%(trailers:key={key},valueonly,separator=%x1f)", "--end-of-options", commit,
-                       "--").stdout
-        return [value.strip() for value in out.strip("\n").split("\x1f") if value.strip()]
-
-    def commits_with_trailer(self, ref: str, key: str, value: str, *, limit: int | None = None) -> list[str]:
-        """Commits reachable from `ref` (or in a range `a..b`) with the trailer `key: value`."""
-        if not _TRAILER_KEY.match(key):
-            raise ValueError(f"not a trailer key: {key!r}")
-        args = [
-            "log",
-            "-z",
-            "--no-show-signature",
-            "--fixed-strings",
-            f"--grep={key}: {value}",  # a cheap pre-filter; the trailer is checked below
-            f"--format=%H%x1f%(trailers:key={key},valueonly,separator=%x1f)",
-        ]
-        found: list[str] = []
-        for record in self.run(*args, "--end-of-options", ref, "--").stdout.split("\0"):
-            sha, *values = record.strip("\n").split("\x1f")
-            if sha and value in (v.strip() for v in values):
-                found.append(sha)
-                if limit is not None and len(found) >= limit:
-                    break
-        return found
+    def symbolic_head(self, cwd: Path) -> str | None:
+        """The full ref HEAD names in the work tree `cwd` (None when detached)."""
+        result = self.run("symbolic-ref", "--quiet", "HEAD", cwd=cwd, check=False)
+        return result.stdout.strip() or None
 
     # -- worktrees ------------------------------------------------------------------
 
@@ -450,6 +408,13 @@ class Git(UserConfigCommands, RemoteCommands):
         if current != old:
             return False
         raise GitError(["update-ref", ref, new, old], self.repo, result.returncode, result.stderr)
+
+    def set_ref(self, ref: str, new: str | None, old: str | None, *, reason: str) -> bool:
+        """Compare-and-swap `ref` from `old` (None: must not exist) to `new` (None: delete
+        it), with `reason` in its reflog; False when the ref was not at `old`."""
+        expected = old or ZERO_SHA
+        args = ["update-ref", "-m", reason, *(["-d", ref, expected] if new is None else [ref, new, expected])]
+        return self.run(*args, check=False).returncode == 0
 
     def bring_along(self, worktree: Path, old: str, new: str) -> bool:
         """Update the files and index of a work tree whose branch just moved from `old` to

@@ -77,6 +77,7 @@ class LastCommit(_Open):
 
 class GitInfo(_Open):
     branch: str | None = None
+    target: str | None = None  # the branch the ticket lands on, recorded when it starts
     commits: list[str] = Field(default_factory=list)
     last_commit: LastCommit | None = None
 

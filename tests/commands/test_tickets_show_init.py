@@ -168,6 +168,17 @@ def test_init_writes_a_complete_commented_example_ticket_that_validates(
     assert not (repo / ".sage" / "tickets" / "example-ticket.md").exists()  # not beside the index: not prose
 
 
+def test_init_says_to_commit_the_gitignore_line_it_added(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Uncommitted, it leaves the checkout dirty: landings onto that branch would wait."""
+    (tmp_path / ".gitignore").write_text("build/\n")
+    assert run(["init", "--path", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"commit it: `git -C {tmp_path.resolve()} add .gitignore && git -C {tmp_path.resolve()} commit" in out
+    capsys.readouterr()
+    assert run(["init", "--path", str(tmp_path)]) == 0
+    assert "commit it" not in capsys.readouterr().out  # nothing added the second time
+
+
 def test_init_twice_changes_nothing_and_says_what_it_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:

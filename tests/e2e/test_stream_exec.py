@@ -290,13 +290,29 @@ def test_parallel_without_auto_is_an_error(repo, capsys):
 
 
 def test_user_uncommitted_changes_are_never_touched(repo, capsys):
+    """The landing waits (queued) while the checkout of main is dirty, and resumes by itself
+    once the user commits there; the user's edit is never touched."""
+    import threading
+
     (repo / "README.md").write_text("my local edit\n")
     write_index(repo, [make_ticket("U-1", write_file_cmd("new.txt", "n"))])
+
+    def user_commits_once_work_is_queued() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list((repo / ".sage" / "commit-queue").glob("*.json")):
+            time.sleep(0.05)
+        git(repo, "commit", "-qam", "my local edit")
+
+    user = threading.Thread(target=user_commits_once_work_is_queued)
+    user.start()
     code, events = stream(repo, capsys)
+    user.join()
     assert code == 0
     assert (repo / "README.md").read_text() == "my local edit\n"
     assert git(repo, "show", "main:new.txt") == "n"
-    assert any(e["event"] == "message" and e.get("level") == "warning" for e in events)
+    assert git(repo, "log", "-1", "--skip=1", "--format=%s", "main").strip() == "my local edit"
+    waits = [e for e in events if e["event"] == "message" and "landings onto main wait" in e.get("text", "")]
+    assert waits and f"git -C {repo} stash" in waits[0]["text"]
 
 
 # ------------------------------------------------------------------ kill -9 and rerun

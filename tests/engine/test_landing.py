@@ -15,6 +15,7 @@ from sage_stream.engine.landing import (
     LANDED,
     NO_CHANGES,
     SCOPE_VIOLATION,
+    TARGET_DIRTY,
     LandingResult,
     commit_message,
     land_ticket,
@@ -270,18 +271,31 @@ def test_on_landed_is_not_called_when_nothing_lands(git: Git) -> None:
     assert calls == []
 
 
-def test_a_dirty_checkout_of_the_target_is_left_byte_for_byte(git: Git) -> None:
+def test_a_dirty_checkout_of_the_target_is_never_moved_under_the_user(git: Git) -> None:
+    """git's rule for pushing to a checked-out branch: nothing lands, nothing is touched."""
     base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
     dirty = b"user's edit\r\n\x00\xff not saved\n"
     (git.repo / "README.md").write_bytes(dirty)
-    result = land(git, make_ticket(), base, tip)
-    assert result.outcome == LANDED
-    assert result.brought_along is False
+    calls: list[LandingResult] = []
+    result = land(git, make_ticket(), base, tip, on_landed=calls.append)
+    assert result.outcome == TARGET_DIRTY and calls == []
+    assert git.rev_parse("main") == base
     assert (git.repo / "README.md").read_bytes() == dirty
+    assert f"`git -C {git.repo} stash`" in result.message and "resume by themselves" in result.message
+
+
+def test_a_checkout_switched_to_another_branch_while_landing_never_gets_the_targets_changes(git: Git) -> None:
+    base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
+    sh(git.repo, "branch", "other", base)
+
+    def switch_away(result: LandingResult) -> None:  # the user checks out `other` at this very moment
+        sh(git.repo, "symbolic-ref", "HEAD", "refs/heads/other")
+
+    result = land(git, make_ticket(), base, tip, on_landed=switch_away)
+    assert result.outcome == LANDED
     assert not (git.repo / "a.txt").exists()
-    assert "uncommitted changes" in result.message
-    assert "read-tree -m -u" in result.message
-    assert git.rev_parse("main") == result.commit
+    assert sh(git.repo, "status", "--porcelain") == ""  # nothing of main's staged into `other`
+    assert sh(git.repo, "rev-parse", "other").strip() == base
 
 
 def test_no_checkout_of_the_target_means_nothing_to_bring_along(git: Git) -> None:
@@ -447,3 +461,18 @@ def test_a_chain_of_links_that_stays_inside_lands(git: Git) -> None:
     base, tip = add_links(git, "TKT-001", {"here": ".", "readme": "here/README.md", "d/top": "..",
                                            "d/again": "top/d/top/README.md"})
     assert land(git, make_ticket(), base, tip).outcome == LANDED
+
+
+def test_sages_own_index_tracked_in_git_does_not_make_the_checkout_dirty(git: Git) -> None:
+    """An index kept in git changes with every ticket sage starts: landings must not wait on it."""
+    index = git.repo / ".sage" / "tickets" / "index.json"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text('{"tickets": []}\n')
+    sh(git.repo, "add", "-f", str(index))
+    sh(git.repo, "commit", "-qm", "track the index")
+    base, tip = branch_work(git, "TKT-001", {"a.txt": "a\n"})
+    index.write_text('{"tickets": ["changed by sage"]}\n')
+    result = land(git, make_ticket(), base, tip)
+    assert result.outcome == LANDED and result.brought_along is True
+    assert (git.repo / "a.txt").read_text() == "a\n"
+    assert index.read_text() == '{"tickets": ["changed by sage"]}\n'

@@ -82,6 +82,31 @@ def test_target_is_the_flag_then_the_config_then_the_checked_out_branch(flag, co
     assert settings.target == target
 
 
+def landed(ticket_id: str, target: str, at: str) -> Ticket:
+    return make_ticket(ticket_id, "COMPLETED", completed_at=at, git={"branch": f"sage/{ticket_id}", "target": target})
+
+
+@pytest.mark.parametrize(("flag", "configured", "checked_out", "target", "reason"), [
+    ("release", "dev", "feature", "release", "given by --target"),
+    (None, "dev", "feature", "dev", "[stream] target in .sage/config.toml"),
+    (None, None, "feature", "main", "this backlog's earlier landings went there (you have 'feature' checked out; "
+                                    "pass --target feature to land there)"),
+    (None, None, "main", "main", "this backlog's earlier landings went there"),
+    (None, None, None, "main", "this backlog's earlier landings went there"),  # even on a detached HEAD
+])
+def test_a_backlog_keeps_the_target_its_latest_landing_went_to(flag, configured, checked_out, target, reason):
+    tickets = [landed("T-1", "old-main", "2030-01-01T00:00:00Z"), landed("T-2", "main", "2030-02-01T00:00:00Z"),
+               make_ticket("T-3")]
+    settings = resolve(StreamOptions(auto=True, target=flag), config(stream={"target": configured}),
+                       checked_out=checked_out, tickets=tickets)
+    assert (settings.target, settings.target_reason) == (target, reason)
+
+
+def test_without_earlier_landings_the_target_is_the_checked_out_branch_and_says_so():
+    settings = resolve(tickets=[make_ticket("T-1"), make_ticket("T-2", "DEFERRED", git={"target": "elsewhere"})])
+    assert (settings.target, settings.target_reason) == ("main", "the checked-out branch")
+
+
 def test_a_detached_head_without_a_target_is_an_error():
     fails(f"{REPO}: HEAD is detached: check out the branch tickets should land on, or pass --target",
           checked_out=None)

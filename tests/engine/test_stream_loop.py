@@ -126,7 +126,23 @@ class FakeLander:
         self.journal: list[str] = []
         self.emit: Any = None
 
-    def land(self, entry, ticket, *, started=None, owned=False, on_recorded=None):
+    dirty_looks = 0  # `may_land_again` says the target's checkout is still dirty this many times
+    on_look: Any = None
+
+    def may_land_again(self) -> bool:
+        if self.on_look is not None:
+            self.on_look()
+        self.journal.append("look")
+        if self.dirty_looks > 0:
+            self.dirty_looks -= 1
+            return False
+        return True
+
+    def land(self, entry, ticket, *, started=None, owned=False, on_recorded=None, wait=True):
+        assert not wait  # the loop never blocks on a dirty checkout
+        if self.dirty_looks > 0:
+            self.journal.append(f"waits {ticket.id}")
+            return LandingVerdict("target_dirty", message="landings onto main wait", log=entry.log)
         if self.conflicts.get(ticket.id, 0) > 0:
             self.conflicts[ticket.id] -= 1
             self.queue.remove(entry)
@@ -510,3 +526,37 @@ def test_the_last_line_counts_remaining_tickets_as_the_live_view_does(tmp_path):
         view.apply(event)
     (finished,) = events.kinds(ev.RUN_FINISHED)
     assert finished.data["remaining"] == view.remaining == 1  # B; A is counted as deferred, not remaining too
+
+
+def test_landings_wait_for_a_clean_checkout_while_the_loop_goes_on(tmp_path):
+    """The target's checkout has uncommitted changes: finished work waits, queued; other
+    agents' results are still taken in, and everything lands once the checkout is clean."""
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A"), ticket("B"), ticket("C", "A")], workers=2, hold={"B"})
+    lander.dirty_looks = 10**6
+
+    def on_look():  # while A waits, B finishes and is taken in; then the checkout is clean
+        if "waits B" in runner.journal:
+            lander.dirty_looks = 0
+        elif runner.journal.count("look") == 1:
+            runner.finish("B")
+
+    lander.on_look = on_look
+    assert execute(run, plan) == EXIT_OK
+    journal = runner.journal
+    assert journal.index("waits A") < journal.index("waits B") < journal.index("land A") < journal.index("land B")
+    assert journal.index("land A") < journal.index("start C")
+    assert sorted(lander.landed) == ["A", "B", "C"]
+    assert states_of(store) == {"A": State.COMPLETED, "B": State.COMPLETED, "C": State.COMPLETED}
+    assert lander.queue.entries() == []
+
+
+def test_a_stop_while_landings_wait_leaves_them_queued_for_the_next_run(tmp_path):
+    run, plan, runner, lander, events, store = make_run(tmp_path, [ticket("A"), ticket("C", "A")], workers=1)
+    lander.dirty_looks = 10**6
+    lander.on_look = lambda: run.stopping.requested or run.stopping.on_signal(15, None)
+    assert execute(run, plan) == EXIT_INTERRUPTED
+    assert lander.landed == [] and [entry.ticket for entry in lander.queue.entries()] == ["A"]
+    assert states_of(store) == {"A": State.UNPROCESSED, "C": State.UNPROCESSED}
+    (requeued,) = events.kinds(ev.TICKET_REQUEUED)
+    assert requeued.data["category"] == "target_dirty"

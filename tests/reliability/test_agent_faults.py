@@ -217,14 +217,18 @@ def test_tampering_with_git_control_files_defers_the_ticket_and_is_undone(faulty
     assert "src/tamper.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
 
 
-def test_branches_and_tags_an_agent_creates_do_not_disturb_landing(faulty_run):
+def test_a_branch_an_agent_makes_of_its_commits_is_undone_and_its_ticket_deferred(faulty_run):
+    """Only sage moves branches during a run (engine/target_watch.py): the branch is removed,
+    its commit kept under refs/sage/displaced/, and nothing of the ticket lands."""
     repo = faulty_run["repo"]
-    assert faulty_run["tickets"]["REFS-1"]["state"] == "COMPLETED"
-    assert trailer_counts(repo)["REFS-1"] == 1
-    assert git(repo, "show", "main:src/refs.txt") == "r"
-    # refs sage did not make are not sage's to delete
-    assert git(repo, "rev-parse", "--verify", "-q", "refs/heads/agent-made").strip()
-    assert git(repo, "rev-parse", "--verify", "-q", "refs/tags/v-agent").strip()
+    why = reason(faulty_run, "REFS-1")
+    assert why["category"] == "scope_violation"
+    assert "the agent moved refs/heads/agent-made from nothing to" in why["message"]
+    assert trailer_counts(repo)["REFS-1"] == 0
+    assert not git(repo, "rev-parse", "--verify", "-q", "refs/heads/agent-made", check=False).strip()
+    kept = git(repo, "for-each-ref", "--format=%(refname)", "refs/sage/displaced/agent-made/").split()
+    assert len(kept) == 1 and git(repo, "log", "-1", "--format=%s", kept[0]).strip() == "agent commit"
+    assert git(repo, "rev-parse", "--verify", "-q", "refs/tags/v-agent").strip()  # tags are not branches
 
 
 def test_symlinks_that_leave_the_repository_are_refused(faulty_run):

@@ -17,7 +17,7 @@ import pytest
 from sage_stream import faults
 from sage_stream.process.tree import processes_with_environment, stop_strays, wait_for_leftover_git
 from sage_stream.engine.landing import escaping_links
-from sage_stream.engine.recovery import _landings_behind
+from sage_stream.engine.checkout_wait import landings_behind as _landings_behind
 from sage_stream.git import HistoryEntry, _passed_to_git
 
 from .support import alive

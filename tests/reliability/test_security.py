@@ -37,6 +37,7 @@ from .support import (
 
 ALLOWED = {"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TMPDIR", "TZ", "LANG", "LANGUAGE"}
 SAGE_VARS = {"SAGE_TICKET_ID", "SAGE_PROMPT_FILE", "SAGE_WORKTREE", "SAGE_RUN_ID", "SAGE_RESULT_FILE"}
+PUSH_REFUSAL = {"GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"}  # git refuses every push (target_watch)
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "aws-secret-4f1d9c",
     "GITHUB_TOKEN": "ghp_secret_7e2b11",
@@ -171,9 +172,10 @@ def test_agents_get_only_the_allow_listed_environment_and_secrets_stay_out_of_ev
     run = run_stream(repo, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     seen = json.loads(dump.read_text())
-    expected = ALLOWED | SAGE_VARS | {"MY_AGENT_TOKEN"}
+    expected = ALLOWED | SAGE_VARS | PUSH_REFUSAL | {"MY_AGENT_TOKEN"}
     extra = {name for name in seen if name not in expected and not name.startswith("LC_")}
     assert extra == set(), extra
+    assert seen["GIT_CONFIG_KEY_0"].endswith(".pushInsteadOf") and seen["GIT_CONFIG_VALUE_0"] == ""
     assert seen["MY_AGENT_TOKEN"] == "passed-on-purpose" and seen["SAGE_TICKET_ID"] == "ENV-1"
     # nothing sage wrote or printed holds a secret: logs, prompts, run records, index, queue, commits
     texts = [run.stdout, run.stderr, git(repo, "log", "-p", "--all", "--format=%B")]

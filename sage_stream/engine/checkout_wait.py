@@ -1,0 +1,87 @@
+"""Landings wait while a checkout of the target has uncommitted changes.
+
+Git refuses to push to a branch that is checked out (`receive.denyCurrentBranch`): moving
+it would leave that work tree's files and index behind its branch, and the user's next
+`git commit -a` there would revert what landed. Sage lands by moving the ref, so it follows
+the same rule for a checkout with uncommitted changes (a clean one is brought along):
+the landing waits, queued and safe, and resumes by itself once the checkout is clean
+(one `git status` per checkout every POLL_S seconds), or the user lands elsewhere with
+--target. The message is one sentence with the one command that helps, short enough that
+no view cuts it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from pathlib import Path
+
+from sage_stream.git import Git, HistoryEntry
+from sage_stream.tickets.naming import TRAILER
+from sage_stream.paths import SAGE_DIR
+
+POLL_S = 2.0
+HISTORY_LIMIT = 100  # landings a checkout may be behind and still count as merely lagging
+
+
+def waiting_message(target: str, checkouts: Sequence[Path | str]) -> str:
+    """Why landings onto `target` wait, and the one command that frees them."""
+    where = str(checkouts[0]) + (f" (and {len(checkouts) - 1} more)" if len(checkouts) > 1 else "")
+    return (f"landings onto {target} wait: {where} has {target} checked out with uncommitted changes; commit "
+            f"them, or run `git -C {checkouts[0]} stash`, and landings resume by themselves")
+
+
+def dirty_checkouts(git: Git, target: str) -> list[Path]:
+    """The work trees that have `target` checked out with uncommitted changes of their own."""
+    return [info.path for info in git.worktrees()
+            if info.branch == target and info.path.is_dir() and not checkout_is_clean(git, info.path)
+            and has_own_changes(git, info.path, target)]
+
+
+def has_own_changes(git: Git, path: Path, target: str) -> bool:
+    """A checkout that is not clean holds changes of its own, rather than merely lagging
+    behind landings sage could not bring it along over (a stale `index.lock`, a kill): then
+    its index holds an older target commit's tree with only landings after it, and its
+    files match its index. Such a checkout is caught up later (engine/recovery.py)."""
+    if git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
+        return True
+    history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
+    for newer, older in pairwise(history):
+        if not newer.has_trailer:
+            return True  # a commit that is not a landing: not sage's lag
+        if git.index_matches(path, older.commit, excluding=(SAGE_DIR,)):
+            return False
+    return True
+
+
+def landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
+    """The older commit whose tree the index holds, if only landings came after it."""
+    if index_tree is None or index_tree == history[0].tree:
+        return None
+    for newer, older in pairwise(history):
+        if not newer.has_trailer:
+            return None  # a commit that is not a landing: not ours to catch up with
+        if older.tree == index_tree:
+            return older.commit
+    return None
+
+
+def checkout_is_clean(git: Git, path: Path) -> bool:
+    """No uncommitted change to a tracked file, sage's own state aside: an index kept in git
+    (`.sage/tickets/index.json` tracked) changes with every ticket sage starts, and landings
+    never touch `.sage/` (bringing the checkout along keeps that change as it is)."""
+    return git.is_clean(path, excluding=(SAGE_DIR,))
+
+
+def wait_until_clean(git: Git, target: str, *, should_stop: Callable[[], bool], poll_s: float = POLL_S) -> bool:
+    """Poll until no checkout of `target` has uncommitted changes (True: it was committed,
+    stashed, or switched to another branch), or until `should_stop()` (False)."""
+    while True:
+        if not dirty_checkouts(git, target):
+            return True
+        deadline = time.monotonic() + poll_s
+        while time.monotonic() < deadline:
+            if should_stop():
+                return False
+            time.sleep(min(0.2, poll_s))
