@@ -36,9 +36,12 @@ class UserConfigCommands:
     def fallback_identity(self) -> str | None:
         """`Name <email>` when the repository has no git identity and commits are made with
         sage's fallback (or the EMAIL variable); None when git's own identity is used."""
-        env = self._identity_env()
-        if not env:
+        config = self.user_config()
+        named = (config.get("user.name") or [""])[-1] or os.environ.get("GIT_COMMITTER_NAME")
+        mailed = (config.get("user.email") or [""])[-1] or os.environ.get("GIT_COMMITTER_EMAIL")
+        if named and mailed:
             return None
+        env = self._identity_env()
         return f"{env['GIT_COMMITTER_NAME']} <{env['GIT_COMMITTER_EMAIL']}>"
 
     def _identity_env(self) -> dict[str, str]:

@@ -274,6 +274,7 @@ def test_no_identity_configured_uses_the_fallback(tmp_path: Path, monkeypatch: p
 def test_a_configured_identity_is_never_overridden(repo: Git) -> None:
     commit = repo.commit_tree(repo.tree_of("main"), [repo.rev_parse("main") or ""], "x")
     assert repo.run("log", "-1", "--format=%an <%ae>", commit).stdout.strip() == "Sage Test <sage-test@example.com>"
+    assert repo.fallback_identity() is None  # nothing to warn about at the start of a run
 
 
 def test_variables_pointing_at_another_repository_are_ignored(
