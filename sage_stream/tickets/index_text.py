@@ -81,9 +81,11 @@ class TicketsText:
     spans: list[str]
 
     @classmethod
-    def of(cls, value: Any, layout: JsonLayout) -> TicketsText | None:
+    def of(cls, value: Any, layout: JsonLayout, kept: list[str | None] | None = None) -> TicketsText | None:
         """The cut, or None when the document has no non-empty top-level tickets list to cut
-        at (or one whose place cannot be told for sure): then it is encoded whole."""
+        at (or one whose place cannot be told for sure): then it is encoded whole. `kept`:
+        spans to use as they are (the file's own text of tickets that did not change),
+        None where a ticket must be encoded."""
         tickets = value.get("tickets") if isinstance(value, dict) else None
         if not isinstance(tickets, list) or not tickets:
             return None
@@ -102,13 +104,15 @@ class TicketsText:
         closing = "\n" + unit if indented else ""
         newline = "\n" if layout.trailing_newline else ""
         return cls(prefix=before + marker[:-1] + inner, separator=item_separator + inner,
-                   suffix=closing + "]" + after + newline, spans=_spans(tickets, layout))
+                   suffix=closing + "]" + after + newline, spans=_spans(tickets, layout, kept))
 
     def joined(self) -> str:
         return self.prefix + self.separator.join(self.spans) + self.suffix
 
 
-def _spans(tickets: list[Any], layout: JsonLayout) -> list[str]:
+def _spans(tickets: list[Any], layout: JsonLayout, kept: list[str | None] | None) -> list[str]:
+    if kept is not None and len(kept) == len(tickets):
+        return [span if span is not None else layout.encode_ticket(item) for item, span in zip(tickets, kept)]
     if layout.indent is None:  # the C encoder: fast enough without a cache
         return [layout.encode_ticket(item) for item in tickets]
     if len(_INDENTED) > _INDENTED_LIMIT:
@@ -122,6 +126,62 @@ def _spans(tickets: list[Any], layout: JsonLayout) -> list[str]:
             text = _INDENTED[key] = layout.encode_ticket(item)
         spans.append(text)
     return spans
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def ticket_spans(text: str) -> list[str] | None:
+    """The file's own text of each ticket of its top-level "tickets" list, in order; None
+    when the file is not an object with exactly one such list (it was parsed before: this
+    only finds where each ticket stands, as a rewrite keeps an unchanged ticket's text)."""
+    decoder = json.JSONDecoder()
+    skip = _WHITESPACE.match
+    spans: list[str] | None = None
+    try:
+        at = skip(text, 0).end()
+        if not text.startswith("{", at):
+            return None
+        at = skip(text, at + 1).end()
+        while text.startswith('"', at):
+            key, at = json.decoder.scanstring(text, at + 1)
+            at = skip(text, at).end()
+            if not text.startswith(":", at):
+                return None
+            at = skip(text, at + 1).end()
+            if key == "tickets":
+                if spans is not None or not text.startswith("[", at):
+                    return None
+                spans, at = _list_items(text, at, decoder)
+            else:
+                _, at = decoder.raw_decode(text, at)
+            at = skip(text, at).end()
+            if text.startswith("}", at):
+                return spans
+            if not text.startswith(",", at):
+                return None
+            at = skip(text, at + 1).end()
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _list_items(text: str, at: int, decoder: json.JSONDecoder) -> tuple[list[str], int]:
+    """The text of each item of the list that starts at `at`, and where the list ends."""
+    skip = _WHITESPACE.match
+    items: list[str] = []
+    at = skip(text, at + 1).end()
+    if text.startswith("]", at):
+        return items, at + 1
+    while True:
+        _, end = decoder.raw_decode(text, at)
+        items.append(text[at:end])
+        at = skip(text, end).end()
+        if text.startswith("]", at):
+            return items, at + 1
+        if not text.startswith(",", at):
+            raise ValueError("not a list")
+        at = skip(text, at + 1).end()
 
 
 def _is_escaped(text: str) -> bool:

@@ -26,7 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from sage_stream.errors import SageError
 from sage_stream.findings import Finding, Severity
 from sage_stream.paths import INDEX_RELATIVE
-from sage_stream.tickets.index_text import JsonLayout, TicketsText, WrittenIndex, file_identity
+from sage_stream.tickets.index_text import JsonLayout, TicketsText, WrittenIndex, file_identity, ticket_spans
 from sage_stream.tickets.models import Ticket, TicketIndex
 
 LOCK_TIMEOUT_SECONDS = 60
@@ -128,9 +128,15 @@ class _LoadErrors:
 
 def read_raw(path: Path) -> tuple[dict[str, Any], JsonLayout]:
     """The file parsed as JSON, or an IndexLoadError naming the place that is wrong."""
+    raw, layout, _ = read_raw_text(path)
+    return raw, layout
+
+
+def read_raw_text(path: Path) -> tuple[dict[str, Any], JsonLayout, str]:
+    """`read_raw`, and the file's text."""
     errors = _LoadErrors(path)
     text = _decode(_read_bytes(path, errors), errors)
-    return _parse(text, errors), JsonLayout.of(text)
+    return _parse(text, errors), JsonLayout.of(text), text
 
 
 def _read_bytes(path: Path, errors: _LoadErrors) -> bytes:
@@ -367,7 +373,9 @@ class IndexStore:
         with self._writing(), gc_paused():
             written, self._written = self._written, None  # trusted again only after a write
             if written is None or not written.is_on_disk(self.path):
-                loaded = self._modify_in_full(lambda raw: _edit_raw(raw, edits, self.path))
+                edited: set[int] = set()
+                loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
+                                              edited=edited)
                 return self._written.by_id if self._written is not None else loaded.index.by_id()
             _missing_tickets(edits, written.positions, self.path)
             replaced: dict[int, tuple[bytes, Ticket]] = {}
@@ -390,12 +398,20 @@ class IndexStore:
             by_id.update({model.id: model for _, model in replaced.values()})
             return by_id
 
-    def _modify_in_full(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
+    def _modify_in_full(self, mutate: Callable[[dict[str, Any]], None], *, edited: set[int] | None = None,
+                        ) -> LoadedIndex:
+        """Read, change, check and write the whole file. `edited`: the positions of the only
+        tickets `mutate` changes (filled in by it): the others keep their text as it is in
+        the file (no encoding of 100,000 tickets to change one)."""
         self._written = None
-        raw, layout = read_raw(self.path)
+        raw, layout, text = read_raw_text(self.path)
+        kept: list[str | None] | None = list(ticket_spans(text) or ()) if edited is not None else None
         mutate(raw)
         index = _validate(raw, self.path)
-        cut = TicketsText.of(raw, layout)
+        for position in edited or ():
+            if kept is not None and position < len(kept):
+                kept[position] = None
+        cut = TicketsText.of(raw, layout, kept or None)
         data = (cut.joined() if cut else layout.dumps(raw)).encode("utf-8")
         _write_atomic(self.path, data)
         identity = file_identity(self.path)
@@ -419,8 +435,9 @@ class IndexStore:
             raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
 
 
-def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]], None]], path: Path) -> None:
-    """Apply edits to the raw tickets by id (the first ticket of an id)."""
+def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]], None]], path: Path,
+              ) -> list[int]:
+    """Apply edits to the raw tickets by id (the first ticket of an id); their positions."""
     items = raw.get("tickets", [])
     positions: dict[str, int] = {}
     for position, item in enumerate(items if isinstance(items, list) else []):
@@ -429,6 +446,7 @@ def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]]
     _missing_tickets(edits, positions, path)
     for ticket_id, edit in edits.items():
         edit(items[positions[ticket_id]])
+    return [positions[ticket_id] for ticket_id in edits]
 
 
 def _missing_tickets(edits: Mapping[str, Any], positions: Mapping[str, int], path: Path) -> None:

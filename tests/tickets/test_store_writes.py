@@ -43,13 +43,13 @@ def set_title(title: str):
 def full_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every time the store reads the whole file."""
     reads: list[Path] = []
-    real = store.read_raw
+    real = store.read_raw_text
 
     def counting(path: Path):
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(store, "read_raw", counting)
+    monkeypatch.setattr(store, "read_raw_text", counting)
     return reads
 
 
