@@ -100,7 +100,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     sizes = [int(size) for size in args.sizes.split(",")]
-    pythons = args.python or [sys.executable]
+    pythons = [os.path.abspath(python) for python in args.python or [sys.executable]]  # not resolve(): a venv python is a link
     per_ticket: dict[tuple[str, int], list[float]] = {}
     start_up: dict[tuple[str, int], list[float]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}

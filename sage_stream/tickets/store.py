@@ -26,7 +26,14 @@ from pydantic import TypeAdapter, ValidationError
 from sage_stream.errors import SageError
 from sage_stream.findings import Finding, Severity
 from sage_stream.paths import INDEX_RELATIVE
-from sage_stream.tickets.index_text import JsonLayout, TicketsText, WrittenIndex, file_identity, ticket_spans
+from sage_stream.tickets.index_text import (
+    FileIdentity,
+    JsonLayout,
+    TicketsText,
+    WrittenIndex,
+    file_identity,
+    ticket_spans,
+)
 from sage_stream.tickets.models import Ticket, TicketIndex
 
 LOCK_TIMEOUT_SECONDS = 60
@@ -134,9 +141,16 @@ def read_raw(path: Path) -> tuple[dict[str, Any], JsonLayout]:
 
 def read_raw_text(path: Path) -> tuple[dict[str, Any], JsonLayout, str]:
     """`read_raw`, and the file's text."""
+    raw, layout, text, _ = _read_file(path)
+    return raw, layout, text
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], JsonLayout, str, int]:
+    """`read_raw_text`, and the CRC-32 of the bytes read."""
     errors = _LoadErrors(path)
-    text = _decode(_read_bytes(path, errors), errors)
-    return _parse(text, errors), JsonLayout.of(text), text
+    data = _read_bytes(path, errors)
+    text = _decode(data, errors)
+    return _parse(text, errors), JsonLayout.of(text), text, zlib.crc32(data)
 
 
 def _read_bytes(path: Path, errors: _LoadErrors) -> bytes:
@@ -353,9 +367,28 @@ class IndexStore:
         self._lock = FileLock(str(self.path.with_name(self.path.name + ".lock")),
                               timeout=LOCK_TIMEOUT_SECONDS, is_singleton=True)
         self._written: WrittenIndex | None = None
+        self._loaded: tuple[WrittenIndex | None, LoadedIndex] | None = None
 
     def load(self) -> LoadedIndex:
-        return load_index(self.path)
+        """The index as the file holds it now. The same object again while the file is
+        unchanged (a run's start-up asks several times: validation, recovery, the plan);
+        read it, do not change it. Until the first write after it."""
+        if self._loaded is not None:
+            seen, loaded = self._loaded
+            if seen is not None and seen.is_on_disk(self.path):
+                return loaded
+        with gc_paused():
+            before = file_identity(self.path)
+            raw, layout, text, checksum = _read_file(self.path)
+            index = _validate(raw, self.path)
+            loaded = LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
+            seen = None
+            if before is not None and before == file_identity(self.path):  # not changed while read
+                seen = _as_written(raw, index, layout, text, before, checksum)
+            self._loaded = (seen, loaded)
+            if seen is not None and self._written is None:
+                self._written = seen  # the first write need not read the file again
+            return loaded
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -372,6 +405,7 @@ class IndexStore:
         is missing (SageError) or an edit leaves a ticket invalid (IndexLoadError)."""
         with self._writing(), gc_paused():
             written, self._written = self._written, None  # trusted again only after a write
+            self._loaded = None
             if written is None or not written.is_on_disk(self.path):
                 edited: set[int] = set()
                 loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
@@ -403,7 +437,7 @@ class IndexStore:
         """Read, change, check and write the whole file. `edited`: the positions of the only
         tickets `mutate` changes (filled in by it): the others keep their text as it is in
         the file (no encoding of 100,000 tickets to change one)."""
-        self._written = None
+        self._written = self._loaded = None
         raw, layout, text = read_raw_text(self.path)
         kept: list[str | None] | None = list(ticket_spans(text) or ()) if edited is not None else None
         mutate(raw)
@@ -422,7 +456,7 @@ class IndexStore:
     def save_unchanged(self, loaded: LoadedIndex) -> None:
         """Write a loaded index back as it was (used to prove the round trip)."""
         with self._writing():
-            self._written = None
+            self._written = self._loaded = None
             _write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
 
     @contextmanager
@@ -433,6 +467,17 @@ class IndexStore:
         except OSError as error:
             reason = error.strerror or str(error)
             raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
+
+
+def _as_written(raw: dict[str, Any], index: TicketIndex, layout: JsonLayout, text: str,
+                identity: FileIdentity, checksum: int) -> WrittenIndex | None:
+    """The file as if this process had written it, when a rewrite would give its very text
+    (a file Sage wrote, in one of its layouts): then the first write can be a splice too."""
+    kept = ticket_spans(text)
+    cut = TicketsText.of(raw, layout, list(kept)) if kept is not None else None
+    if cut is None or cut.joined() != text:
+        return None
+    return WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, checksum)
 
 
 def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]], None]], path: Path,

@@ -43,13 +43,13 @@ def set_title(title: str):
 def full_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Every time the store reads the whole file."""
     reads: list[Path] = []
-    real = store.read_raw_text
+    real = store._read_file
 
     def counting(path: Path):
         reads.append(path)
         return real(path)
 
-    monkeypatch.setattr(store, "read_raw_text", counting)
+    monkeypatch.setattr(store, "_read_file", counting)
     return reads
 
 
@@ -154,3 +154,45 @@ def test_one_line_writes_are_byte_for_byte_what_json_dumps_gives(tickets, separa
     document = {"a": 1, "tickets": tickets, "after": [{"tickets": []}] if tickets else []}
     layout = JsonLayout(indent=None, separators=separators, ensure_ascii=ensure_ascii)
     assert layout.dumps(document) == json.dumps(document, separators=separators, ensure_ascii=ensure_ascii) + "\n"
+
+
+def test_a_run_reads_the_file_once_while_nothing_changes_it(tmp_path: Path, full_reads: list[Path]) -> None:
+    """Start-up asks for the index several times (validation, recovery, the plan): one read;
+    and a file Sage wrote needs no second read for the first write either."""
+    path = tmp_path / "index.json"
+    data = index_of(4)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    first = index_store.load()
+    assert index_store.load() is first
+    ticket_state.apply(index_store, {"T-001": set_title("changed")})
+    assert len(full_reads) == 1
+    data["tickets"][1]["title"] = "changed"
+    assert path.read_bytes() == expected_bytes(data, {"indent": 2})
+    again = index_store.load()  # after a write: the file as it is now
+    assert again is not first and again.index.by_id()["T-001"].title == "changed"
+
+
+def test_a_load_sees_a_hand_edit_made_since_the_last_one(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(2)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    assert index_store.load().index.by_id()["T-000"].title == "Ticket é 0"
+    data["tickets"][0]["title"] = "Ticket é 9"  # the same size
+    before = os.stat(path)
+    path.write_bytes(expected_bytes(data, {"indent": 2}))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert index_store.load().index.by_id()["T-000"].title == "Ticket é 9"
+    ticket_state.apply(index_store, {"T-001": set_title("sage")})
+    assert [t["title"] for t in json.loads(path.read_text(encoding="utf-8"))["tickets"]] == ["Ticket é 9", "sage"]
+
+
+def test_a_ticket_sage_does_not_change_keeps_its_text_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    text = ('{\n  "version": "1.0",\n  "tickets": [\n    {"id": "T-000",   "title": "kept as typed", '
+            '"state": "UNPROCESSED"},\n    {\n      "id": "T-001",\n      "title": "x",\n'
+            '      "state": "UNPROCESSED"\n    }\n  ]\n}\n')
+    path.write_text(text, encoding="utf-8")
+    ticket_state.apply(IndexStore(path), {"T-001": set_title("y")})
+    assert path.read_text(encoding="utf-8") == text.replace('"title": "x"', '"title": "y"')
