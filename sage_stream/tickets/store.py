@@ -31,6 +31,7 @@ from sage_stream.tickets.index_text import (
     JsonLayout,
     TicketsText,
     WrittenIndex,
+    content_checksum,
     file_identity,
     ticket_spans,
 )
@@ -367,28 +368,46 @@ class IndexStore:
         self._lock = FileLock(str(self.path.with_name(self.path.name + ".lock")),
                               timeout=LOCK_TIMEOUT_SECONDS, is_singleton=True)
         self._written: WrittenIndex | None = None
-        self._loaded: tuple[WrittenIndex | None, LoadedIndex] | None = None
+        self._loaded: tuple[FileIdentity, int, LoadedIndex] | None = None  # the last load, and its file
 
     def load(self) -> LoadedIndex:
         """The index as the file holds it now. The same object again while the file is
         unchanged (a run's start-up asks several times: validation, recovery, the plan);
         read it, do not change it. Until the first write after it."""
         if self._loaded is not None:
-            seen, loaded = self._loaded
-            if seen is not None and seen.is_on_disk(self.path):
+            identity, checksum, loaded = self._loaded
+            if file_identity(self.path) == identity and content_checksum(self.path) == checksum:
                 return loaded
+        self._loaded = None
         with gc_paused():
             before = file_identity(self.path)
-            raw, layout, text, checksum = _read_file(self.path)
-            index = _validate(raw, self.path)
-            loaded = LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
-            seen = None
+            raw, layout, _, checksum = _read_file(self.path)
+            loaded = LoadedIndex(path=self.path, raw=raw, index=_validate(raw, self.path), layout=layout)
             if before is not None and before == file_identity(self.path):  # not changed while read
-                seen = _as_written(raw, index, layout, text, before, checksum)
-            self._loaded = (seen, loaded)
-            if seen is not None and self._written is None:
-                self._written = seen  # the first write need not read the file again
+                self._loaded = (before, checksum, loaded)
             return loaded
+
+    def _written_as_loaded(self) -> WrittenIndex | None:
+        """The last load as if this process had written it, when the file is still that one
+        and a rewrite would give its very text (a file in one of Sage's layouts): then the
+        first write after a load need not read and check every ticket again."""
+        if self._loaded is None:
+            return None
+        identity, checksum, loaded = self._loaded
+        if file_identity(self.path) != identity:
+            return None
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return None
+        if zlib.crc32(data) != checksum:
+            return None
+        text = data.decode("utf-8-sig")
+        kept = ticket_spans(text)
+        cut = TicketsText.of(loaded.raw, loaded.layout, list(kept)) if kept is not None else None
+        if cut is None or cut.joined() != text:
+            return None
+        return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, checksum)
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -405,6 +424,8 @@ class IndexStore:
         is missing (SageError) or an edit leaves a ticket invalid (IndexLoadError)."""
         with self._writing(), gc_paused():
             written, self._written = self._written, None  # trusted again only after a write
+            if written is None:
+                written = self._written_as_loaded()
             self._loaded = None
             if written is None or not written.is_on_disk(self.path):
                 edited: set[int] = set()
@@ -467,17 +488,6 @@ class IndexStore:
         except OSError as error:
             reason = error.strerror or str(error)
             raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
-
-
-def _as_written(raw: dict[str, Any], index: TicketIndex, layout: JsonLayout, text: str,
-                identity: FileIdentity, checksum: int) -> WrittenIndex | None:
-    """The file as if this process had written it, when a rewrite would give its very text
-    (a file Sage wrote, in one of its layouts): then the first write can be a splice too."""
-    kept = ticket_spans(text)
-    cut = TicketsText.of(raw, layout, list(kept)) if kept is not None else None
-    if cut is None or cut.joined() != text:
-        return None
-    return WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, checksum)
 
 
 def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]], None]], path: Path,
