@@ -355,7 +355,8 @@ class IndexStore:
     """The only writer of the index. Every write is a locked read-modify-write.
 
     The store keeps the index as it last wrote it (`WrittenIndex`): while the file on disk
-    is still that one (same device, inode, size, mtime and ctime), `edit_tickets` re-reads,
+    is still that one (same device, inode, size, mtime and ctime, and the same CRC-32 of
+    its bytes, checked under the lock), `edit_tickets` re-reads,
     re-validates and re-encodes only the tickets it changes and splices them into the rest.
     A file changed by anyone else (a hand edit, another process) is read and checked in
     full again, so what it says is never overwritten with what this process remembers.
