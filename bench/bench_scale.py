@@ -1,6 +1,7 @@
 """Per-ticket cost of `sage stream` against the size of the index it works in.
 
     python bench/bench_scale.py [--sizes 200,10000,100000] [--drain 50] [--rounds 3] [--python PY ...]
+    python bench/bench_scale.py --startup 100000 [--rounds 3] [--python PY ...]
 
 Each index holds `size` tickets of bench/gen_index.py's layered DAG (30% COMPLETED, the
 rest UNPROCESSED, all waiting on one DEFERRED ticket, so that none can start but every
@@ -82,6 +83,56 @@ def run_once(python: str, index: Path, drain: int) -> tuple[float, float]:
     return (stamps["run_finished"] - stamps["run_started"]) / drain, stamps["ticket_started"] - began
 
 
+def startup_once(python: str, index: Path) -> tuple[float, float, float, float]:
+    """(seconds of `sage validate`, its peak RSS in MB, seconds from starting `sage stream` to
+    its first agent, the stream's peak RSS in MB until it exits after that one ticket)."""
+    import psutil
+
+    def peak_of(argv: list[str]) -> tuple[float, float, str]:
+        with tempfile.TemporaryFile("w+") as out:  # not a pipe: nobody reads it while it runs
+            began = time.time()
+            process = psutil.Popen(argv, cwd=index.parent.parent.parent, stdout=out, stderr=subprocess.DEVNULL)
+            peak = 0
+            while process.poll() is None:
+                try:
+                    peak = max(peak, process.memory_info().rss)
+                except psutil.Error:
+                    pass
+                time.sleep(0.01)
+            took = time.time() - began
+            out.seek(0)
+            return took, peak / 2**20, out.read()
+
+    validate_s, validate_mb, _ = peak_of([python, "-m", "sage_stream", "validate", "--index", str(index)])
+    began = time.time()
+    _, stream_mb, out = peak_of([python, "-m", "sage_stream", "stream", "--auto", "--json", "--parallel=1",
+                                  "--sandbox", "none", "--max-tickets", "1", "--index", str(index)])
+    first = next(_epoch(json.loads(line)["time"]) for line in out.splitlines()
+                 if line.startswith("{") and json.loads(line).get("event") == "ticket_started")
+    return validate_s, validate_mb, first - began, stream_mb
+
+
+def bench_startup(pythons: list[str], size: int, rounds: int) -> None:
+    rows: dict[str, list[tuple[float, float, float, float]]] = {python: [] for python in pythons}
+    with tempfile.TemporaryDirectory(prefix="sage-bench-startup-") as tmp:
+        tickets = index_tickets(size, 1)
+        for round_number in range(rounds):
+            for python in pythons if round_number % 2 == 0 else reversed(pythons):
+                index = make_repo(Path(tmp) / "repo", tickets)
+                rows[python].append(startup_once(python, index))
+                v, vm, s, sm = rows[python][-1]
+                print(f"round {round_number + 1} {python}: validate {v:.2f} s {vm:.0f} MB, first agent {s:.2f} s, "
+                      f"stream peak {sm:.0f} MB, load {load()}", flush=True)
+    print("\n| python | tickets | sage validate (s) | validate peak (MB) | stream: first agent (s) "
+          "| / validate (median of rounds) | stream peak (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for python, values in rows.items():
+        columns = list(zip(*values))
+        ratio = statistics.median(s / v for v, _, s, _ in values)
+        print(f"| {python} | {size:,} | {statistics.median(columns[0]):.2f} | {statistics.median(columns[1]):.0f} "
+              f"| {statistics.median(columns[2]):.2f} | {ratio:.2f} | {statistics.median(columns[3]):.0f} |")
+
+
 def _epoch(stamp: str) -> float:
     from datetime import datetime, timezone
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
@@ -97,10 +148,16 @@ def main() -> int:
     parser.add_argument("--drain", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--python", action="append", help="another install's python (repeatable)")
+    parser.add_argument("--startup", type=int, metavar="SIZE",
+                        help="only the start-up on a SIZE-ticket index: `sage validate` against `sage stream` "
+                             "up to its first agent, time and peak RSS, interleaved")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     sizes = [int(size) for size in args.sizes.split(",")]
     pythons = [os.path.abspath(python) for python in args.python or [sys.executable]]  # not resolve(): a venv python is a link
+    if args.startup:
+        bench_startup(pythons, args.startup, args.rounds)
+        return 0
     per_ticket: dict[tuple[str, int], list[float]] = {}
     start_up: dict[tuple[str, int], list[float]] = {}
     ratios: dict[tuple[str, int], list[float]] = {}
