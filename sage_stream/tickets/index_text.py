@@ -276,13 +276,14 @@ class WrittenIndex:
         return self.layout.encode_ticket(item).encode("utf-8")
 
     def bytes_with(self, replaced: dict[int, bytes]) -> bytes:
-        """The whole file with the spans at `replaced`'s positions swapped in."""
-        spans = self.spans
-        if replaced:
-            spans = list(spans)
-            for position, span in replaced.items():
-                spans[position] = span
-        return self.prefix + self.separator.join(spans) + self.suffix
+        """The whole file with the spans at `replaced`'s positions swapped in: one join, one
+        20 MB allocation at 100,000 tickets (prefix + join + suffix made three)."""
+        spans = list(self.spans)
+        for position, span in replaced.items():
+            spans[position] = span
+        spans[0] = self.prefix + spans[0]
+        spans[-1] = spans[-1] + self.suffix
+        return self.separator.join(spans)
 
     def is_on_disk(self, path: Path) -> bool:
         """Is the file at `path` still the one this was written as (checked under the index lock)?"""
