@@ -21,7 +21,7 @@ from sage_stream.engine.settings import (
 from sage_stream.errors import EXIT_OK, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import IndexStore, LoadedIndex, resolve_index_path
+from sage_stream.tickets.store import IndexStore, LoadedIndex, gc_paused, resolve_index_path
 
 if TYPE_CHECKING:
     from sage_stream.engine.scheduler import DispatchPlan
@@ -72,7 +72,6 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
     from sage_stream.engine.run_record import new_run_id
     from sage_stream.engine.stream import local_stream_run
     from sage_stream.text import now_iso
-    from sage_stream.tickets.store import gc_paused
 
     run_lock = RunLock(settings.sage_dir)
     settings.sage_dir.mkdir(parents=True, exist_ok=True)
@@ -148,8 +147,6 @@ def _load_valid(store: IndexStore) -> LoadedIndex:
     unknown dependencies, missing fields...); else a SageError and nothing is started."""
     from sage_stream.findings import Severity
     from sage_stream.validation.checks import index_findings
-
-    from sage_stream.tickets.store import gc_paused
 
     index_path = store.path
     with gc_paused():  # 100,000 tickets: millions of objects that all stay alive; collections were 4 s
