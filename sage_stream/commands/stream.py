@@ -21,7 +21,7 @@ from sage_stream.engine.settings import (
 from sage_stream.errors import EXIT_OK, EXIT_SETUP, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import IndexStore, LoadedIndex, load_index, resolve_index_path
+from sage_stream.tickets.store import IndexStore, LoadedIndex, gc_paused, resolve_index_path
 
 if TYPE_CHECKING:
     from sage_stream.engine.scheduler import DispatchPlan
@@ -40,7 +40,8 @@ def run_stream(options: StreamOptions) -> int:
 
     options = _check_mode_flags(options)
     index_path = resolve_index_path(options.index)
-    loaded = _load_valid(index_path)
+    store = IndexStore(index_path)  # one for the whole run: it reads the file once while nothing changes it
+    loaded = _load_valid(store)
     sage_dir = index_path.parent.parent
     config = load_config(sage_dir)
     git = Git(_repo_root(index_path), worktree_lock=SagePaths(sage_dir).worktree_lock)
@@ -63,10 +64,10 @@ def run_stream(options: StreamOptions) -> int:
         plan, ready = _make_plan(loaded, settings, now)
         checks = _agent_checks(name, options, config, plan)
         return _print_dry_run(loaded, plan, ready, settings, options.output == "json", agent_checks=checks)
-    return _run_locked(settings, index_path, git, wait=options.wait)
+    return _run_locked(settings, store, git, wait=options.wait)
 
 
-def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: bool) -> int:
+def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: bool) -> int:
     """Hold the run lock, recover what an earlier run left, then run."""
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover, release_after_remote_stop
@@ -86,7 +87,6 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
         pid, create_time = process_identity()
         run_lock.write_owner(RunOwner(pid=pid, pid_create_time=create_time, run_id=run_id, started=now_iso()))
         display = make_display(settings.output)
-        store = IndexStore(index_path)
         run, recovery = local_stream_run(store, git, settings, display, run_id)
         try:
             recover(recovery)
@@ -95,12 +95,13 @@ def _run_locked(settings: StreamSettings, index_path: Path, git: Git, *, wait: b
             _say_which_identity(run, git)
             _warn_about_dirty_checkouts(run, git, settings.target)
             _warn_about_rewound_landings(run, git, settings.target, store)
-            plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
-            if not ready:
-                _say_what_is_parked(run, plan)
-            tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
-                                  "deps": list(plan.tickets[tid].dependencies)} for tid in plan.pending()}
-            predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
+            with gc_paused():
+                plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
+                if not ready:
+                    _say_what_is_parked(run, plan)
+                tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
+                                      "deps": list(plan.tickets[tid].dependencies)} for tid in plan.pending()}
+                predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
             code = run.execute(plan, tickets_meta, ready, predicted)
             _prune_landed_attempts(git, settings.target, run.states.current())
             return code
@@ -231,14 +232,16 @@ def _check_mode_flags(options: StreamOptions) -> StreamOptions:
     return options
 
 
-def _load_valid(index_path: Path) -> LoadedIndex:
+def _load_valid(store: IndexStore) -> LoadedIndex:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
     unknown dependencies, missing fields...); else a SageError and nothing is started."""
     from sage_stream.findings import Severity
     from sage_stream.validation.checks import index_findings
 
-    loaded = load_index(index_path)
-    errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]
+    index_path = store.path
+    with gc_paused():  # 100,000 tickets: millions of objects that all stay alive; collections were 4 s
+        loaded = store.load()
+        errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]
     if errors:
         lines = "\n".join(f"  {finding.message}" for finding in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""

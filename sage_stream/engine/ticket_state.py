@@ -14,7 +14,7 @@ from sage_stream.engine.outcomes import Defer
 from sage_stream.faults import crash_point
 from sage_stream.text import clip_tail, now_iso
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.tickets.store import IndexStore, LoadedIndex
+from sage_stream.tickets.store import IndexStore
 
 RawTicket = dict[str, Any]
 Edit = Callable[[RawTicket], None]
@@ -132,20 +132,10 @@ def _attempts(item: RawTicket) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-def apply(store: IndexStore, edits: dict[str, Edit]) -> LoadedIndex:
-    """Apply edits to tickets by id in one locked, atomic index write."""
-
-    def mutate(raw: dict[str, Any]) -> None:
-        pending = dict(edits)
-        for item in raw.get("tickets", []):
-            if isinstance(item, dict) and item.get("id") in pending:
-                pending.pop(item["id"])(item)
-        if pending:
-            from sage_stream.errors import SageError
-
-            raise SageError(f"tickets {', '.join(sorted(pending))} are no longer in {store.path}")
-
-    return store.modify(mutate)
+def apply(store: IndexStore, edits: dict[str, Edit]) -> dict[str, Ticket]:
+    """Apply edits to tickets by id in one locked, atomic index write; the tickets by id
+    as written (the store's own copy: read it, do not keep it across writes)."""
+    return store.edit_tickets(edits)
 
 
 class TicketStates:
@@ -157,7 +147,7 @@ class TicketStates:
         self._tickets: dict[str, Ticket] | None = None
 
     def apply(self, edits: dict[str, Edit]) -> None:
-        self._tickets = apply(self.store, edits).index.by_id()
+        self._tickets = apply(self.store, edits)
 
     def defer(self, ticket_id: str, decision: Defer, *, result: AgentResult | None = None) -> None:
         """DEFERRED with the decision's reason (and the agent's result, when given)."""

@@ -15,6 +15,7 @@ import codecs
 import gc
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,15 @@ from pydantic import TypeAdapter, ValidationError
 from sage_stream.errors import SageError
 from sage_stream.findings import Finding, Severity
 from sage_stream.paths import INDEX_RELATIVE
+from sage_stream.tickets.index_text import (
+    FileIdentity,
+    JsonLayout,
+    TicketsText,
+    WrittenIndex,
+    content_checksum,
+    file_identity,
+    ticket_spans,
+)
 from sage_stream.tickets.models import Ticket, TicketIndex
 
 LOCK_TIMEOUT_SECONDS = 60
@@ -39,93 +49,6 @@ class IndexLoadError(SageError):
     def __init__(self, message: str, findings: list[Finding]) -> None:
         super().__init__(message)
         self.findings = findings
-
-
-@dataclass
-class JsonLayout:
-    """How the file was laid out, so that a rewrite looks like the original."""
-
-    indent: int | str | None = 2
-    separators: tuple[str, str] | None = None
-    trailing_newline: bool = True
-    ensure_ascii: bool = False  # True for files written as \u00e9 (python's json.dump default)
-
-    @classmethod
-    def of(cls, text: str) -> JsonLayout:
-        match = re.match(r"[ \t\r]*[\[{][ \t\r]*\n([ \t]*)\S", text)
-        if match:
-            whitespace = match.group(1)
-            indent: int | str | None = len(whitespace) if set(whitespace) <= {" "} else whitespace
-            return cls(indent=indent, trailing_newline=text.endswith("\n"), ensure_ascii=_is_escaped(text))
-        return cls(
-            indent=None,
-            separators=(",", ":") if _is_compact(text) else None,
-            trailing_newline=text.endswith("\n"),
-            ensure_ascii=_is_escaped(text),
-        )
-
-    def dumps(self, value: Any) -> str:
-        text = _dumps_reusing_tickets(value, self) if self.indent is not None else json.dumps(
-            value, separators=self.separators, ensure_ascii=self.ensure_ascii)
-        return text + "\n" if self.trailing_newline else text
-
-
-# Indented JSON is encoded by python code in the json module (only compact output has the
-# C encoder): 40 ms for an index of 2,000 tickets, twice per ticket a run lands. A ticket
-# that did not change encodes as it did last time: each is looked up by its compact
-# (C-encoded) text and only new ones are indented. The output is byte for byte what
-# json.dumps gives (tests/tickets/test_store_layout.py compares them on random documents).
-_INDENTED: dict[tuple[Any, ...], str] = {}
-_INDENTED_LIMIT = 50_000
-
-
-def _dumps_reusing_tickets(value: Any, layout: JsonLayout) -> str:
-    options: dict[str, Any] = {"indent": layout.indent, "separators": layout.separators,
-                               "ensure_ascii": layout.ensure_ascii}
-    tickets = value.get("tickets") if isinstance(value, dict) else None
-    if not isinstance(tickets, list) or not tickets:
-        return json.dumps(value, **options)
-    unit = " " * layout.indent if isinstance(layout.indent, int) else str(layout.indent)
-    item_separator, key_separator = layout.separators or (",", ": ")
-    marker = f"\n{unit}{json.dumps('tickets')}{key_separator}[]"
-    head = json.dumps({**value, "tickets": []}, **options)
-    if head.count(marker) != 1:  # cannot happen for a dict (a key is unique); be safe anyway
-        return json.dumps(value, **options)
-    inner = "\n" + unit * 2
-    if len(_INDENTED) > _INDENTED_LIMIT:
-        _INDENTED.clear()
-    compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=layout.ensure_ascii).encode
-    parts = []
-    for item in tickets:
-        key = (layout.indent, layout.separators, layout.ensure_ascii, compact(item))
-        text = _INDENTED.get(key)
-        if text is None:
-            text = _INDENTED[key] = json.dumps(item, **options).replace("\n", inner)
-        parts.append(text)
-    body = "[" + inner + (item_separator + inner).join(parts) + "\n" + unit + "]"
-    return head.replace(marker, marker[:-2] + body, 1)
-
-
-def _is_escaped(text: str) -> bool:
-    """An all-ASCII file with \\u escapes was written with non-ASCII characters escaped."""
-    return text.isascii() and "\\u" in text
-
-
-def _is_compact(text: str) -> bool:
-    """Whether the first key of the top-level object is followed by ':' without a space.
-
-    The key is scanned as a JSON string, so that a `": ` inside some string value later in
-    the file cannot make a compact file look spaced (and be rewritten differently).
-    """
-    start = text.find("{")
-    quote = text.find('"', start + 1) if start >= 0 else -1
-    if quote < 0 or text[start + 1:quote].strip():
-        return False
-    try:
-        _, end = json.decoder.scanstring(text, quote + 1)
-    except ValueError:
-        return False
-    return text.startswith(":", end) and not text.startswith(": ", end)
 
 
 @dataclass
@@ -214,9 +137,22 @@ class _LoadErrors:
 
 def read_raw(path: Path) -> tuple[dict[str, Any], JsonLayout]:
     """The file parsed as JSON, or an IndexLoadError naming the place that is wrong."""
+    raw, layout, _ = read_raw_text(path)
+    return raw, layout
+
+
+def read_raw_text(path: Path) -> tuple[dict[str, Any], JsonLayout, str]:
+    """`read_raw`, and the file's text."""
+    raw, layout, text, _ = _read_file(path)
+    return raw, layout, text
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any], JsonLayout, str, int]:
+    """`read_raw_text`, and the CRC-32 of the bytes read."""
     errors = _LoadErrors(path)
-    text = _decode(_read_bytes(path, errors), errors)
-    return _parse(text, errors), JsonLayout.of(text)
+    data = _read_bytes(path, errors)
+    text = _decode(data, errors)
+    return _parse(text, errors), JsonLayout.of(text), text, zlib.crc32(data)
 
 
 def _read_bytes(path: Path, errors: _LoadErrors) -> bytes:
@@ -460,7 +396,15 @@ def _shown_value(value: Any) -> str:
 
 
 class IndexStore:
-    """The only writer of the index. Every write is a locked read-modify-write."""
+    """The only writer of the index. Every write is a locked read-modify-write.
+
+    The store keeps the index as it last wrote it (`WrittenIndex`): while the file on disk
+    is still that one (same device, inode, size, mtime and ctime, and the same CRC-32 of
+    its bytes, checked under the lock), `edit_tickets` re-reads,
+    re-validates and re-encodes only the tickets it changes and splices them into the rest.
+    A file changed by anyone else (a hand edit, another process) is read and checked in
+    full again, so what it says is never overwritten with what this process remembers.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -468,9 +412,47 @@ class IndexStore:
 
         self._lock = FileLock(str(self.path.with_name(self.path.name + ".lock")),
                               timeout=LOCK_TIMEOUT_SECONDS, is_singleton=True)
+        self._written: WrittenIndex | None = None
+        self._loaded: tuple[FileIdentity, int, LoadedIndex] | None = None  # the last load, and its file
 
     def load(self) -> LoadedIndex:
-        return load_index(self.path)
+        """The index as the file holds it now. The same object again while the file is
+        unchanged (a run's start-up asks several times: validation, recovery, the plan);
+        read it, do not change it. Until the first write after it."""
+        if self._loaded is not None:
+            identity, checksum, loaded = self._loaded
+            if file_identity(self.path) == identity and content_checksum(self.path) == checksum:
+                return loaded
+        self._loaded = None
+        with gc_paused():
+            before = file_identity(self.path)
+            raw, layout, _, checksum = _read_file(self.path)
+            loaded = LoadedIndex(path=self.path, raw=raw, index=_validate(raw, self.path), layout=layout)
+            if before is not None and before == file_identity(self.path):  # not changed while read
+                self._loaded = (before, checksum, loaded)
+            return loaded
+
+    def _written_as_loaded(self) -> WrittenIndex | None:
+        """The last load as if this process had written it, when the file is still that one
+        and a rewrite would give its very text (a file in one of Sage's layouts): then the
+        first write after a load need not read and check every ticket again."""
+        if self._loaded is None:
+            return None
+        identity, checksum, loaded = self._loaded
+        if file_identity(self.path) != identity:
+            return None
+        try:
+            data = self.path.read_bytes()
+        except OSError:
+            return None
+        if zlib.crc32(data) != checksum:
+            return None
+        text = data.decode("utf-8-sig")
+        kept = ticket_spans(text)
+        cut = TicketsText.of(loaded.raw, loaded.layout, list(kept)) if kept is not None else None
+        if cut is None or cut.joined() != text:
+            return None
+        return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, checksum)
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -479,15 +461,68 @@ class IndexStore:
         (a SageError naming the file): the index on disk is then unchanged.
         """
         with self._writing(), gc_paused():
-            raw, layout = read_raw(self.path)
-            mutate(raw)
-            index = _validate(raw, self.path)
-            _write_atomic(self.path, layout.dumps(raw).encode("utf-8"))
-            return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
+            return self._modify_in_full(mutate)
+
+    def edit_tickets(self, edits: Mapping[str, Callable[[dict[str, Any]], None]]) -> dict[str, Ticket]:
+        """Apply each edit to the raw JSON of the (first) ticket of its id, check the result,
+        write the file; the tickets by id as now written. Nothing is written when a ticket
+        is missing (SageError) or an edit leaves a ticket invalid (IndexLoadError)."""
+        with self._writing(), gc_paused():
+            written, self._written = self._written, None  # trusted again only after a write
+            if written is None:
+                written = self._written_as_loaded()
+            self._loaded = None
+            if written is None or not written.is_on_disk(self.path):
+                edited: set[int] = set()
+                loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
+                                              edited=edited)
+                return self._written.by_id if self._written is not None else loaded.index.by_id()
+            _missing_tickets(edits, written.positions, self.path)
+            replaced: dict[int, tuple[bytes, Ticket]] = {}
+            items = []
+            for ticket_id, edit in edits.items():
+                item = written.raw_ticket(written.positions[ticket_id])
+                edit(item)
+                items.append(item)
+            models = _validate({"tickets": items}, self.path).tickets
+            for ticket_id, item, model in zip(edits, items, models):
+                replaced[written.positions[ticket_id]] = (written.encode(item), model)
+            data = written.bytes_with({place: span for place, (span, _) in replaced.items()})
+            _write_atomic(self.path, data)
+            identity = file_identity(self.path)
+            if identity is not None and all(item.get("id") == tid for tid, item in zip(edits, items)):
+                written.take(replaced, identity, zlib.crc32(data))
+                self._written = written
+                return written.by_id
+            by_id = dict(written.by_id)
+            by_id.update({model.id: model for _, model in replaced.values()})
+            return by_id
+
+    def _modify_in_full(self, mutate: Callable[[dict[str, Any]], None], *, edited: set[int] | None = None,
+                        ) -> LoadedIndex:
+        """Read, change, check and write the whole file. `edited`: the positions of the only
+        tickets `mutate` changes (filled in by it): the others keep their text as it is in
+        the file (no encoding of 100,000 tickets to change one)."""
+        self._written = self._loaded = None
+        raw, layout, text = read_raw_text(self.path)
+        kept: list[str | None] | None = list(ticket_spans(text) or ()) if edited is not None else None
+        mutate(raw)
+        index = _validate(raw, self.path)
+        for position in edited or ():
+            if kept is not None and position < len(kept):
+                kept[position] = None
+        cut = TicketsText.of(raw, layout, kept or None)
+        data = (cut.joined() if cut else layout.dumps(raw)).encode("utf-8")
+        _write_atomic(self.path, data)
+        identity = file_identity(self.path)
+        if cut is not None and identity is not None:
+            self._written = WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, zlib.crc32(data))
+        return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
 
     def save_unchanged(self, loaded: LoadedIndex) -> None:
         """Write a loaded index back as it was (used to prove the round trip)."""
         with self._writing():
+            self._written = self._loaded = None
             _write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
 
     @contextmanager
@@ -498,6 +533,26 @@ class IndexStore:
         except OSError as error:
             reason = error.strerror or str(error)
             raise IndexWriteError(f"cannot write {self.path}: {reason}; the index is unchanged") from None
+
+
+def _edit_raw(raw: dict[str, Any], edits: Mapping[str, Callable[[dict[str, Any]], None]], path: Path,
+              ) -> list[int]:
+    """Apply edits to the raw tickets by id (the first ticket of an id); their positions."""
+    items = raw.get("tickets", [])
+    positions: dict[str, int] = {}
+    for position, item in enumerate(items if isinstance(items, list) else []):
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            positions.setdefault(item["id"], position)
+    _missing_tickets(edits, positions, path)
+    for ticket_id, edit in edits.items():
+        edit(items[positions[ticket_id]])
+    return [positions[ticket_id] for ticket_id in edits]
+
+
+def _missing_tickets(edits: Mapping[str, Any], positions: Mapping[str, int], path: Path) -> None:
+    missing = [ticket_id for ticket_id in edits if ticket_id not in positions]
+    if missing:
+        raise SageError(f"tickets {', '.join(sorted(missing))} are no longer in {path}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -320,3 +320,74 @@ def test_when_a_landing_unblocks_nothing_the_ready_set_does_not_change(case):
     unblocks = plan.would_unblock(target)
     plan.landed(target)
     assert (plan.ready() != before) == unblocks
+
+
+# ---------------------------------------------------------------- the ready set, kept as things happen
+
+
+def ready_by_scan(plan: DispatchPlan) -> list[str]:
+    """The definition: every ticket `is_ready` holds for, in start order."""
+    from sage_stream.graph.ordering import ready_order_key
+
+    ids = [tid for tid in plan.tickets if plan.is_ready(tid)]
+    return sorted(ids, key=lambda tid: ready_order_key(plan.tickets[tid], plan.bottom_levels.get(tid, 0.0)))
+
+
+def may_start_more_by_scan(plan: DispatchPlan) -> bool:
+    waiting = [tid for tid in plan.tickets if tid not in plan.done and tid not in plan.failed
+               and tid not in plan.running and (plan.only is None or tid in plan.only)]
+    if plan.max_tickets is None or plan.max_tickets - plan.started_count > 0:
+        return bool(waiting)
+    return any(tid in plan.reruns or tid in plan.requeued for tid in waiting)
+
+
+@st.composite
+def dags_and_events(draw):
+    count = draw(st.integers(1, 12))
+    tickets = []
+    for number in range(count):
+        deps = draw(st.lists(st.integers(0, number - 1), max_size=3)) if number else []
+        if draw(st.booleans()) and number:
+            deps.append(number - 1)  # duplicates too
+        tickets.append(ticket(f"T{number:02d}", deps=[f"T{dep:02d}" for dep in deps] + (["GONE"] if number == 5 else []),
+                              priority=draw(st.sampled_from(["P0", "P2", "P4"])),
+                              estimate=draw(st.sampled_from([1.0, 2.0, 5.0])),
+                              state=draw(st.sampled_from(["UNPROCESSED"] * 4 + ["COMPLETED", "DEFERRED"])),
+                              not_before="2030-01-01T00:00:00Z" if number == 3 else None))
+    only = draw(st.none() | st.sets(st.sampled_from([t.id for t in tickets])).map(frozenset))
+    events = draw(st.lists(st.tuples(st.sampled_from(["start", "land", "give_up", "rerun", "requeue"]),
+                                     st.integers(0, count - 1)), max_size=30))
+    return tickets, only, draw(st.none() | st.integers(0, 4)), events
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=dags_and_events())
+def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) -> None:
+    tickets, only, max_tickets, events = case
+    plan = make_plan(tickets, only=only, max_tickets=max_tickets, max_reruns=1)
+    for kind, number in events:
+        assert plan.ready() == ready_by_scan(plan)
+        assert plan.may_start_more() == may_start_more_by_scan(plan)
+        running = sorted(plan.running)
+        if kind == "start":
+            for tid in plan.next_to_start(2):
+                plan.started(tid)
+        elif running:
+            tid = running[number % len(running)]
+            {"land": plan.landed, "give_up": plan.gave_up, "rerun": plan.rerun, "requeue": plan.requeue}[kind](tid)
+    assert plan.ready() == ready_by_scan(plan)
+    assert plan.may_start_more() == may_start_more_by_scan(plan)
+
+
+def test_a_landing_looks_at_its_dependents_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No scan of every ticket per decision: what costs 0.4 ms at 200 tickets took 173 ms at 100,000."""
+    tickets = [ticket("A"), ticket("B", deps=["A"]), *(ticket(f"X{n}", deps=["B"]) for n in range(50))]
+    plan = make_plan(tickets)
+    looked_at: list[str] = []
+    real = DispatchPlan.is_ready
+    monkeypatch.setattr(DispatchPlan, "is_ready", lambda self, tid: looked_at.append(tid) or real(self, tid))
+    assert plan.next_to_start(1) == ["A"]
+    plan.started("A")
+    plan.landed("A")
+    assert plan.next_to_start(4) == ["B"] and plan.may_start_more()
+    assert set(looked_at) <= {"A", "B"}

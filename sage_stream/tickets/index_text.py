@@ -1,0 +1,299 @@
+"""The index's text: its layout, each ticket's encoded span, and the index as last written.
+
+`JsonLayout` says how a file was laid out so that a rewrite looks like the original.
+`TicketsText` is that rewrite cut at the tickets: the text before the list, one span per
+ticket, the text after - joined, byte for byte what `json.dumps` gives for the whole.
+`WrittenIndex` keeps those spans (as bytes) for the file this process last wrote, so
+that the next write re-encodes only the tickets it changes (`tickets.store` decides when
+the file on disk is still that one).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sage_stream.tickets.models import Ticket
+
+
+@dataclass
+class JsonLayout:
+    """How the file was laid out, so that a rewrite looks like the original."""
+
+    indent: int | str | None = 2
+    separators: tuple[str, str] | None = None
+    trailing_newline: bool = True
+    ensure_ascii: bool = False  # True for files written as \u00e9 (python's json.dump default)
+
+    @classmethod
+    def of(cls, text: str) -> JsonLayout:
+        match = re.match(r"[ \t\r]*[\[{][ \t\r]*\n([ \t]*)\S", text)
+        if match:
+            whitespace = match.group(1)
+            indent: int | str | None = len(whitespace) if set(whitespace) <= {" "} else whitespace
+            return cls(indent=indent, trailing_newline=text.endswith("\n"), ensure_ascii=_is_escaped(text))
+        return cls(
+            indent=None,
+            separators=(",", ":") if _is_compact(text) else None,
+            trailing_newline=text.endswith("\n"),
+            ensure_ascii=_is_escaped(text),
+        )
+
+    def dumps(self, value: Any) -> str:
+        cut = TicketsText.of(value, self)
+        if cut is not None:
+            return cut.joined()
+        text = json.dumps(value, indent=self.indent, separators=self.separators, ensure_ascii=self.ensure_ascii)
+        return text + "\n" if self.trailing_newline else text
+
+    def _unit(self) -> str:
+        return " " * self.indent if isinstance(self.indent, int) else str(self.indent or "")
+
+    def encode_ticket(self, item: Any) -> str:
+        """One ticket's span, as it stands inside the tickets list of the whole file."""
+        if self.indent is None:
+            return json.dumps(item, separators=self.separators, ensure_ascii=self.ensure_ascii)
+        text = json.dumps(item, indent=self.indent, separators=self.separators, ensure_ascii=self.ensure_ascii)
+        return text.replace("\n", "\n" + self._unit() * 2)
+
+
+# Indented JSON is encoded by python code in the json module (only compact output has the
+# C encoder): 40 ms for an index of 2,000 tickets. A ticket that did not change encodes as
+# it did last time: each is looked up by its compact (C-encoded) text and only new ones are
+# indented. (A run's own writes go through `WrittenIndex` and re-encode only what changed.)
+_INDENTED: dict[tuple[Any, ...], str] = {}
+_INDENTED_LIMIT = 50_000
+
+
+@dataclass
+class TicketsText:
+    """A rewrite of the whole index cut at its tickets: prefix + separator.join(spans) + suffix."""
+
+    prefix: str
+    separator: str
+    suffix: str
+    spans: list[str]
+
+    @classmethod
+    def of(cls, value: Any, layout: JsonLayout, kept: list[str | None] | None = None) -> TicketsText | None:
+        """The cut, or None when the document has no non-empty top-level tickets list to cut
+        at (or one whose place cannot be told for sure): then it is encoded whole. `kept`:
+        spans to use as they are (the file's own text of tickets that did not change),
+        None where a ticket must be encoded."""
+        tickets = value.get("tickets") if isinstance(value, dict) else None
+        if not isinstance(tickets, list) or not tickets:
+            return None
+        options: dict[str, Any] = {"indent": layout.indent, "separators": layout.separators,
+                                   "ensure_ascii": layout.ensure_ascii}
+        indented = layout.indent is not None
+        unit = layout._unit()
+        default_separators = (",", ": ") if indented else (", ", ": ")
+        item_separator, key_separator = layout.separators or default_separators
+        marker = (f"\n{unit}" if indented else "") + f"{json.dumps('tickets')}{key_separator}[]"
+        head = json.dumps({**value, "tickets": []}, **options)
+        if head.count(marker) != 1:  # `"tickets": []` also nested somewhere: do not guess
+            return None
+        before, after = head.split(marker, 1)
+        inner = "\n" + unit * 2 if indented else ""
+        closing = "\n" + unit if indented else ""
+        newline = "\n" if layout.trailing_newline else ""
+        return cls(prefix=before + marker[:-1] + inner, separator=item_separator + inner,
+                   suffix=closing + "]" + after + newline, spans=_spans(tickets, layout, kept))
+
+    def joined(self) -> str:
+        return self.prefix + self.separator.join(self.spans) + self.suffix
+
+
+def _spans(tickets: list[Any], layout: JsonLayout, kept: list[str | None] | None) -> list[str]:
+    if kept is not None and len(kept) == len(tickets):
+        return [span if span is not None else layout.encode_ticket(item) for item, span in zip(tickets, kept)]
+    if layout.indent is None:  # the C encoder: fast enough without a cache
+        return [layout.encode_ticket(item) for item in tickets]
+    if len(_INDENTED) > _INDENTED_LIMIT:
+        _INDENTED.clear()
+    compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=layout.ensure_ascii).encode
+    spans = []
+    for item in tickets:
+        key = (layout.indent, layout.separators, layout.ensure_ascii, compact(item))
+        text = _INDENTED.get(key)
+        if text is None:
+            text = _INDENTED[key] = layout.encode_ticket(item)
+        spans.append(text)
+    return spans
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def ticket_spans(text: str) -> list[str] | None:
+    """The file's own text of each ticket of its top-level "tickets" list, in order; None
+    when the file is not an object with exactly one such list (it was parsed before: this
+    only finds where each ticket stands, as a rewrite keeps an unchanged ticket's text)."""
+    decoder = json.JSONDecoder()
+    skip = _WHITESPACE.match
+    spans: list[str] | None = None
+    try:
+        at = skip(text, 0).end()
+        if not text.startswith("{", at):
+            return None
+        at = skip(text, at + 1).end()
+        while text.startswith('"', at):
+            key, at = json.decoder.scanstring(text, at + 1)
+            at = skip(text, at).end()
+            if not text.startswith(":", at):
+                return None
+            at = skip(text, at + 1).end()
+            if key == "tickets":
+                if spans is not None or not text.startswith("[", at):
+                    return None
+                spans, at = _list_items(text, at, decoder)
+            else:
+                _, at = decoder.raw_decode(text, at)
+            at = skip(text, at).end()
+            if text.startswith("}", at):
+                return spans
+            if not text.startswith(",", at):
+                return None
+            at = skip(text, at + 1).end()
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _list_items(text: str, at: int, decoder: json.JSONDecoder) -> tuple[list[str], int]:
+    """The text of each item of the list that starts at `at`, and where the list ends."""
+    skip = _WHITESPACE.match
+    items: list[str] = []
+    at = skip(text, at + 1).end()
+    if text.startswith("]", at):
+        return items, at + 1
+    while True:
+        _, end = decoder.raw_decode(text, at)
+        items.append(text[at:end])
+        at = skip(text, end).end()
+        if text.startswith("]", at):
+            return items, at + 1
+        if not text.startswith(",", at):
+            raise ValueError("not a list")
+        at = skip(text, at + 1).end()
+
+
+def _is_escaped(text: str) -> bool:
+    """An all-ASCII file with \\u escapes was written with non-ASCII characters escaped."""
+    return text.isascii() and "\\u" in text
+
+
+def _is_compact(text: str) -> bool:
+    """Whether the first key of the top-level object is followed by ':' without a space.
+
+    The key is scanned as a JSON string, so that a `": ` inside some string value later in
+    the file cannot make a compact file look spaced (and be rewritten differently).
+    """
+    start = text.find("{")
+    quote = text.find('"', start + 1) if start >= 0 else -1
+    if quote < 0 or text[start + 1:quote].strip():
+        return False
+    try:
+        _, end = json.decoder.scanstring(text, quote + 1)
+    except ValueError:
+        return False
+    return text.startswith(":", end) and not text.startswith(": ", end)
+
+
+# ---------------------------------------------------------------- the index as last written
+
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """Device, inode, size, mtime and ctime (ns), or None when the file cannot be looked at.
+
+    A rename onto the path gives a new inode, a write in place moves mtime and ctime (and
+    ctime cannot be set back: `touch -d` sets mtime only). Not enough alone: timestamps
+    move in clock ticks of a few milliseconds, so a same-size write in place within the
+    tick of sage's own write looks the same - hence `content_checksum` as well."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def content_checksum(path: Path) -> int | None:
+    """CRC-32 of the file's bytes, read through a memory map (7 ms for 20 MB, a third of
+    reading them into memory), or None when the file cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                return zlib.crc32(b"")
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                return zlib.crc32(mapped)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class WrittenIndex:
+    """The index file as this process last wrote it: each ticket's span (bytes, in file
+    order) with its model, and where each id is (the first ticket of an id, as `by_id`)."""
+
+    identity: FileIdentity
+    checksum: int  # CRC-32 of the bytes written
+    layout: JsonLayout
+    prefix: bytes
+    separator: bytes
+    suffix: bytes
+    spans: list[bytes]
+    tickets: list[Ticket]
+    by_id: dict[str, Ticket]
+    positions: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, cut: TicketsText, raw_tickets: list[Any], tickets: list[Ticket], layout: JsonLayout,
+           identity: FileIdentity, checksum: int) -> WrittenIndex:
+        positions: dict[str, int] = {}
+        by_id: dict[str, Ticket] = {}
+        for position, (item, ticket) in enumerate(zip(raw_tickets, tickets)):
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] not in positions:
+                positions[item["id"]] = position
+                by_id[item["id"]] = ticket
+        return cls(identity=identity, checksum=checksum, layout=layout, prefix=cut.prefix.encode("utf-8"),
+                   separator=cut.separator.encode("utf-8"), suffix=cut.suffix.encode("utf-8"),
+                   spans=[span.encode("utf-8") for span in cut.spans], tickets=list(tickets),
+                   by_id=by_id, positions=positions)
+
+    def raw_ticket(self, position: int) -> dict[str, Any]:
+        """A fresh copy of one ticket's JSON, to edit."""
+        return json.loads(self.spans[position])
+
+    def encode(self, item: Any) -> bytes:
+        return self.layout.encode_ticket(item).encode("utf-8")
+
+    def bytes_with(self, replaced: dict[int, bytes]) -> bytes:
+        """The whole file with the spans at `replaced`'s positions swapped in: one join, one
+        20 MB allocation at 100,000 tickets (prefix + join + suffix made three)."""
+        spans = list(self.spans)
+        for position, span in replaced.items():
+            spans[position] = span
+        spans[0] = self.prefix + spans[0]
+        spans[-1] = spans[-1] + self.suffix
+        return self.separator.join(spans)
+
+    def is_on_disk(self, path: Path) -> bool:
+        """Is the file at `path` still the one this was written as (checked under the index lock)?"""
+        return file_identity(path) == self.identity and content_checksum(path) == self.checksum
+
+    def take(self, replaced: dict[int, tuple[bytes, Ticket]], identity: FileIdentity, checksum: int) -> None:
+        """What was just written: the new spans and models, and the file's new identity."""
+        for position, (span, ticket) in replaced.items():
+            self.spans[position] = span
+            self.tickets[position] = ticket
+            self.by_id[ticket.id] = ticket
+        self.identity = identity
+        self.checksum = checksum

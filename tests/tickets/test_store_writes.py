@@ -1,0 +1,198 @@
+"""A run's index writes re-encode only the tickets they change, and never write over a
+file that someone else changed since: the store trusts what it last wrote only while the
+file on disk is still that file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sage_stream.engine import ticket_state
+from sage_stream.tickets import store
+from sage_stream.tickets.store import IndexLoadError, IndexStore, JsonLayout
+
+LAYOUTS = [{"indent": 2}, {"indent": 4, "ensure_ascii": True}, {"separators": (",", ":")}, {}, {"indent": "\t"}]
+
+
+def index_of(count: int) -> dict[str, Any]:
+    return {"version": "1.0", "x_top": {"tickets": "not a list"}, "tickets": [
+        {"id": f"T-{number:03d}", "title": f"Ticket é {number}", "state": "UNPROCESSED", "x_extra": [number, None],
+         "dependencies": [f"T-{number - 1:03d}"] if number else []}
+        for number in range(count)], "after": True}
+
+
+def write(path: Path, data: dict[str, Any], layout: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, **{"ensure_ascii": False, **layout}) + "\n", encoding="utf-8")
+
+
+def expected_bytes(data: dict[str, Any], layout: dict[str, Any]) -> bytes:
+    return (json.dumps(data, **{"ensure_ascii": False, **layout}) + "\n").encode("utf-8")
+
+
+def set_title(title: str):
+    return lambda item: item.update(title=title)
+
+
+@pytest.fixture
+def full_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every time the store reads the whole file."""
+    reads: list[Path] = []
+    real = store._read_file
+
+    def counting(path: Path):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(store, "_read_file", counting)
+    return reads
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[str(layout) for layout in LAYOUTS])
+def test_writes_after_the_first_read_nothing_and_give_what_a_full_write_gives(
+        tmp_path: Path, layout: dict[str, Any], full_reads: list[Path]) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(5)
+    write(path, data, layout)
+    index_store = IndexStore(path)
+    for number, ticket_id in enumerate(["T-001", "T-003", "T-001", "T-004"]):
+        by_id = ticket_state.apply(index_store, {ticket_id: set_title(f"new {number}"),
+                                                 "T-000": lambda item: item.update(state="IN_PROGRESS")})
+        next(item for item in data["tickets"] if item["id"] == ticket_id)["title"] = f"new {number}"
+        data["tickets"][0]["state"] = "IN_PROGRESS"
+        assert path.read_bytes() == expected_bytes(data, layout)
+        assert by_id[ticket_id].title == f"new {number}"
+        assert by_id["T-000"].state.value == "IN_PROGRESS"
+    assert len(full_reads) == 1  # the first write only
+
+
+def test_a_hand_edit_in_place_with_the_same_size_and_mtime_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(3)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    ticket_state.apply(index_store, {"T-000": set_title("by sage 1")})
+    before = os.stat(path)
+    text = path.read_text(encoding="utf-8")
+    hand = text.replace('"Ticket é 2"', '"Ticket XYZ2"')  # é is two bytes: the same size
+    assert len(hand.encode()) == len(text.encode())
+    with open(path, "r+b") as handle:  # in place: same inode
+        handle.write(hand.encode("utf-8"))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # even the mtime put back
+    ticket_state.apply(index_store, {"T-001": set_title("by sage 2")})
+    after = json.loads(path.read_text(encoding="utf-8"))
+    assert [item["title"] for item in after["tickets"]] == ["by sage 1", "by sage 2", "Ticket XYZ2"]
+
+
+def test_a_hand_edit_between_writes_is_read_and_checked_again(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    write(path, index_of(3), {"indent": 2})
+    index_store = IndexStore(path)
+    ticket_state.apply(index_store, {"T-000": set_title("by sage")})
+    edited = json.loads(path.read_text(encoding="utf-8"))
+    edited["tickets"][2]["state"] = "DONE"  # an invalid hand edit of another ticket
+    write(path, edited, {"indent": 2})
+    original = path.read_bytes()
+    with pytest.raises(IndexLoadError, match="T-002"):
+        ticket_state.apply(index_store, {"T-001": set_title("by sage again")})
+    assert path.read_bytes() == original
+
+
+def test_a_bad_edit_or_a_missing_ticket_writes_nothing_and_the_next_write_is_right(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(3)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    ticket_state.apply(index_store, {"T-000": set_title("one")})
+    original = path.read_bytes()
+    with pytest.raises(IndexLoadError, match="T-001.*'state'"):
+        ticket_state.apply(index_store, {"T-001": lambda item: item.update(state="DONE")})
+    with pytest.raises(store.SageError, match="T-404"):
+        ticket_state.apply(index_store, {"T-404": set_title("x"), "T-002": set_title("two")})
+    assert path.read_bytes() == original
+    ticket_state.apply(index_store, {"T-002": set_title("two")})
+    data["tickets"][0]["title"], data["tickets"][2]["title"] = "one", "two"
+    assert path.read_bytes() == expected_bytes(data, {"indent": 2})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(layout=st.sampled_from(LAYOUTS),
+       steps=st.lists(st.tuples(st.sampled_from(["sage", "sage", "hand-rename", "hand-in-place"]),
+                                st.integers(0, 3), st.text(max_size=6)), min_size=1, max_size=8))
+def test_any_mix_of_writes_and_hand_edits_keeps_every_change(tmp_path: Path, layout: dict[str, Any],
+                                                             steps: list[tuple[str, int, str]]) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(4)
+    write(path, data, layout)
+    index_store = IndexStore(path)
+    for who, position, title in steps:
+        data["tickets"][position]["title"] = title
+        if who == "sage":
+            ticket_state.apply(index_store, {f"T-{position:03d}": set_title(title)})
+        elif who == "hand-rename":
+            write(path.with_name("new.json"), data, layout)
+            os.replace(path.with_name("new.json"), path)
+        else:
+            before = os.stat(path)
+            with open(path, "wb") as handle:
+                handle.write(expected_bytes(data, layout))
+            os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert json.loads(path.read_text(encoding="utf-8")) == data
+    assert path.read_bytes() == expected_bytes(data, layout)
+
+
+@settings(max_examples=100, deadline=None)
+@given(tickets=st.lists(st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3),
+                        max_size=5),
+       separators=st.sampled_from([None, (", ", ": "), (",", ":")]), ensure_ascii=st.booleans())
+def test_one_line_writes_are_byte_for_byte_what_json_dumps_gives(tickets, separators, ensure_ascii) -> None:
+    document = {"a": 1, "tickets": tickets, "after": [{"tickets": []}] if tickets else []}
+    layout = JsonLayout(indent=None, separators=separators, ensure_ascii=ensure_ascii)
+    assert layout.dumps(document) == json.dumps(document, separators=separators, ensure_ascii=ensure_ascii) + "\n"
+
+
+def test_a_run_reads_the_file_once_while_nothing_changes_it(tmp_path: Path, full_reads: list[Path]) -> None:
+    """Start-up asks for the index several times (validation, recovery, the plan): one read;
+    and a file Sage wrote needs no second read for the first write either."""
+    path = tmp_path / "index.json"
+    data = index_of(4)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    first = index_store.load()
+    assert index_store.load() is first
+    ticket_state.apply(index_store, {"T-001": set_title("changed")})
+    assert len(full_reads) == 1
+    data["tickets"][1]["title"] = "changed"
+    assert path.read_bytes() == expected_bytes(data, {"indent": 2})
+    again = index_store.load()  # after a write: the file as it is now
+    assert again is not first and again.index.by_id()["T-001"].title == "changed"
+
+
+def test_a_load_sees_a_hand_edit_made_since_the_last_one(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    data = index_of(2)
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    assert index_store.load().index.by_id()["T-000"].title == "Ticket é 0"
+    data["tickets"][0]["title"] = "Ticket é 9"  # the same size
+    before = os.stat(path)
+    path.write_bytes(expected_bytes(data, {"indent": 2}))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert index_store.load().index.by_id()["T-000"].title == "Ticket é 9"
+    ticket_state.apply(index_store, {"T-001": set_title("sage")})
+    assert [t["title"] for t in json.loads(path.read_text(encoding="utf-8"))["tickets"]] == ["Ticket é 9", "sage"]
+
+
+def test_a_ticket_sage_does_not_change_keeps_its_text_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    text = ('{\n  "version": "1.0",\n  "tickets": [\n    {"id": "T-000",   "title": "kept as typed", '
+            '"state": "UNPROCESSED"},\n    {\n      "id": "T-001",\n      "title": "x",\n'
+            '      "state": "UNPROCESSED"\n    }\n  ]\n}\n')
+    path.write_text(text, encoding="utf-8")
+    ticket_state.apply(IndexStore(path), {"T-001": set_title("y")})
+    assert path.read_text(encoding="utf-8") == text.replace('"title": "x"', '"title": "y"')
