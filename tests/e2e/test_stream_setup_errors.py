@@ -23,15 +23,12 @@ import pytest
 
 from sage_stream.errors import EXIT_SETUP
 from tests.e2e import cli_cache
+from tests.e2e.test_real_clis import make_repo as make_cli_repo
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 120
 WORKERS = 2
 TICKETS = 8
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
 def backlog(**extra: Any) -> list[dict[str, Any]]:
@@ -41,18 +38,8 @@ def backlog(**extra: Any) -> list[dict[str, Any]]:
 
 
 def make_repo(tmp_path: Path, tickets: list[dict[str, Any]], config: str) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.name", "Sage Test")
-    git(repo, "config", "user.email", "sage-test@example.invalid")
-    for name, text in {"README.md": "test repository\n", ".gitignore": ".sage/\n"}.items():
-        (repo / name).write_text(text)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "initial commit")
-    index = repo / ".sage" / "tickets" / "index.json"
-    index.parent.mkdir(parents=True)
-    index.write_text(json.dumps({"version": "1.0", "tickets": tickets}, indent=2) + "\n")
+    """The real-CLI tests' repository (README, .gitignore, the index) with `config`."""
+    repo = make_cli_repo(tmp_path, tickets, {})
     (repo / ".sage" / "config.toml").write_text(config)
     return repo
 
