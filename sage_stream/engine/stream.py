@@ -31,6 +31,7 @@ from sage_stream.engine.commit_queue import CommitQueue, QueueEntry
 from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
+from sage_stream.engine.dask_runner import dask_runner
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
 from sage_stream.engine.remote_landing import RemoteTarget
 from sage_stream.engine.outcomes import (
@@ -511,7 +512,8 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
               if settings.remote else None)
     workspaces = TicketWorkspaces(git, paths.worktrees)
     states = ticket_state.TicketStates(store)
-    runner = LocalRunner(git, workspaces, RunnerSettings(
+    runner: Runner = dask_runner(git, settings, run_id, inbox, start_tip=remote.tip_for_dispatch if remote else None) \
+        if settings.executor is not None else LocalRunner(git, workspaces, RunnerSettings(
         agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
