@@ -35,8 +35,15 @@ from typing import Any
 
 from sage_stream.agents.base import Agent, AgentResult
 from sage_stream.engine import events as ev
-from sage_stream.engine.remote_attempt import RemoteAttempt, RemoteResult, attempt_ref, cancel_event_name, \
-    run_remote_attempt
+from sage_stream.engine.remote_attempt import (
+    ATTEMPTS_PREFIX,
+    KEPT_PREFIX,
+    RemoteAttempt,
+    RemoteResult,
+    attempt_ref,
+    cancel_event_name,
+    run_remote_attempt,
+)
 from sage_stream.engine.settings import StreamSettings
 from sage_stream.engine.slots import SlotRelease
 from sage_stream.engine.work import (
@@ -61,6 +68,7 @@ from sage_stream.tickets.naming import ticket_branch
 MAX_REDISPATCH = 2  # a ticket whose workers keep dying is deferred, not sent round forever
 WAIT_POLL_S = 0.25
 CONNECT_TIMEOUT_S = 10.0
+RECEIVED_PREFIX = "refs/sage/received/"  # here, on the coordinator: attempts a run took in hand
 
 
 @dataclass(frozen=True)
@@ -131,8 +139,10 @@ class DaskRunner:
     def _drive(self, spec: AttemptSpec, handle: AttemptHandle) -> None:
         ticket_id = spec.ticket.id
         try:
-            number = self._first_number(spec)
-            landed = self._land_if_pushed(spec, number, why="found on the hub from an earlier run")
+            orphan, number = self._numbers(spec)
+            landed = None
+            if orphan is not None:
+                landed = self._land_if_pushed(spec, orphan, why="pushed after its coordinator stopped")
             redispatched = 0
             while landed is None:
                 outcome = self._run_once(spec, handle, number)
@@ -152,31 +162,38 @@ class DaskRunner:
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(AttemptCrashed(ticket_id, detail, None))
 
-    def _first_number(self, spec: AttemptSpec) -> int:
-        """The attempt's number: the loop's, unless a ref at or beyond it exists on the hub
-        with unlanded work (kept) - numbers are never reused."""
+    def _numbers(self, spec: AttemptSpec) -> tuple[int | None, int]:
+        """(an orphaned attempt to land, the number of the next one). An attempt whose ref
+        is on the hub but that no coordinator received (its run died) lands as it is;
+        numbers on the hub are never used again, so a late push lands on its own number only."""
         ticket_id = spec.ticket.id
-        taken = [int(ref.rsplit("/", 1)[1]) for prefix in ("refs/sage/attempts/", "refs/sage/kept/")
-                 for ref in self.git.hub_refs(self.settings.hub, f"{prefix}{ticket_id}/") if ref.rsplit("/", 1)[1].isdigit()]
-        landable = self.git.hub_refs(self.settings.hub, f"refs/sage/attempts/{ticket_id}/")
-        if attempt_ref(ticket_id, spec.attempt) in landable:
-            return spec.attempt  # lands below, as it is
-        return max([spec.attempt, *(number + 1 for number in taken)])
+        landable = _numbered(self.git.hub_refs(self.settings.hub, f"{ATTEMPTS_PREFIX}{ticket_id}/"))
+        kept = _numbered(self.git.hub_refs(self.settings.hub, f"{KEPT_PREFIX}{ticket_id}/"))
+        received = _numbered(self.git.local_refs(f"{RECEIVED_PREFIX}{ticket_id}/"))
+        orphans = sorted(set(landable) - set(received))
+        return (orphans[-1] if orphans else None), max([spec.attempt, *(n + 1 for n in [*landable, *kept])])
 
     def _land_if_pushed(self, spec: AttemptSpec, number: int, *, why: str) -> AttemptDone | None:
         """The attempt's ref on the hub lands as it is: its agent does not run twice."""
-        ref = attempt_ref(spec.ticket.id, number)
-        tip = self.git.fetch_ref(self.settings.hub, ref)
+        tip = self._receive(spec.ticket.id, attempt_ref(spec.ticket.id, number), number)
         if tip is None:
             return None
         base = self.git.merge_base(tip, self._base(spec)) or tip
-        workspace = Workspace(path=Path(ref), branch=ticket_branch(spec.ticket.id), base=base, ticket=spec.ticket.id)
+        workspace = Workspace(path=Path(attempt_ref(spec.ticket.id, number)), branch=ticket_branch(spec.ticket.id),
+                              base=base, ticket=spec.ticket.id)
         self.inbox.put(Prepared(spec.ticket.id, workspace))
         self._warn(spec.ticket.id, f"attempt {number} of {spec.ticket.id} was {why}: it lands as it is", level="info")
         exit = AgentExit(outcome=EXITED, returncode=0, duration_s=0.0, last_line="", error=None, pid=None)
         result = AgentResult(success=True, summary=f"attempt {number}, {why}")
         return AttemptDone(spec.ticket.id, TicketWork(exit=exit, result=result, turn_started=0.0, workspace=workspace,
                                                       tip=tip))
+
+    def _receive(self, ticket_id: str, ref: str, number: int) -> str | None:
+        """Fetch an attempt's ref and note here that this coordinator took it in hand."""
+        tip = self.git.fetch_ref(self.settings.hub, ref)
+        if tip is not None:
+            self.git.run("update-ref", f"{RECEIVED_PREFIX}{ticket_id}/{number}", tip)
+        return tip
 
     def _base(self, spec: AttemptSpec) -> str:
         start_tip = self.settings.start_tip or (lambda: self.git.rev_parse(f"refs/heads/{self.settings.target}"))
@@ -233,7 +250,7 @@ class DaskRunner:
         spec, ticket_id = attempt.spec, attempt.spec.ticket.id
         attempt.worker = result.worker
         workspace = self._workspace(attempt)
-        if not attempt.prepared and (result.prepared or result.work is not None):
+        if (result.prepared or result.work is not None) and self._first_prepared(attempt):
             self.inbox.put(Prepared(ticket_id, workspace))
         if result.work is None:
             return AttemptCrashed(ticket_id, result.crashed or "the attempt failed", workspace if result.prepared
@@ -245,7 +262,7 @@ class DaskRunner:
             work.snapshot_error = result.push_error  # not landable: it is not on the hub
             work.tip = None
         elif result.pushed_ref is not None:
-            fetched = self.git.fetch_ref(self.settings.hub, result.pushed_ref)
+            fetched = self._receive(ticket_id, result.pushed_ref, attempt.number)
             if fetched != work.tip:
                 work.snapshot_error = f"{result.pushed_ref} on the hub is at {fetched}, not {work.tip}"
                 work.tip = None
@@ -272,12 +289,19 @@ class DaskRunner:
         if attempt is None:
             return  # a late event of an attempt this run no longer follows
         if isinstance(message, Prepared):
-            attempt.worker, attempt.prepared = payload.get("worker"), True
+            attempt.worker = payload.get("worker")
+            if not self._first_prepared(attempt):
+                return
             self.inbox.put(Prepared(ticket_id, self._workspace(attempt)))
             self._warn(ticket_id, f"attempt {attempt.number} of {ticket_id} runs on worker {attempt.worker}",
                        level="info", worker=attempt.worker)
         elif isinstance(message, (AgentLine, Progress, TurnDone)):
             self.inbox.put(message)
+
+    def _first_prepared(self, attempt: _Attempt) -> bool:
+        with self._lock:
+            first, attempt.prepared = not attempt.prepared, True
+            return first
 
     def _warn(self, ticket_id: str | None, text: str, *, level: str = "warning", **data: Any) -> None:
         self.inbox.put(Progress(ticket_id, ev.MESSAGE, dict(level=level, text=text, **data)))
@@ -294,6 +318,11 @@ class DaskRunner:
                            f" = {allowed}: a task whose worker dies may be rerun by Dask and its agent start twice; "
                            "start the scheduler with DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES=0")
         return allowed
+
+
+def _numbered(refs: Any) -> list[int]:
+    """The attempt numbers of refs named .../<ID>/<N>."""
+    return [int(ref.rsplit("/", 1)[1]) for ref in refs if ref.rsplit("/", 1)[1].isdigit()]
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,11 @@ class RemoteCommands:
         found = (line.partition("\t") for line in out.splitlines())
         return {ref: sha for sha, _, ref in found if ref.startswith(prefix)}
 
+    def local_refs(self, prefix: str) -> dict[str, str]:
+        """ref -> commit of this repository's refs under `prefix`."""
+        out = self.run("for-each-ref", "--format=%(refname) %(objectname)", prefix).stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
     def push_new_ref(self, hub: str, commit: str, ref: str, *, timeout: float | None = None) -> PushResult:
         """Create `ref` on `hub` at `commit` by a plain push (never forced: an attempt's ref
         that exists already is never moved to another commit)."""

@@ -67,3 +67,52 @@ def test_a_dag_drains_on_dask_workers_each_ticket_landing_once(repo, cluster, ca
     assert sorted(refs) == ["refs/sage/attempts/T1/1", "refs/sage/attempts/T2/1", "refs/sage/attempts/T3/1"]
     said = [e for e in events if e.get("event") == "message" and "runs on worker" in str(e.get("text"))]
     assert len(said) == 3
+
+
+def side_commit(repo: Path, path: str, text: str) -> str:
+    """A commit on top of main with one more file, on no branch (what a worker pushes)."""
+    blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input=text, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    base_tree = git(repo, "rev-parse", "main^{tree}").strip()
+    listing = git(repo, "ls-tree", base_tree) + f"100644 blob {blob}\t{path}\n"
+    tree = subprocess.run(["git", "mktree"], cwd=repo, input=listing, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return git(repo, "commit-tree", tree, "-p", "main", "-m", f"work on {path}").strip()
+
+
+def test_an_attempt_pushed_after_its_coordinator_died_lands_without_its_agent_running_again(repo, cluster, capsys,
+                                                                                             tmp_path):
+    ran = tmp_path / "agent-ran"
+    write_index(repo, [make_ticket("T1", write_file_cmd(str(ran), "yes\n"), attempts=1)])
+    orphan = side_commit(repo, "from-orphan.txt", "pushed by a worker whose coordinator died\n")
+    git(repo, "update-ref", "refs/sage/attempts/T1/1", orphan)  # the hub is the repository itself
+    code, events = stream(repo, capsys, "--executor", dask_url(cluster))
+    assert code == 0, events
+    assert read_index(repo)["T1"]["state"] == "COMPLETED"
+    assert git(repo, "show", "main:from-orphan.txt") == "pushed by a worker whose coordinator died\n"
+    assert not ran.exists()  # its agent was not paid for twice
+    assert git(repo, "rev-parse", "refs/sage/received/T1/1").strip() == orphan
+
+
+def test_attempt_numbers_on_the_hub_are_never_reused_and_a_received_one_never_lands_again(repo, cluster, capsys):
+    write_index(repo, [make_ticket("T1", write_file_cmd("fresh.txt", "fresh\n"), attempts=1)])
+    stale = side_commit(repo, "stale.txt", "an attempt this repository already took in hand\n")
+    git(repo, "update-ref", "refs/sage/attempts/T1/2", stale)
+    git(repo, "update-ref", "refs/sage/received/T1/2", stale)
+    git(repo, "update-ref", "refs/sage/kept/T1/3", stale)  # unlanded work kept by an earlier attempt
+    code, events = stream(repo, capsys, "--executor", dask_url(cluster))
+    assert code == 0, events
+    assert git(repo, "show", "main:fresh.txt") == "fresh\n"
+    assert "stale.txt" not in git(repo, "ls-tree", "--name-only", "main")
+    assert git(repo, "rev-parse", "refs/sage/attempts/T1/4^{tree}") == git(repo, "rev-parse", "main^{tree}")
+    assert git(repo, "rev-parse", "refs/sage/attempts/T1/2").strip() == stale  # never moved (never forced)
+
+
+def test_a_failed_attempt_is_kept_on_the_hub_and_not_landed(repo, cluster, capsys):
+    fail = ["python3", "-c", "import pathlib, sys; pathlib.Path('half.txt').write_text('half'); sys.exit(3)"]
+    write_index(repo, [make_ticket("T1", fail)])
+    code, events = stream(repo, capsys, "--executor", dask_url(cluster))
+    assert code == 3, events
+    assert read_index(repo)["T1"]["state"] != "COMPLETED"
+    assert git(repo, "show", "refs/sage/kept/T1/1:half.txt") == "half"  # unlanded work is never lost
+    assert git(repo, "for-each-ref", "refs/sage/attempts/") == ""
