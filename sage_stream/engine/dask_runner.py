@@ -289,7 +289,7 @@ class DaskRunner:
         if attempt is None:
             return  # a late event of an attempt this run no longer follows
         if isinstance(message, Prepared):
-            attempt.worker = payload.get("worker")
+            attempt.worker = payload.get("worker_name")  # Dask sets "worker" to the address
             if not self._first_prepared(attempt):
                 return
             self.inbox.put(Prepared(ticket_id, self._workspace(attempt)))

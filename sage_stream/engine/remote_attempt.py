@@ -101,7 +101,7 @@ def run_remote_attempt(attempt: RemoteAttempt) -> RemoteResult:
     cancel = Event(cancel_event_name(attempt.run_id, attempt.ticket.id, attempt.attempt))
 
     def send(message: Message) -> None:
-        worker.log_event(attempt.topic, {"worker": name, "attempt": attempt.attempt,
+        worker.log_event(attempt.topic, {"worker_name": name, "attempt": attempt.attempt,
                                          "message": pickle.dumps(message)})
 
     return run_in_scratch(attempt, worker_name=name, root=scratch_root(name, attempt.hub), send=send,
