@@ -116,3 +116,75 @@ def test_a_failed_attempt_is_kept_on_the_hub_and_not_landed(repo, cluster, capsy
     assert read_index(repo)["T1"]["state"] != "COMPLETED"
     assert git(repo, "show", "refs/sage/kept/T1/1:half.txt") == "half"  # unlanded work is never lost
     assert git(repo, "for-each-ref", "refs/sage/attempts/") == ""
+
+
+class RecordingClient:
+    """Stands in for distributed.Client where only what is asked of it matters."""
+
+    def __init__(self, allowed_failures=0) -> None:
+        self.allowed_failures = allowed_failures
+        self.submitted: list[dict] = []
+
+    def subscribe_topic(self, topic, handler) -> None:
+        self.topic = topic
+
+    def run_on_scheduler(self, function):
+        return self.allowed_failures
+
+    def submit(self, function, attempt, **options):
+        self.submitted.append(options)
+
+
+def runner_with(client, repo: Path):
+    import queue
+
+    from sage_stream.agents.exec import ExecAgent
+    from sage_stream.engine.dask_runner import DaskRunner, DaskSettings
+    from sage_stream.git import Git
+
+    inbox: queue.Queue = queue.Queue()
+    settings = DaskSettings(address="tcp://127.0.0.1:1", hub=str(repo), agent=ExecAgent(), run_id="r1", target="main",
+                            timeout_s=60, idle_timeout_s=60, grace_s=1)
+    return DaskRunner(Git(repo), settings, inbox, client=client), inbox
+
+
+def remote_attempt(session_id=None):
+    from sage_stream.agents.exec import ExecAgent
+    from sage_stream.engine.remote_attempt import RemoteAttempt
+    from sage_stream.tickets.models import Ticket
+
+    ticket = Ticket.model_validate(make_ticket("T1", ["true"]))
+    return RemoteAttempt(ticket=ticket, attempt=1, base="0" * 40, hub="/hub", prompt="p", stem="T1", run_id="r1",
+                         topic="sage-r1", agent=ExecAgent(), session_id=session_id)
+
+
+def test_attempts_are_never_rerun_by_dask_and_a_continued_session_prefers_its_worker(repo):
+    client = RecordingClient()
+    runner, _ = runner_with(client, repo)
+    runner._submit(remote_attempt())
+    runner._session_workers["sess-1"] = "wB"
+    runner._submit(remote_attempt(session_id="sess-1"))
+    first, continued = client.submitted
+    assert first["retries"] == 0 and first["resources"] == {"agent": 1} and first["pure"] is False
+    assert "workers" not in first
+    assert continued["workers"] == ["wB"] and continued["allow_other_workers"] is True  # a preference, not a pin
+
+
+def test_a_scheduler_that_reruns_tasks_of_dead_workers_is_said_at_start(repo):
+    _, inbox = runner_with(RecordingClient(allowed_failures=3), repo)
+    said = inbox.get_nowait()
+    assert said.kind == "message" and said.data["level"] == "warning"
+    assert "allowed-failures = 3" in said.data["text"] and "ALLOWED_FAILURES=0" in said.data["text"]
+    _, quiet = runner_with(RecordingClient(allowed_failures=0), repo)
+    assert quiet.empty()
+
+
+def test_plain_tcp_to_a_scheduler_on_another_machine_is_refused_and_nothing_changes(repo, capsys):
+    index = write_index(repo, [make_ticket("T1", write_file_cmd("a.txt", "a\n"))])
+    before = index.read_text()
+    code = run(["stream", "--auto", "--index", str(index), "--executor", "dask://10.1.2.3:8786"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "runs any pickled code" in err and "--insecure" in err and "Traceback" not in err
+    assert index.read_text() == before
+    assert not (repo / ".sage" / "workers").exists()
