@@ -28,6 +28,7 @@ from __future__ import annotations
 import pickle
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,11 +39,14 @@ from sage_stream.engine import events as ev
 from sage_stream.engine.remote_attempt import (
     ATTEMPTS_PREFIX,
     KEPT_PREFIX,
+    TASK_PREFIX,
     RemoteAttempt,
     RemoteResult,
     attempt_ref,
     cancel_event_name,
     run_remote_attempt,
+    running_attempts,
+    task_key,
 )
 from sage_stream.engine.settings import StreamSettings
 from sage_stream.engine.slots import SlotRelease
@@ -68,6 +72,7 @@ from sage_stream.tickets.naming import ticket_branch
 MAX_REDISPATCH = 2  # a ticket whose workers keep dying is deferred, not sent round forever
 WAIT_POLL_S = 0.25
 CONNECT_TIMEOUT_S = 10.0
+ORPHAN_POLL_S = 1.0
 RECEIVED_PREFIX = "refs/sage/received/"  # here, on the coordinator: attempts a run took in hand
 
 
@@ -139,6 +144,7 @@ class DaskRunner:
     def _drive(self, spec: AttemptSpec, handle: AttemptHandle) -> None:
         ticket_id = spec.ticket.id
         try:
+            self._wait_for_earlier_runs(spec, handle)
             orphan, number = self._numbers(spec)
             landed = None
             if orphan is not None:
@@ -161,6 +167,24 @@ class DaskRunner:
         except Exception as error:
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(AttemptCrashed(ticket_id, detail, None))
+
+    def _wait_for_earlier_runs(self, spec: AttemptSpec, handle: AttemptHandle) -> None:
+        """An attempt of this ticket that a dead coordinator left running goes on and pushes
+        when it ends: wait for it (the grace period: at most the agent's timeout) rather
+        than pay for the agent twice; what it pushes then lands."""
+        prefix = f"{TASK_PREFIX}{spec.ticket.id}/"
+        deadline = time.monotonic() + self.settings.timeout_s + self.settings.grace_s
+        said = False
+        while time.monotonic() < deadline and not handle.cancelled.is_set():
+            running = [key for keys in self.client.run(running_attempts, prefix=prefix).values() for key in keys
+                       if not key.endswith(f"/{self.settings.run_id}")]
+            if not running:
+                return
+            if not said:
+                said = True
+                self._warn(spec.ticket.id, f"an attempt of {spec.ticket.id} from an earlier run is still running on the "
+                                           f"cluster ({running[0]}): waiting for it; what it pushes lands", level="info")
+            time.sleep(ORPHAN_POLL_S)
 
     def _numbers(self, spec: AttemptSpec) -> tuple[int | None, int]:
         """(an orphaned attempt to land, the number of the next one). An attempt whose ref
@@ -243,8 +267,9 @@ class DaskRunner:
         prefers the worker that holds it."""
         preferred = self._session_workers.get(attempt.session_id or "")
         placement = dict(workers=[preferred], allow_other_workers=True) if preferred else {}
-        return self.client.submit(run_remote_attempt, attempt, key=f"sage-{attempt.run_id}-{attempt.ticket.id}-a"
-                                  f"{attempt.attempt}", pure=False, retries=0, resources={"agent": 1}, **placement)
+        return self.client.submit(run_remote_attempt, attempt, key=task_key(attempt.ticket.id, attempt.attempt,
+                                                                            attempt.run_id),
+                                  pure=False, retries=0, resources={"agent": 1}, **placement)
 
     def _finished(self, attempt: _Attempt, result: RemoteResult) -> Message:
         spec, ticket_id = attempt.spec, attempt.spec.ticket.id

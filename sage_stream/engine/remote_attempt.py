@@ -40,6 +40,7 @@ from sage_stream.tickets.models import Ticket
 CANCEL_POLL_S = 0.25
 ATTEMPTS_PREFIX = "refs/sage/attempts/"
 KEPT_PREFIX = "refs/sage/kept/"
+TASK_PREFIX = "sage-attempt/"
 
 
 def attempt_ref(ticket_id: str, attempt: int) -> str:
@@ -48,6 +49,19 @@ def attempt_ref(ticket_id: str, attempt: int) -> str:
 
 def kept_ref(ticket_id: str, attempt: int) -> str:
     return f"{KEPT_PREFIX}{ticket_id}/{attempt}"
+
+
+def task_key(ticket_id: str, attempt: int, run_id: str) -> str:
+    """The Dask key of an attempt: its ticket first, so that any run can find it on the workers."""
+    return f"{TASK_PREFIX}{ticket_id}/{attempt}/{run_id}"
+
+
+def running_attempts(dask_worker, prefix: str) -> list[str]:
+    """On a worker (`client.run`): keys under `prefix` still executing, including those the
+    scheduler forgot when their client died (the worker marks them cancelled and runs on)."""
+    return [key for key, task in dask_worker.state.tasks.items()
+            if isinstance(key, str) and key.startswith(prefix) and task.state in ("executing", "long-running",
+                                                                                  "cancelled")]
 
 
 def cancel_event_name(run_id: str, ticket_id: str, attempt: int) -> str:

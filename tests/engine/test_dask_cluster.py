@@ -138,23 +138,25 @@ def test_a_worker_killed_mid_agent_is_not_rerun_by_dask_and_sage_sends_it_again(
     assert "sent again as attempt 2" in out
 
 
-def test_the_coordinator_killed_mid_agent_the_next_run_lands_what_the_worker_pushed(repo, cluster, capsys, tmp_path):
+def test_the_coordinator_killed_mid_agent_the_next_run_waits_and_lands_what_the_worker_pushed(repo, cluster, capsys,
+                                                                                            tmp_path):
     starts, pid_file = tmp_path / "starts", tmp_path / "agent.pid"
     (repo / ".sage" / "config.toml").write_text("[agent]\nsandbox = \"none\"\n")
     slow = [PY, "-c", f"import os, pathlib, time; pathlib.Path({str(starts)!r}).open('a').write('x\\n'); "
-                      f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(2); "
+                      f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(4); "
                       "pathlib.Path('t1.txt').write_text('done\\n')"]
     write_index(repo, [make_ticket("T1", slow)])
     process = stream_process(repo, "--executor", cluster)
     wait_for(pid_file.exists, "the agent")
     process.kill()
     process.communicate()
-    wait_for(lambda: git(repo, "for-each-ref", "refs/sage/attempts/T1/"), "the worker's push of attempt 1")
-    code, events = stream(repo, capsys, "--executor", cluster)
+    assert git(repo, "for-each-ref", "refs/sage/attempts/T1/") == ""  # still running on its worker
+    code, events = stream(repo, capsys, "--executor", cluster)  # at once: the orphan is still running
     assert code == 0, events
     assert read_index(repo)["T1"]["state"] == "COMPLETED"
     assert git(repo, "show", "main:t1.txt") == "done\n"
-    assert starts.read_text() == "x\n"  # landed from the hub: the agent did not run again
+    assert starts.read_text() == "x\n"  # waited for and landed from the hub: the agent did not run again
+    assert any("still running on the cluster" in str(e.get("text")) for e in events)
 
 
 def test_ctrl_c_stops_the_remote_agent_and_exits_130(repo, cluster, tmp_path):

@@ -66,7 +66,15 @@ def test_a_dag_drains_on_dask_workers_each_ticket_landing_once(repo, cluster, ca
     refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/sage/attempts/").split()
     assert sorted(refs) == ["refs/sage/attempts/T1/1", "refs/sage/attempts/T2/1", "refs/sage/attempts/T3/1"]
     said = [e for e in events if e.get("event") == "message" and "runs on worker" in str(e.get("text"))]
-    assert len(said) == 3
+    assert len(said) == 3 and all(e["worker"] in workers(cluster) for e in said)
+    capsys.readouterr()
+    assert run(["status", "--index", str(repo / ".sage/tickets/index.json")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("T")]
+    assert len(lines) == 3 and all("on worker " in line for line in lines)  # sage status names each one's worker
+
+
+def workers(cluster) -> set[str]:
+    return {str(info["name"]) for info in cluster.scheduler_info["workers"].values()}
 
 
 def side_commit(repo: Path, path: str, text: str) -> str:
@@ -130,6 +138,9 @@ class RecordingClient:
 
     def run_on_scheduler(self, function):
         return self.allowed_failures
+
+    def run(self, function, **kwargs):
+        return {}
 
     def submit(self, function, attempt, **options):
         self.submitted.append(options)
