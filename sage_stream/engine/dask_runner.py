@@ -92,6 +92,7 @@ class DaskSettings:
     tls: tuple[str, str, str] | None = None  # (ca, cert, key) files
     insecure: bool = False  # a plain tcp:// address beyond loopback, acknowledged
     start_tip: Any = None  # --remote: the fetched remote tip (a callable), like LocalRunner's
+    sandboxed: bool = False  # the run would sandbox local agents: workers do not (yet), and say so
 
 
 class _Attempt:
@@ -118,6 +119,9 @@ class DaskRunner:
         self._session_workers: dict[str, str] = {}  # session id -> the worker that made it
         self.client.subscribe_topic(self.topic, self._on_event)
         self.allowed_failures = self._check_reruns_off()
+        if settings.sandboxed:
+            self._warn(None, "agents on Dask workers run without the bwrap sandbox (it applies to agents on this "
+                             "machine only): they can write anything the worker's user can")
 
     # ------------------------------------------------------------ the Runner interface
 
@@ -388,5 +392,6 @@ def dask_runner(git: Git, settings: StreamSettings, run_id: str, inbox: queue.Qu
         address=choice.address, hub=hub, agent=settings.agent, run_id=run_id, target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
-        check_env=tuple(settings.check_env), tls=choice.tls, insecure=choice.insecure, start_tip=start_tip),
+        check_env=tuple(settings.check_env), tls=choice.tls, insecure=choice.insecure, start_tip=start_tip,
+        sandboxed=settings.sandbox.sandbox is not None),
         inbox, client=client)

@@ -199,3 +199,21 @@ def test_plain_tcp_to_a_scheduler_on_another_machine_is_refused_and_nothing_chan
     assert "runs any pickled code" in err and "--insecure" in err and "Traceback" not in err
     assert index.read_text() == before
     assert not (repo / ".sage" / "workers").exists()
+
+
+def test_a_run_that_would_sandbox_its_agents_says_that_agents_on_workers_are_not(repo):
+    import dataclasses
+    import queue
+
+    from sage_stream.agents.exec import ExecAgent
+    from sage_stream.engine.dask_runner import DaskRunner, DaskSettings
+    from sage_stream.git import Git
+
+    inbox: queue.Queue = queue.Queue()
+    settings = DaskSettings(address="tcp://127.0.0.1:1", hub=str(repo), agent=ExecAgent(), run_id="r1", target="main",
+                            timeout_s=60, idle_timeout_s=60, grace_s=1)
+    DaskRunner(Git(repo), dataclasses.replace(settings, sandboxed=True), inbox, client=RecordingClient())
+    said = inbox.get_nowait()
+    assert said.data["level"] == "warning" and "without the bwrap sandbox" in said.data["text"]
+    DaskRunner(Git(repo), settings, inbox, client=RecordingClient())
+    assert inbox.empty()
