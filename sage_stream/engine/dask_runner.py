@@ -98,8 +98,9 @@ class DaskSettings:
 class _Attempt:
     """One started ticket's remote state, kept by its thread."""
 
-    def __init__(self, spec: AttemptSpec, handle: AttemptHandle, number: int) -> None:
+    def __init__(self, spec: AttemptSpec, handle: AttemptHandle, number: int, base: str) -> None:
         self.spec = spec
+        self.base = base  # the commit the worker starts from, decided once
         self.handle = handle
         self.number = number  # N of refs/sage/attempts/<ID>/<N>
         self.worker: str | None = None
@@ -233,12 +234,12 @@ class DaskRunner:
     def _run_once(self, spec: AttemptSpec, handle: AttemptHandle, number: int) -> Message | _WorkerLost:
         from distributed import Event
 
-        attempt = _Attempt(spec, handle, number)
+        attempt = _Attempt(spec, handle, number, self._base(spec))
         key = (spec.ticket.id, number)
         with self._lock:
             self._by_number[key] = attempt
         try:
-            future = self._submit(self._remote_attempt(spec, number))
+            future = self._submit(self._remote_attempt(spec, number, attempt.base))
             cancel = Event(cancel_event_name(self.settings.run_id, spec.ticket.id, number), client=self.client)
             while True:
                 if handle.cancelled.is_set():
@@ -257,10 +258,10 @@ class DaskRunner:
             with self._lock:
                 self._by_number.pop(key, None)
 
-    def _remote_attempt(self, spec: AttemptSpec, number: int) -> RemoteAttempt:
+    def _remote_attempt(self, spec: AttemptSpec, number: int, base: str) -> RemoteAttempt:
         s = self.settings
         return RemoteAttempt(
-            ticket=spec.ticket, attempt=number, base=self._base(spec), hub=s.hub,
+            ticket=spec.ticket, attempt=number, base=base, hub=s.hub,
             prompt=spec.job.prompt_file.read_text(encoding="utf-8"), stem=spec.stem, run_id=s.run_id, topic=self.topic,
             agent=s.agent, checks=spec.checks, max_fix_turns=spec.max_fix_turns, session_id=spec.job.session_id,
             timeout_s=s.timeout_s, idle_timeout_s=s.idle_timeout_s, grace_s=s.grace_s,
@@ -301,7 +302,7 @@ class DaskRunner:
         """The attempt's place as the coordinator names it: its worker and ref (no worktree here)."""
         spec = attempt.spec
         where = Path(f"{attempt.worker or 'dask'}:{attempt_ref(spec.ticket.id, attempt.number)}")
-        return Workspace(path=where, branch=ticket_branch(spec.ticket.id), base=self._base(spec),
+        return Workspace(path=where, branch=ticket_branch(spec.ticket.id), base=attempt.base,
                          ticket=spec.ticket.id)
 
     # ------------------------------------------------------------ events from workers
