@@ -154,9 +154,9 @@ class DaskRunner:
             landed = None
             if orphan is not None:
                 landed = self._land_if_pushed(spec, orphan, why="pushed after its coordinator stopped")
-            redispatched = 0
+            redispatched, lost = 0, None
             while landed is None:
-                outcome = self._run_once(spec, handle, number)
+                outcome = lost = self._run_once(spec, handle, number)
                 if not isinstance(outcome, _WorkerLost):
                     self.inbox.put(outcome)
                     return
@@ -168,7 +168,7 @@ class DaskRunner:
                 self._warn(ticket_id, f"worker {outcome.worker} was lost during attempt {number - 1} of {ticket_id} "
                                       f"({outcome.detail}); sent again as attempt {number}")
             self.inbox.put(landed or AttemptCrashed(ticket_id, f"the Dask workers running it were lost "
-                                                               f"{redispatched + 1} times", None))
+                                                               f"{redispatched + 1} times", lost.workspace))
         except Exception as error:
             detail = error.message if isinstance(error, SageError) else traceback.format_exc()
             self.inbox.put(AttemptCrashed(ticket_id, detail, None))
@@ -240,19 +240,18 @@ class DaskRunner:
             self._by_number[key] = attempt
         try:
             future = self._submit(self._remote_attempt(spec, number, attempt.base))
-            cancel = Event(cancel_event_name(self.settings.run_id, spec.ticket.id, number), client=self.client)
+            stop_sent = False
             while True:
-                if handle.cancelled.is_set():
-                    cancel.set()  # the task polls it and kills its agent's process group
+                if handle.cancelled.is_set() and not stop_sent:
+                    stop_sent = True  # the task polls this Event and kills its agent's process group
+                    Event(cancel_event_name(self.settings.run_id, spec.ticket.id, number), client=self.client).set()
                 try:
                     result: RemoteResult = future.result(timeout=WAIT_POLL_S)
                     break
                 except TimeoutError:
                     continue
                 except Exception as error:  # KilledWorker, a lost connection...
-                    if type(error).__name__ in ("TimeoutError",):
-                        continue
-                    return _WorkerLost(attempt.worker or "?", f"{type(error).__name__}: {error}")
+                    return _WorkerLost(attempt.worker or "?", f"{type(error).__name__}: {error}", self._workspace(attempt))
             return self._finished(attempt, result)
         finally:
             with self._lock:
@@ -359,6 +358,7 @@ def _numbered(refs: Any) -> list[int]:
 class _WorkerLost:
     worker: str
     detail: str
+    workspace: Workspace
 
 
 def _allowed_failures() -> Any:

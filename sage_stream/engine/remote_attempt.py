@@ -23,8 +23,10 @@ import re
 import tempfile
 import threading
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sage_stream.agents.base import Agent, AgentJob
 from sage_stream.agents.prompt import write_prompt_file
@@ -56,7 +58,7 @@ def task_key(ticket_id: str, attempt: int, run_id: str) -> str:
     return f"{TASK_PREFIX}{ticket_id}/{attempt}/{run_id}"
 
 
-def running_attempts(dask_worker, prefix: str) -> list[str]:
+def running_attempts(dask_worker: Any, prefix: str) -> list[str]:
     """On a worker (`client.run`): keys under `prefix` still executing, including those the
     scheduler forgot when their client died (the worker marks them cancelled and runs on)."""
     return [key for key, task in dask_worker.state.tasks.items()
@@ -148,7 +150,8 @@ def _return_slot(root: Path, slot: int) -> None:
         _slots_taken.discard((root, slot))
 
 
-def run_in_scratch(attempt: RemoteAttempt, *, worker_name: str, root: Path, send, cancelled) -> RemoteResult:
+def run_in_scratch(attempt: RemoteAttempt, *, worker_name: str, root: Path, send: Callable[[Message], None],
+                   cancelled: Callable[[], bool]) -> RemoteResult:
     """Fetch, run with a LocalRunner, push. `send` forwards messages; `cancelled()` polls the stop flag."""
     repo = root / "repo"
     slot = _take_slot(root)
@@ -171,7 +174,8 @@ def _scratch_git(repo: Path) -> Git:
     return Git(repo, worktree_lock=repo / ".git" / "sage-worktree.lock")
 
 
-def _run(attempt: RemoteAttempt, git: Git, repo: Path, slot: int, worker_name: str, send, cancelled) -> RemoteResult:
+def _run(attempt: RemoteAttempt, git: Git, repo: Path, slot: int, worker_name: str, send: Callable[[Message], None],
+         cancelled: Callable[[], bool]) -> RemoteResult:
     run_dir = repo / ".sage" / "workers" / attempt.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     prompt_file = run_dir / f"{attempt.stem}.prompt.md"

@@ -217,3 +217,65 @@ def test_a_run_that_would_sandbox_its_agents_says_that_agents_on_workers_are_not
     assert said.data["level"] == "warning" and "without the bwrap sandbox" in said.data["text"]
     DaskRunner(Git(repo), settings, inbox, client=RecordingClient())
     assert inbox.empty()
+
+
+class KilledWorker(Exception):
+    """What distributed raises for a task whose worker died (with allowed-failures 0)."""
+
+
+class LostWorkerClient(RecordingClient):
+    """Every task's worker dies; `on_submit` runs as the task is sent (a worker pushing first)."""
+
+    def __init__(self, on_submit=lambda options: None) -> None:
+        super().__init__()
+        self.on_submit = on_submit
+
+    def submit(self, function, attempt, **options):
+        self.submitted.append({**options, "attempt": attempt.attempt})
+        self.on_submit(options)
+        return self
+
+    def result(self, timeout=None):
+        raise KilledWorker("worker tcp://127.0.0.1:1 died")
+
+
+def started_attempt(repo: Path, client) -> list:
+    """Drive one attempt of T1 to its end with `client`; the runner's messages."""
+    from sage_stream.agents.base import AgentJob
+    from sage_stream.engine.work import AttemptCrashed, AttemptDone, AttemptSpec
+    from sage_stream.tickets.models import Ticket
+
+    runner, inbox = runner_with(client, repo)
+    prompt = repo / ".sage" / "T1.prompt.md"
+    prompt.write_text("do T1\n")
+    ticket = Ticket.model_validate(make_ticket("T1", ["true"]))
+    job = AgentJob(ticket=ticket, worktree=repo, prompt_file=prompt, result_file=repo / ".sage" / "T1.json",
+                   log_path=repo / ".sage" / "T1.log", run_id="r1")
+    runner.start(AttemptSpec(ticket=ticket, attempt=1, worker=0, slot=1, stem="T1", job=job))
+    messages = []
+    while not messages or not isinstance(messages[-1], (AttemptDone, AttemptCrashed)):
+        messages.append(inbox.get(timeout=30))
+    return messages
+
+
+def test_a_worker_lost_after_pushing_its_attempt_lands_that_attempt_and_sends_nothing_again(repo):
+    pushed = side_commit(repo, "pushed.txt", "pushed just before the worker died\n")
+    client = LostWorkerClient(on_submit=lambda options: git(repo, "update-ref", "refs/sage/attempts/T1/1", pushed))
+    messages = started_attempt(repo, client)
+    assert [item["attempt"] for item in client.submitted] == [1]
+    assert messages[-1].work.tip == pushed and messages[-1].work.result.success
+    assert any("pushed before worker" in str(getattr(m, "data", {}).get("text")) for m in messages)
+
+
+def test_a_worker_lost_before_pushing_is_sent_again_as_the_next_attempt_then_given_up(repo):
+    from sage_stream.engine.dask_runner import MAX_REDISPATCH
+    from sage_stream.engine.work import AttemptCrashed
+
+    client = LostWorkerClient()
+    messages = started_attempt(repo, client)
+    assert [item["attempt"] for item in client.submitted] == list(range(1, MAX_REDISPATCH + 2))  # N+1, never N again
+    assert all(item["retries"] == 0 for item in client.submitted)
+    assert isinstance(messages[-1], AttemptCrashed) and "lost" in messages[-1].detail
+    assert messages[-1].workspace is not None  # the agent could not run (not: the worktree could not be made)
+    said = [m.data["text"] for m in messages if getattr(m, "kind", None) == "message"]
+    assert "sent again as attempt 2" in said[0]
