@@ -67,6 +67,8 @@ def test_a_dag_drains_on_dask_workers_each_ticket_landing_once(repo, cluster, ca
     assert sorted(refs) == ["refs/sage/attempts/T1/1", "refs/sage/attempts/T2/1", "refs/sage/attempts/T3/1"]
     said = [e for e in events if e.get("event") == "message" and "runs on worker" in str(e.get("text"))]
     assert len(said) == 3 and all(e["worker"] in workers(cluster) for e in said)
+    lines = {e["ticket"]: e["line"] for e in events if e.get("event") == "agent_output"}
+    assert lines == {"T1": "wrote a.txt", "T2": "wrote b.txt", "T3": "wrote c.txt"}  # live, from the workers
     capsys.readouterr()
     assert run(["status", "--index", str(repo / ".sage/tickets/index.json")]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("T")]
