@@ -157,13 +157,22 @@ def run_in_scratch(attempt: RemoteAttempt, *, worker_name: str, root: Path, send
     slot = _take_slot(root)
     try:
         git = _scratch_git(repo)
-        git.fetch_commit(attempt.hub, attempt.base)
+        with _fetch_lock(repo):  # concurrent fetches into one repository race ("did not send all necessary objects")
+            git.fetch_commit(attempt.hub, attempt.base)
         return _run(attempt, git, repo, slot, worker_name, send, cancelled)
     except Exception as error:
         detail = getattr(error, "message", None) or traceback.format_exc()
         return RemoteResult(worker=worker_name, work=None, crashed=f"on worker {worker_name}: {detail}")
     finally:
         _return_slot(root, slot)
+
+
+_fetch_locks: dict[Path, threading.Lock] = {}
+
+
+def _fetch_lock(repo: Path) -> threading.Lock:
+    with _slots_lock:
+        return _fetch_locks.setdefault(repo, threading.Lock())
 
 
 def _scratch_git(repo: Path) -> Git:
