@@ -281,3 +281,20 @@ def test_a_worker_lost_before_pushing_is_sent_again_as_the_next_attempt_then_giv
     assert messages[-1].workspace is not None  # the agent could not run (not: the worktree could not be made)
     said = [m.data["text"] for m in messages if getattr(m, "kind", None) == "message"]
     assert "sent again as attempt 2" in said[0]
+
+
+def test_costs_reported_on_workers_count_for_max_cost_on_the_coordinator(repo, cluster, capsys):
+    def costly(n: int) -> list[str]:
+        code = (f"import json, os, pathlib; pathlib.Path('cost-{n}.txt').write_text('x'); "
+                "pathlib.Path(os.environ['SAGE_RESULT_FILE']).write_text(json.dumps("
+                f"{{'success': True, 'summary': 'did COST-{n}', 'cost_usd': 0.6}}))")
+        return ["python3", "-c", code]
+
+    write_index(repo, [make_ticket(f"COST-{n}", costly(n), priority=f"P{n}") for n in (1, 2, 3)])
+    code, events = stream(repo, capsys, "--executor", dask_url(cluster), "--max-cost", "1")
+    assert code == 0, events
+    tickets = read_index(repo)
+    assert [tickets[f"COST-{n}"]["state"] for n in (1, 2, 3)] == ["COMPLETED", "COMPLETED", "UNPROCESSED"]
+    assert tickets["COST-1"]["agent_result"]["cost_usd"] == 0.6  # the worker's result, in the index
+    finished = [e for e in events if e["event"] == "run_finished"][0]
+    assert finished["stopped"] == "stopped starting tickets: cost $1.20 reached --max-cost $1.00"
