@@ -282,9 +282,10 @@ class DaskRunner:
         if (result.prepared or result.work is not None) and self._first_prepared(attempt):
             self.inbox.put(Prepared(ticket_id, workspace))
         if result.work is None:
+            self._copy_log(spec, result)
             return AttemptCrashed(ticket_id, result.crashed or "the attempt failed", workspace if result.prepared
                                   else None, on_setup=result.on_setup)
-        work = replace(result.work, workspace=workspace, log=Path(result.log) if result.log else spec.job.log_path)
+        work = replace(result.work, workspace=workspace, log=self._copy_log(spec, result))
         if result.work.result.session_id:
             self._session_workers[result.work.result.session_id] = result.worker
         if result.push_error:
@@ -296,6 +297,16 @@ class DaskRunner:
                 work.snapshot_error = f"{result.pushed_ref} on the hub is at {fetched}, not {work.tip}"
                 work.tip = None
         return AttemptDone(ticket_id, work)
+
+    @staticmethod
+    def _copy_log(spec: AttemptSpec, result: RemoteResult) -> Path:
+        """The attempt's log here: where the worker keeps the whole of it, then its end."""
+        path = spec.job.log_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log:  # the attempt's own log file: appended, like locally
+            log.write(f"[sage] the whole log is on worker {result.worker}: {result.log or '(none)'}; its end:\n")
+            log.write(result.log_tail)
+        return path
 
     def _workspace(self, attempt: _Attempt) -> Workspace:
         """The attempt's place as the coordinator names it: its worker and ref (no worktree here)."""

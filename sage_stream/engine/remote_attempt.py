@@ -40,6 +40,7 @@ from sage_stream.process.supervise import EXITED
 from sage_stream.tickets.models import Ticket
 
 CANCEL_POLL_S = 0.25
+LOG_TAIL_BYTES = 64 * 1024
 ATTEMPTS_PREFIX = "refs/sage/attempts/"
 KEPT_PREFIX = "refs/sage/kept/"
 TASK_PREFIX = "sage-attempt/"
@@ -106,6 +107,7 @@ class RemoteResult:
     pushed_ref: str | None = None  # where the commit is on the hub
     push_error: str | None = None
     log: str | None = None  # the full log, on the worker
+    log_tail: str = ""  # its last LOG_TAIL_BYTES, for the coordinator's copy
 
 
 def run_remote_attempt(attempt: RemoteAttempt) -> RemoteResult:
@@ -210,7 +212,8 @@ def _run(attempt: RemoteAttempt, git: Git, repo: Path, slot: int, worker_name: s
             continue
         if isinstance(message, AttemptCrashed):
             return RemoteResult(worker=worker_name, work=None, crashed=message.detail, on_setup=message.on_setup,
-                                prepared=message.workspace is not None, log=str(job.log_path))
+                                prepared=message.workspace is not None, log=str(job.log_path),
+                                log_tail=log_tail(job.log_path))
         if isinstance(message, AttemptDone):
             return _push(attempt, git, message.work, worker_name)
         send(message)
@@ -220,13 +223,25 @@ def _push(attempt: RemoteAttempt, git: Git, work: TicketWork, worker_name: str) 
     """The attempt's commit to the hub; the workspace stays on the worker (its paths mean nothing elsewhere)."""
     log = str(work.log) if work.log else None
     result = replace(work, workspace=None)
+    tail = log_tail(work.log) if work.log else ""
     if work.tip is None or work.tip == attempt.base:
-        return RemoteResult(worker=worker_name, work=result, prepared=True, log=log)
+        return RemoteResult(worker=worker_name, work=result, prepared=True, log=log, log_tail=tail)
     landable = work.result.success and work.exit.outcome == EXITED and not work.tampered and (
         work.verification is None or work.verification.passed)
     ref = attempt_ref(attempt.ticket.id, attempt.attempt) if landable else kept_ref(attempt.ticket.id, attempt.attempt)
     pushed = git.push_new_ref(attempt.hub, work.tip, ref)
     if pushed.outcome != PUSHED:
-        return RemoteResult(worker=worker_name, work=result, prepared=True, log=log,
+        return RemoteResult(worker=worker_name, work=result, prepared=True, log=log, log_tail=tail,
                             push_error=f"could not push {ref} to {attempt.hub}: {pushed.outcome} {pushed.detail}")
-    return RemoteResult(worker=worker_name, work=result, prepared=True, pushed_ref=ref, log=log)
+    return RemoteResult(worker=worker_name, work=result, prepared=True, pushed_ref=ref, log=log, log_tail=tail)
+
+
+def log_tail(path: Path) -> str:
+    """The end of an agent's log (the whole log stays on the worker)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - LOG_TAIL_BYTES))
+            return log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

@@ -119,13 +119,17 @@ def test_attempt_numbers_on_the_hub_are_never_reused_and_a_received_one_never_la
 
 
 def test_a_failed_attempt_is_kept_on_the_hub_and_not_landed(repo, cluster, capsys):
-    fail = ["python3", "-c", "import pathlib, sys; pathlib.Path('half.txt').write_text('half'); sys.exit(3)"]
+    fail = ["python3", "-c", "import pathlib, sys; pathlib.Path('half.txt').write_text('half'); print('half done');"
+                             " sys.exit(3)"]
     write_index(repo, [make_ticket("T1", fail)])
     code, events = stream(repo, capsys, "--executor", dask_url(cluster))
     assert code == 3, events
     assert read_index(repo)["T1"]["state"] != "COMPLETED"
     assert git(repo, "show", "refs/sage/kept/T1/1:half.txt") == "half"  # unlanded work is never lost
     assert git(repo, "for-each-ref", "refs/sage/attempts/") == ""
+    log = Path(read_index(repo)["T1"]["defer_reason"]["log"])  # here, on the coordinator
+    assert log.is_relative_to(repo / ".sage") and "the whole log is on worker" in log.read_text()
+    assert "half done" in log.read_text()
 
 
 class RecordingClient:
