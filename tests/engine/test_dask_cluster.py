@@ -173,3 +173,13 @@ def test_ctrl_c_stops_the_remote_agent_and_exits_130(repo, cluster, tmp_path):
     assert "Traceback" not in err
     assert read_index(repo)["HANG-1"]["state"] == "UNPROCESSED"
     wait_for(lambda: gone(agent_pid), "the remote agent to stop", timeout=30)
+
+
+def test_a_scheduler_that_does_not_answer_is_exit_1_before_any_ticket_starts(repo, capsys):
+    write_index(repo, [make_ticket("T1", write_file_cmd("a.txt", "a\n"))])
+    capsys.readouterr()
+    code = run(["stream", "--auto", "--index", str(repo / ".sage/tickets/index.json"), "--executor",
+                f"dask://127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:" in err and "Traceback" not in err
+    assert read_index(repo)["T1"]["state"] == "UNPROCESSED"

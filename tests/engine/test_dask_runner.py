@@ -302,3 +302,16 @@ def test_costs_reported_on_workers_count_for_max_cost_on_the_coordinator(repo, c
     assert tickets["COST-1"]["agent_result"]["cost_usd"] == 0.6  # the worker's result, in the index
     finished = [e for e in events if e["event"] == "run_finished"][0]
     assert finished["stopped"] == "stopped starting tickets: cost $1.20 reached --max-cost $1.00"
+
+
+def test_without_dask_installed_the_run_says_which_extra_to_install(repo, capsys, monkeypatch):
+    import sys
+
+    write_index(repo, [make_ticket("T1", write_file_cmd("a.txt", "a\n"))])
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed: importing it fails
+    capsys.readouterr()
+    code = run(["stream", "--auto", "--index", str(repo / ".sage/tickets/index.json"), "--executor",
+                "dask://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "pip install 'sage-stream[dask]'" in err and "Traceback" not in err
+    assert read_index(repo)["T1"]["state"] == "UNPROCESSED"
