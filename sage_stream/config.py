@@ -28,6 +28,7 @@ class StreamConfig(_Section):
     remote: str | None = None  # land on this remote's branch (`sage stream --remote NAME`)
     push_branches: bool = False  # with a remote: push each ticket's sage/<ID> branch too
     schedule: str = "greedy"
+    executor: str = "local"  # local | dask://HOST:PORT (engine/dask_runner.py)
     max_load: float | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)  # start nothing new once spent
     # rate limits and exhausted quotas: pause dispatch for everyone (engine/dispatch_control.py)
@@ -57,12 +58,23 @@ class ChecksConfig(_Section):
     env: list[str] = Field(default_factory=list)  # more environment variables checks may see
 
 
+class ExecutorConfig(_Section):
+    """[executor]: agents on Dask workers (`sage stream --executor dask://HOST:PORT`)."""
+
+    hub: str | None = None  # git URL workers fetch from and push to (default: the remote's URL, else the repo)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    insecure: bool = False  # plain tcp to a scheduler beyond loopback, acknowledged
+
+
 class SageConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     stream: StreamConfig = Field(default_factory=StreamConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
 
 def load_config(sage_dir: Path) -> SageConfig:

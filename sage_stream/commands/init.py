@@ -55,6 +55,9 @@ CONFIG_TEXT = """\
 # "greedy" (start the next ready ticket as soon as a worker is free) or "batch"
 # (the original /stream: wait for the whole batch).
 # schedule = "greedy"
+# Where agents run: "local" (this machine) or "dask://HOST:PORT" (the workers of a Dask
+# scheduler; see [executor] and the README's "Agents on many machines").
+# executor = "local"
 # Start no new ticket while the 1-minute load average is above this (default: no limit).
 # max_load = 4.0
 # Start no new ticket once the agents of this run have cost this many US dollars (as the
@@ -114,6 +117,17 @@ CONFIG_TEXT = """\
 # Names of environment variables checks may see, beyond the agents' standard set and
 # [agent] env.
 # env = ["DATABASE_URL"]
+
+[executor]
+# With executor = "dask://HOST:PORT": the git URL workers fetch from and push attempts to
+# (default: the remote's URL, else this repository's path).
+# hub = "git@git.example.com:team/app.git"
+# TLS to the scheduler (needed beyond this machine: the scheduler runs pickled code).
+# tls_ca = "/etc/sage/ca.pem"
+# tls_cert = "/etc/sage/client.pem"
+# tls_key = "/etc/sage/client.key"
+# Plain tcp to a scheduler on another machine, on a private network you trust.
+# insecure = false
 """
 
 

@@ -143,6 +143,8 @@ def _ticket_line(row: TicketRecord, width: int, repo_root: Path, now: float) -> 
         parts.append(reason)
     if row.attempts > 1:
         parts.append(f"attempt {row.attempts}")
+    if row.worker:
+        parts.append(f"on worker {one_line(row.worker, 60)}")
     if row.log and row.outcome != "landed":
         parts.append(f"log {_shown_path(row.log, repo_root)}")
     return "  ".join(parts)

@@ -402,12 +402,24 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
 @click.option("--sandbox", type=click.Choice(["auto", "bwrap", "none"]), default=None,
               help="Run agents and checks so that they can write only their worktree (bwrap): auto (default:"
                    " when bwrap works), bwrap (refuse to start without it), none.")
+@click.option("--executor", default=None, metavar="local|dask://HOST:PORT",
+              help="Where agents run: this machine (local, the default) or the workers of a Dask scheduler"
+                   " (landing stays here). Needs pip install 'sage-stream[dask]'.")
+@click.option("--hub", default=None, metavar="URL",
+              help="With --executor dask://: the git URL workers fetch from and push attempts to"
+                   " (default: the --remote's URL, else this repository's path).")
+@click.option("--insecure", is_flag=True,
+              help="Allow plain tcp to a Dask scheduler beyond this machine (it runs pickled code: prefer TLS).")
+@click.option("--tls-ca", default=None, metavar="FILE", help="TLS to the Dask scheduler: CA certificate.")
+@click.option("--tls-cert", default=None, metavar="FILE", help="TLS to the Dask scheduler: client certificate.")
+@click.option("--tls-key", default=None, metavar="FILE", help="TLS to the Dask scheduler: client key.")
 def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, schedule: str | None,
             agent: str | None, agent_cmd: str | None, tickets: tuple[str, ...], max_tickets: int | None,
             timeout_minutes: float | None, idle_timeout_minutes: float | None, as_json: bool, plain: bool,
             index: str | None, target: str | None, remote: str | None, push_branches: bool, wait: bool,
             max_load: float | None, max_cost: float | None,
-            reuse_sessions: bool, sandbox: str | None) -> int:
+            reuse_sessions: bool, sandbox: str | None, executor: str | None, hub: str | None, insecure: bool,
+            tls_ca: str | None, tls_cert: str | None, tls_key: str | None) -> int:
     """Run ready tickets with sub-agents in parallel worktrees and land each as one commit.
 
     Before a ticket lands, its checks run in its worktree (validation_config.verification_scripts,
@@ -425,5 +437,6 @@ def command(auto: bool, interactive: bool, parallel: str | None, dry_run: bool, 
         idle_timeout_minutes=idle_timeout_minutes, output=output, index=index, target=target, wait=wait,
         remote=remote, push_branches=push_branches,
         max_load=max_load, max_cost=max_cost, reuse_sessions=reuse_sessions, sandbox=sandbox,
+        executor=executor, hub=hub, insecure=insecure, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
     ))
 

@@ -79,6 +79,7 @@ class RunnerSettings:
     sandbox: Sandbox | None = None  # agents, checks and fix turns run in it (engine/attempt_sandbox.py)
     writable: tuple[str, ...] = ()  # [agent] writable: more paths they may write in it
     start_tip: Callable[[], str | None] | None = None  # where tickets start (--remote: the fetched remote tip)
+    die_with_parent: bool = False  # on a Dask worker: agents die with it (process/supervise.py)
 
 
 class _Running:
@@ -230,7 +231,7 @@ class LocalRunner:
         launch = AgentLaunch(argv=invocation.argv, cwd=running.workspace.path, env=refusing_pushes(invocation.env),
                              log_path=job.log_path, timeout_s=self.settings.timeout_s,
                              idle_timeout_s=self.settings.idle_timeout_s, grace_s=min(self.settings.grace_s, 5.0),
-                             sandbox=sandboxed.prefix)
+                             sandbox=sandboxed.prefix, die_with_parent=self.settings.die_with_parent)
         def on_line(line: str) -> None:
             if running.line_due():
                 self.inbox.put(AgentLine(ticket_id, line))

@@ -77,6 +77,7 @@ class TicketRecord:
     cost_usd: float | None = None
     session_id: str | None = None
     duration_s: float | None = None
+    worker: str | None = None  # --executor dask://: the Dask worker of its last attempt
 
     def to_json(self) -> dict[str, Any]:
         return {item.name: getattr(self, item.name) for item in fields(self)}
@@ -99,6 +100,7 @@ class TicketRecord:
             cost_usd=_real(data.get("cost_usd")),
             session_id=_text(data.get("session_id")),
             duration_s=_real(data.get("duration_s")),
+            worker=_text(data.get("worker")),
         )
 
 
@@ -223,6 +225,13 @@ def _on_ticket_started(record: RunRecord, event: ev.Event) -> None:
     ticket.category = ticket.message = None
 
 
+def _on_worker_named(record: RunRecord, event: ev.Event) -> None:
+    """A remote attempt's runner says which worker runs it (a message with a `worker`)."""
+    worker = _text(event.data.get("worker"))
+    if event.ticket and worker:
+        record.ticket(event.ticket).worker = worker
+
+
 def _on_agent_finished(record: RunRecord, event: ev.Event) -> None:
     ticket = record.ticket(event.ticket or "?")
     data = event.data
@@ -290,6 +299,7 @@ _RECORD_UPDATES = {
     ev.TICKET_DEFERRED: _on_ticket_deferred,
     ev.TICKET_STOPPED: _on_ticket_stopped,
     ev.RUN_FINISHED: _on_run_finished,
+    ev.MESSAGE: _on_worker_named,
 }
 
 
@@ -459,7 +469,8 @@ class RunReport:
         event = ev.Event(kind=kind, ticket=ticket_id, data=data)
         self.record.apply(event)
         self.display.handle(event)
-        if event.kind in _RECORD_UPDATES or event.kind in _TIMELINE_ONLY:
+        worth_a_write = event.kind != ev.MESSAGE or "worker" in data  # of messages, only a worker's name
+        if (event.kind in _RECORD_UPDATES and worth_a_write) or event.kind in _TIMELINE_ONLY:
             self._warn(self._save())
 
     def flush(self) -> None:

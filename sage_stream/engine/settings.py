@@ -19,6 +19,7 @@ from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
 from sage_stream.config import SageConfig
 from sage_stream.engine.dispatch_control import RateLimitPolicy
+from sage_stream.engine.executor_settings import ExecutorChoice, resolve_executor
 from sage_stream.engine.remote_landing import check_remote_name
 from sage_stream.engine.scheduler import SCHEDULES
 from sage_stream.engine.verification import Check, project_checks
@@ -58,6 +59,12 @@ class StreamOptions:
     max_cost: float | None = None  # US dollars
     reuse_sessions: bool = False
     sandbox: str | None = None  # auto | bwrap | none
+    executor: str | None = None  # local | dask://HOST:PORT (engine/executor_settings.py)
+    hub: str | None = None
+    insecure: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class StreamSettings:
     remote: str | None = None  # land on this remote's `target` branch (engine/remote_landing.py)
     push_branches: bool = False  # push each ticket's sage/<ID> branch to the remote too
     target_reason: str = ""  # why `target` (said once at the start, kept in the run record)
+    executor: ExecutorChoice | None = None  # None: agents run on this machine
 
     def described(self) -> dict[str, Any]:
         """What a run says about its settings when it starts (the `run_started` event)."""
@@ -144,6 +152,9 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     target, target_reason = backlog_target(options, config, checked_out=checked_out, repo=repo,
                                            tickets=index.index.tickets)
     remote, push_branches = _remote(options, config, sage_dir=sage_dir)
+    executor = resolve_executor(executor=options.executor, hub=options.hub, insecure=options.insecure,
+                                tls_ca=options.tls_ca, tls_cert=options.tls_cert, tls_key=options.tls_key,
+                                config=config, config_path=str(SagePaths(sage_dir).config))
     schedule = options.schedule or config.stream.schedule
     if schedule not in SCHEDULES:
         raise SageError(f"--schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
@@ -170,7 +181,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
         check_env=(*config.agent.env, *config.checks.env), rate_limits=_rate_limit_policy(config),
         # questions are asked between the lines of the display: a live view would draw over them
         output="plain" if (options.interactive and options.output == "auto") else options.output,
-        sandbox=sandbox, writable=writable, remote=remote, push_branches=push_branches,
+        sandbox=sandbox, writable=writable, remote=remote, push_branches=push_branches, executor=executor,
         target_reason=target_reason,
     )
 

@@ -32,6 +32,7 @@ from sage_stream.engine.dispatch_control import DEFER, DispatchControl, LoadGate
 from sage_stream.engine.display import Display
 from sage_stream.engine.lander import Landed, Lander
 from sage_stream.engine.landing import TARGET_DIRTY
+from sage_stream.engine.dask_runner import dask_runner
 from sage_stream.engine.local_runner import LocalRunner, RunnerSettings
 from sage_stream.engine.remote_landing import RemoteTarget
 from sage_stream.engine.outcomes import (
@@ -513,13 +514,14 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
               if settings.remote else None)
     workspaces = TicketWorkspaces(git, paths.worktrees)
     states = ticket_state.TicketStates(store)
-    runner = LocalRunner(git, workspaces, RunnerSettings(
+    watch = TargetWatch(git, settings.target)  # refs an agent moves (local attempts), rewinds before landing
+    runner: Runner = dask_runner(git, settings, run_id, inbox, start_tip=remote.tip_for_dispatch if remote else None) \
+        if settings.executor is not None else LocalRunner(git, workspaces, RunnerSettings(
         agent=settings.agent, run_id=run_id, run_dir=paths.run_logs(run_id), target=settings.target,
         timeout_s=settings.timeout_s, idle_timeout_s=settings.idle_timeout_s, grace_s=settings.grace_s,
         check_timeout_s=settings.check_timeout_s, check_parallel=settings.check_parallel,
         check_env=tuple(settings.check_env), sandbox=settings.sandbox.sandbox, writable=settings.writable,
-        start_tip=remote.tip_for_dispatch if remote else None), inbox,
-        watch=(watch := TargetWatch(git, settings.target)))
+        start_tip=remote.tip_for_dispatch if remote else None), inbox, watch=watch)
     run: StreamRun | None = None
 
     def emit(kind: str, ticket_id: str | None, **data: Any) -> None:

@@ -68,6 +68,51 @@ class RemoteCommands:
                           env=_remote_env(), user_config=True, check=False, timeout=timeout)
         return _read_push(result.returncode, result.stdout, result.stderr, ref)
 
+    # -- attempts on other machines (sage stream --executor dask://): the hub is a URL or a path
+
+    def fetch_commit(self, hub: str, commit: str, *, timeout: float | None = None) -> None:
+        """Fetch one commit by its id from `hub` (git protocol v2 serves any reachable
+        commit); a GitError naming the hub when it cannot."""
+        _check_commit(commit)
+        self.run("fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head",
+                 "--end-of-options", hub, commit, env=_remote_env(), user_config=True, timeout=timeout)
+
+    def fetch_ref(self, hub: str, ref: str, *, timeout: float | None = None) -> str | None:
+        """Fetch `ref` of `hub` into the same local ref; its commit, None when the hub has no such ref."""
+        result = self.run("fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head",
+                          "--end-of-options", hub, f"+{ref}:{ref}", env=_remote_env(), user_config=True,
+                          check=False, timeout=timeout)
+        if result.returncode != 0:
+            if "couldn't find remote ref" in result.stderr:
+                return None
+            raise GitError(["fetch", hub, ref], self.repo, result.returncode, result.stderr)
+        return self.rev_parse(ref)
+
+    def hub_refs(self, hub: str, prefix: str, *, timeout: float | None = None) -> dict[str, str]:
+        """ref -> commit of every ref of `hub` under `prefix` (e.g. refs/sage/attempts/T1/)."""
+        out = self.run("ls-remote", "--refs", "--end-of-options", hub, f"{prefix}*", env=_remote_env(),
+                       user_config=True, timeout=timeout).stdout
+        found = (line.partition("\t") for line in out.splitlines())
+        return {ref: sha for sha, _, ref in found if ref.startswith(prefix)}
+
+    def local_refs(self, prefix: str) -> dict[str, str]:
+        """ref -> commit of this repository's refs under `prefix`."""
+        out = self.run("for-each-ref", "--format=%(refname) %(objectname)", prefix).stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def push_new_ref(self, hub: str, commit: str, ref: str, *, timeout: float | None = None) -> PushResult:
+        """Create `ref` on `hub` at `commit` by a plain push (never forced: an attempt's ref
+        that exists already is never moved to another commit)."""
+        _check_commit(commit)
+        result = self.run("push", "--porcelain", "--no-verify", "--end-of-options", hub, f"{commit}:{ref}",
+                          env=_remote_env(), user_config=True, check=False, timeout=timeout)
+        return _read_push(result.returncode, result.stdout, result.stderr, ref)
+
+
+def _check_commit(commit: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{40}([0-9a-f]{24})?", commit):
+        raise ValueError(f"not a commit id: {commit!r}")
+
 
 @dataclass(frozen=True)
 class PushResult:

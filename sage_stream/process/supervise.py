@@ -29,6 +29,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -91,6 +92,7 @@ class AgentLaunch:
     idle_timeout_s: float | None
     grace_s: float = 5.0
     sandbox: tuple[str, ...] = ()  # an argv prefix that runs the command sandboxed (process/sandbox.py)
+    die_with_parent: bool = False  # Linux: SIGKILL the agent when the thread that started it dies (a Dask worker)
 
 
 @dataclass
@@ -146,6 +148,15 @@ def _open_log(path: Path):
     return open(path, "ab", buffering=0)  # unbuffered: every chunk reaches the file at once
 
 
+def _kill_when_parent_dies() -> None:
+    """In the child, before exec: PR_SET_PDEATHSIG(SIGKILL), so an agent started by a Dask
+    worker never outlives it (a SIGKILLed worker leaves no agent to finish its side effects)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
 def _start(launch: AgentLaunch, log) -> subprocess.Popen[bytes]:
     if not launch.argv:
         raise _StartError("cannot start the agent: its command is empty")
@@ -164,6 +175,7 @@ def _start(launch: AgentLaunch, log) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             process_group=0,
             close_fds=True,
+            preexec_fn=_kill_when_parent_dies if launch.die_with_parent and sys.platform == "linux" else None,
         )
     except FileNotFoundError:
         raise _StartError(f"cannot start {program!r}: {_not_found_reason(launch)}") from None

@@ -223,7 +223,7 @@ def test_config_comments_show_the_real_defaults() -> None:
     data = tomllib.loads(uncommented)
     config = SageConfig.model_validate(data)
     defaults = SageConfig()
-    assert set(data) == {"stream", "agent", "checks"}
+    assert set(data) == {"stream", "agent", "checks", "executor"}
     for section, values in data.items():
         for key, value in values.items():
             default = getattr(getattr(defaults, section), key)
@@ -231,6 +231,6 @@ def test_config_comments_show_the_real_defaults() -> None:
                 assert value == default, f"[{section}] {key}: comment says {value!r}, default is {default!r}"
             assert getattr(getattr(config, section), key) == value
     documented = {(section, key) for section, values in data.items() for key in values}
-    for section in ("stream", "agent", "checks"):
+    for section in ("stream", "agent", "checks", "executor"):
         for key in type(getattr(defaults, section)).model_fields:
             assert (section, key) in documented, f"[{section}] {key} is not documented in config.toml"

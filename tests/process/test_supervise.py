@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import textwrap
 import threading
@@ -332,3 +334,49 @@ class TestOutput:
 )
 def test_clean_line(raw: bytes, expected: str) -> None:
     assert clean_line(raw) == expected
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_an_agent_started_to_die_with_its_parent_does_not_outlive_a_killed_worker(tmp_path, die_with_parent):
+    """A Dask worker SIGKILLed mid-agent: with die_with_parent the agent goes with it; without, it
+    would run on and finish its side effects (what the flag exists for)."""
+    import psutil
+
+    pid_file = tmp_path / "agent.pid"
+    agent = [sys.executable, "-c", f"import os, time, pathlib; pathlib.Path({str(pid_file)!r}).write_text("
+                                   "str(os.getpid())); time.sleep(60)"]
+    worker_code = (
+        "import sys, threading, pathlib; from sage_stream.process.supervise import AgentLaunch, run_agent; "
+        f"launch = AgentLaunch(argv={agent!r}, cwd=pathlib.Path({str(tmp_path)!r}), env=dict(__import__('os').environ),"
+        f" log_path=pathlib.Path({str(tmp_path / 'agent.log')!r}), timeout_s=None, idle_timeout_s=None, "
+        f"die_with_parent={die_with_parent}); "
+        "t = threading.Thread(target=run_agent, args=(launch,), kwargs=dict(cancel=threading.Event())); t.start(); t.join()")
+    worker = subprocess.Popen([sys.executable, "-c", worker_code])
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        agent_pid = int(pid_file.read_text())
+        worker.kill()
+        worker.wait()
+
+        def gone() -> bool:
+            try:
+                return psutil.Process(agent_pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        if not die_with_parent:
+            assert not gone()  # the orphan runs on
+            return
+        deadline = time.monotonic() + 30
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone()
+    finally:
+        if pid_file.exists() and pid_file.read_text():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
