@@ -113,7 +113,7 @@ class TargetWatch:
                     continue
                 if ref == self.target_ref:
                     move = self._target_moved(old, new, head, before.landings)
-                elif self._carries_agent_commits(new, head, old, start_target, *self.landed[before.landings:]):
+                elif self._carries_agent_commits(new, head, old, start_target, *self.landed[-1:]):
                     move = self._undo(ref, current=new, back_to=old)
                 else:
                     move = None
@@ -126,7 +126,7 @@ class TargetWatch:
             return None
         if new is None or not self.git.is_ancestor(old, new):  # a rewind (or the target deleted)
             return self._undo(self.target_ref, current=new, back_to=self._latest(old))
-        if not self._carries_agent_commits(new, head, old, *self.landed[landings:]):  # (an agent may merge them)
+        if not self._carries_agent_commits(new, head, old, *self.landed[-1:]):  # (an agent may merge them)
             self.known = self._latest(new)
             return None  # the user's commits: sage lands on top of them
         if any(self.git.is_ancestor(commit, new) for commit in self.landed[landings:]):
@@ -134,7 +134,11 @@ class TargetWatch:
         return self._undo(self.target_ref, current=new, back_to=old)
 
     def _carries_agent_commits(self, new: str | None, head: str | None, *old_tips: str | None) -> bool:
-        """`new` holds a commit of the agent's worktree that none of `old_tips` holds."""
+        """`new` holds a commit of the agent's worktree that none of `old_tips` holds. The
+        callers pass sage's newest landing among them (landings form one line, so it holds
+        every earlier one): an agent started from a landing made just before its turn began,
+        or from a remote tip the local branch follows to only later (--remote), holds sage's
+        commits, not its own."""
         if new is None or head is None:
             return False
         shared = self.git.merge_base(new, head)

@@ -75,3 +75,22 @@ def test_an_agent_moving_main_to_its_commit_is_undone(git_repo: Path, tmp_path: 
 
     assert move.restored and sh(git_repo, "rev-parse", "main") == start
     assert move.describe().startswith(f"the agent moved refs/heads/main from {start[:12]} to ")
+
+
+def test_a_target_that_follows_a_landing_made_before_the_turn_began_is_not_the_agents_move(
+        git_repo: Path, tmp_path: Path) -> None:
+    """--remote: a landing is recorded (and what it unblocked starts from it) before the
+    local branch follows the pushed commit; that move happens during the new agent's turn."""
+    git = Git(git_repo)
+    watch = TargetWatch(git, "main")
+    tip = sh(git_repo, "rev-parse", "main")
+    pushed = sh(git_repo, "commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", "landed on the remote")
+    watch.landed_commit(pushed)
+    worktree = tmp_path / "slot"
+    sh(git_repo, "worktree", "add", "-q", "-b", "sage/T-2", str(worktree), pushed)  # started from the landing
+    before = watch.before_turn()
+    sh(git_repo, "update-ref", "refs/heads/main", pushed, tip)  # the local branch follows the remote
+    sh(worktree, "commit", "-q", "--allow-empty", "-m", "agent work")
+
+    assert watch.after_turn(before, worktree) == []
+    assert sh(git_repo, "rev-parse", "main") == pushed
