@@ -49,7 +49,7 @@ from sage_stream.engine.run_lock import is_alive, process_identity
 from sage_stream.engine.run_timeline import RunTimeline
 from sage_stream.errors import EXIT_ERROR, EXIT_INTERRUPTED, SageError
 from sage_stream.paths import SagePaths
-from sage_stream.text import epoch_of, iso_utc
+from sage_stream.text import PRETTY_JSON_LIMIT, epoch_of, iso_utc
 
 FORMAT_VERSION = 1
 RUN_ID_PATTERN = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
@@ -330,10 +330,24 @@ def write_run_page(sage_dir: Path, record: RunRecord, *, live: bool) -> Path:
     return path
 
 
+def planned_count(record: RunRecord) -> int:
+    """The tickets the run's plan (its run_started event) lists."""
+    plan = record.timeline.plan
+    tickets = plan.get("tickets") if isinstance(plan, dict) else None
+    return len(tickets) if isinstance(tickets, dict) else 0
+
+
 def write_run(sage_dir: Path, record: RunRecord) -> Path:
+    """The record, atomically: indented for a reader up to PRETTY_JSON_LIMIT planned tickets,
+    one compact line above (json's C encoder: at 70,000 planned tickets the indenting one
+    took seconds of the run's start, before its first agent)."""
     path = run_path(sage_dir, record.run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record.to_json())
+    data = record.to_json()
+    if planned_count(record) + len(record.tickets) <= PRETTY_JSON_LIMIT:
+        write_json_atomic(path, data)
+    else:
+        write_json_atomic(path, data, indent=None, separators=(",", ":"))
     return path
 
 
@@ -431,6 +445,11 @@ def _real(value: Any) -> float | None:
 # ---------------------------------------------------------------- the live record
 
 
+PAGE_AT_START_LIMIT = 1000
+"""Up to this many planned tickets the run's page is written with its first event; above,
+once the loop has started the first agents."""
+
+
 class RunReport:
     """Every event of the run goes here: folded into the run's record, which is rewritten
     atomically at most twice a second (it is a report: the index is what recovery
@@ -460,7 +479,10 @@ class RunReport:
         self.record.apply(event)
         self.display.handle(event)
         if event.kind in _RECORD_UPDATES or event.kind in _TIMELINE_ONLY:
-            self._warn(self._save())
+            # A big run's first page waits for the loop (`flush`) or the next save: drawn here
+            # it would hold back the first agent by seconds (70,000 planned tickets: 3 s).
+            held_back = kind == ev.RUN_STARTED and planned_count(self.record) > PAGE_AT_START_LIMIT
+            self._warn(self._save(page=not held_back))
 
     def flush(self) -> None:
         """A write that was held back, now that the loop is idle."""
@@ -492,7 +514,7 @@ class RunReport:
             raise error
         return code
 
-    def _save(self, *, force: bool = False) -> OSError | None:
+    def _save(self, *, force: bool = False, page: bool = True) -> OSError | None:
         now = time.monotonic()
         if not force and now - self._saved_at < self.min_interval_s:
             self._pending = True  # written by `flush` when the loop is idle
@@ -502,7 +524,8 @@ class RunReport:
             write_run(self.sage_dir, self.record)
         except OSError as error:
             return error
-        self._write_page(force=force)
+        if page:
+            self._write_page(force=force)
         return None
 
     def _page_due(self, now: float) -> bool:
