@@ -26,6 +26,7 @@ from sage_stream.tickets.store import IndexStore, LoadedIndex, gc_paused, resolv
 
 if TYPE_CHECKING:
     from sage_stream.engine.scheduler import DispatchPlan
+    from sage_stream.graph.dependency_graph import DependencyGraph
     from sage_stream.git import Git
 
 MIN_GIT = (2, 38, 0)
@@ -42,7 +43,7 @@ def run_stream(options: StreamOptions) -> int:
     options = _check_mode_flags(options)
     index_path = resolve_index_path(options.index)
     store = IndexStore(index_path)  # one for the whole run: it reads the file once while nothing changes it
-    loaded = _load_valid(store)
+    loaded, graph = _load_valid(store)
     sage_dir = index_path.parent.parent
     config = load_config(sage_dir)
     git = Git(_repo_root(index_path), worktree_lock=SagePaths(sage_dir).worktree_lock)
@@ -62,13 +63,14 @@ def run_stream(options: StreamOptions) -> int:
     elif git.rev_parse(f"refs/heads/{settings.target}") is None:
         raise SageError(f"target branch '{settings.target}' does not exist in {repo} (it needs at least one commit)")
     if options.dry_run:
-        plan, ready = _make_plan(loaded, settings, now)
+        plan, ready = _make_plan(loaded, settings, now, graph=graph)
         checks = _agent_checks(name, options, config, plan)
         return _print_dry_run(loaded, plan, ready, settings, options.output == "json", agent_checks=checks)
-    return _run_locked(settings, store, git, wait=options.wait)
+    return _run_locked(settings, store, git, wait=options.wait, graph=graph)
 
 
-def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: bool) -> int:
+def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: bool,
+                graph: DependencyGraph | None = None) -> int:
     """Hold the run lock, recover what an earlier run left, then run."""
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover, release_after_remote_stop
@@ -97,7 +99,7 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
             _warn_about_dirty_checkouts(run, git, settings.target)
             _warn_about_rewound_landings(run, git, settings.target, store)
             with gc_paused():
-                plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc))
+                plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc), graph=graph)
                 if not ready:
                     _say_what_is_parked(run, plan)
                 tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
@@ -130,12 +132,14 @@ def _check_remote(git: Git, settings: StreamSettings) -> None:
     RemoteTarget(git, name=settings.remote or "", branch=settings.target).check_reachable()
 
 
-def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime) -> tuple[DispatchPlan, list[str]]:
-    """The dispatch plan for `index` and the tickets ready to start now."""
+def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime, *,
+               graph: DependencyGraph | None = None) -> tuple[DispatchPlan, list[str]]:
+    """The dispatch plan for `index` and the tickets ready to start now; `graph`: the one
+    validation built, used when it is of these very tickets (recovery may have changed them)."""
     from sage_stream.engine.scheduler import DispatchPlan
     from sage_stream.graph.analysis import analyze
 
-    analysis = analyze(index.tickets)
+    analysis = analyze(index.tickets, graph=graph if graph is not None and graph.tickets is index.tickets else None)
     plan = DispatchPlan(tickets=index.index.by_id(), bottom_levels=analysis.bottom_level, now=now,
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
@@ -240,22 +244,27 @@ def _check_mode_flags(options: StreamOptions) -> StreamOptions:
     return options
 
 
-def _load_valid(store: IndexStore) -> LoadedIndex:
+def _load_valid(store: IndexStore) -> tuple[LoadedIndex, DependencyGraph]:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
-    unknown dependencies, missing fields...); else a SageError and nothing is started."""
+    unknown dependencies, missing fields...), and its graph (built once, for the plan too);
+    else a SageError and nothing is started."""
     from sage_stream.findings import Severity
+    from sage_stream.graph.columns import Columns
+    from sage_stream.graph.dependency_graph import DependencyGraph
     from sage_stream.validation.checks import index_findings
 
     index_path = store.path
     with gc_paused():  # 100,000 tickets: millions of objects that all stay alive; collections were 4 s
         loaded = store.load()
-        errors = [f for f in index_findings(loaded) if f.severity is Severity.ERROR]
+        columns = Columns.of(loaded.tickets)
+        graph = DependencyGraph(loaded.tickets, columns=columns)
+        errors = [f for f in index_findings(loaded, graph=graph, columns=columns) if f.severity is Severity.ERROR]
     if errors:
         lines = "\n".join(f"  {finding.message}" for finding in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise SageError(f"{index_path}: the ticket index has errors; nothing was started:\n{lines}{more}\n"
                         "Run `sage validate` for the full report.")
-    return loaded
+    return loaded, graph
 
 
 def _work_tree_of(git: Git, index_path: Path) -> Path:
