@@ -89,3 +89,15 @@ def test_a_small_runs_page_is_there_from_the_start(tmp_path):
     run, _ = report(tmp_path, page_interval_s=0, page_cost_factor=0)
     run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(PAGE_AT_START_LIMIT))
     assert run_page_path(tmp_path, "20261202T000000Z-abcdef").exists()
+
+
+def test_a_run_too_big_to_draw_writes_a_page_that_says_how_to_draw_it(tmp_path):
+    from sage_stream.engine.run_record import DRAWN_PAGE_LIMIT
+
+    run, _ = report(tmp_path, page_interval_s=0, page_cost_factor=0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(DRAWN_PAGE_LIMIT + 1))
+    run.emit(ev.TICKET_STARTED, "T-0", row=0, attempt=1)
+    run.finish(remaining=0, interrupted=False, halt_exit=None, halted=None)
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef").read_text()
+    assert f"plans {DRAWN_PAGE_LIMIT + 1:,} tickets" in page
+    assert "sage report 20261202T000000Z-abcdef" in page and 'data-ticket="T-0"' not in page
