@@ -66,12 +66,15 @@ def run_stream(options: StreamOptions) -> int:
         plan, ready = _make_plan(loaded, settings, now, graph=graph)
         checks = _agent_checks(name, options, config, plan)
         return _print_dry_run(loaded, plan, ready, settings, options.output == "json", agent_checks=checks)
-    return _run_locked(settings, store, git, wait=options.wait, graph=graph)
+    handed_over = [graph]  # this frame must not keep it (50 MB at 100,000 tickets) for the whole run
+    del graph
+    return _run_locked(settings, store, git, wait=options.wait, validated_graph=handed_over)
 
 
 def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: bool,
-                graph: DependencyGraph | None = None) -> int:
-    """Hold the run lock, recover what an earlier run left, then run."""
+                validated_graph: list[DependencyGraph] | None = None) -> int:
+    """Hold the run lock, recover what an earlier run left, then run. `validated_graph`:
+    the graph validation built, handed over to be used for the plan and then let go."""
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover, release_after_remote_stop
     from sage_stream.engine.remote_landing import RemoteStopped
@@ -99,7 +102,9 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
             _warn_about_dirty_checkouts(run, git, settings.target)
             _warn_about_rewound_landings(run, git, settings.target, store)
             with gc_paused():
+                graph = validated_graph.pop() if validated_graph else None
                 plan, ready = _make_plan(store.load(), settings, datetime.now(timezone.utc), graph=graph)
+                del graph
                 if not ready:
                     _say_what_is_parked(run, plan)
                 tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
