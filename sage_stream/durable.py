@@ -49,6 +49,7 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def write_json_atomic(path: Path, value: Any, *, indent: int | None = 2) -> None:
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
+def write_json_atomic(path: Path, value: Any, *, indent: int | None = 2,
+                      separators: tuple[str, str] | None = None) -> None:
+    text = json.dumps(value, indent=indent, separators=separators, ensure_ascii=False)
     write_atomic(path, (text + "\n").encode("utf-8"))

@@ -6,6 +6,7 @@ and read tolerantly (any ISO-8601; `Z` or an offset; a naive time is UTC).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from datetime import datetime, timezone
@@ -105,3 +106,17 @@ def describe_exit(returncode: int | None) -> str:
     except ValueError:
         name = f"signal {number}"
     return f"killed by {name} (exit {128 + number})"
+
+
+PRETTY_JSON_LIMIT = 1000
+"""Up to this many entries (tickets, findings, edges) JSON output is indented for a reader;
+above it, one compact line. json's indenting encoder is pure Python: for `sage ready --json`
+on 100,000 tickets it took 6 of 9 s; the compact one is json's C encoder."""
+
+
+def output_json(value: object, *, entries: int) -> str:
+    """`value` as JSON for `--json` output: indented up to PRETTY_JSON_LIMIT entries,
+    compact (no spaces, one line) above; the same content either way."""
+    if entries <= PRETTY_JSON_LIMIT:
+        return json.dumps(value, indent=2, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -7,7 +7,6 @@ quotes, brackets, `#`, `<br>`, backslashes or newlines renders as text.
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import analyze
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.tickets.models import State, Ticket
+from sage_stream.text import output_json
 from sage_stream.tickets.store import resolve_index_path
 
 FORMATS = ("mermaid", "dot", "json", "svg", "html")
@@ -187,7 +187,7 @@ def as_json(view: GraphView) -> str:
         "critical_path": view.critical_path,
         "critical_path_minutes": view.critical_path_minutes,
     }
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    return output_json(data, entries=len(data["nodes"]) + len(data["edges"]))
 
 
 def _one_line(text: str | None) -> str:

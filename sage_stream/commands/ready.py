@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +13,7 @@ from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
 from sage_stream.graph.dependency_graph import gc_paused, read_sound_index
 from sage_stream.graph.ordering import is_retryable
 from sage_stream.tickets.models import State, Ticket
+from sage_stream.text import output_json
 from sage_stream.tickets.store import IndexView, resolve_index_path
 
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
@@ -31,7 +31,7 @@ def command(as_json: bool, index_path: str | None) -> int:
         first = graph.first
         analysis = analyze(loaded.tickets, graph=graph)
         if as_json:
-            output = json.dumps(ready_json(loaded, first, analysis), indent=2, ensure_ascii=False)
+            output = output_json(ready_json(loaded, first, analysis), entries=len(first))
         else:
             output = ready_text(first, analysis)
     click.echo(output)

@@ -450,7 +450,7 @@ class IndexStore:
         text = data.decode("utf-8-sig")
         kept = ticket_spans(text)
         cut = TicketsText.of(loaded.raw, loaded.layout, list(kept)) if kept is not None else None
-        if cut is None or cut.joined() != text:
+        if cut is None or not cut.is_text_of(text):
             return None
         return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, checksum)
 

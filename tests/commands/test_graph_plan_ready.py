@@ -12,6 +12,7 @@ import pytest
 from sage_stream.cli import run
 from sage_stream.commands.plan import recommendation_reason
 from sage_stream.graph.simulate import WorkerPlan, recommend_workers
+from sage_stream.text import PRETTY_JSON_LIMIT
 
 CALC = [
     {"id": "CALC-001", "priority": "P0", "estimate": 1},
@@ -335,3 +336,50 @@ def test_plan_with_nothing_left(tmp_path: Path, capsys: pytest.CaptureFixture[st
     index = write_index(tmp_path, [{"id": "A-1", "state": "COMPLETED"}])
     code, out, _ = sage(capsys, "plan", "--index", str(index))
     assert (code, out.strip()) == (0, "Nothing left to do: every ticket is COMPLETED.")
+
+
+# ---------------------------------------------------------------- JSON of a big index
+
+
+def chain_of(count: int) -> list[dict[str, Any]]:
+    """`count` tickets, each depending on the one before: one ready, the rest blocked."""
+    return [{"id": f"C-{n:05d}", **({"dependencies": [f"C-{n - 1:05d}"]} if n else {})} for n in range(count)]
+
+
+def test_ready_json_of_a_small_index_is_indented(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = write_index(tmp_path, chain_of(3))
+    _, out, _ = sage(capsys, "ready", "--json", "--index", str(index))
+    assert out.startswith('{\n  "index": ')
+
+
+def test_ready_json_of_a_big_index_is_one_compact_line_with_every_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = write_index(tmp_path, chain_of(PRETTY_JSON_LIMIT + 1))
+    code, out, _ = sage(capsys, "ready", "--json", "--index", str(index))
+    assert code == 0
+    assert out.count("\n") == 1 and '": ' not in out  # json's C encoder, not the indenting one
+    data = json.loads(out)
+    assert [item["id"] for item in data["ready"]] == ["C-00000"]
+    assert len(data["blocked"]) == PRETTY_JSON_LIMIT
+    assert data["blocked"][-1] == {
+        "id": f"C-{PRETTY_JSON_LIMIT:05d}", "title": f"title of C-{PRETTY_JSON_LIMIT:05d}",
+        "waiting_on": [f"C-{PRETTY_JSON_LIMIT - 1:05d}"],
+        "root_causes": [{"id": "C-00000", "state": "UNPROCESSED", "reason": "ready, not started yet"}],
+        "more_root_causes": False, "reason": f"waits on C-{PRETTY_JSON_LIMIT - 1:05d}; blocked by "
+        "C-00000, UNPROCESSED: ready, not started yet",
+    }
+
+
+def test_graph_json_of_a_big_index_is_one_compact_line_with_every_entry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    count = PRETTY_JSON_LIMIT // 2 + 1  # nodes and edges together are over the limit
+    index = write_index(tmp_path, chain_of(count))
+    code, out, _ = sage(capsys, "graph", "--format", "json", "--index", str(index))
+    assert code == 0
+    assert out.count("\n") == 1 and '": ' not in out
+    data = json.loads(out)
+    assert len(data["nodes"]) == count and len(data["edges"]) == count - 1
+    assert data["edges"][0] == {"from": "C-00000", "to": "C-00001", "critical": True}
+    assert data["critical_path_minutes"] == count

@@ -65,3 +65,39 @@ def test_a_page_that_cannot_be_drawn_warns_once_and_the_run_goes_on(tmp_path, mo
     warnings = [e for e in shown.events if e.kind == ev.MESSAGE and "report page" in e.data["text"]]
     assert len(warnings) == 1 and "renderer bug" in warnings[0].data["text"]
     assert code == 0 and (tmp_path / "runs" / "20261202T000000Z-abcdef.json").exists()
+
+
+def planned(count: int) -> dict[str, dict]:
+    return {f"T-{n}": {"title": f"t{n}", "estimate": 1, "deps": []} for n in range(count)}
+
+
+def test_a_big_runs_first_page_waits_for_the_first_agents_not_the_other_way_round(tmp_path):
+    from sage_stream.engine.run_record import PAGE_AT_START_LIMIT
+
+    run, _ = report(tmp_path, page_interval_s=0, page_cost_factor=0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(PAGE_AT_START_LIMIT + 1))
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef")
+    assert (tmp_path / "runs" / "20261202T000000Z-abcdef.json").exists()  # the record is written at once
+    assert not page.exists()
+    run.flush()  # the loop, idle after starting what was ready
+    assert 'data-ticket="T-0"' in page.read_text()
+
+
+def test_a_small_runs_page_is_there_from_the_start(tmp_path):
+    from sage_stream.engine.run_record import PAGE_AT_START_LIMIT
+
+    run, _ = report(tmp_path, page_interval_s=0, page_cost_factor=0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(PAGE_AT_START_LIMIT))
+    assert run_page_path(tmp_path, "20261202T000000Z-abcdef").exists()
+
+
+def test_a_run_too_big_to_draw_writes_a_page_that_says_how_to_draw_it(tmp_path):
+    from sage_stream.engine.run_record import DRAWN_PAGE_LIMIT
+
+    run, _ = report(tmp_path, page_interval_s=0, page_cost_factor=0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(DRAWN_PAGE_LIMIT + 1))
+    run.emit(ev.TICKET_STARTED, "T-0", row=0, attempt=1)
+    run.finish(remaining=0, interrupted=False, halt_exit=None, halted=None)
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef").read_text()
+    assert f"plans {DRAWN_PAGE_LIMIT + 1:,} tickets" in page
+    assert "sage report 20261202T000000Z-abcdef" in page and 'data-ticket="T-0"' not in page

@@ -112,6 +112,25 @@ def test_write_run_replaces_the_file_whole(tmp_path: Path):
     assert [path.name for path in runs_dir(tmp_path).iterdir()] == [f"{record.run_id}.json"]
 
 
+def test_a_big_record_is_written_compact_and_reads_back_the_same(tmp_path: Path):
+    from sage_stream.text import PRETTY_JSON_LIMIT
+
+    record = full_record()
+    record.apply(Event(kind="run_started", ticket=None, data=dict(
+        run_id=record.run_id, workers=1,
+        tickets={f"T-{n}": {"title": f"t{n}", "estimate": 1.0, "deps": []} for n in range(PRETTY_JSON_LIMIT + 1)})))
+    path = write_run(tmp_path, record)
+    text = path.read_text()
+    assert text.count("\n") == 1 and '": ' not in text  # one compact line: json's C encoder
+    assert read_run(path) == record
+    assert len(json.loads(text)["plan"]["tickets"]) == PRETTY_JSON_LIMIT + 1
+
+
+def test_a_small_record_stays_indented(tmp_path: Path):
+    text = write_run(tmp_path, full_record()).read_text()
+    assert text.startswith('{\n  "format": ')
+
+
 # ---------------------------------------------------------------- liveness
 
 

@@ -184,3 +184,45 @@ class TestAvailableMemory:
         root, proc = fake_cgroups(tmp_path, "0::/\n", {"memory.max": "max\n", "memory.current": "1000\n"})
         assert cpus.cgroup_memory_room_mb(root, proc) is None
         assert cpus.available_memory_mb(cgroup_root=root, self_cgroup=proc) > 0
+
+
+class TestWithoutPsutil:
+    """The budget is read from the OS directly where it can be: psutil's import costs
+    10-20 ms of every `sage validate`, which reads the budget for its --parallel=auto line."""
+
+    def test_meminfo_available_is_what_psutil_reports(self, tmp_path: Path) -> None:
+        meminfo = tmp_path / "meminfo"
+        meminfo.write_text("MemTotal:       32768000 kB\nMemFree:  1000 kB\nMemAvailable:   2048000 kB\n")
+        assert cpus._meminfo_available_mb(meminfo) == 2000.0
+
+    def test_meminfo_without_the_line_falls_back(self, tmp_path: Path) -> None:
+        meminfo = tmp_path / "meminfo"
+        meminfo.write_text("MemTotal:       32768000 kB\n")
+        assert cpus._meminfo_available_mb(meminfo) is None
+        assert cpus._meminfo_available_mb(tmp_path / "missing") is None
+
+    @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux affinity")
+    def test_affinity_matches_psutil(self) -> None:
+        import psutil
+
+        assert cpus.affinity_cpus() == len(psutil.Process().cpu_affinity())
+
+    def test_sage_validate_does_not_import_psutil(self, tmp_path: Path) -> None:
+        import subprocess
+        import sys
+
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+        (tmp_path / ".sage" / "tickets").mkdir(parents=True)
+        (tmp_path / ".sage" / "tickets" / "index.json").write_text(
+            '{"version": "1.0", "tickets": [{"id": "T-1", "title": "one", "state": "UNPROCESSED", '
+            '"priority": "P1", "type": "bugfix", "validation_type": "generic"}]}')
+        script = ("import sys, io, contextlib\n"
+                  "from sage_stream.cli import run\n"
+                  "with contextlib.redirect_stdout(io.StringIO()):\n"
+                  "    code = run(['validate'])\n"
+                  "print(code, 'sage_stream.process.cpus' in sys.modules, 'psutil' in sys.modules)\n")
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                              check=True)
+        code, budget_read, psutil_imported = done.stdout.split()
+        assert code in ("0", "2") and budget_read == "True"  # the --parallel=auto line was computed
+        assert psutil_imported == "False"

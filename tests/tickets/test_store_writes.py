@@ -196,3 +196,16 @@ def test_a_ticket_sage_does_not_change_keeps_its_text_from_the_file(tmp_path: Pa
     path.write_text(text, encoding="utf-8")
     ticket_state.apply(IndexStore(path), {"T-001": set_title("y")})
     assert path.read_text(encoding="utf-8") == text.replace('"title": "x"', '"title": "y"')
+
+
+@settings(max_examples=200, deadline=None)
+@given(prefix=st.text("{\n ", max_size=3), separator=st.sampled_from([",", ",\n    ", ", "]),
+       suffix=st.text("}\n] ", max_size=3), spans=st.lists(st.text('{}"ab,', max_size=4), max_size=4),
+       text=st.text('{}"ab,\n ]', max_size=20))
+def test_a_cut_is_compared_with_a_file_as_its_joined_text_would_be(prefix, separator, suffix, spans, text) -> None:
+    from sage_stream.tickets.index_text import TicketsText
+
+    cut = TicketsText(prefix=prefix, separator=separator, suffix=suffix, spans=spans)
+    assert cut.is_text_of(cut.joined())
+    assert cut.is_text_of(text) == (cut.joined() == text)
+    assert cut.is_text_of(text + cut.joined()) == (text == "")
