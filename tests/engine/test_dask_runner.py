@@ -13,22 +13,10 @@ distributed = pytest.importorskip("distributed", reason="Dask distributed is not
 import dask  # noqa: E402
 
 from sage_stream.cli import run  # noqa: E402
-from tests.e2e.test_stream_exec import git, make_ticket, read_index, trailer_counts, write_file_cmd, write_index  # noqa: E402
+from tests.e2e.test_stream_exec import (  # noqa: E402, F401  (repo: the e2e tests' repository fixture)
+    git, make_ticket, read_index, repo, trailer_counts, write_file_cmd, write_index)
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    root = tmp_path / "repo"
-    root.mkdir()
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test User")
-    git(root, "config", "user.email", "test@example.invalid")
-    (root / "README.md").write_text("hello\n")
-    (root / ".gitignore").write_text(".sage/\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    (root / ".sage" / "tickets").mkdir(parents=True)
-    return root
 
 
 @pytest.fixture
