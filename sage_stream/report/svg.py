@@ -70,8 +70,21 @@ def _ticks(span: float) -> float:
     return 3600 * math.ceil(raw / 3600)
 
 
+OFF_SCALE = 2.0  # a bound or prediction beyond this many makespans is named, not drawn to scale
+
+
+def timeline_span(model: ReportModel) -> float:
+    """Seconds the timeline's width stands for: what ran, stretched to the lower bound and
+    the prediction only when they are near it (estimates in minutes for agents that took
+    seconds would squeeze every bar into a sliver)."""
+    ran = max(model.totals.makespan_s, 1.0)
+    near = [seconds for seconds in (model.totals.lower_bound_s, model.totals.predicted_s)
+            if seconds and seconds <= OFF_SCALE * ran]
+    return max([ran, *near])
+
+
 def timeline_svg(model: ReportModel) -> str:
-    span = max(model.totals.makespan_s, model.totals.predicted_s or 0, model.totals.lower_bound_s or 0, 1.0)
+    span = timeline_span(model)
     per_lane = max((sum(1 for bar in model.bars if bar.row == lane) for lane in model.lanes), default=1)
     plot_w = min(max(1240, per_lane * 10), 16000)
     width = LABEL_W + plot_w + 12
@@ -97,13 +110,19 @@ def timeline_svg(model: ReportModel) -> str:
     for number, (name, seconds, dash) in enumerate((("lower bound", model.totals.lower_bound_s, "6 3"),
                                                     ("predicted", model.totals.predicted_s, "2 3"))):
         if seconds:
+            low = lanes_end + 12 + 13 * number
+            if seconds > span:  # off the scale: named at the right edge
+                name = f"{name} {seconds_text(seconds)}, off the scale \u2192"
+                out.append(f'<g class="bound off-scale"><title>{esc(name)}</title><text x="{width - 4}" y="{low}" '
+                           f'text-anchor="end" fill="#222">{esc(name)}</text></g>')
+                continue
             lx = x(seconds)
             name = f"{name} {seconds_text(seconds)}"
-            low = lanes_end + 12 + 13 * number
+            at_end = lx > width - 160  # the label goes left of its line, inside the picture
             out.append(f'<g class="bound"><title>{esc(name)}</title><line x1="{lx:.1f}" y1="{AXIS_H - 4}" '
                        f'x2="{lx:.1f}" y2="{low + 2}" stroke="#222" stroke-width="1.5" stroke-dasharray="{dash}"/>'
-                       f'<text x="{lx + 3:.1f}" y="{low}" '
-                       f'fill="#222">{esc(name)}</text></g>')
+                       f'<text x="{lx - 3 if at_end else lx + 3:.1f}" y="{low}" '
+                       f'text-anchor="{"end" if at_end else "start"}" fill="#222">{esc(name)}</text></g>')
     out.append("</svg>")
     return "".join(out)
 

@@ -90,3 +90,22 @@ def test_the_json_is_plain_data_with_every_bar_and_phase():
     assert data["format"] == 1 and data["run_id"] == "r" and len(data["bars"]) == 4
     assert [phase["phase"] for phase in data["bars"][0]["phases"]] == ["agent", "queue", "landing"]
     assert data["edges"] == [["A", "B"], ["A", "C"], ["B", "D"], ["C", "D"]]
+
+
+def test_estimates_far_from_what_ran_are_named_at_the_edge_not_drawn_to_scale():
+    """Agents that took seconds against estimates in minutes (the demo): the timeline is scaled
+    to what ran, and a far lower bound or prediction is named, not drawn, so bars keep their width."""
+    from sage_stream.report.svg import timeline_span, timeline_svg
+
+    near = build_report(record_from_events("r", diamond_events()).to_json())  # bounds of 3 min, 241 s ran
+    assert timeline_span(near) == 241
+    assert timeline_svg(near).count('class="bound"') == 2
+
+    events = diamond_events()
+    meta = {tid: {**info, "estimate": 100} for tid, info in events[0].data["tickets"].items()}
+    events[0] = event(ev.RUN_STARTED, None, 0, run_id="r", workers=2, tickets=meta, ready=["A"],
+                      predicted_makespan_minutes=300)
+    far = build_report(record_from_events("r", events).to_json())
+    assert far.totals.lower_bound_s > 2 * far.totals.makespan_s and timeline_span(far) == 241
+    drawn = timeline_svg(far)
+    assert drawn.count('class="bound"') == 0 and drawn.count('class="bound off-scale"') == 2
