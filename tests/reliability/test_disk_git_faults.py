@@ -106,10 +106,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         fault_tools.unmount(mount)
 
 
-def full_disk_run(disk: Path, point: str) -> dict:
+def full_disk_run(disk: Path, point: str, *, parallel: int = 2) -> dict:
     repo = new_backlog_repo(disk / "repo")
     filler = disk / "filler"
-    result = run_stream(repo, env=fault_env(point, "fill", str(filler)))
+    result = run_stream(repo, env=fault_env(point, "fill", str(filler)), parallel=parallel)
     state = {"repo": repo, "result": result, "leftovers": leftover_processes(repo)}
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "No space left on device" in result.stderr  # the message says what happened
@@ -133,7 +133,8 @@ def test_disk_full_during_an_index_write(small_disk: Path) -> None:
 @needs_root
 def test_disk_full_writing_a_commit_queue_entry(small_disk: Path) -> None:
     # filled once the first ticket's work is committed on its branch: queuing it is what fails
-    state = full_disk_run(small_disk, "after_snapshot#1")
+    # (one worker: with two, FAIL-1's deferral could be the first write to meet the full disk)
+    state = full_disk_run(small_disk, "after_snapshot#1", parallel=1)
     assert "could not write the commit-queue entry" in state["result"].stderr
     assert "free some space" in state["result"].stderr
 
