@@ -402,17 +402,20 @@ class _RemainingWork:
             ticket_id for ticket_id in self.unfinished
             if ticket_id not in ready and is_startable_state(self.first[ticket_id])
         ]
-        roots = self._roots()
+        waiting: dict[str, list[str]] = {}  # waiting_on of every unfinished ticket, computed once
+        roots = self._roots(waiting)
         causes: dict[str, RootCause] = {}  # one shared RootCause per root
         return [
-            self._blocked(ticket_id, roots, causes) for ticket_id in sorted(blocked_ids, key=self.start_order)
+            self._blocked(ticket_id, roots, causes, waiting[ticket_id])
+            for ticket_id in sorted(blocked_ids, key=self.start_order)
         ]
 
-    def _roots(self) -> dict[str, tuple[tuple[str, ...], bool]]:
-        """Non-root id -> (its first ROOT_CAUSES_KEPT root ids, whether there are more)."""
+    def _roots(self, waiting: dict[str, list[str]]) -> dict[str, tuple[tuple[str, ...], bool]]:
+        """Non-root id -> (its first ROOT_CAUSES_KEPT root ids, whether there are more);
+        fills `waiting` with each unfinished ticket's `waiting_on` on the way."""
         roots: dict[str, tuple[tuple[str, ...], bool]] = {}
         for ticket_id in self.unfinished:
-            before = self.waiting_on(ticket_id)
+            before = waiting[ticket_id] = self.waiting_on(ticket_id)
             if self._is_root(self.first[ticket_id], before):
                 continue
             below = [roots.get(d) or ((d,), False) for d in before]  # a root (or missing) stands for itself
@@ -425,12 +428,13 @@ class _RemainingWork:
         return roots
 
     def _blocked(
-        self, ticket_id: str, roots: Mapping[str, tuple[tuple[str, ...], bool]], causes: dict[str, RootCause]
+        self, ticket_id: str, roots: Mapping[str, tuple[tuple[str, ...], bool]], causes: dict[str, RootCause],
+        waiting_on: list[str],
     ) -> BlockedTicket:
         ids, more = roots.get(ticket_id) or ((ticket_id,), False)  # else: waits for its not_before
         return BlockedTicket(
             ticket_id=ticket_id,
-            waiting_on=self.waiting_on(ticket_id),
+            waiting_on=waiting_on,
             root_causes=[self._cause(root, causes) for root in ids],
             more_root_causes=more,
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import re
 from pathlib import Path
 from typing import Any
@@ -383,3 +385,65 @@ def test_graph_json_of_a_big_index_is_one_compact_line_with_every_entry(
     assert len(data["nodes"]) == count and len(data["edges"]) == count - 1
     assert data["edges"][0] == {"from": "C-00000", "to": "C-00001", "critical": True}
     assert data["critical_path_minutes"] == count
+
+
+# ---------------------------------------------------------------- big outputs: shared work, no teardown
+
+
+def _many_blocked() -> list[dict[str, Any]]:
+    """Blocked tickets of every kind: behind one root, behind several, behind more roots than
+    are kept, behind their own not_before, and chains that repeat the same root causes."""
+    tickets: list[dict[str, Any]] = [
+        {"id": "ROOT-1", "state": "DEFERRED", "defer_reason": {"category": "conflict", "message": "merge"}},
+        {"id": "ROOT-2", "state": "IN_PROGRESS"},
+        {"id": "LATER", "not_before": "2999-01-01T00:00:00Z"},
+        {"id": "LATER-DEP", "not_before": "2999-01-01T00:00:00Z", "dependencies": ["ROOT-1"]},
+    ]
+    tickets += [{"id": f"WIDE-{n}", "state": "DEFERRED"} for n in range(12)]
+    tickets.append({"id": "WIDE-ALL", "dependencies": [f"WIDE-{n}" for n in range(12)]})
+    for chain in range(20):
+        below = ["ROOT-1"] if chain % 3 == 0 else ["ROOT-1", "ROOT-2"] if chain % 3 == 1 else ["WIDE-ALL"]
+        for step in range(5):
+            ticket_id = f"C{chain}-{step}"
+            tickets.append({"id": ticket_id, "dependencies": below})
+            below = [ticket_id, "LATER"] if step == 2 else [ticket_id]
+    return tickets
+
+
+def test_ready_shares_one_description_per_root_causes_and_says_what_each_ticket_would_alone(
+    tmp_path: Path,
+) -> None:
+    from sage_stream.commands.ready import BlockedReasons, blocked_reason
+    from sage_stream.graph.analysis import analyze
+    from sage_stream.tickets.store import read_index
+
+    index = write_index(tmp_path, _many_blocked())
+    analysis = analyze(read_index(index).tickets)
+    shared = BlockedReasons()
+    assert len(analysis.blocked) > 100
+    assert [shared(b) for b in analysis.blocked] == [blocked_reason(b) for b in analysis.blocked]
+    assert any(b.more_root_causes for b in analysis.blocked)
+    assert any(b.ticket_id in {c.ticket_id for c in b.root_causes} for b in analysis.blocked)
+    assert any(shared(b).startswith("waits on ") for b in analysis.blocked)
+
+
+@pytest.mark.parametrize(("argv", "at_least"), [
+    (["ready", "--json"], 70_000), (["ready"], 70_000), (["plan"], 500), (["graph", "--format", "json"], 70_000),
+])
+def test_read_only_commands_end_without_freeing_after_writing_all_their_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], at_least: int,
+) -> None:
+    # like validate, these only read: `main` ends them with os._exit once the output (here far
+    # longer than a pipe's buffer) is written and the atexit functions ran; the garbage
+    # collector stays off for the whole process, which is what the atexit function sees
+    index = write_index(tmp_path, _many_blocked() + [{"id": f"FREE-{n}"} for n in range(1500)])
+    code, expected, _ = sage(capsys, *argv, "--index", str(index))
+    marker = tmp_path / "atexit-ran"
+    program = ("import atexit, gc, sys; from pathlib import Path;"
+               " atexit.register(lambda: Path(sys.argv[1]).write_text(f'gc enabled: {gc.isenabled()}'));"
+               " from sage_stream.cli import main; main(sys.argv[2:])")
+    result = subprocess.run([sys.executable, "-c", program, str(marker), *argv, "--index", str(index)],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert len(expected) > at_least
+    assert (result.returncode, result.stdout, result.stderr) == (code, expected, "")
+    assert marker.read_text() == "gc enabled: False"
