@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
-import re
 from pathlib import Path
 from typing import Any
 
@@ -445,5 +445,9 @@ def test_read_only_commands_end_without_freeing_after_writing_all_their_output(
     result = subprocess.run([sys.executable, "-c", program, str(marker), *argv, "--index", str(index)],
                             capture_output=True, text=True, check=False, timeout=120)
     assert len(expected) > at_least
-    assert (result.returncode, result.stdout, result.stderr) == (code, expected, "")
+
+    def steady(text: str) -> str:  # `plan` names the memory available now, which moves between two runs
+        return re.sub(r"[\d,]+ MB available", "N MB available", text)
+
+    assert (result.returncode, steady(result.stdout), result.stderr) == (code, steady(expected), "")
     assert marker.read_text() == "gc enabled: False"
