@@ -203,10 +203,10 @@ class LocalRunner:
             self.inbox.put(TurnDone(spec.ticket.id, exit, result, turn, turn_started))
             work = TicketWork(exit=exit, result=over_turns(results), turn_started=turn_started,
                               workspace=running.workspace, log=job.log_path, fix_turns=turn)
-            work.tampered = self._undo_tampering(running)  # before any git command touches its work
+            work.tampered, work.suspected = self._undo_tampering(running)  # before git touches its work
             work.moved_refs = self._undo_ref_moves(running)
             work.refused_writes = self._refused_writes(work)
-            if work.tampered or work.moved_refs or not result.success or not spec.checks:
+            if work.tampered or work.suspected or work.moved_refs or not result.success or not spec.checks:
                 return work
             work.verification = self._verify(running, turn)
             if work.verification.cancelled or running.cancel.is_set():
@@ -239,13 +239,17 @@ class LocalRunner:
         if sandboxed.home_layer is not None:
             sandboxed.home_layer.copy_in()
         running.refs_before = self.watch.before_turn() if self.watch is not None else None
+        self.guard.turn_started(ticket_id)
         try:
             exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
                              on_start=lambda pid, created: self._delete_landed_branches(running))
+            result = self.settings.agent.parse_result(job, exit)
+        except BaseException:
+            self.guard.turn_ended(ticket_id)  # undoes its changes; the attempt crashed: none of it lands
+            raise
         finally:
             if sandboxed.home_layer is not None:
                 sandboxed.home_layer.copy_back()
-        result = self.settings.agent.parse_result(job, exit)
         if result.error_kind in SETUP_ERROR_KINDS and result.fix is None:
             result = replace(result, fix=setup_fix(self.settings.agent, result.error_kind, result.message))
         return exit, result
@@ -268,14 +272,17 @@ class LocalRunner:
             return False
         return wrote_read_only([read_log_tail(work.log), work.exit.last_line or ""])
 
-    def _undo_tampering(self, running: _Running) -> list[str]:
-        """Git control files changed during the turn, put back as they were (see repo_guard)."""
-        changed = self.guard.check_and_restore()
+    def _undo_tampering(self, running: _Running) -> tuple[list[str], list[str]]:
+        """Git control files changed during the turn, put back as they were: those only
+        this turn's agent could have changed, and those another agent running beside it
+        could have (see repo_guard). The worktree's own `.git` file is this agent's alone."""
+        verdict = self.guard.turn_ended(running.ticket.id)
+        changed = list(verdict.tampered)
         path = running.workspace.path
         if running.git_link is not None and worktree_link(path) != running.git_link:
             restore_worktree_link(path, running.git_link)
             changed.append(f"{path}/.git")
-        return changed
+        return changed, list(verdict.suspected)
 
     def _undo_ref_moves(self, running: _Running) -> list[str]:
         """Branches the agent moved during its turn, put back (see engine/target_watch.py)."""
@@ -324,7 +331,8 @@ class LocalRunner:
     def _snapshot(self, running: _Running, work: TicketWork) -> None:
         """Commit the agent's work on its branch: what lands, or what is kept when it does not."""
         ticket = running.ticket
-        succeeded = work.result.success and work.exit.outcome == EXITED and not (work.tampered or work.moved_refs) and (
+        untouched = not (work.tampered or work.suspected or work.moved_refs)
+        succeeded = work.result.success and work.exit.outcome == EXITED and untouched and (
             work.verification is None or work.verification.passed)
         message = f"{ticket.id}: {ticket.title}" if succeeded else f"wip: {ticket.id} (unlanded attempt, kept by sage)"
         try:

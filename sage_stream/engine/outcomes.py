@@ -61,6 +61,7 @@ class Requeue:
     reason: str
     pause: RateLimitDecision | None = None  # a new rate-limit pause that starts now
     halt: Halt | None = None
+    alone: bool = False  # it runs again with no other agent beside it
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class FinishedAttempt:
     prepared: bool = True  # its worktree was ready (else a crash is the worktree's fault)
     branch: str = ""
     tampered: tuple[str, ...] = ()  # git control files the agent changed (undone)
+    suspected: tuple[str, ...] = ()  # ... that it or another agent running beside it changed (undone)
     moved_refs: tuple[str, ...] = ()  # branches the agent moved, as sentences (engine/target_watch.py)
     cancelled: bool = False
     exit_outcome: str = "exited"  # exited | timeout | idle_timeout | cancelled | failed_to_start
@@ -134,9 +136,7 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
             return Defer("error", f"could not prepare the worktree: {last}", last_error=done.crashed[-2000:],
                          log=done.log)
         return Defer("agent_failed", f"the agent could not run: {last}", last_error=done.crashed[-2000:], log=done.log)
-    if done.tampered:
-        # with several agents at work, the change is caught by the first turn that ends
-        # after it: the message says so rather than claim more than sage knows
+    if done.tampered:  # no other agent ran when they changed (engine/repo_guard.py)
         shown = ", ".join(done.tampered[:10])
         return Defer("scope_violation", (
             "git control files (the repository's or your git configuration) changed while its agent ran: "
@@ -163,6 +163,10 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
     if done.tip is None:
         return Defer("error", f"could not record the agent's changes: {done.snapshot_error}",
                      last_error=done.snapshot_error, log=done.log)
+    if done.suspected:  # it would land, but may be the agent that changed them: the answer is certain alone
+        return Requeue("run_alone", (
+            f"git control files changed while its agent and others ran: {', '.join(done.suspected[:10])} (undone); "
+            "which agent changed them is not known, so it runs again with no other agent beside it"), alone=True)
     return Land()
 
 

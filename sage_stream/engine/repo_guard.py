@@ -15,6 +15,14 @@ The user's own git configuration is watched the same way (`user_git_configs`:
 `~/.gitconfig`, `$XDG_CONFIG_HOME/git/config`, `$GIT_CONFIG_GLOBAL`): a hooks path or a
 filter written there would run in the user's next git command (sage's own git never
 reads it, see git.py). Reported by their absolute paths.
+
+Who changed them: these files are shared by every agent of the run, and without a
+sandbox nothing records which process wrote them. A change found when a turn ends
+happened after the previous turn's end (which found none), so any agent whose turn is
+still going could have made it as well as the one ending. When no other turn is going,
+the ending turn's agent did it (`TurnVerdict.tampered`: its ticket is deferred). Else
+every turn that could have is a suspect (`TurnVerdict.suspected`): a suspect that would
+otherwise land runs again with nothing beside it, where the answer is certain.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ControlState = dict[str, tuple[bytes, int]]  # relative path -> (content, mode)
@@ -64,12 +72,22 @@ def read_state(common_dir: Path, user_configs: Sequence[Path] = ()) -> ControlSt
     return state
 
 
+@dataclass(frozen=True)
+class TurnVerdict:
+    """What the control files say about one agent turn (see the module's text)."""
+
+    tampered: tuple[str, ...] = ()  # changed, and this turn's agent is the only one that could have
+    suspected: tuple[str, ...] = ()  # changed while other agents' turns went on too: any of them could have
+
+
 @dataclass
 class RepoGuard:
     common_dir: Path
     baseline: ControlState
     _lock: threading.Lock
     user_configs: tuple[Path, ...] = ()
+    _turns: set[str] = field(default_factory=set)  # the tickets whose agent turn is going on
+    _suspects: dict[str, list[str]] = field(default_factory=dict)  # ticket -> changes found while its turn went on
 
     @classmethod
     def start(cls, common_dir: Path) -> RepoGuard:
@@ -77,17 +95,41 @@ class RepoGuard:
         return cls(common_dir=common_dir, baseline=read_state(common_dir, user_configs), _lock=threading.Lock(),
                    user_configs=user_configs)
 
+    def turn_started(self, ticket_id: str) -> None:
+        """`ticket_id`'s agent is about to run: from now on it could change the control files."""
+        with self._lock:
+            self._turns.add(ticket_id)
+            self._suspects.pop(ticket_id, None)
+
+    def turn_ended(self, ticket_id: str) -> TurnVerdict:
+        """`ticket_id`'s agent has exited: check the control files (undoing any change) and
+        say who could have changed them."""
+        with self._lock:
+            self._turns.discard(ticket_id)
+            changed = self._check_and_restore()
+            earlier = self._suspects.pop(ticket_id, [])
+            if changed and not self._turns:
+                return TurnVerdict(tampered=tuple(changed))
+            for other in self._turns:
+                self._suspects.setdefault(other, []).extend(path for path in changed
+                                                            if path not in self._suspects[other])
+            suspected = [*earlier, *(path for path in changed if path not in earlier)]
+            return TurnVerdict(suspected=tuple(suspected))
+
     def check_and_restore(self) -> list[str]:
         """The control files changed since the run started (as `.git/<path>`, or the
         absolute path of a user configuration file), put back as they were. Empty when
         nothing changed."""
         with self._lock:
-            current = read_state(self.common_dir, self.user_configs)
-            changed = sorted(path for path in set(current) | set(self.baseline)
-                             if current.get(path) != self.baseline.get(path))
-            for relative in changed:
-                self._restore(relative)
-            return [path if Path(path).is_absolute() else f".git/{path}" for path in changed]
+            return self._check_and_restore()
+
+    def _check_and_restore(self) -> list[str]:
+        current = read_state(self.common_dir, self.user_configs)
+        changed = sorted(path for path in set(current) | set(self.baseline)
+                         if current.get(path) != self.baseline.get(path))
+        for relative in changed:
+            self._restore(relative)
+        return [path if Path(path).is_absolute() else f".git/{path}" for path in changed]
 
     def _restore(self, relative: str) -> None:
         path = self.common_dir / relative

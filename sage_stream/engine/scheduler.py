@@ -45,6 +45,9 @@ class ReadyQueue:
     def __iter__(self) -> Iterator[str]:
         return (key[2] for key in self._sorted)
 
+    def __contains__(self, ticket_id: object) -> bool:
+        return ticket_id in self._keys
+
 
 @dataclass
 class DispatchPlan:
@@ -70,6 +73,7 @@ class DispatchPlan:
     started_count: int = 0
     reruns: dict[str, int] = field(default_factory=dict)
     requeued: set[str] = field(default_factory=set)  # rate-limited in this run: ready again
+    alone: set[str] = field(default_factory=set)  # to run with no other ticket beside it (engine/repo_guard.py)
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -125,8 +129,11 @@ class DispatchPlan:
 
     def next_to_start(self, free_slots: int) -> list[str]:
         """The tickets to start now into `free_slots` free worker slots."""
-        if free_slots <= 0:
-            return []
+        if free_slots <= 0 or self.running & self.alone:
+            return []  # (nothing starts beside a ticket that runs alone)
+        waiting_alone = [ticket_id for ticket_id in self.alone if ticket_id in self._ready]
+        if waiting_alone:  # once the running tickets are over, it starts, and nothing beside it
+            return [] if self.running else [min(waiting_alone, key=self._order_key)]
         if self.schedule == BATCH:
             if self.running:
                 return []  # the barrier: wait for the whole batch
@@ -224,10 +231,14 @@ class DispatchPlan:
         self._refresh(ticket_id)
         return True
 
-    def requeue(self, ticket_id: str) -> None:
-        """A rate limit: ready again, as if never started (no rerun used, no new start)."""
+    def requeue(self, ticket_id: str, *, alone: bool = False) -> None:
+        """A rate limit: ready again, as if never started (no rerun used, no new start).
+        `alone`: it starts once nothing else runs, and nothing starts beside it (a change
+        to the repository's control files that several agents could have made)."""
         self.running.discard(ticket_id)
         self.requeued.add(ticket_id)
+        if alone:
+            self.alone.add(ticket_id)
         self._refresh(ticket_id)
 
     def pending(self) -> list[str]:

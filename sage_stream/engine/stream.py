@@ -424,7 +424,7 @@ class StreamRun:
         else:
             self.states.apply({ticket_id: ticket_state.release(
                 count_attempt=False, note=f"{decision.category} in run {self.run_id}: {decision.reason}")})
-            self.plan.requeue(ticket_id)
+            self.plan.requeue(ticket_id, alone=decision.alone)
         self._release(running, landed=False)
         if decision.pause is not None:
             self.emit(ev.DISPATCH_PAUSED, None, reason=decision.pause.reason, until=decision.pause.until)

@@ -55,6 +55,7 @@ class TicketWork:
     cancelled: bool = False
     tip: str | None = None  # the branch commit holding all of the ticket's work (snapshot)
     tampered: list[str] = field(default_factory=list)  # git control files the agent changed (undone)
+    suspected: list[str] = field(default_factory=list)  # ... that it or an agent beside it changed (undone)
     moved_refs: list[str] = field(default_factory=list)  # branches the agent moved, as sentences (undone)
     snapshot_error: str | None = None
     refused_writes: bool = False  # the sandbox refused a write of the failed last turn (its log says so)
@@ -172,6 +173,7 @@ def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, w
     failed = checks.failed if checks is not None and not checks.passed else None
     return FinishedAttempt(
         log=str(work.log or spec.job.log_path), tampered=tuple(work.tampered), cancelled=work.cancelled,
+        suspected=tuple(work.suspected),
         moved_refs=tuple(work.moved_refs),
         exit_outcome=exit.outcome, returncode=exit.returncode, last_line=exit.last_line, exit_error=exit.error,
         success=result.success, error_kind=result.error_kind, retryable=result.retryable,

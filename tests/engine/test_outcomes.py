@@ -94,6 +94,24 @@ DECIDE_CASES = [
               "config written there would run code in your next git command); its work is kept on sage/T-1",
               log=LOG, with_result=True),
         id="tampering is reported even when the attempt was cancelled or failed"),
+    pytest.param(
+        finished(suspected=(".git/hooks/pre-commit",)),
+        Requeue("run_alone", "git control files changed while its agent and others ran: .git/hooks/pre-commit "
+                "(undone); which agent changed them is not known, so it runs again with no other agent beside it",
+                alone=True),
+        id="a suspect of a control-file change that would land runs again alone"),
+    pytest.param(
+        failed(suspected=(".git/config",), exit_outcome="timeout", returncode=-9, last_line="still thinking"),
+        Defer("timeout", "the agent ran longer than 30 min and was stopped", last_error="still thinking", log=LOG,
+              retryable=True, not_before="2026-11-21T12:01:00Z"),
+        id="a suspect that failed on its own is decided by its own failure"),
+    pytest.param(
+        finished(tampered=(".git/config",), suspected=(".git/hooks/pre-commit",)),
+        Defer("scope_violation",
+              "git control files (the repository's or your git configuration) changed while its agent ran: .git/config (undone: hooks and "
+              "config written there would run code in your next git command); its work is kept on sage/T-1",
+              log=LOG, with_result=True),
+        id="a change only this agent could have made is its own, whatever it was suspected of before"),
     pytest.param(failed(cancelled=True, returncode=-15), Interrupted(), id="cancelled flag: interrupted"),
     pytest.param(failed(exit_outcome="cancelled", returncode=None), Interrupted(),
                  id="exit outcome cancelled: interrupted"),
@@ -462,6 +480,13 @@ def _setup_error() -> None:
         assert decision.halt is not None and decision.halt.exit_code == EXIT_SETUP == 4
 
 
+def _planted_hook_or_config() -> None:
+    alone = decide(finished(tampered=(".git/hooks/pre-commit",)), POLICY)
+    assert isinstance(alone, Defer) and alone.category == "scope_violation" and ".git/hooks/pre-commit" in alone.message
+    beside_others = decide(finished(suspected=(".git/hooks/pre-commit",)), POLICY)
+    assert isinstance(beside_others, Requeue) and beside_others.category == "run_alone" and beside_others.alone
+
+
 README_ROWS = {
     "the agent exits non-zero": _agent_exits_non_zero,
     "timeout / no output for too long": _timeout_or_no_output,
@@ -469,6 +494,7 @@ README_ROWS = {
     "no changes": _no_changes,
     "changes outside `files`": _changes_outside_files,
     "a setup error: no credentials, the CLI missing, a bad flag or model": _setup_error,
+    "the agent plants a hook or config in `.git` or your git config (unsandboxed)": _planted_hook_or_config,
 }
 
 

@@ -391,3 +391,29 @@ def test_a_landing_looks_at_its_dependents_only(monkeypatch: pytest.MonkeyPatch)
     plan.landed("A")
     assert plan.next_to_start(4) == ["B"] and plan.may_start_more()
     assert set(looked_at) <= {"A", "B"}
+
+
+def test_a_ticket_requeued_to_run_alone_waits_for_the_others_and_nothing_starts_beside_it():
+    plan = make_plan([ticket("A"), ticket("B"), ticket("C"), ticket("D")])
+    assert plan.next_to_start(3) == ["A", "B", "C"]
+    for tid in ("A", "B", "C"):
+        plan.started(tid)
+    plan.requeue("A", alone=True)  # a control-file change while A, B and C ran: A would have landed
+    assert plan.next_to_start(2) == []  # D, ready, does not start either: A goes first, by itself
+    plan.landed("B")
+    assert plan.next_to_start(2) == []  # C still runs
+    plan.landed("C")
+    assert plan.next_to_start(2) == ["A"]
+    plan.started("A")
+    assert plan.next_to_start(2) == []  # nothing beside it
+    plan.landed("A")
+    assert plan.next_to_start(2) == ["D"]
+    assert plan.started_count == 3  # A, B and C: the run-alone restart is not a new start
+
+
+def test_a_plain_requeue_runs_beside_others():
+    plan = make_plan([ticket("A"), ticket("B")])
+    plan.started("A")
+    plan.started("B")
+    plan.requeue("A")
+    assert plan.next_to_start(2) == ["A"]
