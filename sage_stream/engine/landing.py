@@ -41,6 +41,7 @@ TARGET_DIRTY = "target_dirty"  # a checkout of the target has uncommitted change
 
 LANDING_LOCK_TIMEOUT_S = 300.0  # a landing takes milliseconds; this is a stuck process
 CAS_ATTEMPTS = 5  # merges on a target that keeps moving under us before giving up
+SYMLINK_MODE = "120000"  # git's mode of a symbolic link
 
 # Conventional Commits type for each Sage ticket type; anything else is a chore.
 COMMIT_TYPES = {
@@ -280,9 +281,10 @@ def _merge_and_swap(
     """One try at landing on `old`: a result, or None when the target moved meanwhile."""
     # The ticket's own changes, measured from where it left the target (the agent may
     # have merged the target into its branch: `base` alone would count those too).
-    changed = git.changed_since_fork(old, tip)
-    if changed is None:
+    modes = git.changed_since_fork(old, tip)
+    if modes is None:
         return LandingResult(CONFLICT, None, [], f"{ticket_id} shares no history with {target}")
+    changed = list(modes)
     if not changed and not allow_empty:
         return LandingResult(NO_CHANGES, None, [], f"{ticket_id} changed no file")
     stray = outside(changed, globs)
@@ -290,7 +292,7 @@ def _merge_and_swap(
         return LandingResult(
             SCOPE_VIOLATION, None, stray, f"{ticket_id} changed files outside its `files` globs: {', '.join(stray)}"
         )
-    leaving = escaping_links(git.symlinks(tip), changed) if changed else {}
+    leaving = _links_leaving(git, modes, old, tip)
     if leaving:
         shown = ", ".join(f"{path} -> {target}" for path, target in leaving.items())
         return LandingResult(
@@ -324,6 +326,23 @@ def _merge_and_swap(
         on_landed(result)
     _bring_along(git, result, checkouts, clean, target, old, commit)
     return result
+
+
+def _links_leaving(git: Git, modes: dict[str, tuple[str, str]], old: str, tip: str) -> dict[str, str]:
+    """The links of `tip` that leave the repository because of this ticket: a link it adds
+    or changes (or one whose chain passes through such a link), and an earlier link whose
+    chain passed through a link it removes (`here -> sub/deeper`, `secret -> here/../../x`:
+    without `here`, `secret` reads `../x`). A ticket that touches no link needs no tree
+    listing at all."""
+    removed = {path for path, (before, after) in modes.items() if before == SYMLINK_MODE and after != SYMLINK_MODE}
+    if not removed and not any(after == SYMLINK_MODE for _, after in modes.values()):
+        return {}
+    links = git.symlinks(tip)
+    judged = set(modes)
+    if removed:
+        earlier = git.symlinks(old)
+        judged |= {path for path in earlier if path in links and _resolve_link(path, earlier)[1] & removed}
+    return escaping_links(links, judged)
 
 
 def escaping_links(links: dict[str, str], changed: Collection[str] | None = None) -> dict[str, str]:

@@ -203,6 +203,8 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         return result.stdout.strip()
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        if ancestor == descendant and len(ancestor) == 40:  # a commit is its own ancestor: no git needed
+            return True
         result = self.run("merge-base", "--is-ancestor", ancestor, descendant, check=False)
         if result.returncode not in (0, 1):
             raise GitError(["merge-base", "--is-ancestor"], self.repo, result.returncode, result.stderr)
@@ -260,16 +262,24 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         found = result.stdout.split()
         return (found[0], found[1]) if result.returncode == 0 and len(found) == 2 else None
 
-    def changed_since_fork(self, ours: str, theirs: str) -> list[str] | None:
+    def changed_since_fork(self, ours: str, theirs: str) -> dict[str, tuple[str, str]] | None:
         """What `theirs` changed since it forked from `ours` (diff from their merge base,
-        in one git process); None for unrelated histories."""
-        args = ["diff-tree", "-r", "--no-commit-id", "--name-only", "-z", "--no-renames", "--merge-base", ours, theirs]
+        in one git process): each path with its modes before and in `theirs` ("000000"
+        where it does not exist, "120000" for a symbolic link), in git's order; None for
+        unrelated histories."""
+        args = ["diff-tree", "-r", "--no-commit-id", "--raw", "-z", "--no-renames", "--merge-base", ours, theirs]
         result = self.run(*args, check=False)
         if result.returncode != 0:
             if self.merge_base(ours, theirs) is None:
                 return None
             raise GitError(args, self.repo, result.returncode, result.stderr)
-        return [path for path in result.stdout.split("\0") if path]
+        fields = result.stdout.split("\0")
+        changed: dict[str, tuple[str, str]] = {}
+        for info, path in zip(fields[0::2], fields[1::2]):  # ":old new oldsha newsha status", then the path
+            if info.startswith(":") and path:
+                before, after = info[1:].split(" ", 2)[:2]
+                changed[path] = (before, after)
+        return changed
 
     def changed_paths(self, old: str, new: str) -> list[str]:
         """Paths that differ between two commits or trees; a rename lists both its paths."""

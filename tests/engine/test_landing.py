@@ -463,6 +463,24 @@ def test_a_chain_of_links_that_stays_inside_lands(git: Git) -> None:
     assert land(git, make_ticket(), base, tip).outcome == LANDED
 
 
+def test_removing_a_link_that_another_links_chain_passes_through_is_judged_too(git: Git) -> None:
+    """`secret -> here/../../x` stays inside while `here -> sub/deeper`; without `here` it
+    reads `../x`, outside: the ticket that removes `here` is refused."""
+    base, tip = add_links(git, "TKT-001", {"here": "sub/deeper", "secret": "here/../../README.md"})
+    assert land(git, make_ticket(), base, tip).outcome == LANDED
+    base, tip = branch_work(git, "TKT-002", {"here": None})
+    result = land(git, make_ticket("TKT-002"), base, tip)
+    assert result.outcome == SCOPE_VIOLATION and "secret" in result.message, result.message
+    assert commits_since(git, base) == []
+
+
+def test_removing_a_link_nothing_else_passes_through_lands(git: Git) -> None:
+    base, tip = add_links(git, "TKT-001", {"here": "sub/deeper", "other": "README.md"})
+    assert land(git, make_ticket(), base, tip).outcome == LANDED
+    base, tip = branch_work(git, "TKT-002", {"here": None})
+    assert land(git, make_ticket("TKT-002"), base, tip).outcome == LANDED
+
+
 def test_sages_own_index_tracked_in_git_does_not_make_the_checkout_dirty(git: Git) -> None:
     """An index kept in git changes with every ticket sage starts: landings must not wait on it."""
     index = git.repo / ".sage" / "tickets" / "index.json"
