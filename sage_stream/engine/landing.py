@@ -201,12 +201,8 @@ def land_ticket(
     Path(landing_lock).parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
-            if check_target is not None:
-                tip = git.rev_parse(f"refs/heads/{target_branch}")
-                if tip is not None:
-                    check_target(tip)
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
-                                on_landed, check_earlier, target_ref)
+                                on_landed, check_earlier, target_ref, check_target)
     except Timeout:
         raise SageError(
             f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
@@ -226,10 +222,13 @@ def _land_locked(
     on_landed: Callable[[LandingResult], None] | None = None,
     check_earlier: bool = True,
     target_ref: str | None = None,
+    check_target: Callable[[str], str] | None = None,
 ) -> LandingResult:
     crash_point("landing_locked")
     ref = target_ref or f"refs/heads/{target}"
     current = git.commit_and_tree(ref)
+    if current is not None and check_target is not None and check_target(current[0]) != current[0]:
+        current = git.commit_and_tree(ref)  # the target was restored: land on what it is now
     if current is None:
         raise SageError(f"cannot land {ticket_id}: the target branch {target!r} does not exist")
     # Only a commit made since the ticket's base can be its earlier landing (nothing was

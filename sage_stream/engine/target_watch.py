@@ -102,15 +102,16 @@ class TargetWatch:
 
     def after_turn(self, before: TurnRefs, worktree: Path) -> list[RefMove]:
         """The moves this agent made during its turn, each undone where that is safe."""
-        head = self.git.rev_parse("HEAD", cwd=worktree)
         with self._lock:
             after = self._tips()
             start_target = before.tips.get(self.target_ref)
             moves = []
+            head: str | None = None
             for ref in sorted(set(before.tips) | set(after)):
                 old, new = before.tips.get(ref), after.get(ref)
-                if old == new:
-                    continue
+                if old == new or (ref == self.target_ref and new is not None and new == self.known):
+                    continue  # unmoved, or the target where sage put it (a landing during the turn)
+                head = head or self.git.rev_parse("HEAD", cwd=worktree)
                 if ref == self.target_ref:
                     move = self._target_moved(old, new, head, before.landings)
                 elif self._carries_agent_commits(new, head, old, start_target, *self.landed[-1:]):
