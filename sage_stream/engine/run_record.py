@@ -481,18 +481,23 @@ once the loop has started the first agents."""
 
 class RunReport:
     """Every event of the run goes here: folded into the run's record, which is rewritten
-    atomically at most twice a second (it is a report: the index is what recovery
-    trusts), and shown by the display, which decides nothing. The run's HTML page
+    atomically at most twice a second, and at least `record_cost_factor` (20) times as long
+    as the last write took (it is a report: the index is what recovery trusts; at 100,000
+    tickets one write encodes the whole plan, 0.1 s), and shown by the display, which
+    decides nothing. The run's HTML page
     (`sage report`'s) is rewritten from the record too, less often: at least every
     `page_interval_s` and at least `page_cost_factor` (20) times as long as the last page
     took to render, so a big run's page costs the loop at most ~5% of its time."""
 
     def __init__(self, sage_dir: Path, record: RunRecord, display: Any, *, min_interval_s: float = 0.5,
-                 page_interval_s: float = 2.0, page_cost_factor: float = 20.0) -> None:
+                 page_interval_s: float = 2.0, page_cost_factor: float = 20.0,
+                 record_cost_factor: float = 20.0) -> None:
         self.sage_dir = sage_dir
         self.record = record
         self.display = display
         self.min_interval_s = min_interval_s
+        self.record_cost_factor = record_cost_factor
+        self._save_cost_s = 0.0
         self.page_interval_s = page_interval_s
         self.page_cost_factor = page_cost_factor
         self._saved_at = 0.0
@@ -546,7 +551,7 @@ class RunReport:
 
     def _save(self, *, force: bool = False, page: bool = True) -> OSError | None:
         now = time.monotonic()
-        if not force and now - self._saved_at < self.min_interval_s:
+        if not force and now - self._saved_at < max(self.min_interval_s, self.record_cost_factor * self._save_cost_s):
             self._pending = True  # written by `flush` when the loop is idle
             return None
         self._saved_at, self._pending = now, False
@@ -554,6 +559,8 @@ class RunReport:
             write_run(self.sage_dir, self.record)
         except OSError as error:
             return error
+        finally:
+            self._save_cost_s = time.monotonic() - now
         if page:
             self._write_page(force=force)
         return None

@@ -21,7 +21,7 @@ class Shown:
 def report(tmp_path: Path, **kwargs) -> tuple[RunReport, Shown]:
     shown = Shown()
     return RunReport(tmp_path, RunRecord(run_id="20261202T000000Z-abcdef", started="2026-12-02T00:00:00Z"),
-                     shown, min_interval_s=0, **kwargs), shown
+                     shown, min_interval_s=0, record_cost_factor=0, **kwargs), shown
 
 
 def test_the_page_is_live_while_the_run_runs_and_final_after(tmp_path):
@@ -101,3 +101,29 @@ def test_a_run_too_big_to_draw_writes_a_page_that_says_how_to_draw_it(tmp_path):
     page = run_page_path(tmp_path, "20261202T000000Z-abcdef").read_text()
     assert f"plans {DRAWN_PAGE_LIMIT + 1:,} tickets" in page
     assert "sage report 20261202T000000Z-abcdef" in page and 'data-ticket="T-0"' not in page
+
+
+def test_a_record_that_is_slow_to_write_is_written_less_often(tmp_path, monkeypatch):
+    """At 100,000 tickets one write of the record takes 0.1 s: written twice a second it
+    took a quarter of the loop. Now at least 20 times as long as the last write apart."""
+    from sage_stream.engine import run_record
+
+    clock = [1000.0]
+    monkeypatch.setattr(run_record.time, "monotonic", lambda: clock[0])
+    written: list[float] = []
+
+    def slow_write(sage_dir, record):
+        written.append(clock[0])
+        clock[0] += 0.1  # the write takes 0.1 s
+    monkeypatch.setattr(run_record, "write_run", slow_write)
+    run, _ = report(tmp_path, page_interval_s=3600)
+    run.min_interval_s, run.record_cost_factor = 0.5, 20.0
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets={})
+    for second in range(1, 4):
+        clock[0] = 1000.0 + second * 0.6  # past min_interval_s, within 20 x 0.1 s
+        run.emit(ev.TICKET_STARTED, f"T-{second}", row=0, attempt=1)
+    assert written == [1000.0]  # held back: 2 s have not passed since the last write
+    clock[0] = 1002.2
+    run.flush()
+    assert written == [1000.0, 1002.2]  # the held-back write, once its time has come
+    assert run.record.tickets["T-3"].outcome == "running"
