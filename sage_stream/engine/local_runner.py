@@ -208,7 +208,14 @@ class LocalRunner:
             work.refused_writes = self._refused_writes(work)
             if work.tampered or work.suspected or work.moved_refs or not result.success or not spec.checks:
                 return work
-            work.verification = self._verify(running, turn)
+            self.guard.turn_started(spec.ticket.id)  # its checks run in the repository too
+            try:
+                work.verification = self._verify(running, turn)
+            finally:
+                checked = self.guard.turn_ended(spec.ticket.id)
+            work.tampered, work.suspected = list(checked.tampered), list(checked.suspected)
+            if work.tampered or work.suspected:
+                return work
             if work.verification.cancelled or running.cancel.is_set():
                 work.cancelled = True
                 return work

@@ -139,8 +139,8 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
     if done.tampered:  # no other agent ran when they changed (engine/repo_guard.py)
         shown = ", ".join(done.tampered[:10])
         return Defer("scope_violation", (
-            "git control files (the repository's or your git configuration) changed while its agent ran: "
-            f"{shown} (undone: hooks and config written there would run code in your next git command); "
+            "git control files (the repository's or your git configuration) changed while its agent or its "
+            f"checks ran: {shown} (undone: hooks and config written there would run code in your next git command); "
             f"its work is kept on {done.branch}"), log=done.log, with_result=True)
     if done.moved_refs:  # only sage's compare-and-swap moves the target; other branches are the user's
         return Defer("scope_violation", f"{'; '.join(done.moved_refs)}; its work is kept on {done.branch}",
@@ -165,8 +165,9 @@ def decide(done: FinishedAttempt, policy: OutcomePolicy) -> Decision:
                      last_error=done.snapshot_error, log=done.log)
     if done.suspected:  # it would land, but may be the agent that changed them: the answer is certain alone
         return Requeue("run_alone", (
-            f"git control files changed while its agent and others ran: {', '.join(done.suspected[:10])} (undone); "
-            "which agent changed them is not known, so it runs again with no other agent beside it"), alone=True)
+            "git control files changed while its agent (or its checks) and others ran: "
+            f"{', '.join(done.suspected[:10])} (undone); which agent changed them is not known, so it runs again "
+            "with no other agent beside it"), alone=True)
     return Land()
 
 

@@ -83,20 +83,20 @@ DECIDE_CASES = [
     pytest.param(
         finished(tampered=(".git/hooks/pre-commit", ".git/config")),
         Defer("scope_violation",
-              "git control files (the repository's or your git configuration) changed while its agent ran: .git/hooks/pre-commit, .git/config "
+              "git control files (the repository's or your git configuration) changed while its agent or its checks ran: .git/hooks/pre-commit, .git/config "
               "(undone: hooks and config written there would run code in your next git command); its work is kept "
               "on sage/T-1", log=LOG, with_result=True),
         id="tampered git control files: scope_violation naming the files and the branch"),
     pytest.param(
         failed(tampered=(".git/config",), cancelled=True),
         Defer("scope_violation",
-              "git control files (the repository's or your git configuration) changed while its agent ran: .git/config (undone: hooks and "
+              "git control files (the repository's or your git configuration) changed while its agent or its checks ran: .git/config (undone: hooks and "
               "config written there would run code in your next git command); its work is kept on sage/T-1",
               log=LOG, with_result=True),
         id="tampering is reported even when the attempt was cancelled or failed"),
     pytest.param(
         finished(suspected=(".git/hooks/pre-commit",)),
-        Requeue("run_alone", "git control files changed while its agent and others ran: .git/hooks/pre-commit "
+        Requeue("run_alone", "git control files changed while its agent (or its checks) and others ran: .git/hooks/pre-commit "
                 "(undone); which agent changed them is not known, so it runs again with no other agent beside it",
                 alone=True),
         id="a suspect of a control-file change that would land runs again alone"),
@@ -108,7 +108,7 @@ DECIDE_CASES = [
     pytest.param(
         finished(tampered=(".git/config",), suspected=(".git/hooks/pre-commit",)),
         Defer("scope_violation",
-              "git control files (the repository's or your git configuration) changed while its agent ran: .git/config (undone: hooks and "
+              "git control files (the repository's or your git configuration) changed while its agent or its checks ran: .git/config (undone: hooks and "
               "config written there would run code in your next git command); its work is kept on sage/T-1",
               log=LOG, with_result=True),
         id="a change only this agent could have made is its own, whatever it was suspected of before"),

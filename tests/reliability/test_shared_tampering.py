@@ -11,6 +11,7 @@ OTHER-1 was deferred for TAMPER-1's change and TAMPER-1's work landed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,29 @@ def test_each_suspect_ran_again_with_nothing_beside_it(raced_run):
     for name, other in (("OTHER-1", "TAMPER-1"), ("TAMPER-1", "OTHER-1")):
         start, end = spans[name][1]
         assert all(end <= other_start or other_end <= start for other_start, other_end in spans[other]), spans
+
+
+def test_a_check_that_plants_a_hook_is_its_tickets_doing(tmp_path: Path) -> None:
+    """Checks run in the repository like agents: a hook one plants is undone when they end,
+    and the ticket is deferred (before, nothing looked again after the checks: the ticket
+    landed and the hook stayed for the user's next commit)."""
+    plant = tmp_path / "plant.py"
+    plant.write_text("import pathlib, subprocess\n"
+                     "common = pathlib.Path(subprocess.run(['git', 'rev-parse', '--git-common-dir'], "
+                     "capture_output=True, text=True, check=True).stdout.strip())\n"
+                     "(common / 'hooks').mkdir(exist_ok=True)\n"
+                     "(common / 'hooks' / 'pre-commit').write_text('#!/bin/sh\\nexit 0\\n')\n")
+    repo = make_repo(tmp_path / "repo", files={"src/keep.txt": "keep\n"})
+    write_config(repo, "[agent]\nsandbox = \"none\"\n")
+    checked = ticket("CHECK-1", py("import pathlib; pathlib.Path('src/c.txt').write_text('c')"), files=["src/**"],
+                     validation_config={"verification_scripts": [{"name": "plants a hook",
+                                                                  "command": f"{sys.executable} {plant}"}]})
+    write_index(repo, [checked])
+    result = run_stream(repo, parallel=1)
+    item = read_index(repo)["CHECK-1"]
+    assert item["state"] == "DEFERRED", result.stdout + result.stderr
+    why = item["defer_reason"]
+    assert why["category"] == "scope_violation" and ".git/hooks/pre-commit" in why["message"], why
+    assert "its checks" in why["message"]
+    assert not (repo / ".git" / "hooks" / "pre-commit").exists()
+    assert "src/c.txt" not in git(repo, "ls-tree", "-r", "--name-only", "main")
