@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from filelock import FileLock
 
 from sage_stream.errors import SageError
-from sage_stream.git.environment import GIT_OF_VAR, GIT_REPO_VAR, SAFE_OPTIONS, GitError, _base_env
+from sage_stream.git.environment import GIT_OF_VAR, GIT_REPO_VAR, SAFE_OPTIONS, GitError, _base_env, git_program
 from sage_stream.git.history import HistoryCommands
 from sage_stream.git.remote import RemoteCommands
 from sage_stream.git.user_config import ISOLATED_CONFIG, UserConfigCommands
@@ -26,11 +27,24 @@ ZERO_SHA = "0" * 40
 WORKTREE_LIST_TRIES = 5
 
 
-def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
-    """From `git status --porcelain=v2 --branch -z`: the commit checked out (None when
-    there is none), whether anything differs from it, and the unmerged paths."""
+class WorkTreeStatus(NamedTuple):
+    """What `git status --porcelain=v2 --branch -z` says of a work tree, for a snapshot."""
+
+    head: str | None  # the commit checked out; None when there is none
+    changes: bool  # anything differs from it
+    unmerged: list[str]  # unresolved merge conflicts
+    # `add --all` surely makes a tree other than the head's: every change is an untracked
+    # file, or a work-tree change to a file (not a submodule) whose index entry is the
+    # head's. Staged changes may be undone by the work tree, and a submodule's own
+    # changes are not its commit: then only comparing the trees tells.
+    tree_changes: bool
+
+
+def _read_status(porcelain_v2_z: str) -> WorkTreeStatus:
+    """Read `git status --porcelain=v2 --branch -z` (see `WorkTreeStatus`)."""
     head: str | None = None
     changes = False
+    tree_changes = True
     unmerged: set[str] = set()
     records = iter(porcelain_v2_z.split("\0"))
     for record in records:
@@ -41,11 +55,13 @@ def _read_status(porcelain_v2_z: str) -> tuple[str | None, bool, list[str]]:
             continue
         else:
             changes = True
+            if not (record.startswith("? ") or (record.startswith("1 .") and record[5:9] == "N...")):
+                tree_changes = False
             if record.startswith("2 "):  # a rename or copy: its source path is the next record
                 next(records, None)
             elif record.startswith("u "):
                 unmerged.add(record.split(" ", 10)[-1])
-    return head, changes, sorted(unmerged)
+    return WorkTreeStatus(head, changes, sorted(unmerged), changes and tree_changes)
 
 
 class _ThreadsThenFileLock:
@@ -108,6 +124,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         self._user_env = {**_base_env(), GIT_OF_VAR: str(os.getpid()), GIT_REPO_VAR: os.path.realpath(self.repo)}
         self._env = {key: value for key, value in self._user_env.items() if key != "GIT_CONFIG_SYSTEM"}
         self._env.update(ISOLATED_CONFIG)
+        self._program = git_program(self._env)
         self._user_config: dict[str, list[str]] | None = None  # USER_CONFIG_KEPT, read once
         self._commit_env: dict[str, str] | None = None
 
@@ -132,7 +149,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
             input = input.decode("utf-8", errors="surrogateescape")
         base_env = self._user_env if user_config else self._env
         full_env = {**base_env, **env} if env else base_env
-        argv = ["git", *SAFE_OPTIONS, *self._kept_options(), *args]
+        argv = [self._program, *SAFE_OPTIONS, *self._kept_options(), *args]
         try:
             result = subprocess.run(
                 argv,
@@ -298,7 +315,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
                 blobs[path] = fields[2]
         if not blobs:
             return {}
-        batch = subprocess.run(["git", *SAFE_OPTIONS, *self._kept_options(), "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
+        batch = subprocess.run([self._program, *SAFE_OPTIONS, *self._kept_options(), "cat-file", "--batch"], cwd=self.repo, env=self._env, capture_output=True,
                                input="".join(f"{blob}\n" for blob in blobs.values()).encode(), check=False)
         if batch.returncode != 0:
             raise GitError(["cat-file", "--batch"], self.repo, batch.returncode, batch.stderr.decode(errors="replace"))
@@ -373,7 +390,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         # and whether a merge conflict is unresolved (`add -A` would commit its markers
         # as if they were the work): an untouched work tree costs one git process.
         status = self.run("status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all", cwd=worktree).stdout
-        old, changes, unmerged = _read_status(status)
+        old, changes, unmerged, tree_changes = _read_status(status)
         if old is None:
             raise GitError(["rev-parse", "HEAD"], worktree, 1, "the work tree has no commit checked out")
         if not changes:
@@ -382,7 +399,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
             raise GitError(["snapshot"], worktree, 1, f"unresolved merge conflict in: {', '.join(unmerged)}")
         self.run("add", "--all", cwd=worktree)
         tree = self.run("write-tree", cwd=worktree).stdout.strip()
-        if tree == self.tree_of(old):
+        if not tree_changes and tree == self.tree_of(old):
             return old
         new = self.commit_tree(tree, [old], message)
         self.run("update-ref", "-m", "sage-stream: snapshot", "HEAD", new, old, cwd=worktree)

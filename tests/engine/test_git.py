@@ -299,9 +299,33 @@ def test_status_is_read_with_renames_spaces_and_unmerged_entries() -> None:
         f"1 .M N... 100644 100644 100644 {h} {h} plain.txt", "? untracked file.txt", "",
     ])
     # the rename's source ("u UU but a path.txt") is a path, not a status record
-    assert _read_status(status) == (oid, True, ["added twice.txt", "both edited.txt"])
-    assert _read_status("# branch.oid " + oid + "\0# branch.head x\0") == (oid, False, [])
-    assert _read_status("# branch.oid (initial)\0# branch.head main\0") == (None, False, [])
+    assert _read_status(status) == (oid, True, ["added twice.txt", "both edited.txt"], False)
+    assert _read_status("# branch.oid " + oid + "\0# branch.head x\0") == (oid, False, [], False)
+    assert _read_status("# branch.oid (initial)\0# branch.head main\0") == (None, False, [], False)
+
+
+def test_status_tells_when_adding_everything_surely_changes_the_tree() -> None:
+    from sage_stream.git import _read_status
+
+    h, head = "0" * 40, "# branch.oid " + "a" * 40
+    untracked, edited = "? new file.txt", f"1 .M N... 100644 100644 100644 {h} {h} edited.txt"
+    assert _read_status("\0".join([head, untracked, edited, ""])).tree_changes
+    # staged and then undone in the work tree; a submodule's own edits; a rename: trees are compared
+    for unsure in (f"1 MM N... 100644 100644 100644 {h} {h} undone.txt",
+                   f"1 .M SC.. 160000 160000 160000 {h} {h} submodule",
+                   f"2 R. N... 100644 100644 100644 {h} {h} R100 new\0old"):
+        assert not _read_status("\0".join([head, untracked, unsure, ""])).tree_changes
+
+
+def test_snapshot_of_a_staged_change_undone_in_the_work_tree_commits_nothing(repo: Git) -> None:
+    worktree = repo.repo / ".sage" / "worktrees" / "T-1"
+    repo.worktree_add(worktree, "sage/T-1", "main")
+    start = repo.rev_parse("HEAD")
+    original = (worktree / "README.md").read_text()
+    (worktree / "README.md").write_text("staged\n")
+    subprocess.run(["git", "add", "README.md"], cwd=worktree, check=True)
+    (worktree / "README.md").write_text(original)  # the work tree is the head's again; the index is not
+    assert repo.snapshot(worktree, "nothing really") == start
 
 
 def test_snapshot_of_an_untouched_worktree_returns_its_tip_and_commits_nothing(repo: Git) -> None:
