@@ -233,7 +233,8 @@ def file_identity(path: Path) -> FileIdentity | None:
     A rename onto the path gives a new inode, a write in place moves mtime and ctime (and
     ctime cannot be set back: `touch -d` sets mtime only). Not enough alone: timestamps
     move in clock ticks of a few milliseconds, so a same-size write in place within the
-    tick of sage's own write looks the same - hence `content_checksum` as well."""
+    tick of sage's own write looks the same - hence the bytes as well (`file_holds`;
+    `content_checksum` for a file loaded, not written)."""
     try:
         info = os.stat(path)
     except OSError:
@@ -254,13 +255,23 @@ def content_checksum(path: Path) -> int | None:
         return None
 
 
+def file_holds(path: Path, data: bytes) -> bool:
+    """Whether the file's bytes are `data`: read and compared (3.6 ms for 20 MB, where a
+    CRC-32 of the file and one of `data` took 14 ms); False when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return os.fstat(handle.fileno()).st_size == len(data) and handle.read() == data
+    except OSError:
+        return False
+
+
 @dataclass
 class WrittenIndex:
     """The index file as this process last wrote it: each ticket's span (bytes, in file
     order) with its model, and where each id is (the first ticket of an id, as `by_id`)."""
 
     identity: FileIdentity
-    checksum: int  # CRC-32 of the bytes written
+    data: bytes  # the file's bytes as written: the next write compares the file with them
     layout: JsonLayout
     prefix: bytes
     separator: bytes
@@ -272,14 +283,14 @@ class WrittenIndex:
 
     @classmethod
     def of(cls, cut: TicketsText, raw_tickets: list[Any], tickets: list[Ticket], layout: JsonLayout,
-           identity: FileIdentity, checksum: int) -> WrittenIndex:
+           identity: FileIdentity, data: bytes) -> WrittenIndex:
         positions: dict[str, int] = {}
         by_id: dict[str, Ticket] = {}
         for position, (item, ticket) in enumerate(zip(raw_tickets, tickets)):
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] not in positions:
                 positions[item["id"]] = position
                 by_id[item["id"]] = ticket
-        return cls(identity=identity, checksum=checksum, layout=layout, prefix=cut.prefix.encode("utf-8"),
+        return cls(identity=identity, data=data, layout=layout, prefix=cut.prefix.encode("utf-8"),
                    separator=cut.separator.encode("utf-8"), suffix=cut.suffix.encode("utf-8"),
                    spans=[span.encode("utf-8") for span in cut.spans], tickets=list(tickets),
                    by_id=by_id, positions=positions)
@@ -303,13 +314,13 @@ class WrittenIndex:
 
     def is_on_disk(self, path: Path) -> bool:
         """Is the file at `path` still the one this was written as (checked under the index lock)?"""
-        return file_identity(path) == self.identity and content_checksum(path) == self.checksum
+        return file_identity(path) == self.identity and file_holds(path, self.data)
 
-    def take(self, replaced: dict[int, tuple[bytes, Ticket]], identity: FileIdentity, checksum: int) -> None:
+    def take(self, replaced: dict[int, tuple[bytes, Ticket]], identity: FileIdentity, data: bytes) -> None:
         """What was just written: the new spans and models, and the file's new identity."""
         for position, (span, ticket) in replaced.items():
             self.spans[position] = span
             self.tickets[position] = ticket
             self.by_id[ticket.id] = ticket
         self.identity = identity
-        self.checksum = checksum
+        self.data = data

@@ -399,8 +399,8 @@ class IndexStore:
     """The only writer of the index. Every write is a locked read-modify-write.
 
     The store keeps the index as it last wrote it (`WrittenIndex`): while the file on disk
-    is still that one (same device, inode, size, mtime and ctime, and the same CRC-32 of
-    its bytes, checked under the lock), `edit_tickets` re-reads,
+    is still that one (same device, inode, size, mtime and ctime, and the same bytes,
+    compared under the lock), `edit_tickets` re-reads,
     re-validates and re-encodes only the tickets it changes and splices them into the rest.
     A file changed by anyone else (a hand edit, another process) is read and checked in
     full again, so what it says is never overwritten with what this process remembers.
@@ -452,7 +452,7 @@ class IndexStore:
         cut = TicketsText.of(loaded.raw, loaded.layout, list(kept)) if kept is not None else None
         if cut is None or not cut.is_text_of(text):
             return None
-        return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, checksum)
+        return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, data)
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -491,7 +491,7 @@ class IndexStore:
             _write_atomic(self.path, data)
             identity = file_identity(self.path)
             if identity is not None and all(item.get("id") == tid for tid, item in zip(edits, items)):
-                written.take(replaced, identity, zlib.crc32(data))
+                written.take(replaced, identity, data)
                 self._written = written
                 return written.by_id
             by_id = dict(written.by_id)
@@ -516,7 +516,7 @@ class IndexStore:
         _write_atomic(self.path, data)
         identity = file_identity(self.path)
         if cut is not None and identity is not None:
-            self._written = WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, zlib.crc32(data))
+            self._written = WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, data)
         return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
 
     def save_unchanged(self, loaded: LoadedIndex) -> None:
