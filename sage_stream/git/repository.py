@@ -238,6 +238,14 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
         return self.run("status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
 
+    def cleanliness(self, cwd: Path) -> tuple[bool, bool]:
+        """(clean: no change to tracked files and no untracked file; pristine: not even an
+        ignored file, so that `git clean -ffdx` would remove nothing). One `status`."""
+        out = self.run("status", "--porcelain", "-z", "--untracked-files=normal", "--ignored=traditional",
+                       cwd=cwd).stdout
+        records = [record for record in out.split("\0") if record]
+        return all(record.startswith("!! ") for record in records), not records
+
     def index_tree(self, worktree: Path) -> str | None:
         """The tree the index of `worktree` holds (written as an object); None when the
         index cannot be written as a tree (unmerged entries)."""

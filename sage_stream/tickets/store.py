@@ -487,7 +487,7 @@ class IndexStore:
             models = _validate({"tickets": items}, self.path).tickets
             for ticket_id, item, model in zip(edits, items, models):
                 replaced[written.positions[ticket_id]] = (written.encode(item), model)
-            data = written.bytes_with({place: span for place, (span, _) in replaced.items()})
+            data = written.splice({place: span for place, (span, _) in replaced.items()})
             _write_atomic(self.path, data)
             identity = file_identity(self.path)
             if identity is not None and all(item.get("id") == tid for tid, item in zip(edits, items)):

@@ -413,3 +413,17 @@ def test_the_identity_is_the_users_as_read_once(tmp_path: Path, monkeypatch: pyt
     for commit in (first, second):
         assert git.run("log", "-1", "--format=%an <%ae>|%cn", commit).stdout.strip() == (
             "Global Person <global@example.com>|Global Person")
+
+
+def test_cleanliness_tells_untracked_from_ignored_files(repo: Git) -> None:
+    worktree = repo.repo / ".sage" / "worktrees" / "T-1"
+    repo.worktree_add(worktree, "sage/T-1", "main")
+    assert repo.cleanliness(worktree) == (True, True)
+    (worktree / ".gitignore").write_text("build/\n")  # untracked: not clean
+    assert repo.cleanliness(worktree) == (False, False)
+    commit_file(worktree, ".gitignore", "build/\n")
+    (worktree / "build").mkdir()
+    (worktree / "build" / "out.o").write_text("object\n")  # ignored: clean, but `git clean -ffdx` has work
+    assert repo.cleanliness(worktree) == (True, False)
+    (worktree / "README.md").write_text("edited\n")
+    assert repo.cleanliness(worktree) == (False, False)

@@ -209,3 +209,17 @@ def test_a_cut_is_compared_with_a_file_as_its_joined_text_would_be(prefix, separ
     assert cut.is_text_of(cut.joined())
     assert cut.is_text_of(text) == (cut.joined() == text)
     assert cut.is_text_of(text + cut.joined()) == (text == "")
+
+
+@given(st.lists(st.integers(0, 500), max_size=40),
+       st.lists(st.tuples(st.integers(0, 39), st.integers(-200, 200)), max_size=30))
+def test_span_offsets_are_the_sums_of_the_lengths_before(lengths: list[int], changes: list[tuple[int, int]]) -> None:
+    from sage_stream.tickets.index_text import SpanOffsets
+
+    offsets, lengths = SpanOffsets(lengths), list(lengths)
+    for position, delta in changes:
+        if position < len(lengths):
+            offsets.change(position, delta)
+            lengths[position] += delta
+        assert [offsets.before(at) for at in range(len(lengths) + 1)] == \
+            [sum(lengths[:at]) for at in range(len(lengths) + 1)]
