@@ -40,6 +40,7 @@ from sage_stream.engine.target_watch import TargetWatch, TurnRefs, refusing_push
 from sage_stream.engine.verification import Verification, fix_prompt, run_checks
 from sage_stream.engine.work import (
     AgentLine,
+    AgentsDone,
     AttemptCrashed,
     AttemptDone,
     AttemptHandle,
@@ -168,6 +169,7 @@ class LocalRunner:
             work = self._agent_turns(running)
         finally:
             self._delete_landed_branches(running)  # when no agent started
+        self.inbox.put(AgentsDone(running.ticket.id))  # the snapshot needs no worker
         self._snapshot(running, work)
         return work
 

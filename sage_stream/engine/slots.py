@@ -5,9 +5,10 @@ Two things are counted apart, with the same words in the live view, the events
 
 - a **worker** (0 .. workers-1) is busy while a ticket's agent and checks run;
 - a **worktree slot** (`.sage/worktrees/slot-<N>`) is busy until the ticket has landed
-  (or not). There is one slot per worker and one spare: a finished ticket that unblocks
-  nothing frees its worker before it lands, and that worker starts the next ticket in
-  the spare slot while it lands (one spare, since landings go one at a time).
+  (or not). There is one slot per worker and one spare: a ticket that unblocks nothing
+  frees its worker once its agent and checks are over, and that worker starts the next
+  ticket in the spare slot while the first is committed and lands (one spare, since
+  landings go one at a time).
 
 A slot a ticket is done with is not reset at once: its reset waits for the next ticket
 that takes the slot (or the branch), so that resetting a worktree never sits between one

@@ -62,6 +62,7 @@ from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.engine.verification import Check, CheckDefinitionError, fix_turns_allowed, ticket_checks
 from sage_stream.engine.work import (
     AgentLine,
+    AgentsDone,
     AttemptCrashed,
     AttemptDone,
     AttemptHandle,
@@ -95,6 +96,7 @@ class Running:
     started: float
     workspace: Workspace | None = None  # once the runner says it is prepared
     released: bool = False  # its worktree slot was handed back
+    worker_returned: bool = False  # its agents are done and unblock nothing: its worker took another ticket
 
     @property
     def ticket(self) -> Ticket:
@@ -213,7 +215,8 @@ class StreamRun:
             return
         if self.control.take_resume():
             self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the rate-limit pause is over")
-        capacity = min(self.slots.capacity(), self.control.startable(len(self.attempts)))
+        agents = sum(1 for running in self.attempts.values() if not running.worker_returned)
+        capacity = min(self.slots.capacity(), self.control.startable(agents))
         if capacity <= 0 or self._load_too_high():
             return
         for ticket_id in self.plan.next_to_start(capacity):
@@ -323,9 +326,12 @@ class StreamRun:
             self._prepared(running, message.workspace)
         elif isinstance(message, TurnDone):
             self._turn_done(message)
+        elif isinstance(message, AgentsDone):
+            self._agents_done(running)
         else:
             del self.attempts[message.ticket_id]
-            self.slots.return_worker(running.spec.worker)
+            if not running.worker_returned:
+                self.slots.return_worker(running.spec.worker)
             try:
                 self._attempt_over(running, message)
             finally:
@@ -354,6 +360,16 @@ class StreamRun:
         limit, spent = self.settings.max_cost_usd, self.report.record.total_cost_usd or 0.0
         if limit is not None and spent >= limit:
             self._halt(Halt(f"cost ${spent:.2f} reached --max-cost ${limit:.2f}"))
+
+    def _agents_done(self, running: Running) -> None:
+        """Its agents and checks are over; committing its work and landing it follow. When
+        its landing unblocks nothing, its worker starts the next ticket now (the loop's next
+        dispatch), beside that commit and landing; else it waits for the landing, to start
+        what that unblocks."""
+        if running.worker_returned or self.plan.would_unblock(running.ticket.id):
+            return
+        running.worker_returned = True
+        self.slots.return_worker(running.spec.worker)
 
     def _halt(self, halt: Halt) -> None:
         """Start no more tickets in this run; running ones finish and land."""

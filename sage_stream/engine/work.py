@@ -2,7 +2,8 @@
 
 The loop hands a runner an `AttemptSpec` (everything the attempt needs, decided) and
 hears back through one queue of messages: `Prepared`, `AgentLine`, `Progress`,
-`TurnDone`, then exactly one of `AttemptDone` or `AttemptCrashed`. Nothing here is
+`TurnDone`, `AgentsDone` (from runners that send it), then exactly one of `AttemptDone`
+or `AttemptCrashed`. Nothing here is
 shared mutable state: the loop keeps its own bookkeeping, the runner its own.
 """
 
@@ -99,6 +100,14 @@ class TurnDone:
 
 
 @dataclass(frozen=True)
+class AgentsDone:
+    """The attempt's agent turns and checks are over: what is left of it (committing its
+    work, by sage's own git) needs no worker, so another ticket's agent may start now."""
+
+    ticket_id: str
+
+
+@dataclass(frozen=True)
 class AttemptDone:
     ticket_id: str
     work: TicketWork
@@ -127,7 +136,7 @@ class Wake:
     """Nothing happened but the loop should look again (a signal arrived)."""
 
 
-Message = Prepared | AgentLine | Progress | TurnDone | AttemptDone | AttemptCrashed | SpareReady | Wake
+Message = Prepared | AgentLine | Progress | TurnDone | AgentsDone | AttemptDone | AttemptCrashed | SpareReady | Wake
 
 
 # ---------------------------------------------------------------- where attempts run

@@ -9,6 +9,7 @@ runs in milliseconds and reads the outcome from the index, the events and the ex
 from __future__ import annotations
 
 import queue
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sage_stream.engine.scheduler import DispatchPlan
 from sage_stream.engine.settings import StreamSettings
 from sage_stream.engine.stream import StreamRun
 from sage_stream.engine.work import (
+    AgentsDone,
     AttemptDone,
     AttemptHandle,
     AttemptSpec,
@@ -78,6 +80,9 @@ class FakeRunner:
         self.handles: dict[str, AttemptHandle] = {}
         self.kept: list[str] = []
         self.spares: list[int] = []
+        self.agents_done = False  # say AgentsDone before AttemptDone, as LocalRunner does
+        self.hold_commit: set[str] = set()
+        self.held: dict[str, AttemptDone] = {}
 
     def start(self, spec: AttemptSpec) -> AttemptHandle:
         self.started.append(spec)
@@ -100,9 +105,20 @@ class FakeRunner:
         self.inbox.put(TurnDone(ticket_id, exit, result, 0, turn_started))
         workspace = Workspace(path=Path(f"/slots/slot-{spec.slot}"), branch=f"sage/{ticket_id}", base="b0",
                               ticket=ticket_id)
-        self.inbox.put(AttemptDone(ticket_id, TicketWork(exit=exit, result=result, turn_started=turn_started,
-                                                         workspace=workspace, log=spec.job.log_path,
-                                                         cancelled=cancelled, tip=f"tip-{ticket_id}")))
+        done = AttemptDone(ticket_id, TicketWork(exit=exit, result=result, turn_started=turn_started,
+                                                 workspace=workspace, log=spec.job.log_path,
+                                                 cancelled=cancelled, tip=f"tip-{ticket_id}"))
+        if self.agents_done:  # as LocalRunner: the agents are over, the work is committed next
+            self.inbox.put(AgentsDone(ticket_id))
+        if ticket_id in self.hold_commit:  # its commit takes until the test says
+            self.held[ticket_id] = done
+            return
+        self.inbox.put(done)
+
+    def commit(self, ticket_id: str) -> None:
+        """A held ticket's work is committed: its attempt is done."""
+        self.journal.append(f"committed {ticket_id}")
+        self.inbox.put(self.held.pop(ticket_id))
 
     def make_spare_slot(self, slot: int) -> None:
         self.spares.append(slot)
@@ -438,6 +454,42 @@ def test_a_landing_that_unblocks_nothing_frees_its_worker_into_the_spare_slot(tm
     slots = {spec.ticket.id: spec.slot for spec in runner.started}
     assert slots == {"A": 0, "B": 1, "C": 2}  # C in the spare slot: A's is busy until A has landed
     assert runner.journal.index("start C") < runner.journal.index("land A")
+    assert states_of(store) == dict.fromkeys("ABC", State.COMPLETED)
+
+
+def test_a_worker_whose_agents_are_done_starts_the_next_ticket_while_the_work_is_committed(tmp_path):
+    # one worker; A's work takes a while to commit (a big snapshot) and unblocks nothing: B starts meanwhile
+    run, plan, runner, lander, events, store = make_run(tmp_path, [ticket("A", priority="P0"), ticket("B")],
+                                                        workers=1)
+    runner.agents_done, runner.hold_commit = True, {"A"}
+    original = run.emit
+
+    def on_event(kind, ticket_id, **data):
+        original(kind, ticket_id, **data)
+        if kind == ev.TICKET_STARTED and ticket_id == "B":
+            runner.commit("A")
+
+    run.emit = on_event
+    lander.emit = on_event
+    late = threading.Timer(5.0, lambda: runner.held and runner.commit("A"))  # B never started: fail, not hang
+    late.start()
+    try:
+        assert execute(run, plan) == EXIT_OK
+    finally:
+        late.cancel()
+    assert runner.journal.index("start B") < runner.journal.index("committed A") < runner.journal.index("land A")
+    assert [spec.worker for spec in runner.started] == [0, 0]
+    assert states_of(store) == dict.fromkeys("AB", State.COMPLETED)
+
+
+def test_a_worker_whose_ticket_unblocks_another_waits_for_its_landing(tmp_path):
+    # A unblocks C: A's worker is kept for C (started once A has landed), not given to B before
+    run, plan, runner, lander, events, store = make_run(
+        tmp_path, [ticket("A", priority="P0"), ticket("B", priority="P2"), ticket("C", "A", priority="P0")],
+        workers=1)
+    runner.agents_done = True
+    assert execute(run, plan) == EXIT_OK
+    assert runner.journal[:3] == ["start A", "land A", "start C"]
     assert states_of(store) == dict.fromkeys("ABC", State.COMPLETED)
 
 
