@@ -144,8 +144,9 @@ class Lander:
                        landing_lock=self.landing_lock, on_landed=record,
                        check_earlier=not owned)  # the summary is in `message`
         if self.remote is None:
-            return land_ticket(self.git, **landing,
-                               check_target=self._check_target if self._watched(target) else None)
+            watched = self._watched(target)
+            return land_ticket(self.git, **landing, check_target=self._check_target if watched else None,
+                               on_commit=self.watch.landing if watched else None)
         if self.remote.push_branches:
             warning = self.remote.push_ticket_branch(entry.branch, entry.tip)
             if warning:

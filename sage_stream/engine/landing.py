@@ -181,6 +181,7 @@ def land_ticket(
     check_earlier: bool = True,
     target_ref: str | None = None,
     check_target: Callable[[str], str] | None = None,
+    on_commit: Callable[[str], None] | None = None,
 ) -> LandingResult:
     """Land `base..ticket_tip` on `target_branch` as one commit (see module docstring).
 
@@ -193,7 +194,9 @@ def land_ticket(
     attempt the caller started itself (it owns the ticket: nobody else can have landed
     it since); recovery, landing what a dead run queued, always looks. `check_target`, under
     the lock, gets the target's tip and returns the one to land on (engine/target_watch.py
-    restores a target whose landed work was rewound).
+    restores a target whose landed work was rewound). `on_commit` gets the landing commit just
+    before the target is moved to it (the watch: an agent turn ending meanwhile sees the
+    target where sage is putting it, with no git to find out whose move it was).
     `target_ref` (remote landing, engine/remote_landing.py): land on this private ref
     instead of `refs/heads/<target_branch>`; no work tree has it checked out.
     """
@@ -202,7 +205,7 @@ def land_ticket(
     try:
         with FileLock(str(landing_lock), timeout=LANDING_LOCK_TIMEOUT_S):
             return _land_locked(git, target_branch, ticket_tip, base, ticket.id, text, allowed_globs, allow_empty,
-                                on_landed, check_earlier, target_ref, check_target)
+                                on_landed, check_earlier, target_ref, check_target, on_commit)
     except Timeout:
         raise SageError(
             f"could not land {ticket.id}: the commit queue lock {landing_lock} has been held for "
@@ -223,6 +226,7 @@ def _land_locked(
     check_earlier: bool = True,
     target_ref: str | None = None,
     check_target: Callable[[str], str] | None = None,
+    on_commit: Callable[[str], None] | None = None,
 ) -> LandingResult:
     crash_point("landing_locked")
     ref = target_ref or f"refs/heads/{target}"
@@ -247,7 +251,7 @@ def _land_locked(
             # which checkouts may be brought along, found while the merge is computed
             inspected = pool.submit(_checkouts_of, git, target if target_ref is None else None)
             result = _merge_and_swap(git, target, ref, tip, ticket_id, message, globs, allow_empty, on_landed,
-                                     old, old_tree, inspected)
+                                     old, old_tree, inspected, on_commit)
         if result is not None:
             return result
     return LandingResult(
@@ -276,6 +280,7 @@ def _merge_and_swap(
     old: str,
     old_tree: str,
     inspected: Future[tuple[list[WorktreeInfo], dict[Path, bool]]],
+    on_commit: Callable[[str], None] | None = None,
 ) -> LandingResult | None:
     """One try at landing on `old`: a result, or None when the target moved meanwhile."""
     # The ticket's own changes, measured from where it left the target (the agent may
@@ -317,6 +322,8 @@ def _merge_and_swap(
     if found != [ticket_id]:  # what every landed check will read: it must name this ticket alone
         raise SageError(f"refusing to land {ticket_id}: git reads the Sage-Ticket trailer of its commit "
                         f"{commit[:12]} as {found or 'missing'}; nothing was landed")
+    if on_commit is not None:
+        on_commit(commit)
     if not git.update_ref(ref, commit, old):
         return None
     crash_point("after_update_ref")

@@ -93,6 +93,7 @@ class TargetWatch:
         self._lock = threading.Lock()
         self.known = git.rev_parse(self.target_ref)  # the target as sage last knew it
         self.landed: list[str] = []  # commits sage landed on the target in this run
+        self.landing_commit: str | None = None  # the commit a landing is moving the target to now
 
     # ---------------------------------------------------------------- agent turns
 
@@ -109,7 +110,8 @@ class TargetWatch:
             head: str | None = None
             for ref in sorted(set(before.tips) | set(after)):
                 old, new = before.tips.get(ref), after.get(ref)
-                if old == new or (ref == self.target_ref and new is not None and new == self.known):
+                if old == new or (ref == self.target_ref and new is not None
+                                  and new in (self.known, self.landing_commit)):
                     continue  # unmoved, or the target where sage put it (a landing during the turn)
                 head = head or self.git.rev_parse("HEAD", cwd=worktree)
                 if ref == self.target_ref:
@@ -156,6 +158,12 @@ class TargetWatch:
                 return current, None
             move = self._undo(self.target_ref, current=current, back_to=self.known)
             return (self.known if move.restored else current), move
+
+    def landing(self, commit: str) -> None:
+        """A landing moves the target to `commit` now (its compare-and-swap may still fail):
+        a turn that ends meanwhile and sees the target there knows it was sage."""
+        with self._lock:
+            self.landing_commit = commit
 
     def landed_commit(self, commit: str) -> None:
         with self._lock:

@@ -94,3 +94,17 @@ def test_a_target_that_follows_a_landing_made_before_the_turn_began_is_not_the_a
 
     assert watch.after_turn(before, worktree) == []
     assert sh(git_repo, "rev-parse", "main") == pushed
+
+
+def test_a_turn_ending_while_a_landing_moves_the_target_knows_it_was_sage_without_asking_git(
+        git_repo: Path, tmp_path: Path) -> None:
+    watch = TargetWatch(Git(git_repo), "main")
+    before = watch.before_turn()
+    tip = sh(git_repo, "rev-parse", "main")
+    commit = sh(git_repo, "commit-tree", f"{tip}^{{tree}}", "-p", tip, "-m", "a landing")
+    watch.landing(commit)  # said just before the compare-and-swap ...
+    sh(git_repo, "update-ref", "refs/heads/main", commit, tip)
+    # ... and the turn ends before `landed_commit`: no move, and no git asked (the work tree
+    # is gone: finding out whose commits these are would fail)
+    assert watch.after_turn(before, tmp_path / "no such work tree") == []
+    assert sh(git_repo, "rev-parse", "main") == commit
