@@ -437,19 +437,24 @@ def test_a_second_signal_cancels_running_agents_at_once(tmp_path):
     assert states_of(store)["A"] is State.UNPROCESSED
 
 
+def when_event(run: StreamRun, lander: FakeLander, kind: str, ticket_id: str, then: Any) -> None:
+    """Call `then()` right after the run emits event `kind` of ticket `ticket_id`."""
+    original = run.emit
+
+    def on_event(event_kind, event_ticket, **data):
+        original(event_kind, event_ticket, **data)
+        if event_kind == kind and event_ticket == ticket_id:
+            then()
+
+    run.emit = on_event
+    lander.emit = on_event
+
+
 def test_a_landing_that_unblocks_nothing_frees_its_worker_into_the_spare_slot(tmp_path):
     # A and B run; A unblocks nothing, so C starts in the spare slot while A lands
     run, plan, runner, lander, events, store = make_run(
         tmp_path, [ticket("A"), ticket("B"), ticket("C")], workers=2, hold={"B"})
-    original = run.emit
-
-    def on_event(kind, ticket_id, **data):
-        original(kind, ticket_id, **data)
-        if kind == ev.TICKET_LANDED and ticket_id == "C":
-            runner.finish("B")
-
-    run.emit = on_event
-    lander.emit = on_event
+    when_event(run, lander, ev.TICKET_LANDED, "C", lambda: runner.finish("B"))
     assert execute(run, plan) == EXIT_OK
     slots = {spec.ticket.id: spec.slot for spec in runner.started}
     assert slots == {"A": 0, "B": 1, "C": 2}  # C in the spare slot: A's is busy until A has landed
@@ -462,15 +467,7 @@ def test_a_worker_whose_agents_are_done_starts_the_next_ticket_while_the_work_is
     run, plan, runner, lander, events, store = make_run(tmp_path, [ticket("A", priority="P0"), ticket("B")],
                                                         workers=1)
     runner.agents_done, runner.hold_commit = True, {"A"}
-    original = run.emit
-
-    def on_event(kind, ticket_id, **data):
-        original(kind, ticket_id, **data)
-        if kind == ev.TICKET_STARTED and ticket_id == "B":
-            runner.commit("A")
-
-    run.emit = on_event
-    lander.emit = on_event
+    when_event(run, lander, ev.TICKET_STARTED, "B", lambda: runner.commit("A"))
     late = threading.Timer(5.0, lambda: runner.held and runner.commit("A"))  # B never started: fail, not hang
     late.start()
     try:
