@@ -92,6 +92,11 @@ class DispatchControl:
     def is_paused(self) -> bool:
         return self.paused_until is not None and self.clock() < self.paused_until
 
+    def poll_s(self) -> float:
+        """How long the loop may wait for a message: a quarter second, less when a pause ends sooner."""
+        until_resume = self.seconds_to_resume()
+        return 0.25 if until_resume is None else min(0.25, max(0.01, until_resume))
+
     def seconds_to_resume(self) -> float | None:
         if self.paused_until is None:
             return None

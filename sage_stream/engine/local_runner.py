@@ -169,7 +169,8 @@ class LocalRunner:
             work = self._agent_turns(running)
         finally:
             self._delete_landed_branches(running)  # when no agent started
-        self.inbox.put(AgentsDone(running.ticket.id))  # the snapshot needs no worker
+        if looks_landable(work):  # the snapshot needs no worker
+            self.inbox.put(AgentsDone(running.ticket.id))
         self._snapshot(running, work)
         return work
 
@@ -396,6 +397,16 @@ class LocalRunner:
     def _warn(self, warning: tuple[str, str]) -> None:
         ticket_id, text = warning
         self.inbox.put(Progress(ticket_id, ev.MESSAGE, dict(level="warning", text=text)))
+
+
+def looks_landable(work: TicketWork) -> bool:
+    """Its agent succeeded, its checks passed and it touched nothing it must not: what the
+    loop decides for it may still keep it from landing (no changes, its scope), but nothing
+    that halts or pauses the run (a setup error, a rate limit), which must come before the
+    next ticket starts."""
+    return (work.result.success and work.exit.outcome == "exited" and not work.cancelled
+            and not (work.tampered or work.suspected or work.moved_refs)
+            and (work.verification is None or work.verification.passed))
 
 
 def over_turns(results: list[AgentResult]) -> AgentResult:

@@ -34,6 +34,7 @@ class SlotRelease:
 
 class Slots:
     def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.free_workers = list(range(workers))
         self.free_slots = list(range(workers))
         self.slot_count = workers  # slots made or being made
@@ -41,6 +42,10 @@ class Slots:
         self.pending: dict[int, SlotRelease] = {}  # by slot
 
     # ------------------------------------------------------------ workers
+
+    def busy_workers(self) -> int:
+        """Workers whose ticket's agent or checks run."""
+        return self.workers - len(self.free_workers)
 
     def take_worker(self) -> int:
         return self.free_workers.pop(0)

@@ -102,6 +102,12 @@ class Running:
     def ticket(self) -> Ticket:
         return self.spec.ticket
 
+    def give_back_worker(self, slots: Slots) -> None:
+        """Its worker is free for another ticket (once: it may be taken again at once)."""
+        if not self.worker_returned:
+            self.worker_returned = True
+            slots.return_worker(self.spec.worker)
+
 
 class StreamRun:
     def __init__(self, settings: StreamSettings, *, states: ticket_state.TicketStates, lander: Lander,
@@ -170,7 +176,7 @@ class StreamRun:
                     self.stopping.requested or self.halted or self.plan.is_finished() or not self._waiting_to_dispatch()):
                 return
             try:
-                message = self.inbox.get(timeout=self._wait_s())
+                message = self.inbox.get(timeout=self.control.poll_s())
             except queue.Empty:
                 self._check_stop()
                 self.report.flush()
@@ -195,10 +201,6 @@ class StreamRun:
         # With nothing running, only a pause (load average, rate limit) makes the loop wait.
         return self.load_gate.paused or self.control.paused_until is not None
 
-    def _wait_s(self) -> float:
-        until_resume = self.control.seconds_to_resume()
-        return 0.25 if until_resume is None else min(0.25, max(0.01, until_resume))
-
     def _check_stop(self) -> None:
         announce, stop_now = self.stopping.due()
         if announce:
@@ -215,8 +217,7 @@ class StreamRun:
             return
         if self.control.take_resume():
             self.emit(ev.DISPATCH_RESUMED, None, workers=self.control.workers, reason="the rate-limit pause is over")
-        agents = sum(1 for running in self.attempts.values() if not running.worker_returned)
-        capacity = min(self.slots.capacity(), self.control.startable(agents))
+        capacity = min(self.slots.capacity(), self.control.startable(self.slots.busy_workers()))
         if capacity <= 0 or self._load_too_high():
             return
         for ticket_id in self.plan.next_to_start(capacity):
@@ -326,12 +327,12 @@ class StreamRun:
             self._prepared(running, message.workspace)
         elif isinstance(message, TurnDone):
             self._turn_done(message)
-        elif isinstance(message, AgentsDone):
-            self._agents_done(running)
+        elif isinstance(message, AgentsDone):  # committing and landing need no worker: it may start the
+            if not self.plan.would_unblock(running.ticket.id):  # next ticket (one that unblocks something
+                running.give_back_worker(self.slots)  # keeps it for what it unblocks)
         else:
             del self.attempts[message.ticket_id]
-            if not running.worker_returned:
-                self.slots.return_worker(running.spec.worker)
+            running.give_back_worker(self.slots)
             try:
                 self._attempt_over(running, message)
             finally:
@@ -360,16 +361,6 @@ class StreamRun:
         limit, spent = self.settings.max_cost_usd, self.report.record.total_cost_usd or 0.0
         if limit is not None and spent >= limit:
             self._halt(Halt(f"cost ${spent:.2f} reached --max-cost ${limit:.2f}"))
-
-    def _agents_done(self, running: Running) -> None:
-        """Its agents and checks are over; committing its work and landing it follow. When
-        its landing unblocks nothing, its worker starts the next ticket now (the loop's next
-        dispatch), beside that commit and landing; else it waits for the landing, to start
-        what that unblocks."""
-        if running.worker_returned or self.plan.would_unblock(running.ticket.id):
-            return
-        running.worker_returned = True
-        self.slots.return_worker(running.spec.worker)
 
     def _halt(self, halt: Halt) -> None:
         """Start no more tickets in this run; running ones finish and land."""

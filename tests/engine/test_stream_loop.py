@@ -609,3 +609,23 @@ def test_a_stop_while_landings_wait_leaves_them_queued_for_the_next_run(tmp_path
     assert states_of(store) == {"A": State.UNPROCESSED, "C": State.UNPROCESSED}
     (requeued,) = events.kinds(ev.TICKET_REQUEUED)
     assert requeued.data["category"] == "target_dirty"
+
+
+@pytest.mark.parametrize("change, frees", [
+    ({}, True),
+    ({"result": AgentResult(success=False, summary="", error_kind="rate_limit")}, False),  # may pause the run
+    ({"result": AgentResult(success=False, summary="", error_kind="auth")}, False),  # may halt it
+    ({"exit": AgentExit(outcome="timeout", returncode=None, duration_s=1.0, last_line="", error=None, pid=None)},
+     False),
+    ({"cancelled": True}, False),
+    ({"suspected": [".git/hooks/pre-commit"]}, False),  # it may have to run alone
+    ({"moved_refs": ["the agent moved refs/heads/main"]}, False),
+])
+def test_only_a_ticket_that_looks_landable_frees_its_worker_before_its_outcome(change, frees):
+    from dataclasses import replace
+
+    from sage_stream.engine.local_runner import looks_landable
+
+    exit = AgentExit(outcome="exited", returncode=0, duration_s=1.0, last_line="", error=None, pid=None)
+    work = TicketWork(exit=exit, result=OK, turn_started=0.0)
+    assert looks_landable(replace(work, **change)) is frees
