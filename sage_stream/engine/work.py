@@ -3,8 +3,8 @@
 The loop hands a runner an `AttemptSpec` (everything the attempt needs, decided) and
 hears back through one queue of messages: `Prepared`, `AgentLine`, `Progress`,
 `TurnDone`, `AgentsDone` (from runners that send it), then exactly one of `AttemptDone`
-or `AttemptCrashed`. Nothing here is
-shared mutable state: the loop keeps its own bookkeeping, the runner its own.
+or `AttemptCrashed`. Nothing here is shared mutable state: the loop keeps its own
+bookkeeping, the runner its own.
 """
 
 from __future__ import annotations
