@@ -47,22 +47,20 @@ def has_own_changes(git: Git, path: Path, target: str) -> bool:
     if git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
         return True
     history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
-    for newer, older in pairwise(history):
-        if not newer.has_trailer:
-            return True  # a commit that is not a landing: not sage's lag
-        if git.index_matches(path, older.commit, excluding=(SAGE_DIR,)):
-            return False
-    return True
+    return landings_behind(history, lambda entry: git.index_matches(path, entry.commit, excluding=(SAGE_DIR,))) is None
 
 
-def landings_behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
-    """The older commit whose tree the index holds, if only landings came after it."""
-    if index_tree is None or index_tree == history[0].tree:
+def landings_behind(history: list[HistoryEntry], index_holds: Callable[[HistoryEntry], bool]) -> str | None:
+    """The older commit of `history` (newest first) whose tree the index holds, if only
+    landings came after it; None when the index holds the newest or anything else.
+    `index_holds` reads the index (`git diff-index --cached`): never `write-tree`, which
+    takes the `index.lock` of a checkout the user may be committing in."""
+    if not history or index_holds(history[0]):
         return None
     for newer, older in pairwise(history):
         if not newer.has_trailer:
             return None  # a commit that is not a landing: not ours to catch up with
-        if older.tree == index_tree:
+        if index_holds(older):
             return older.commit
     return None
 

@@ -224,7 +224,7 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
     for info in git.worktrees():
         if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
             continue
-        behind = landings_behind(history, git.index_tree(info.path))
+        behind = landings_behind(history, lambda entry, path=info.path: git.index_matches(path, entry.commit))
         if behind is None or git.has_unstaged_changes(info.path):
             continue
         if git.symbolic_head(info.path) != f"refs/heads/{target}":

@@ -25,6 +25,11 @@ from sage_stream.git.user_config import ISOLATED_CONFIG, UserConfigCommands
 
 ZERO_SHA = "0" * 40
 WORKTREE_LIST_TRIES = 5
+# Before a command that only looks at a work tree the user may be working in: `git status`
+# otherwise writes the index back when its refresh changed anything (an "optional" lock),
+# and a `git commit` the user starts in that moment fails on our `index.lock` (seen: a
+# user's commit lost while landings waited for that very commit, polling every 2 s).
+LOOK_ONLY = ("--no-optional-locks",)
 
 
 class WorkTreeStatus(NamedTuple):
@@ -62,6 +67,19 @@ def _read_status(porcelain_v2_z: str) -> WorkTreeStatus:
             elif record.startswith("u "):
                 unmerged.add(record.split(" ", 10)[-1])
     return WorkTreeStatus(head, changes, sorted(unmerged), changes and tree_changes)
+
+
+def _has_unstaged(porcelain_v2_z: str) -> bool:
+    """`git status --porcelain=v2 -z` shows a work-tree change (Y of XY) or an unmerged path."""
+    records = iter(porcelain_v2_z.split("\0"))
+    for record in records:
+        if record.startswith("u "):
+            return True
+        if record.startswith(("1 ", "2 ")) and record[3] != ".":
+            return True
+        if record.startswith("2 "):  # a rename or copy: its source path is the next record
+            next(records, None)
+    return False
 
 
 class _ThreadsThenFileLock:
@@ -236,7 +254,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         outside the `excluding` paths (relative to the work tree's top)."""
         untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
         spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
-        return self.run("status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
+        return self.run(*LOOK_ONLY, "status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
 
     def cleanliness(self, cwd: Path) -> tuple[bool, bool]:
         """(clean: no change to tracked files and no untracked file; pristine: not even an
@@ -246,17 +264,13 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         records = [record for record in out.split("\0") if record]
         return all(record.startswith("!! ") for record in records), not records
 
-    def index_tree(self, worktree: Path) -> str | None:
-        """The tree the index of `worktree` holds (written as an object); None when the
-        index cannot be written as a tree (unmerged entries)."""
-        result = self.run("write-tree", cwd=worktree, check=False)
-        return result.stdout.strip() if result.returncode == 0 else None
-
     def has_unstaged_changes(self, worktree: Path, *, excluding: tuple[str, ...] = ()) -> bool:
-        """A tracked file of `worktree` differs from the index (outside the `excluding` paths)."""
-        self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
+        """A tracked file of `worktree` differs from the index or is unmerged (outside the
+        `excluding` paths). Looks only (`LOOK_ONLY`): `worktree` may be the user's checkout."""
         spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
-        return self.run("diff-files", "--quiet", *spec, cwd=worktree, check=False).returncode != 0
+        out = self.run(*LOOK_ONLY, "status", "--porcelain=v2", "-z", "--untracked-files=no", *spec,
+                       cwd=worktree).stdout
+        return _has_unstaged(out)
 
     def index_matches(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
         """The index of `worktree` holds `commit`'s tree (outside the `excluding` paths); reads

@@ -297,16 +297,24 @@ def test_user_uncommitted_changes_are_never_touched(repo, capsys):
     (repo / "README.md").write_text("my local edit\n")
     write_index(repo, [make_ticket("U-1", write_file_cmd("new.txt", "n"))])
 
+    failed: list[str] = []
+
     def user_commits_once_work_is_queued() -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not list((repo / ".sage" / "commit-queue").glob("*.json")):
             time.sleep(0.05)
-        git(repo, "commit", "-qam", "my local edit")
+        # While landings wait, sage looks at this checkout every 2 s: it must never hold
+        # its index.lock (the commit would fail, and the run would wait for it forever).
+        done = subprocess.run(["git", "commit", "-qam", "my local edit"], cwd=repo, capture_output=True, text=True)
+        if done.returncode != 0:
+            failed.append(done.stderr)
+            os.kill(os.getpid(), signal.SIGINT)  # end the waiting run: the test fails, it does not hang
 
     user = threading.Thread(target=user_commits_once_work_is_queued)
     user.start()
     code, events = stream(repo, capsys)
     user.join()
+    assert not failed, failed
     assert code == 0
     assert (repo / "README.md").read_text() == "my local edit\n"
     assert git(repo, "show", "main:new.txt") == "n"

@@ -66,6 +66,38 @@ def test_is_clean_tracks_tracked_files_and_optionally_untracked(repo: Git) -> No
     assert not repo.is_clean(repo.repo)
 
 
+def test_looking_at_a_users_checkout_never_writes_its_index(repo: Git) -> None:
+    """The user may run `git commit` in the checkout sage polls while landings wait: sage
+    must never hold its index.lock. A plain `git status` would write the index back after
+    refreshing a touched file's stat data; the checks sage makes there only read."""
+    import os
+    import time
+
+    index = repo.repo / ".git" / "index"
+    readme = repo.repo / "README.md"
+    later = time.time() + 5
+    os.utime(readme, (later, later))  # same content, new stat data: a refresh would rewrite the index
+    before = index.stat()
+    assert repo.is_clean(repo.repo)
+    assert not repo.has_unstaged_changes(repo.repo)
+    after = index.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    (repo.repo / ".git" / "index.lock").write_text("")  # the user's commit in progress
+    readme.write_text("edited\n")
+    assert not repo.is_clean(repo.repo)
+    assert repo.has_unstaged_changes(repo.repo)
+    assert not repo.has_unstaged_changes(repo.repo, excluding=("README.md",))
+
+
+def test_staged_changes_are_not_unstaged_ones(repo: Git) -> None:
+    (repo.repo / "README.md").write_text("staged\n")
+    sh(repo.repo, "add", "README.md")
+    assert not repo.is_clean(repo.repo)
+    assert not repo.has_unstaged_changes(repo.repo)
+    (repo.repo / "README.md").write_text("staged, then edited again\n")
+    assert repo.has_unstaged_changes(repo.repo)
+
+
 def test_repository_hooks_never_run(repo: Git, tmp_path: Path) -> None:
     """An agent can write hooks into the repository; none of our git calls may run them."""
     witness = tmp_path / "hook-ran"

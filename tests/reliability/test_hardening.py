@@ -49,12 +49,17 @@ def entry(commit: str, tree: str, landing: bool) -> HistoryEntry:
 
 def test_a_checkout_behind_only_landings_is_caught_up_from_the_commit_it_holds() -> None:
     history = [entry("c3", "t3", True), entry("c2", "t2", True), entry("c1", "t1", False)]
-    assert _landings_behind(history, "t3") is None  # up to date
-    assert _landings_behind(history, "t2") == "c2"
-    assert _landings_behind(history, "t1") == "c1"
-    assert _landings_behind(history, "t-mine") is None  # staged changes of its own: left alone
-    assert _landings_behind([entry("c3", "t3", False), entry("c2", "t2", True)], "t2") is None  # a person's commit
-    assert _landings_behind(history, None) is None
+
+    def behind(history: list[HistoryEntry], index_tree: str | None) -> str | None:
+        return _landings_behind(history, lambda held: held.tree == index_tree)
+
+    assert behind(history, "t3") is None  # up to date
+    assert behind(history, "t2") == "c2"
+    assert behind(history, "t1") == "c1"
+    assert behind(history, "t-mine") is None  # staged changes of its own: left alone
+    assert behind([entry("c3", "t3", False), entry("c2", "t2", True)], "t2") is None  # a person's commit
+    assert behind(history, None) is None  # an index with unmerged entries holds no commit's tree
+    assert behind([], "t3") is None
 
 
 def test_a_fault_point_runs_its_command_once_at_the_nth_hit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
