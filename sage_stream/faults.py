@@ -47,6 +47,7 @@ POINTS = {
     "after_commit_tree": "the landing commit exists, the target ref not moved",
     "after_update_ref": "the target ref moved, the checked-out tree not brought along",
     "after_land": "the target ref moved, the index not yet COMPLETED",
+    "after_hold_edit": "COMPLETED held for the index's next write, queue entry kept (engine/ticket_state.py)",
     "after_complete_edit": "COMPLETED written, queue entry not yet removed",
     "worktree_released": "the slot was reset after its ticket, its branch not yet deleted",
     # landing onto a remote (engine/remote_landing.py)

@@ -41,13 +41,30 @@ def dirty_checkouts(git: Git, target: str) -> list[Path]:
 
 def has_own_changes(git: Git, path: Path, target: str) -> bool:
     """A checkout that is not clean holds changes of its own, rather than merely lagging
-    behind landings sage could not bring it along over (a stale `index.lock`, a kill): then
-    its index holds an older target commit's tree with only landings after it, and its
-    files match its index. Such a checkout is caught up later (engine/recovery.py)."""
-    if git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
-        return True
+    behind landings sage could not bring it along over (a stale `index.lock`, a kill, a
+    full disk): then its index holds an older target commit's tree with only landings
+    after it, and its files are those of its index, or of a later landing (bringing it
+    along wrote the files, then failed to write the index). Such a checkout is caught up
+    later (engine/recovery.py)."""
     history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
-    return landings_behind(history, lambda entry: git.index_matches(path, entry.commit, excluding=(SAGE_DIR,))) is None
+    behind = landings_behind(history, lambda entry: git.index_matches(path, entry.commit, excluding=(SAGE_DIR,)))
+    if behind is None:
+        return True
+    if not git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
+        return False
+    return files_of_landing(git, path, history, behind, excluding=(SAGE_DIR,)) is None
+
+
+def files_of_landing(git: Git, path: Path, history: list[HistoryEntry], behind: str, *,
+                     excluding: tuple[str, ...] = ()) -> str | None:
+    """The landing after `behind` (in `history`, newest first) whose files the checkout
+    at `path` holds, if any: a bringing along that wrote the files but not the index."""
+    for entry in history:
+        if entry.commit == behind:
+            return None
+        if git.files_match(path, entry.commit, excluding=excluding):
+            return entry.commit
+    return None
 
 
 def landings_behind(history: list[HistoryEntry], index_holds: Callable[[HistoryEntry], bool]) -> str | None:

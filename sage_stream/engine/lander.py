@@ -25,6 +25,7 @@ from sage_stream.engine.remote_landing import RemoteStopped, RemoteTarget
 from sage_stream.engine.target_watch import TargetWatch
 from sage_stream.faults import crash_point
 from sage_stream.git import Git
+from sage_stream.text import now_iso
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.naming import TRAILER
 
@@ -204,16 +205,21 @@ class Lander:
                 on_recorded: Callable[[Landed], None] | None) -> Landed:
         """The target has the ticket: COMPLETED in the index, out of the queue, then the
         caller's turn (the commit lock is still held while landing brings the
-        checked-out work trees along)."""
+        checked-out work trees along). COMPLETED may go with the index's next write
+        (`TicketStates.hold`): the entry stays queued until it is written, so that a run
+        killed meanwhile records it from there (as after a kill right after landing)."""
         crash_point("after_land")
         self.on_target.add(ticket.id, result.commit)
         if result.outcome == LANDED and result.commit and self._watched(self.target_of(entry)):
             self.watch.landed_commit(result.commit)
         edit = ticket_state.complete(commit=result.commit, message=message, branch=entry.branch,
-                                     result=entry.result or None)
-        self.states.apply({ticket.id: edit})
-        crash_point("after_complete_edit")
-        self.queue.remove(entry)
+                                     result=entry.result or None, landed_at=now_iso())
+
+        def written() -> None:
+            crash_point("after_complete_edit")
+            self.queue.remove(entry)
+
+        self.states.hold({ticket.id: edit}, then=written)
         landed = Landed(result.outcome, result.commit)
         self.emit(ev.TICKET_LANDED, ticket.id, commit=result.commit, duration_s=round(time.time() - started, 2))
         if on_recorded is not None:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 
 from sage_stream.engine import events as ev
 from sage_stream.engine import ticket_state
-from sage_stream.engine.checkout_wait import HISTORY_LIMIT, landings_behind
+from sage_stream.engine.checkout_wait import HISTORY_LIMIT, files_of_landing, landings_behind
 from sage_stream.engine.commit_queue import QueueEntry
 from sage_stream.engine.lander import Emit, Landed, Lander
 from sage_stream.engine.outcomes import Defer, decide_landing
@@ -75,6 +75,7 @@ def recover(rec: Recovery) -> RecoveryReport:
     _stop_what_a_dead_run_left(rec, report)
     rec.lander.refresh_target()  # --remote: what is landed is read from the remote's tip
     _land_queued_work(rec, report)
+    rec.lander.states.flush()
     _reconcile_in_progress(rec, report)
     report.brought_along = _catch_up_checkouts(rec)
     _complete_what_the_target_has(rec, report)
@@ -210,9 +211,10 @@ def _run_again(rec: Recovery, entry: QueueEntry) -> None:
 
 
 def _catch_up_checkouts(rec: Recovery) -> list[str]:
-    """Bring along each checkout of the target whose files are still those of an older
-    target commit, when every commit since is a landing (a kill came between moving the
-    ref and updating the files) and it has no change of its own."""
+    """Bring along each checkout of the target whose index is still an older target
+    commit's, when every commit since is a landing (a kill or a full disk came between
+    moving the ref and updating the checkout) and it has no change of its own: its files
+    are its index's, or a later landing's (its files were written, its index was not)."""
     git, target = rec.lander.git, rec.lander.target
     if git.rev_parse(f"refs/heads/{target}") is None:
         return []  # --remote onto a branch only the remote has: nothing checked out to catch up
@@ -225,15 +227,23 @@ def _catch_up_checkouts(rec: Recovery) -> list[str]:
         if info.branch != target or not info.path.is_dir() or info.path.resolve().is_relative_to(slots):
             continue
         behind = landings_behind(history, lambda entry, path=info.path: git.index_matches(path, entry.commit))
-        if behind is None or git.has_unstaged_changes(info.path):
-            continue
-        if git.symbolic_head(info.path) != f"refs/heads/{target}":
-            continue  # switched to another branch meanwhile: never stage the target's changes there
-        if git.bring_along(info.path, behind, history[0].commit):
-            updated.append(str(info.path))
-            rec.emit(ev.MESSAGE, None, level="info",
-                     text=f"brought {info.path} along to {target} ({history[0].commit[:12]}): an earlier run "
-                          "died between landing and updating it")
+        if behind is None or git.symbolic_head(info.path) != f"refs/heads/{target}":
+            continue  # changes of its own, or switched to another branch: never staged the target's changes
+        tip = history[0].commit
+        brought = not git.has_unstaged_changes(info.path) and git.bring_along(info.path, behind, tip)
+        if not brought:
+            # Its files may be a later landing's already (written, then the index was not):
+            # the index catches up with them, then the rest is brought along.
+            ahead = files_of_landing(git, info.path, history, behind)
+            if ahead is None:
+                continue
+            git.set_index(info.path, ahead)
+            if ahead != tip and not git.bring_along(info.path, ahead, tip):
+                continue
+        updated.append(str(info.path))
+        rec.emit(ev.MESSAGE, None, level="info",
+                 text=f"brought {info.path} along to {target} ({tip[:12]}): an earlier run died or failed (a full "
+                      "disk) between landing and updating it")
     return updated
 
 

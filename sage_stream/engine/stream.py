@@ -18,6 +18,7 @@ count), by `--max-cost` and by `--max-load`.
 
 from __future__ import annotations
 
+import math
 import queue
 import time
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ class StreamRun:
                     self.stopping.requested or self.halted or self.plan.is_finished() or not self._waiting_to_dispatch()):
                 return
             try:
-                message = self.inbox.get(timeout=self.control.poll_s())
+                message = self.inbox.get(timeout=min(self.control.poll_s(), self.states.flush_if_due() or math.inf))
             except queue.Empty:
                 self._check_stop()
                 self.report.flush()
@@ -503,6 +504,7 @@ class StreamRun:
                 self._tip_now = None
 
     def _finish(self) -> int:
+        self.states.flush()  # the COMPLETED edits held for the next write
         for ticket_id, waiting in sorted(self.plan.blocked_by_failures().items()):
             self.emit(ev.MESSAGE, ticket_id, level="info",
                       text=f"{ticket_id} not started: blocked by {self.plan.describe_failed(waiting)}")
@@ -520,7 +522,7 @@ def local_stream_run(store: IndexStore, git: Git, settings: StreamSettings, disp
                            warn=lambda text: emit(ev.MESSAGE, None, level="warning", text=text))
               if settings.remote else None)
     workspaces = TicketWorkspaces(git, paths.worktrees)
-    states = ticket_state.TicketStates(store)
+    states = ticket_state.TicketStates(store, hold_s=ticket_state.HOLD_COMPLETED_S)
     watch = TargetWatch(git, settings.target)  # refs an agent moves (local attempts), rewinds before landing
     runner: Runner = dask_runner(git, settings, run_id, inbox, start_tip=remote.tip_for_dispatch if remote else None) \
         if settings.executor is not None else LocalRunner(git, workspaces, RunnerSettings(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -272,6 +273,24 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
                        cwd=worktree).stdout
         return _has_unstaged(out)
 
+    def files_match(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
+        """The tracked files of `worktree` are those of `commit` (outside the `excluding`
+        paths), whatever its index says: compared through a scratch index, so the real one
+        is neither read nor locked. Reads every file: for the rare checkout whose index
+        and files disagree."""
+        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        with tempfile.TemporaryDirectory(prefix="sage-index-") as scratch:
+            env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
+            if self.run("read-tree", commit, cwd=worktree, env=env, check=False).returncode != 0:
+                return False
+            self.run("update-index", "-q", "--refresh", cwd=worktree, env=env, check=False)
+            return self.run("diff-files", "--quiet", *spec, cwd=worktree, env=env, check=False).returncode == 0
+
+    def set_index(self, worktree: Path, commit: str) -> None:
+        """The index of `worktree` holds `commit`'s tree; its files are left as they are."""
+        self.run("read-tree", commit, cwd=worktree)
+        self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
+
     def index_matches(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
         """The index of `worktree` holds `commit`'s tree (outside the `excluding` paths); reads
         the index only, so a stale `index.lock` does not get in the way."""
@@ -471,8 +490,8 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         because a local change or an untracked file is in the way."""
         if self.run("read-tree", "-m", "-u", old, new, cwd=worktree, check=False).returncode == 0:
             return True
-        # `status` (run just before, by landing) refreshes the index's file stamps when it
-        # can; when it could not, stale stamps look like local changes: refresh, try again
+        # Stale file stamps in the index look like local changes (sage's own `status` there
+        # never writes the index: LOOK_ONLY): refresh, try again
         self.run("update-index", "-q", "--refresh", cwd=worktree, check=False)
         return self.run("read-tree", "-m", "-u", old, new, cwd=worktree, check=False).returncode == 0
 

@@ -323,10 +323,28 @@ def test_user_uncommitted_changes_are_never_touched(repo, capsys):
     assert waits and f"git -C {repo} stash" in waits[0]["text"]
 
 
+def test_a_drained_ticket_costs_one_index_write_not_two(repo, tmp_path):
+    """Each ticket's COMPLETED goes with the next ticket's IN_PROGRESS (at 100,000
+    tickets a write is a 20 MB file and two fsyncs); what is held is written by the end."""
+    write_index(repo, [make_ticket(f"W-{n}", write_file_cmd(f"w{n}.txt", f"{n}\n")) for n in range(6)])
+    trace = tmp_path / "trace.txt"
+    env = {**os.environ, "SAGE_TEST_CRASH_TRACE": str(trace)}
+    done = subprocess.run([PY, "-m", "sage_stream", "stream", "--auto", "--parallel=1", "--plain", "--index",
+                           str(repo / ".sage/tickets/index.json")], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert all(t["state"] == "COMPLETED" for t in read_index(repo).values())
+    points = trace.read_text().split()
+    assert points.count("after_hold_edit") == 6
+    assert points.count("after_complete_edit") == 6
+    assert points.count("after_replace:index") <= 6 + 1, points  # 6 starts (+ the last COMPLETED); was 12
+    assert not list((repo / ".sage" / "commit-queue").glob("*.json"))
+
+
 # ------------------------------------------------------------------ kill -9 and rerun
 
 CRASH_POINTS = ["after_start_edit", "after_agent_exit", "after_snapshot", "after_queue_put", "after_land",
-                "after_complete_edit", "after_defer_edit"]
+                "after_hold_edit", "after_complete_edit", "after_defer_edit"]
 
 
 def run_subprocess(repo: Path, crash_at: str | None) -> subprocess.CompletedProcess:
@@ -356,8 +374,9 @@ def test_kill_9_at_any_point_then_rerun_lands_every_ticket_exactly_once(repo, po
     assert "Traceback" not in rerun.stderr
     tickets = read_index(repo)
     assert all(t["state"] != "IN_PROGRESS" for t in tickets.values())
-    for tid in ("K-1", "K-2", "K-3"):
+    for tid, name in (("K-1", "k1.txt"), ("K-2", "k2.txt"), ("K-3", "k3.txt")):
         assert tickets[tid]["state"] == "COMPLETED", (tid, tickets[tid])
+        assert tickets[tid]["agent_result"]["summary"] == f"wrote {name}", tickets[tid]  # nothing lost
     assert tickets["K-4"]["state"] == "DEFERRED"
     counts = trailer_counts(repo)
     assert counts == {"K-1": 1, "K-2": 1, "K-3": 1}

@@ -48,7 +48,7 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "dispatch": ("before_start_edit", "worktree_prepared", "after_start_edit", "before_replace:file"),
     "agent": ("agent_started", "agent_running", "after_agent_exit"),
     "queue": ("after_snapshot", "before_replace:queue", "after_replace:queue", "after_queue_put"),
-    "landing": ("landing_locked", "after_commit_tree", "after_update_ref", "after_land", "after_complete_edit",
+    "landing": ("landing_locked", "after_commit_tree", "after_update_ref", "after_land", "after_hold_edit", "after_complete_edit",
                 "worktree_released"),
     "index": ("before_replace:index", "after_replace:index", "before_replace:run", "after_replace:run",
               "after_defer_edit"),

@@ -182,6 +182,32 @@ def test_a_stale_index_lock_in_the_users_checkout_lands_by_ref_and_catches_up_la
     assert (repo / "two.txt").read_text() == "2"
 
 
+@pytest.mark.parametrize("second", ["two.txt", "one.txt"], ids=["the landing adds a file", "it changes one"])
+def test_a_checkout_whose_files_were_brought_along_but_not_its_index_is_caught_up_not_waited_for(
+        tmp_path: Path, second: str) -> None:
+    """Bringing the checkout along (`read-tree -m -u`) writes the files, then the index: a
+    full disk or a kill in between leaves the landed files with the old index, which
+    `git status` shows as changes. They are sage's, not the user's: landings go on (no
+    wait for a commit that will never come) and the next run catches the index up."""
+    repo = make_repo(tmp_path / "repo")
+    write_index(repo, [ticket("HB-1", write_file_cmd("one.txt", "1")),
+                       ticket("HB-2", write_file_cmd(second, "2"), deps=["HB-1"])])
+    assert run_stream(repo, parallel=1).returncode == 0
+    landed = git(repo, "rev-parse", "main").strip()
+    before = git(repo, "rev-parse", "main~1").strip()
+    git(repo, "read-tree", before)  # the index of the commit before HB-2's landing...
+    assert (repo / second).read_text() == "2"  # ...under the files of the landing
+    assert git(repo, "status", "--porcelain", "--untracked-files=no")  # looks like changes
+    write_index(repo, [*read_index(repo).values(), ticket("HB-3", write_file_cmd("three.txt", "3"))])
+    result = run_stream(repo, parallel=1)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "landings onto main wait" not in result.stdout
+    assert f"brought {repo} along to main ({landed[:12]})" in result.stdout
+    assert read_index(repo)["HB-3"]["state"] == "COMPLETED"
+    assert not git(repo, "status", "--porcelain", "--untracked-files=no")  # caught up with HB-3 too
+    assert (repo / "three.txt").read_text() == "3"
+
+
 def test_a_stale_index_lock_in_a_worker_slot_is_cleared(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     write_index(repo, [ticket("SLT-1", write_file_cmd("one.txt", "1"))])
