@@ -127,3 +127,45 @@ def test_a_record_that_is_slow_to_write_is_written_less_often(tmp_path, monkeypa
     run.flush()
     assert written == [1000.0, 1002.2]  # the held-back write, once its time has come
     assert run.record.tickets["T-3"].outcome == "running"
+
+
+def test_a_big_runs_first_page_also_waits_until_its_cost_is_a_small_part_of_the_run(tmp_path, monkeypatch):
+    """Drawn as soon as the first agents started, a 7,000-ticket plan's page (0.29 s) was
+    11% of a 50-ticket drain. Its cost is estimated from the plan until one was drawn."""
+    from sage_stream.engine import run_record
+
+    clock = [1000.0]
+    monkeypatch.setattr(run_record.time, "monotonic", lambda: clock[0])
+    run, _ = report(tmp_path, page_interval_s=2.0, page_cost_factor=20.0)
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=planned(5000))  # about 0.2 s to draw
+    page = run_page_path(tmp_path, "20261202T000000Z-abcdef")
+    clock[0] += 2.5  # past the interval, not past 20 x the estimate (4 s)
+    run.emit(ev.TICKET_STARTED, "T-0", row=0, attempt=1)
+    run.flush()
+    assert not page.exists()
+    clock[0] += 2.0
+    run.flush()
+    assert 'data-ticket="T-0"' in page.read_text()
+
+
+def test_a_big_runs_record_keeps_its_plan_whole_and_every_change_after_it(tmp_path):
+    """Above PRETTY_JSON_LIMIT the record is one compact line whose plan is encoded once
+    per run (it never changes); what changes after it is written every time."""
+    import json
+
+    from sage_stream.engine.run_record import read_run, run_path
+    from sage_stream.text import PRETTY_JSON_LIMIT
+
+    run, _ = report(tmp_path, page_interval_s=3600)
+    tickets = planned(PRETTY_JSON_LIMIT + 5)
+    tickets["T-1"]["title"] = 'quotes " and \\u00e9 and </script>'
+    run.emit(ev.RUN_STARTED, None, run_id="x", workers=1, tickets=tickets)
+    run.emit(ev.TICKET_STARTED, "T-0", row=0, attempt=1)
+    path = run_path(tmp_path, "20261202T000000Z-abcdef")
+    first = json.loads(path.read_text())
+    assert first["plan"]["tickets"] == tickets and first["tickets"]["T-0"]["outcome"] == "running"
+    run.emit(ev.TICKET_LANDED, "T-0", commit="c0ffee", duration_s=1.0)
+    again = read_run(path)
+    assert again.timeline.plan["tickets"] == tickets
+    assert again.tickets["T-0"].outcome == "landed" and again.tickets["T-0"].commit == "c0ffee"
+    assert json.loads(path.read_text()) == run.record.to_json()
