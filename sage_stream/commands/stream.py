@@ -264,6 +264,10 @@ def _load_valid(store: IndexStore) -> tuple[LoadedIndex, DependencyGraph]:
         columns = Columns.of(loaded.tickets)
         graph = DependencyGraph(loaded.tickets, columns=columns)
         errors = [f for f in index_findings(loaded, graph=graph, columns=columns) if f.severity is Severity.ERROR]
+        # The index and its graph live as long as the run: out of the collector's sight, no
+        # collection walks their millions of objects again (the first one, right after the
+        # load, took 0.5 s at 100,000 tickets).
+        gc.freeze()
     if errors:
         lines = "\n".join(f"  {finding.message}" for finding in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
