@@ -70,6 +70,11 @@ def _read_status(porcelain_v2_z: str) -> WorkTreeStatus:
     return WorkTreeStatus(head, changes, sorted(unmerged), changes and tree_changes)
 
 
+def _pathspec_excluding(paths: tuple[str, ...]) -> list[str]:
+    """A pathspec for the whole work tree but `paths` (relative to its top); [] for none."""
+    return ["--", *(f":(top,exclude){path}" for path in paths)] if paths else []
+
+
 def _has_unstaged(porcelain_v2_z: str) -> bool:
     """`git status --porcelain=v2 -z` shows a work-tree change (Y of XY) or an unmerged path."""
     records = iter(porcelain_v2_z.split("\0"))
@@ -254,7 +259,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         """No staged or unstaged change to tracked files (and no untracked file if asked),
         outside the `excluding` paths (relative to the work tree's top)."""
         untracked = "--untracked-files=normal" if include_untracked else "--untracked-files=no"
-        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        spec = _pathspec_excluding(excluding)
         return self.run(*LOOK_ONLY, "status", "--porcelain", "-z", untracked, *spec, cwd=cwd).stdout == ""
 
     def cleanliness(self, cwd: Path) -> tuple[bool, bool]:
@@ -268,7 +273,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
     def has_unstaged_changes(self, worktree: Path, *, excluding: tuple[str, ...] = ()) -> bool:
         """A tracked file of `worktree` differs from the index or is unmerged (outside the
         `excluding` paths). Looks only (`LOOK_ONLY`): `worktree` may be the user's checkout."""
-        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        spec = _pathspec_excluding(excluding)
         out = self.run(*LOOK_ONLY, "status", "--porcelain=v2", "-z", "--untracked-files=no", *spec,
                        cwd=worktree).stdout
         return _has_unstaged(out)
@@ -278,7 +283,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         paths), whatever its index says: compared through a scratch index, so the real one
         is neither read nor locked. Reads every file: for the rare checkout whose index
         and files disagree."""
-        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        spec = _pathspec_excluding(excluding)
         with tempfile.TemporaryDirectory(prefix="sage-index-") as scratch:
             env = {"GIT_INDEX_FILE": os.path.join(scratch, "index")}
             if self.run("read-tree", commit, cwd=worktree, env=env, check=False).returncode != 0:
@@ -294,7 +299,7 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
     def index_matches(self, worktree: Path, commit: str, *, excluding: tuple[str, ...] = ()) -> bool:
         """The index of `worktree` holds `commit`'s tree (outside the `excluding` paths); reads
         the index only, so a stale `index.lock` does not get in the way."""
-        spec = ["--", *(f":(top,exclude){path}" for path in excluding)] if excluding else []
+        spec = _pathspec_excluding(excluding)
         return self.run("diff-index", "--cached", "--quiet", commit, *spec, cwd=worktree,
                         check=False).returncode == 0
 
