@@ -6,12 +6,19 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 from sage_stream.faults import write_point
 
 TEMP_PREFIX = ".tmp-"
+
+FREE_LATER_BYTES = 1 << 20
+"""A replaced file at least this big is freed off the writer's path. The rename that
+replaces a file frees the old one's blocks before it returns when nothing else has it
+open: 7-8 ms of a 20 MB index write at 100,000 tickets (ext4, measured), every ticket.
+Held open across the rename, the old file is freed when a short-lived thread closes it."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -27,17 +34,50 @@ def write_atomic(path: Path, data: bytes) -> None:
             tmp.write(data)
             tmp.flush()
             os.fsync(tmp.fileno())
+        replaced: int | None = None
         with contextlib.suppress(OSError):
+            info = path.stat()
             # keep the target's permission bits when replacing it
-            os.chmod(tmp_name, path.stat().st_mode & 0o7777)
+            os.chmod(tmp_name, info.st_mode & 0o7777)
+            if info.st_size >= FREE_LATER_BYTES:
+                replaced = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         write_point("before_replace", path)
-        os.replace(tmp_name, path)
+        try:
+            os.replace(tmp_name, path)
+        finally:
+            if replaced is not None:
+                _free_later(replaced)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
     write_point("after_replace", path)
     fsync_dir(path.parent)
+
+
+_freeing: list[threading.Thread] = []
+_freeing_lock = threading.Lock()
+
+
+def _free_later(descriptor: int) -> None:
+    """Close `descriptor` (the replaced file's last holder: the file system frees it then)
+    in a thread of its own. Not a daemon: the interpreter waits for it at exit."""
+    thread = threading.Thread(target=os.close, args=(descriptor,), name="sage-free-replaced")
+    with _freeing_lock:
+        _freeing[:] = [held for held in _freeing if held.is_alive()]
+        _freeing.append(thread)
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: free it here
+        os.close(descriptor)
+
+
+def wait_until_freed() -> None:
+    """Every replaced file held by `write_atomic` is closed (the end of a run)."""
+    with _freeing_lock:
+        threads, _freeing[:] = list(_freeing), []
+    for thread in threads:
+        thread.join()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -75,6 +75,7 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
                 validated_graph: list[DependencyGraph] | None = None) -> int:
     """Hold the run lock, recover what an earlier run left, then run. `validated_graph`:
     the graph validation built, handed over to be used for the plan and then let go."""
+    from sage_stream.durable import wait_until_freed
     from sage_stream.engine.display import make_display
     from sage_stream.engine.recovery import recover, release_after_remote_stop
     from sage_stream.engine.remote_landing import RemoteStopped
@@ -125,6 +126,7 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
             raise
         finally:
             display.close()
+            wait_until_freed()  # the index files the run replaced (durable.py): no descriptor outlives it
     finally:
         run_lock.release()
 
