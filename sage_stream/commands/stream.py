@@ -147,7 +147,7 @@ def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime, *,
     from sage_stream.graph.analysis import analyze
 
     analysis = analyze(index.tickets, graph=graph if graph is not None and graph.tickets is index.tickets else None)
-    plan = DispatchPlan(tickets=index.index.by_id(), bottom_levels=analysis.bottom_level, now=now,
+    plan = DispatchPlan(tickets=index.by_id(), bottom_levels=analysis.bottom_level, now=now,
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
                         max_reruns=settings.max_reruns)
     return plan, plan.ready()
@@ -305,17 +305,10 @@ def _ask_before_start(ticket: Ticket) -> str:
     return "yes"
 
 
-def _reachable(plan: DispatchPlan) -> dict[str, Ticket]:
-    """What this run can start, now or once what it waits on lands: what predictions count."""
-    from sage_stream.graph.ordering import reachable_tickets
-
-    return reachable_tickets(plan.tickets, plan.now, done=plan.done, excluded=plan.failed, only=plan.only)
-
-
 def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     from sage_stream.graph.simulate import simulate
 
-    pending = _reachable(plan)
+    pending = plan.reachable()
     if not pending:
         return 0.0
     durations = {tid: t.estimate for tid, t in pending.items()}
@@ -331,7 +324,7 @@ def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: Stream
     from sage_stream.graph.simulate import simulate
     from sage_stream.validation.agent_readiness import setup_problems
 
-    pending = _reachable(plan)
+    pending = plan.reachable()
     durations = {tid: t.estimate for tid, t in pending.items()}
     deps = {tid: list(t.dependencies) for tid, t in pending.items()}
     ranks = {tid: t.priority_rank for tid, t in pending.items()}

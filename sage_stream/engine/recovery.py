@@ -154,7 +154,7 @@ def _defer(rec: Recovery, ticket: Ticket, decision: Defer) -> None:
 
 def _reconcile_in_progress(rec: Recovery, report: RecoveryReport) -> None:
     lander = rec.lander
-    for ticket in lander.states.store.load().index.by_id().values():
+    for ticket in lander.states.store.load().by_id().values():
         if ticket.state is not State.IN_PROGRESS:
             continue
         info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
@@ -267,7 +267,7 @@ def release_after_remote_stop(rec: Recovery, reason: str) -> list[str]:
     theirs failed), each one's work kept on its branch; queued work stays queued and
     lands first on the next run."""
     released = []
-    for ticket in rec.lander.states.store.load().index.by_id().values():
+    for ticket in rec.lander.states.store.load().by_id().values():
         info = (ticket.model_extra or {}).get(ticket_state.RUN_KEY)
         if ticket.state is not State.IN_PROGRESS or not isinstance(info, dict) or info.get("run_id") != rec.run_id:
             continue

@@ -161,7 +161,7 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     checks = _project_checks(config, sage_dir)
     sandbox = decide_sandbox(sandbox_mode(options, config), probed)
     writable = _writable_paths(config, sage_dir)
-    tickets = index.index.by_id()
+    tickets = index.by_id()
     only = _selected_tickets(options, tickets, index_path=index.path)
     workers = _workers(options, config, index=index, startable=startable_count(tickets.values(), now, only), cpus=cpus)
     stream = config.stream

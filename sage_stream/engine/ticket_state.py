@@ -230,7 +230,7 @@ class TicketStates:
     def current(self) -> dict[str, Ticket]:
         self.flush()
         if self._tickets is None:
-            self._tickets = self.store.load().index.by_id()
+            self._tickets = self.store.load().by_id()
         return self._tickets
 
 

@@ -18,7 +18,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class IndexView:
 
     path: Path
     index: TicketIndex
+    _by_id: dict[str, Ticket] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def tickets(self) -> list[Ticket]:
@@ -65,6 +66,14 @@ class IndexView:
     @property
     def tickets_dir(self) -> Path:
         return self.path.parent
+
+    def by_id(self) -> dict[str, Ticket]:
+        """`index.by_id()`, made once: the store hands out the same loaded index while the
+        file is unchanged (a run's start-up asks five times: 70 ms each at 100,000 tickets).
+        A new dict each time: callers may change theirs."""
+        if self._by_id is None:
+            self._by_id = self.index.by_id()
+        return dict(self._by_id)
 
 
 @dataclass
@@ -476,7 +485,7 @@ class IndexStore:
                 edited: set[int] = set()
                 loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
                                               edited=edited)
-                return self._written.by_id if self._written is not None else loaded.index.by_id()
+                return self._written.by_id if self._written is not None else loaded.by_id()
             _missing_tickets(edits, written.positions, self.path)
             replaced: dict[int, tuple[bytes, Ticket]] = {}
             items = []

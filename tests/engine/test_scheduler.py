@@ -341,6 +341,28 @@ def may_start_more_by_scan(plan: DispatchPlan) -> bool:
     return any(tid in plan.reruns or tid in plan.requeued for tid in waiting)
 
 
+def reachable_by_scan(plan: DispatchPlan) -> list[str]:
+    """The definition, a pass over every ticket (graph/ordering.py), in its order."""
+    from sage_stream.graph.ordering import reachable_tickets
+
+    return list(reachable_tickets(plan.tickets, plan.now, done=plan.done, excluded=plan.failed, only=plan.only))
+
+
+def test_what_waits_behind_a_parked_ticket_is_neither_reachable_nor_looked_at(monkeypatch: pytest.MonkeyPatch):
+    from sage_stream.graph import ordering
+
+    parked = ticket("GATE", state="DEFERRED", defer_reason={"category": "blocked", "retryable": False})
+    backlog = [ticket(f"X{n}", deps=["GATE", *([f"X{n - 1}"] if n else [])]) for n in range(30)]
+    tickets = [ticket("A"), ticket("B", deps=["A"]), ticket("C", deps=["A", "B", "A"]), parked, *backlog,
+               ticket("D", state="COMPLETED"), ticket("E", deps=["D", "C"]), ticket("F", deps=["C", "X3"])]
+    plan = make_plan(tickets)
+    looked_at: list[str] = []
+    monkeypatch.setattr("sage_stream.engine.scheduler.is_startable",
+                        lambda t, now: looked_at.append(t.id) or ordering.is_startable(t, now))
+    assert list(plan.reachable()) == ["A", "B", "C", "E"] == reachable_by_scan(plan)
+    assert sorted(set(looked_at)) == ["A", "B", "C", "E", "F"]  # F waits on C, and on the backlog
+
+
 @st.composite
 def dags_and_events(draw):
     count = draw(st.integers(1, 12))
@@ -368,6 +390,7 @@ def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) 
     for kind, number in events:
         assert plan.ready() == ready_by_scan(plan)
         assert plan.may_start_more() == may_start_more_by_scan(plan)
+        assert list(plan.reachable()) == reachable_by_scan(plan)
         running = sorted(plan.running)
         if kind == "start":
             for tid in plan.next_to_start(2):
@@ -377,6 +400,7 @@ def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) 
             {"land": plan.landed, "give_up": plan.gave_up, "rerun": plan.rerun, "requeue": plan.requeue}[kind](tid)
     assert plan.ready() == ready_by_scan(plan)
     assert plan.may_start_more() == may_start_more_by_scan(plan)
+    assert list(plan.reachable()) == reachable_by_scan(plan)
 
 
 def test_a_landing_looks_at_its_dependents_only(monkeypatch: pytest.MonkeyPatch) -> None:
