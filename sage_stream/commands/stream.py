@@ -22,7 +22,7 @@ from sage_stream.engine.settings import (
 from sage_stream.errors import EXIT_OK, EXIT_SETUP, SageError
 from sage_stream.paths import SagePaths
 from sage_stream.tickets.models import Ticket
-from sage_stream.tickets.store import IndexStore, LoadedIndex, gc_paused, resolve_index_path
+from sage_stream.tickets.store import IndexStore, IndexView, gc_paused, resolve_index_path
 
 if TYPE_CHECKING:
     from sage_stream.engine.scheduler import DispatchPlan
@@ -139,7 +139,7 @@ def _check_remote(git: Git, settings: StreamSettings) -> None:
     RemoteTarget(git, name=settings.remote or "", branch=settings.target).check_reachable()
 
 
-def _make_plan(index: LoadedIndex, settings: StreamSettings, now: datetime, *,
+def _make_plan(index: IndexView, settings: StreamSettings, now: datetime, *,
                graph: DependencyGraph | None = None) -> tuple[DispatchPlan, list[str]]:
     """The dispatch plan for `index` and the tickets ready to start now; `graph`: the one
     validation built, used when it is of these very tickets (recovery may have changed them)."""
@@ -251,7 +251,7 @@ def _check_mode_flags(options: StreamOptions) -> StreamOptions:
     return options
 
 
-def _load_valid(store: IndexStore) -> tuple[LoadedIndex, DependencyGraph]:
+def _load_valid(store: IndexStore) -> tuple[IndexView, DependencyGraph]:
     """The index, if `sage validate` finds no error in it (unsafe ids and paths, cycles,
     unknown dependencies, missing fields...), and its graph (built once, for the plan too);
     else a SageError and nothing is started."""
@@ -318,7 +318,7 @@ def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
     return round(simulate(durations, deps, workers, policy=schedule, priority_rank=ranks, files=files).makespan, 2)
 
 
-def _print_dry_run(loaded: LoadedIndex, plan, ready: list[str], settings: StreamSettings, as_json: bool, *,
+def _print_dry_run(loaded: IndexView, plan, ready: list[str], settings: StreamSettings, as_json: bool, *,
                    agent_checks: list = ()) -> int:
     """The plan, and the agent's checks; exit 4 when one of them would halt the run."""
     from sage_stream.graph.simulate import simulate

@@ -10,12 +10,16 @@ the file on disk is still that one).
 
 from __future__ import annotations
 
+import codecs
 import json
 import mmap
 import os
 import re
 import zlib
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import sub
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +75,19 @@ _INDENTED: dict[tuple[Any, ...], str] = {}
 _INDENTED_LIMIT = 50_000
 
 
-@dataclass
-class TicketsText:
-    """A rewrite of the whole index cut at its tickets: prefix + separator.join(spans) + suffix."""
+@dataclass(frozen=True)
+class TicketsFrame:
+    """The text of a rewrite of the whole index around its tickets: before the first, between
+    two, after the last."""
 
     prefix: str
     separator: str
     suffix: str
-    spans: list[str]
 
     @classmethod
-    def of(cls, value: Any, layout: JsonLayout, kept: list[str | None] | None = None) -> TicketsText | None:
-        """The cut, or None when the document has no non-empty top-level tickets list to cut
-        at (or one whose place cannot be told for sure): then it is encoded whole. `kept`:
-        spans to use as they are (the file's own text of tickets that did not change),
-        None where a ticket must be encoded."""
+    def of(cls, value: Any, layout: JsonLayout) -> TicketsFrame | None:
+        """None when the document has no non-empty top-level tickets list (or one whose place
+        cannot be told for sure)."""
         tickets = value.get("tickets") if isinstance(value, dict) else None
         if not isinstance(tickets, list) or not tickets:
             return None
@@ -104,7 +106,41 @@ class TicketsText:
         closing = "\n" + unit if indented else ""
         newline = "\n" if layout.trailing_newline else ""
         return cls(prefix=before + marker[:-1] + inner, separator=item_separator + inner,
-                   suffix=closing + "]" + after + newline, spans=_spans(tickets, layout, kept))
+                   suffix=closing + "]" + after + newline)
+
+    def surrounds(self, text: str, bounds: Sequence[int]) -> bool:
+        """Whether `text` is this frame around the spans at `bounds` (start, end, start,
+        end...: `ticket_bounds`), so that a rewrite with those spans kept is `text` itself."""
+        if len(bounds) < 2 or bounds[0] != len(self.prefix) or not text.startswith(self.prefix):
+            return False
+        separator, width = self.separator, len(self.separator)
+        starts, ends = iter(bounds[2::2]), iter(bounds[1:-1:2])
+        for start, end in zip(starts, ends):
+            if start - end != width or not text.startswith(separator, end):
+                return False
+        return len(text) - bounds[-1] == len(self.suffix) and text.endswith(self.suffix)
+
+
+@dataclass
+class TicketsText:
+    """A rewrite of the whole index cut at its tickets: prefix + separator.join(spans) + suffix."""
+
+    prefix: str
+    separator: str
+    suffix: str
+    spans: list[str]
+
+    @classmethod
+    def of(cls, value: Any, layout: JsonLayout, kept: list[str | None] | None = None) -> TicketsText | None:
+        """The cut, or None when the document has no non-empty top-level tickets list to cut
+        at (or one whose place cannot be told for sure): then it is encoded whole. `kept`:
+        spans to use as they are (the file's own text of tickets that did not change),
+        None where a ticket must be encoded."""
+        frame = TicketsFrame.of(value, layout)
+        if frame is None:
+            return None
+        return cls(prefix=frame.prefix, separator=frame.separator, suffix=frame.suffix,
+                   spans=_spans(value["tickets"], layout, kept))
 
     def joined(self) -> str:
         return self.prefix + self.separator.join(self.spans) + self.suffix
@@ -149,11 +185,22 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 def ticket_spans(text: str) -> list[str] | None:
     """The file's own text of each ticket of its top-level "tickets" list, in order; None
-    when the file is not an object with exactly one such list (it was parsed before: this
-    only finds where each ticket stands, as a rewrite keeps an unchanged ticket's text)."""
+    when the file is not an object with exactly one such list."""
+    bounds = ticket_bounds(text)
+    if bounds is None:
+        return None
+    return [text[start:end] for start, end in zip(bounds[0::2], bounds[1::2])]
+
+
+def ticket_bounds(text: str) -> array[int] | None:
+    """Where each ticket of the file's top-level "tickets" list starts and ends in `text`
+    (start, end, start, end...), in order; None when the file is not an object with exactly
+    one such list (it was parsed before: this only finds where each ticket stands, as a
+    rewrite keeps an unchanged ticket's text). Numbers, not slices: 100,000 spans of text
+    were 25 MB, and the memory they left behind stayed with the process."""
     decoder = json.JSONDecoder()
     skip = _WHITESPACE.match
-    spans: list[str] | None = None
+    bounds: array[int] | None = None
     try:
         at = skip(text, 0).end()
         if not text.startswith("{", at):
@@ -166,14 +213,14 @@ def ticket_spans(text: str) -> list[str] | None:
                 return None
             at = skip(text, at + 1).end()
             if key == "tickets":
-                if spans is not None or not text.startswith("[", at):
+                if bounds is not None or not text.startswith("[", at):
                     return None
-                spans, at = _list_items(text, at, decoder)
+                bounds, at = _list_item_bounds(text, at, decoder)
             else:
                 _, at = decoder.raw_decode(text, at)
             at = skip(text, at).end()
             if text.startswith("}", at):
-                return spans
+                return bounds
             if not text.startswith(",", at):
                 return None
             at = skip(text, at + 1).end()
@@ -182,19 +229,20 @@ def ticket_spans(text: str) -> list[str] | None:
     return None
 
 
-def _list_items(text: str, at: int, decoder: json.JSONDecoder) -> tuple[list[str], int]:
-    """The text of each item of the list that starts at `at`, and where the list ends."""
+def _list_item_bounds(text: str, at: int, decoder: json.JSONDecoder) -> tuple[array[int], int]:
+    """Where each item of the list that starts at `at` starts and ends, and where the list ends."""
     skip = _WHITESPACE.match
-    items: list[str] = []
+    bounds = array("q")
     at = skip(text, at + 1).end()
     if text.startswith("]", at):
-        return items, at + 1
+        return bounds, at + 1
     while True:
         _, end = decoder.raw_decode(text, at)
-        items.append(text[at:end])
+        bounds.append(at)
+        bounds.append(end)
         at = skip(text, end).end()
         if text.startswith("]", at):
-            return items, at + 1
+            return bounds, at + 1
         if not text.startswith(",", at):
             raise ValueError("not a list")
         at = skip(text, at + 1).end()
@@ -276,8 +324,9 @@ class SpanOffsets:
     100,000 tickets. Summing the lengths instead took 10-14 ms per write in a run (the
     100,000 spans lie all over a big process's memory: a cache miss each)."""
 
-    def __init__(self, lengths: list[int]) -> None:
-        tree = [0, *lengths]
+    def __init__(self, lengths: Sequence[int]) -> None:
+        tree = array("q", [0])
+        tree.extend(lengths)
         for index in range(1, len(tree)):
             parent = index + (index & -index)
             if parent < len(tree):
@@ -302,18 +351,18 @@ class SpanOffsets:
 
 @dataclass
 class WrittenIndex:
-    """The index file as this process last wrote it: its bytes, each ticket's span (bytes,
-    in file order) with its model, and where each id is (the first ticket of an id, as
-    `by_id`). The bytes are spliced in place for the next write (`splice`): no new 20 MB
-    object per write at 100,000 tickets, whose fresh memory cost 11 ms to fill."""
+    """The index file as this process last wrote it: its bytes, the length of each ticket's
+    span in them (in file order) with its model, and where each id is (the first ticket of
+    an id, as `by_id`). The bytes are spliced in place for the next write (`splice`): no new
+    20 MB object per write at 100,000 tickets, whose fresh memory cost 11 ms to fill; and no
+    object per span (a span is read out of the bytes when its ticket is edited)."""
 
     identity: FileIdentity
     data: bytearray  # the file's bytes as written: the next write compares the file with them
     layout: JsonLayout
-    prefix: bytes
-    separator: bytes
-    suffix: bytes
-    spans: list[bytes]
+    first: int  # where the first span starts in `data` (after a byte order mark and the text before it)
+    separator: int  # the length of the text between two spans, in bytes
+    lengths: array[int]  # each span's length in bytes
     tickets: list[Ticket]
     by_id: dict[str, Ticket]
     positions: dict[str, int] = field(default_factory=dict)
@@ -321,22 +370,51 @@ class WrittenIndex:
 
     @classmethod
     def of(cls, cut: TicketsText, raw_tickets: list[Any], tickets: list[Ticket], layout: JsonLayout,
-           identity: FileIdentity, data: bytes | bytearray) -> WrittenIndex:
+           identity: FileIdentity, data: bytes | bytearray) -> WrittenIndex | None:
+        """The file this process just wrote: `data`, the encoding of `cut`."""
+        lengths = array("q", [len(span.encode("utf-8")) for span in cut.spans])
+        ids = [item.get("id") if isinstance(item, dict) else None for item in raw_tickets]
+        return cls._made(cut, lengths, ids, tickets, layout, identity, data)
+
+    @classmethod
+    def of_text(cls, frame: TicketsFrame, bounds: Sequence[int], text: str, tickets: list[Ticket],
+                layout: JsonLayout, identity: FileIdentity, data: bytes | bytearray) -> WrittenIndex | None:
+        """A file as read: its bytes `data`, decoded as `text`, holding `frame` around the
+        tickets at `bounds` (`TicketsFrame.surrounds`)."""
+        starts, ends = bounds[0::2], bounds[1::2]
+        if text.isascii():  # a character is a byte
+            lengths = array("q", map(sub, ends, starts))
+        else:
+            lengths = array("q", [len(text[start:end].encode("utf-8")) for start, end in zip(starts, ends)])
+        return cls._made(frame, lengths, [ticket.id for ticket in tickets], tickets, layout, identity, data)
+
+    @classmethod
+    def _made(cls, frame: TicketsFrame | TicketsText, lengths: array[int], ids: list[Any],
+              tickets: list[Ticket], layout: JsonLayout, identity: FileIdentity,
+              data: bytes | bytearray) -> WrittenIndex | None:
+        """None when the spans, the frame and `data` do not add up (never splice by guess)."""
+        mark = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        first, separator = mark + len(frame.prefix.encode("utf-8")), len(frame.separator.encode("utf-8"))
+        suffix = len(frame.suffix.encode("utf-8"))
+        if not lengths or first + sum(lengths) + separator * (len(lengths) - 1) + suffix != len(data):
+            return None
         positions: dict[str, int] = {}
         by_id: dict[str, Ticket] = {}
-        for position, (item, ticket) in enumerate(zip(raw_tickets, tickets)):
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] not in positions:
-                positions[item["id"]] = position
-                by_id[item["id"]] = ticket
-        spans = [span.encode("utf-8") for span in cut.spans]
-        return cls(identity=identity, data=bytearray(data), layout=layout, prefix=cut.prefix.encode("utf-8"),
-                   separator=cut.separator.encode("utf-8"), suffix=cut.suffix.encode("utf-8"),
-                   spans=spans, tickets=list(tickets), by_id=by_id, positions=positions,
-                   offsets=SpanOffsets([len(span) for span in spans]))
+        for position, (ticket_id, ticket) in enumerate(zip(ids, tickets)):
+            if isinstance(ticket_id, str) and ticket_id not in positions:
+                positions[ticket_id] = position
+                by_id[ticket_id] = ticket
+        return cls(identity=identity, data=data if isinstance(data, bytearray) else bytearray(data),
+                   layout=layout, first=first, separator=separator, lengths=lengths, tickets=list(tickets),
+                   by_id=by_id, positions=positions, offsets=SpanOffsets(lengths))
+
+    def _start(self, position: int) -> int:
+        return self.first + self.offsets.before(position) + position * self.separator
 
     def raw_ticket(self, position: int) -> dict[str, Any]:
         """A fresh copy of one ticket's JSON, to edit."""
-        return json.loads(self.spans[position])
+        start = self._start(position)
+        return json.loads(self.data[start:start + self.lengths[position]])
 
     def encode(self, item: Any) -> bytes:
         return self.layout.encode_ticket(item).encode("utf-8")
@@ -345,10 +423,9 @@ class WrittenIndex:
         """The whole file with the spans at `replaced`'s positions swapped in, made by
         changing `data` in place (then `take` what was written; a failed write leaves this
         object out of date: the store drops it and reads the file again)."""
-        prefix, separator = len(self.prefix), len(self.separator)
         for position in sorted(replaced, reverse=True):  # from the end: earlier offsets stay right
-            start = prefix + self.offsets.before(position) + position * separator
-            self.data[start:start + len(self.spans[position])] = replaced[position]
+            start = self._start(position)
+            self.data[start:start + self.lengths[position]] = replaced[position]
         return self.data
 
     def is_on_disk(self, path: Path) -> bool:
@@ -356,11 +433,11 @@ class WrittenIndex:
         return file_identity(path) == self.identity and file_holds(path, self.data)
 
     def take(self, replaced: dict[int, tuple[bytes, Ticket]], identity: FileIdentity, data: bytearray) -> None:
-        """What was just written (`data`, from `splice`): the new spans and models, and the
-        file's new identity."""
+        """What was just written (`data`, from `splice`): the new span lengths and models, and
+        the file's new identity."""
         for position, (span, ticket) in replaced.items():
-            self.offsets.change(position, len(span) - len(self.spans[position]))
-            self.spans[position] = span
+            self.offsets.change(position, len(span) - self.lengths[position])
+            self.lengths[position] = len(span)
             self.tickets[position] = ticket
             self.by_id[ticket.id] = ticket
         self.identity = identity

@@ -14,13 +14,14 @@ from __future__ import annotations
 import codecs
 import gc
 import json
+import os
 import re
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,10 +31,12 @@ from sage_stream.paths import INDEX_RELATIVE
 from sage_stream.tickets.index_text import (
     FileIdentity,
     JsonLayout,
+    TicketsFrame,
     TicketsText,
     WrittenIndex,
     content_checksum,
     file_identity,
+    ticket_bounds,
     ticket_spans,
 )
 from sage_stream.tickets.models import Ticket, TicketIndex
@@ -422,24 +425,28 @@ class IndexStore:
         self._lock = FileLock(str(self.path.with_name(self.path.name + ".lock")),
                               timeout=LOCK_TIMEOUT_SECONDS, is_singleton=True)
         self._written: WrittenIndex | None = None
-        self._loaded: tuple[FileIdentity, int, LoadedIndex] | None = None  # the last load, and its file
+        self._loaded: _Loaded | None = None  # the last load, and its file
 
-    def load(self) -> LoadedIndex:
+    def load(self) -> IndexView:
         """The index as the file holds it now. The same object again while the file is
         unchanged (a run's start-up asks several times: validation, recovery, the plan);
-        read it, do not change it. Until the first write after it."""
+        read it, do not change it. Until the first write after it.
+
+        The models only: the raw JSON they were checked from is let go (80 MB at 100,000
+        tickets, and the largest part of a run's peak); a write reads what it changes from
+        the file."""
         if self._loaded is not None:
-            identity, checksum, loaded = self._loaded
-            if file_identity(self.path) == identity and content_checksum(self.path) == checksum:
-                return loaded
+            if file_identity(self.path) == self._loaded.identity and \
+                    content_checksum(self.path) == self._loaded.checksum:
+                return self._loaded.view
         self._loaded = None
         with gc_paused():
             before = file_identity(self.path)
             raw, layout, _, checksum = _read_file(self.path)
-            loaded = LoadedIndex(path=self.path, raw=raw, index=_validate(raw, self.path), layout=layout)
+            view = IndexView(path=self.path, index=_validate(raw, self.path))
             if before is not None and before == file_identity(self.path):  # not changed while read
-                self._loaded = (before, checksum, loaded)
-            return loaded
+                self._loaded = _Loaded(before, checksum, view, layout)
+            return view
 
     def _written_as_loaded(self) -> WrittenIndex | None:
         """The last load as if this process had written it, when the file is still that one
@@ -447,21 +454,18 @@ class IndexStore:
         first write after a load need not read and check every ticket again."""
         if self._loaded is None:
             return None
-        identity, checksum, loaded = self._loaded
+        identity, checksum, loaded, layout = self._loaded
         if file_identity(self.path) != identity:
             return None
-        try:
-            data = self.path.read_bytes()
-        except OSError:
-            return None
-        if zlib.crc32(data) != checksum:
+        data = _read_into_bytearray(self.path)
+        if data is None or zlib.crc32(data) != checksum:
             return None
         text = data.decode("utf-8-sig")
-        kept = ticket_spans(text)
-        cut = TicketsText.of(loaded.raw, loaded.layout, list(kept)) if kept is not None else None
-        if cut is None or not cut.is_text_of(text):
+        bounds = ticket_bounds(text)
+        frame = _frame_around(text, bounds, layout) if bounds else None
+        if frame is None or bounds is None or not frame.surrounds(text, bounds):
             return None
-        return WrittenIndex.of(cut, loaded.raw["tickets"], loaded.index.tickets, loaded.layout, identity, data)
+        return WrittenIndex.of_text(frame, bounds, text, loaded.index.tickets, layout, identity, data)
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -478,10 +482,12 @@ class IndexStore:
         is missing (SageError) or an edit leaves a ticket invalid (IndexLoadError)."""
         with self._writing(), gc_paused():
             written, self._written = self._written, None  # trusted again only after a write
+            on_disk = written is not None and written.is_on_disk(self.path)
             if written is None:
-                written = self._written_as_loaded()
+                written = self._written_as_loaded()  # read and compared just now, under this lock
+                on_disk = written is not None
             self._loaded = None
-            if written is None or not written.is_on_disk(self.path):
+            if written is None or not on_disk:
                 edited: set[int] = set()
                 loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
                                               edited=edited)
@@ -528,11 +534,13 @@ class IndexStore:
             self._written = WrittenIndex.of(cut, raw["tickets"], index.tickets, layout, identity, data)
         return LoadedIndex(path=self.path, raw=raw, index=index, layout=layout)
 
-    def save_unchanged(self, loaded: LoadedIndex) -> None:
-        """Write a loaded index back as it was (used to prove the round trip)."""
+    def save_unchanged(self) -> None:
+        """Write the index back from what a load reads of it: its raw JSON in its layout
+        (used to prove the round trip)."""
         with self._writing():
             self._written = self._loaded = None
-            _write_atomic(self.path, loaded.layout.dumps(loaded.raw).encode("utf-8"))
+            raw, layout = read_raw(self.path)
+            _write_atomic(self.path, layout.dumps(raw).encode("utf-8"))
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
@@ -562,6 +570,39 @@ def _missing_tickets(edits: Mapping[str, Any], positions: Mapping[str, int], pat
     missing = [ticket_id for ticket_id in edits if ticket_id not in positions]
     if missing:
         raise SageError(f"tickets {', '.join(sorted(missing))} are no longer in {path}")
+
+
+class _Loaded(NamedTuple):
+    identity: FileIdentity
+    checksum: int
+    view: IndexView
+    layout: JsonLayout
+
+
+def _frame_around(text: str, bounds: Sequence[int], layout: JsonLayout) -> TicketsFrame | None:
+    """What a rewrite in `layout` puts around the tickets, from the text around them in the
+    file (the rest of the document, read again: the load kept the models only)."""
+    try:
+        head = json.loads(text[:bounds[0]] + text[bounds[-1]:])
+    except ValueError:
+        return None
+    if not isinstance(head, dict) or head.get("tickets") != []:
+        return None
+    head["tickets"] = [None]  # where it stands: a rewrite keeps the order of the keys
+    return TicketsFrame.of(head, layout)
+
+
+def _read_into_bytearray(path: Path) -> bytearray | None:
+    """The file's bytes, read straight into the buffer a `WrittenIndex` keeps (no second
+    20 MB copy); None when it cannot be read whole."""
+    try:
+        with open(path, "rb") as handle:
+            data = bytearray(os.fstat(handle.fileno()).st_size)
+            if handle.readinto(data) != len(data) or handle.read(1):
+                return None  # changed size while read
+            return data
+    except OSError:
+        return None
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -68,7 +68,7 @@ def test_save_unchanged_gives_the_same_bytes(tmp_path: Path, layout: dict[str, A
     path = tmp_path / "index.json"
     original = write(path, rich_index(), layout, newline=newline)
     store = IndexStore(path)
-    store.save_unchanged(store.load())
+    store.save_unchanged()
     assert path.read_bytes() == original
 
 
@@ -80,7 +80,7 @@ def test_a_string_that_looks_like_a_separator_does_not_change_the_layout(tmp_pat
     path = tmp_path / "index.json"
     original = write(path, data, layout)
     store = IndexStore(path)
-    store.save_unchanged(store.load())
+    store.save_unchanged()
     assert path.read_bytes() == original
 
 
@@ -170,7 +170,7 @@ def test_unknown_keys_at_every_level_survive_save_and_update(tmp_path: Path, dat
     path = tmp_path / "index.json"
     original = write(path, data, layout)
     store = IndexStore(path)
-    store.save_unchanged(store.load())
+    store.save_unchanged()
     assert path.read_bytes() == original
     ticket_state.apply(store, {"TKT-000": lambda item: item.update(state="IN_PROGRESS")})
     expected = json.loads(json.dumps(data))

@@ -4,6 +4,7 @@ file on disk is still that file."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from pathlib import Path
@@ -171,6 +172,25 @@ def test_a_run_reads_the_file_once_while_nothing_changes_it(tmp_path: Path, full
     assert path.read_bytes() == expected_bytes(data, {"indent": 2})
     again = index_store.load()  # after a write: the file as it is now
     assert again is not first and again.index.by_id()["T-001"].title == "changed"
+
+
+@pytest.mark.parametrize("mark", [b"", codecs.BOM_UTF8], ids=["plain", "byte-order-mark"])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[str(layout) for layout in LAYOUTS])
+def test_the_writes_after_a_load_splice_the_file_as_read_byte_for_byte(
+        tmp_path: Path, layout: dict[str, Any], mark: bytes, full_reads: list[Path]) -> None:
+    """The first write after a load keeps the file's own bytes (the load found each ticket
+    in its text): non-ASCII titles, and a byte order mark in front, which once shifted
+    every splice by three bytes and broke the file."""
+    path = tmp_path / "index.json"
+    data = index_of(6)
+    path.write_bytes(mark + expected_bytes(data, layout))
+    index_store = IndexStore(path)
+    index_store.load()
+    for number, ticket_id in enumerate(["T-004", "T-001", "T-005", "T-000"]):
+        ticket_state.apply(index_store, {ticket_id: set_title(f"é {number} ü" * number)})
+        next(item for item in data["tickets"] if item["id"] == ticket_id)["title"] = f"é {number} ü" * number
+        assert path.read_bytes() == mark + expected_bytes(data, layout)
+    assert len(full_reads) == 1  # the load's
 
 
 def test_a_load_sees_a_hand_edit_made_since_the_last_one(tmp_path: Path) -> None:
