@@ -218,17 +218,31 @@ def test_a_ticket_sage_does_not_change_keeps_its_text_from_the_file(tmp_path: Pa
     assert path.read_text(encoding="utf-8") == text.replace('"title": "x"', '"title": "y"')
 
 
-@settings(max_examples=200, deadline=None)
-@given(prefix=st.text("{\n ", max_size=3), separator=st.sampled_from([",", ",\n    ", ", "]),
-       suffix=st.text("}\n] ", max_size=3), spans=st.lists(st.text('{}"ab,', max_size=4), max_size=4),
-       text=st.text('{}"ab,\n ]', max_size=20))
-def test_a_cut_is_compared_with_a_file_as_its_joined_text_would_be(prefix, separator, suffix, spans, text) -> None:
-    from sage_stream.tickets.index_text import TicketsText
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.text('{}[]",:\\ aé\n', max_size=6),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text('"tickets', max_size=7),
+                                                                                       inner, max_size=3),
+                           max_leaves=8)
 
-    cut = TicketsText(prefix=prefix, separator=separator, suffix=suffix, spans=spans)
-    assert cut.is_text_of(cut.joined())
-    assert cut.is_text_of(text) == (cut.joined() == text)
-    assert cut.is_text_of(text + cut.joined()) == (text == "")
+
+@settings(max_examples=300, deadline=None)
+@given(before=st.dictionaries(st.text("ab\"", max_size=3), JSON_VALUES, max_size=2),
+       after=st.dictionaries(st.text("cd", max_size=3), JSON_VALUES, max_size=2),
+       tickets=st.lists(JSON_VALUES, min_size=1, max_size=5), layout=st.sampled_from(LAYOUTS))
+def test_each_ticket_is_found_where_it_stands_and_the_frame_around_them_is_the_rest(
+        before, after, tickets, layout) -> None:
+    from sage_stream.tickets.index_text import TicketsFrame, ticket_bounds
+
+    document = {**{key: value for key, value in before.items() if key != "tickets"}, "tickets": tickets,
+                **{key: value for key, value in after.items() if key not in before}}
+    text = json.dumps(document, **{"ensure_ascii": False, **layout}) + "\n"
+    bounds = ticket_bounds(text)
+    assert [json.loads(text[start:end]) for start, end in zip(bounds[0::2], bounds[1::2])] == tickets
+    frame = TicketsFrame.of(document, JsonLayout.of(text))
+    if frame is not None:  # (None: a `"tickets": []` elsewhere in the document; written whole)
+        assert frame.surrounds(text, bounds)
+        assert not frame.surrounds(text + " ", bounds) and not frame.surrounds(" " + text, bounds)
+        moved = [bound + 1 for bound in bounds]
+        assert not frame.surrounds(" " + text[:-1], moved)  # the spans alone do not make the text
 
 
 @given(st.lists(st.integers(0, 500), max_size=40),
