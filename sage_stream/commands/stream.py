@@ -57,7 +57,7 @@ def run_stream(options: StreamOptions) -> int:
     probed = probe() if sandbox_mode(options, config) != "none" else None  # once per run
     settings = resolve_settings(options, config, repo=repo, sage_dir=sage_dir, checked_out=git.current_branch(repo),
                                 index=loaded, now=now, cpus=cpu_budget(), agent=agent, ask=_ask_before_start,
-                                probed=probed)
+                                probed=probed, graph=graph)
     if settings.remote:
         _check_remote(git, settings)
     elif git.rev_parse(f"refs/heads/{settings.target}") is None:

@@ -9,11 +9,11 @@ passes it in.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sage_stream.agents.base import Agent
 from sage_stream.agents.environment import check_passthrough
@@ -26,10 +26,13 @@ from sage_stream.engine.verification import Check, project_checks
 from sage_stream.errors import SageError
 from sage_stream.graph.ordering import startable_count
 from sage_stream.paths import SagePaths
-from sage_stream.process.cpus import CpuBudget, WorkerDecision, decide_workers
+from sage_stream.process.cpus import MAX_AUTO_WORKERS, CpuBudget, WorkerDecision, decide_workers
 from sage_stream.process.sandbox import Probe, SandboxChoice, check_mode, decide_sandbox
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import IndexView
+
+if TYPE_CHECKING:
+    from sage_stream.graph.dependency_graph import DependencyGraph
 
 ONE_WORKER = "one worker (pass --auto --parallel to run several)"
 
@@ -139,13 +142,15 @@ def sandbox_mode(options: StreamOptions, config: SageConfig) -> str:
 
 def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, sage_dir: Path,
                      checked_out: str | None, index: IndexView, now: datetime, cpus: CpuBudget,
-                     agent: Agent, ask: Callable[[Ticket], str], probed: Probe | None = None) -> StreamSettings:
+                     agent: Agent, ask: Callable[[Ticket], str], probed: Probe | None = None,
+                     graph: DependencyGraph | None = None) -> StreamSettings:
     """The run's settings: each flag over its config key over the default.
 
     The facts: `checked_out` the branch checked out in `repo` (None when HEAD is detached),
     `index` the validated ticket index, `cpus` this process's CPU budget, `agent` the agent
     `agent_choice` names, `ask` the question before each ticket of an interactive run, `probed`
-    whether bwrap works here (process/sandbox.py `probe`; None when not probed).
+    whether bwrap works here (process/sandbox.py `probe`; None when not probed), `graph` the
+    index's dependency graph when validation built it already.
     A SageError names the first setting that cannot be used, in the order written here.
     """
     options = check_mode_flags(options)
@@ -163,7 +168,8 @@ def resolve_settings(options: StreamOptions, config: SageConfig, *, repo: Path, 
     writable = _writable_paths(config, sage_dir)
     tickets = index.by_id()
     only = _selected_tickets(options, tickets, index_path=index.path)
-    workers = _workers(options, config, index=index, startable=startable_count(tickets.values(), now, only), cpus=cpus)
+    workers = _workers(options, config, index=index, tickets=tickets.values(), only=only, now=now, cpus=cpus,
+                       graph=graph)
     stream = config.stream
     return StreamSettings(
         repo=repo, sage_dir=sage_dir, target=target, workers=workers.workers, workers_reason=workers.reason,
@@ -259,8 +265,9 @@ def _selected_tickets(options: StreamOptions, tickets: Mapping[str, Ticket], *,
     return only
 
 
-def _workers(options: StreamOptions, config: SageConfig, *, index: IndexView, startable: int,
-             cpus: CpuBudget) -> WorkerDecision:
+def _workers(options: StreamOptions, config: SageConfig, *, index: IndexView, tickets: Iterable[Ticket],
+             only: frozenset[str] | None, now: datetime, cpus: CpuBudget,
+             graph: DependencyGraph | None) -> WorkerDecision:
     """One worker unless asked for more (--parallel, or [stream] parallel with --auto);
     `auto` is the rule `sage validate` and `sage plan` show (process/cpus.py).
 
@@ -269,11 +276,14 @@ def _workers(options: StreamOptions, config: SageConfig, *, index: IndexView, st
     requested = _requested_workers(options, config)
     if requested is None:
         return WorkerDecision(workers=1, reason=ONE_WORKER)
+    most = max(MAX_AUTO_WORKERS, 0 if requested == "auto" else requested)  # no cap on workers needs more
+    startable = startable_count(tickets, now, only, at_most=most)
     if requested != "auto":
         return decide_workers(requested, startable, budget=cpus)
     from sage_stream.graph.analysis import analyze
 
-    return decide_workers(None, startable, budget=cpus, useful=analyze(index.tickets).recommended_workers)
+    useful = analyze(index.tickets, graph=graph).recommended_workers
+    return decide_workers(None, startable, budget=cpus, useful=useful)
 
 
 def _requested_workers(options: StreamOptions, config: SageConfig) -> int | Literal["auto"] | None:

@@ -12,6 +12,7 @@ The order is the one the scheduler uses and `sage ready` shows:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from datetime import datetime, timezone
 
 from sage_stream.tickets.models import State, Ticket
@@ -44,10 +45,13 @@ def is_startable(ticket: Ticket, now: datetime) -> bool:
     return not_before is None or not_before <= _aware(now)
 
 
-def startable_count(tickets: Iterable[Ticket], now: datetime, only: frozenset[str] | None = None) -> int:
+def startable_count(tickets: Iterable[Ticket], now: datetime, only: frozenset[str] | None = None, *,
+                    at_most: int | None = None) -> int:
     """How many tickets (of `only`, when given) a run could start, now or once their
-    dependencies land: what caps its worker count (process/cpus.py `decide_workers`)."""
-    return sum(1 for ticket in tickets if (only is None or ticket.id in only) and is_startable(ticket, now))
+    dependencies land: what caps its worker count (process/cpus.py `decide_workers`).
+    `at_most`: stop counting there (a cap on workers needs no more: 0.15 s at 100,000)."""
+    startable = (ticket for ticket in tickets if (only is None or ticket.id in only) and is_startable(ticket, now))
+    return sum(1 for _ in islice(startable, at_most))
 
 
 def reachable_tickets(tickets: Mapping[str, Ticket], now: datetime, *, done: Iterable[str] = (),

@@ -12,6 +12,7 @@ from sage_stream.graph.ordering import (
     order_ready,
     ready_order_key,
     ready_tickets,
+    startable_count,
 )
 from sage_stream.tickets.models import Ticket
 
@@ -163,3 +164,18 @@ def test_ready_tickets_defaults_now_to_the_current_time() -> None:
     past = ticket("A-1", not_before="2000-01-01T00:00:00Z")
     future = ticket("A-2", not_before="2999-01-01T00:00:00Z")
     assert ids(ready_tickets([past, future], {})) == ["A-1"]
+
+
+def test_startable_counts_the_startable_states_and_stops_where_it_is_told() -> None:
+    tickets = [ticket("A"), ticket("B", state="COMPLETED"), deferred("C", retryable=True),
+               deferred("D", retryable=False), ticket("E", not_before="2026-02-01T00:00:00Z"), ticket("F", "A")]
+    assert startable_count(tickets, NOW) == 3  # A, C and F (whatever F waits on)
+    assert startable_count(tickets, NOW, frozenset({"A", "B"})) == 1
+    assert startable_count(tickets, NOW, at_most=2) == 2
+    assert startable_count(tickets, NOW, at_most=8) == 3
+
+    def then_nothing_more():
+        yield from tickets[:3]
+        raise AssertionError("counted past at_most")
+
+    assert startable_count(then_nothing_more(), NOW, at_most=2) == 2
