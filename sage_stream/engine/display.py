@@ -17,7 +17,6 @@ pay for it.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import threading
@@ -278,8 +277,7 @@ class JsonDisplay:
         self._out = _LineWriter(stream)
 
     def handle(self, event: ev.Event) -> None:
-        # ASCII-only output survives any locale and undecodable agent output
-        self._out.write(json.dumps(event.as_json(), ensure_ascii=True, default=str))
+        self._out.write(ev.json_line(event))
 
     def close(self) -> None:
         pass

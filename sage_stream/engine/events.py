@@ -40,7 +40,9 @@ run_finished       completed, deferred, interrupted, remaining, exit_code, durat
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +76,28 @@ class Event:
         if self.ticket is not None:
             head["ticket"] = self.ticket
         return {**head, **self.data}
+
+
+def json_line(event: Event) -> str:
+    """The event as one line of JSON, ASCII only (it survives any locale and undecodable
+    agent output). run_started's `tickets` goes last, encoded by `plan_tickets_json`."""
+    body = event.as_json()
+    tickets = body.get("tickets") if event.kind == RUN_STARTED else None
+    if not isinstance(tickets, Mapping):
+        return json.dumps(body, ensure_ascii=True, default=str)
+    del body["tickets"]
+    head = json.dumps(body, ensure_ascii=True, default=str)
+    return f'{head[:-1]}, "tickets": {plan_tickets_json(tickets)}}}'
+
+
+_plan_tickets_encoded: tuple[Mapping[str, Any], str] | None = None
+
+
+def plan_tickets_json(tickets: Mapping[str, Any]) -> str:
+    """run_started's `tickets` (every ticket the run may start) as compact ASCII JSON,
+    encoded once per run: the --json line and the run record both carry it, and at 70,000
+    planned tickets one encoding took 0.17 s before the first agent."""
+    global _plan_tickets_encoded
+    if _plan_tickets_encoded is None or _plan_tickets_encoded[0] is not tickets:
+        _plan_tickets_encoded = (tickets, json.dumps(tickets, ensure_ascii=True, separators=(",", ":"), default=str))
+    return _plan_tickets_encoded[1]

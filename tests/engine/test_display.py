@@ -323,3 +323,20 @@ def test_a_ticket_stopped_before_it_had_a_branch_does_not_claim_work_was_kept():
     assert kept.endswith("(work kept on sage/T-1)")
     (none,) = plain_lines([Event("ticket_stopped", "T-2", {"branch": None}, time=T0)])
     assert "work kept" not in none and none.endswith("(stopped before it had a branch: nothing to keep)")
+
+
+def test_a_json_run_started_line_carries_the_plan_encoded_once_with_the_run_record(tmp_path) -> None:
+    import json
+
+    from sage_stream.engine import events as ev
+    from sage_stream.engine.run_record import _encoded_plan
+
+    tickets = {f"T-{n}": {"title": f"é {n}", "estimate": 1.0, "deps": [f"T-{n - 1}"] if n else []} for n in range(5)}
+    event = run_started(tickets=tickets, ready=["T-0"])
+    line = ev.json_line(event)
+    assert line.isascii() and "\n" not in line
+    assert json.loads(line) == event.as_json()  # every key, whatever the order
+    plan = {"tickets": tickets, "ready": ["T-0"], "predicted_makespan_minutes": 5.0}
+    assert json.loads(_encoded_plan(plan)) == plan
+    assert ev.plan_tickets_json(tickets) in line and ev.plan_tickets_json(tickets) in _encoded_plan(plan)
+    assert json.loads(ev.json_line(started("T-1", 0, T0))) == started("T-1", 0, T0).as_json()
