@@ -10,7 +10,7 @@ not land comes back as a `LandingVerdict` for engine/outcomes.py to decide on.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -53,9 +53,13 @@ class LandedOnTarget:
         self._owners: dict[str, str] | None = None
 
     def commit_of(self, ticket_id: str) -> str | None:
+        return self.owners().get(ticket_id)
+
+    def owners(self) -> Mapping[str, str]:
+        """Every ticket with a commit on the target, and that commit (read it, do not change it)."""
         if self._owners is None:
             self._owners = self.git.trailer_owners(self.target_ref, TRAILER)
-        return self._owners.get(ticket_id)
+        return self._owners
 
     def add(self, ticket_id: str, commit: str | None) -> None:
         if self._owners is not None and commit:

@@ -85,15 +85,14 @@ def recover(rec: Recovery) -> RecoveryReport:
 def _complete_what_the_target_has(rec: Recovery, report: RecoveryReport) -> None:
     lander = rec.lander
     edits, found = {}, []
-    for ticket in lander.states.current().values():
+    tickets, landed = lander.states.current(), lander.on_target.owners()
+    for ticket in (tickets[ticket_id] for ticket_id in tickets if ticket_id in landed):  # in the index's order
         if ticket.state in (State.COMPLETED, State.IN_PROGRESS):  # IN_PROGRESS: reconciled above, or a live run's
             continue
-        commit = lander.on_target.commit_of(ticket.id)
-        if commit is not None:
-            branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
-            edits[ticket.id] = ticket_state.complete(commit=commit, message=f"#{ticket.id} {ticket.title}",
-                                                     branch=branch)
-            found.append((ticket, commit))
+        commit = landed[ticket.id]
+        branch = (ticket.git.branch if ticket.git else None) or ticket_branch(ticket.id)
+        edits[ticket.id] = ticket_state.complete(commit=commit, message=f"#{ticket.id} {ticket.title}", branch=branch)
+        found.append((ticket, commit))
     if not edits:
         return
     lander.states.apply(edits)  # one index write for them all

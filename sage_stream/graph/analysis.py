@@ -392,9 +392,12 @@ class _RemainingWork:
     def _startable_count(self) -> int:
         """Unfinished tickets in a state the scheduler starts from (`is_startable_state`)."""
         states = self.graph.nodes.states
-        if not states.count(State.DEFERRED):  # count: identity tests in C, no hashing of enums
-            return states.count(State.UNPROCESSED)
-        return sum(1 for ticket_id in self.unfinished if is_startable_state(self.first[ticket_id]))
+        unprocessed = states.count(State.UNPROCESSED)  # count: identity tests in C, no hashing of enums
+        if not states.count(State.DEFERRED):
+            return unprocessed
+        ids = self.graph.nodes.ids
+        deferred = [ids[node] for node, state in enumerate(states) if state is State.DEFERRED]
+        return unprocessed + sum(1 for ticket_id in deferred if is_startable_state(self.first[ticket_id]))
 
     def blocked(self) -> list[BlockedTicket]:
         ready = set(self.ready)
