@@ -108,9 +108,10 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
                 del graph
                 if not ready:
                     _say_what_is_parked(run, plan)
-                tickets_meta = {tid: {"title": plan.tickets[tid].title, "estimate": plan.tickets[tid].estimate,
-                                      "deps": list(plan.tickets[tid].dependencies)} for tid in plan.pending()}
-                predicted = _predicted_makespan(plan, settings.workers, settings.schedule)
+                reachable = plan.reachable()  # every ticket this run may start: its plan, and what predictions count
+                tickets_meta = {tid: {"title": ticket.title, "estimate": ticket.estimate,
+                                      "deps": list(ticket.dependencies)} for tid, ticket in reachable.items()}
+                predicted = _predicted_makespan(reachable, settings.workers, settings.schedule)
             # What is alive now (the index, the plan: millions of objects at 100,000 tickets)
             # lives the whole run: left out of every later collection, which would otherwise
             # walk it all again (the run_started event's encoding alone: 1.9 s of collections).
@@ -305,10 +306,10 @@ def _ask_before_start(ticket: Ticket) -> str:
     return "yes"
 
 
-def _predicted_makespan(plan, workers: int, schedule: str) -> float | None:
+def _predicted_makespan(pending: dict[str, Ticket], workers: int, schedule: str) -> float | None:
+    """The makespan greedy list scheduling predicts for `pending` (what the run can start)."""
     from sage_stream.graph.simulate import simulate
 
-    pending = plan.reachable()
     if not pending:
         return 0.0
     durations = {tid: t.estimate for tid, t in pending.items()}
