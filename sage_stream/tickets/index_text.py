@@ -382,12 +382,14 @@ class WrittenIndex:
         suffix = len(frame.suffix.encode("utf-8"))
         if not lengths or first + sum(lengths) + separator * (len(lengths) - 1) + suffix != len(data):
             return None
-        positions: dict[str, int] = {}
-        by_id: dict[str, Ticket] = {}
-        for position, (ticket_id, ticket) in enumerate(zip(ids, tickets)):
-            if isinstance(ticket_id, str) and ticket_id not in positions:
-                positions[ticket_id] = position
-                by_id[ticket_id] = ticket
+        positions: dict[str, int] = dict(zip(ids, range(len(ids))))  # the usual case: each id once
+        by_id: dict[str, Ticket] = dict(zip(ids, tickets))
+        if len(positions) != len(ids) or not all(isinstance(ticket_id, str) for ticket_id in positions):
+            positions, by_id = {}, {}  # the first ticket of an id (validation reports the others)
+            for position, (ticket_id, ticket) in enumerate(zip(ids, tickets)):
+                if isinstance(ticket_id, str) and ticket_id not in positions:
+                    positions[ticket_id] = position
+                    by_id[ticket_id] = ticket
         return cls(identity=identity, data=data if isinstance(data, bytearray) else bytearray(data),
                    layout=layout, first=first, separator=separator, lengths=lengths, tickets=list(tickets),
                    by_id=by_id, positions=positions, offsets=SpanOffsets(lengths))

@@ -257,3 +257,20 @@ def test_span_offsets_are_the_sums_of_the_lengths_before(lengths: list[int], cha
             lengths[position] += delta
         assert [offsets.before(at) for at in range(len(lengths) + 1)] == \
             [sum(lengths[:at]) for at in range(len(lengths) + 1)]
+
+
+@pytest.mark.parametrize("load_first", [False, True])
+def test_with_a_duplicate_id_the_first_ticket_of_it_is_the_one_edited(tmp_path: Path, load_first: bool) -> None:
+    """(`sage validate` reports the duplicate; the store, like `by_id`, takes the first.)"""
+    path = tmp_path / "index.json"
+    data = index_of(4)
+    data["tickets"][3]["id"] = "T-001"
+    write(path, data, {"indent": 2})
+    index_store = IndexStore(path)
+    if load_first:
+        index_store.load()
+    for title in ("one", "two"):
+        by_id = ticket_state.apply(index_store, {"T-001": set_title(title)})
+        data["tickets"][1]["title"] = title
+        assert path.read_bytes() == expected_bytes(data, {"indent": 2})
+        assert by_id["T-001"].title == title and list(by_id) == ["T-000", "T-001", "T-002"]
