@@ -147,10 +147,10 @@ def _make_plan(index: IndexView, settings: StreamSettings, now: datetime, *,
     from sage_stream.engine.scheduler import DispatchPlan
     from sage_stream.graph.analysis import analyze
 
-    analysis = analyze(index.tickets, graph=graph if graph is not None and graph.tickets is index.tickets else None)
+    analysis = analyze(index.tickets, now, graph=graph if graph is not None and graph.tickets is index.tickets else None)
     plan = DispatchPlan(tickets=index.by_id(), bottom_levels=analysis.bottom_level, now=now,
                         schedule=settings.schedule, only=settings.only, max_tickets=settings.max_tickets,
-                        max_reruns=settings.max_reruns)
+                        max_reruns=settings.max_reruns, unblocked=analysis.unblocked)
     return plan, plan.ready()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 
 from sage_stream.graph.file_overlap import globs_overlap
@@ -74,11 +74,17 @@ class DispatchPlan:
     reruns: dict[str, int] = field(default_factory=dict)
     requeued: set[str] = field(default_factory=set)  # rate-limited in this run: ready again
     alone: set[str] = field(default_factory=set)  # to run with no other ticket beside it (engine/repo_guard.py)
+    # The tickets whose dependencies are all COMPLETED, when known (graph/analysis.py's
+    # `unblocked`): the ready ones are found among them, not by a pass over every ticket.
+    unblocked: InitVar[Iterable[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, unblocked: Iterable[str] | None) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}")
-        done = self.done = {tid for tid, t in self.tickets.items() if t.state is State.COMPLETED} | self.done
+        completed = {tid for tid, t in self.tickets.items() if t.state is State.COMPLETED}
+        if not self.done <= completed:
+            unblocked = None  # done beyond COMPLETED: more may be ready than the hint knows
+        done = self.done = completed | self.done
         # Who waits on whom, for the tickets that are not done: a done ticket never waits
         # again, and one done already never lands in this run to wake those after it.
         self._dependents: dict[str, list[str]] = {}
@@ -89,7 +95,8 @@ class DispatchPlan:
                         self._dependents.setdefault(dep, []).append(ticket_id)
         waiting = set(self.tickets).difference(done, self.failed, self.running)  # as `_is_waiting`, in bulk
         self._waiting = waiting if self.only is None else waiting & self.only
-        with_deps_done = (tid for tid in self._waiting if done.issuperset(self.tickets[tid].dependencies))
+        candidates = self._waiting if unblocked is None else self._waiting.intersection(unblocked)
+        with_deps_done = (tid for tid in candidates if done.issuperset(self.tickets[tid].dependencies))
         self._ready = ReadyQueue(self._order_key, (tid for tid in with_deps_done if self.is_ready(tid)))
 
     def _order_key(self, ticket_id: str) -> tuple[int, float, str]:

@@ -96,6 +96,12 @@ class Analysis:
         """Unfinished tickets only, in topological order (built on first use)."""
         return self._work.bottom_level
 
+    @property
+    def unblocked(self) -> list[str]:
+        """The unfinished tickets whose dependencies are all COMPLETED, startable now or not:
+        where the ready ones are (the scheduler's plan finds them there)."""
+        return self._work.unblocked
+
     @cached_property
     def blocked(self) -> list[BlockedTicket]:
         """Every blocked ticket in start order, with its root causes (computed on first use)."""
@@ -329,13 +335,20 @@ class _RemainingWork:
         self.node_wave = wave
         self.levels = levels  # bottom level of every node
         self.now = now
-        startable = self._startable(self._unblocked(is_unfinished))
+        self.unblocked_nodes = self._unblocked(is_unfinished)
+        startable = self._startable(self.unblocked_nodes)
         self.ready = _in_start_order(graph.nodes, startable, levels)
         self.blocked_count = self._startable_count() - len(self.ready)  # every ready one is startable
 
     @cached_property
     def first(self) -> Mapping[str, Ticket]:
         return self.graph.first
+
+    @property
+    def unblocked(self) -> list[str]:
+        """The ids of the unfinished tickets whose dependencies are all COMPLETED (startable
+        now or not)."""
+        return list(map(self.graph.nodes.ids.__getitem__, self.unblocked_nodes))
 
     @cached_property
     def unfinished(self) -> list[str]:
