@@ -18,7 +18,7 @@ FREE_LATER_BYTES = 1 << 20
 """A replaced file at least this big is freed off the writer's path. The rename that
 replaces a file frees the old one's blocks before it returns when nothing else has it
 open: 7-8 ms of a 20 MB index write at 100,000 tickets (ext4, measured), every ticket.
-Held open across the rename, the old file is freed when a short-lived thread closes it."""
+Held open across the rename, the old file is freed when another thread closes it."""
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -55,29 +55,76 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-_freeing: list[threading.Thread] = []
-_freeing_lock = threading.Lock()
+class _Freer:
+    """Closes the descriptors `write_atomic` held on replaced files, in a thread of its own
+    (one thread for a run's writes: starting one per write waited for it to get going,
+    milliseconds when other threads are busy), which ends once idle for IDLE_S."""
+
+    IDLE_S = 2.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: list[int] = []
+        self._closing = False
+        self._thread: threading.Thread | None = None
+
+    def free(self, descriptor: int) -> None:
+        with self._lock:
+            self._pending.append(descriptor)
+            if self._thread is not None:
+                self._changed.notify_all()
+                return
+            self._thread = threading.Thread(target=self._run, name="sage-free-replaced", daemon=True)
+            try:
+                self._thread.start()
+            except RuntimeError:  # no thread to be had: free it here
+                self._thread = None
+                self._pending.remove(descriptor)
+                _close(descriptor)
+
+    def wait(self) -> None:
+        """Every descriptor handed over is closed when this returns."""
+        with self._lock:
+            descriptors, self._pending = self._pending, []
+            while self._closing:
+                self._changed.wait()
+        for descriptor in descriptors:
+            _close(descriptor)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._changed.wait(timeout=self.IDLE_S)
+                    if not self._pending:
+                        self._thread = None
+                        return
+                descriptors, self._pending, self._closing = self._pending, [], True
+            for descriptor in descriptors:
+                _close(descriptor)
+            with self._lock:
+                self._closing = False
+                self._changed.notify_all()
+
+
+def _close(descriptor: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(descriptor)
+
+
+_freer = _Freer()
 
 
 def _free_later(descriptor: int) -> None:
     """Close `descriptor` (the replaced file's last holder: the file system frees it then)
-    in a thread of its own. Not a daemon: the interpreter waits for it at exit."""
-    thread = threading.Thread(target=os.close, args=(descriptor,), name="sage-free-replaced")
-    with _freeing_lock:
-        _freeing[:] = [held for held in _freeing if held.is_alive()]
-        _freeing.append(thread)
-    try:
-        thread.start()
-    except RuntimeError:  # no thread to be had: free it here
-        os.close(descriptor)
+    off the writer's path."""
+    _freer.free(descriptor)
 
 
 def wait_until_freed() -> None:
     """Every replaced file held by `write_atomic` is closed (the end of a run)."""
-    with _freeing_lock:
-        threads, _freeing[:] = list(_freeing), []
-    for thread in threads:
-        thread.join()
+    _freer.wait()
 
 
 def fsync_dir(directory: Path) -> None:
