@@ -74,6 +74,9 @@ class AgentResult:
     message: str | None = None  # what went wrong, or notes about the result
     reset_at: str | None = None  # ISO-8601: when a rate limit or quota resets, if the agent said
     fix: str | None = None  # for a setup error (SETUP_ERROR_KINDS): what the user should do about it
+    # The CLI could not get going for a moment's local reason (another of its processes held
+    # its database) and did nothing: start it again at once rather than defer the ticket.
+    start_again: bool = False
 
 
 @dataclass(frozen=True)

@@ -308,12 +308,14 @@ def _no_events(job: AgentJob, exit: AgentExit, events: OpenCodeEvents, common: d
     said = exit.last_line or "nothing"
     kind, retryable = classify_error(said)
     message = f"opencode printed no JSON events (exit code {exit.returncode}): {said}"
-    if _DATABASE_TROUBLE.search(read_log_tail(Path(job.log_path))):
-        # seen on a fresh HOME: two OpenCode processes starting at once both create its database
+    locked = bool(_DATABASE_TROUBLE.search(read_log_tail(Path(job.log_path))))
+    if locked:
+        # two OpenCode processes starting at once: both create its database on a fresh HOME,
+        # and even on a used one SQLite's lock can turn one of them away ("database is locked")
         kind, retryable = "other", True
         message += (" - OpenCode could not open its database (~/.local/share/opencode/opencode.db), e.g. two "
                     "first starts at once on a fresh HOME: run `opencode session list` once before a parallel run")
-    return AgentResult(success=False, error_kind=kind, retryable=retryable,
+    return AgentResult(success=False, error_kind=kind, retryable=retryable, start_again=locked,
                        message=join_notes([message, *events.notes]), **common)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import threading
 import time
 import traceback
@@ -59,6 +60,13 @@ from sage_stream.git import Git
 from sage_stream.process.sandbox import Sandbox, wrote_read_only
 from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
 from sage_stream.process.tree import stop_slot_strays
+
+START_AGAIN_TRIES = 3
+START_AGAIN_DELAY_S = 1.0
+"""An agent that could not get going for a moment's local reason (`AgentResult.start_again`:
+OpenCode turned away by its own database's lock while another OpenCode starts) is started
+again up to START_AGAIN_TRIES times, after about 1, 2 and 3 s (jittered, so that two such
+agents do not meet again), before its ticket is deferred."""
 
 LINE_INTERVAL_S = 0.25
 
@@ -251,9 +259,16 @@ class LocalRunner:
         running.refs_before = self.watch.before_turn() if self.watch is not None else None
         self.guard.turn_started(ticket_id)
         try:
-            exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
-                             on_start=lambda pid, created: self._delete_landed_branches(running))
-            result = self.settings.agent.parse_result(job, exit)
+            for again in range(START_AGAIN_TRIES + 1):
+                if again and running.cancel.wait(START_AGAIN_DELAY_S * again * random.uniform(0.5, 1.5)):
+                    break  # (stopped while waiting: the last result stands)
+                exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
+                                 on_start=lambda pid, created: self._delete_landed_branches(running))
+                result = self.settings.agent.parse_result(job, exit)
+                if not result.start_again or again == START_AGAIN_TRIES:
+                    break
+                _note_in_log(job.log_path, f"the agent could not get going ({result.message}): "
+                                           f"starting it again ({again + 1} of {START_AGAIN_TRIES})")
         except BaseException:
             self.guard.turn_ended(ticket_id)  # undoes its changes; the attempt crashed: none of it lands
             raise
@@ -421,3 +436,12 @@ def over_turns(results: list[AgentResult]) -> AgentResult:
     session = next((r.session_id for r in reversed(results) if r.session_id), None)
     return replace(last, cost_usd=total([r.cost_usd for r in results]), tokens=total([r.tokens for r in results]),
                    turns=total([r.turns for r in results]), session_id=session)
+
+
+def _note_in_log(log_path: Path, text: str) -> None:
+    """A line of sage-stream's own in the agent's log (written beside the agent's output)."""
+    try:
+        with open(log_path, "ab") as log:
+            log.write(f"\n[sage-stream] {text}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass

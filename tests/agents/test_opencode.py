@@ -254,6 +254,11 @@ def test_two_first_starts_racing_for_the_database_is_worth_retrying(make_job, ho
     result = parse_recording(make_job(), "opencode_database_race.log", 1)
     assert result.success is False and result.error_kind == "other" and result.retryable is True
     assert "could not open its database" in result.message and "opencode session list" in result.message
+    assert result.start_again is True  # nothing ran: the runner starts it again at once
+
+
+def test_other_failures_without_events_are_not_started_again(make_job, home):
+    assert parse_recording(make_job(), "opencode_no_session.log", 1).start_again is False
 
 
 def test_an_exit_code_without_an_error_event_is_a_failure(make_job, home):
