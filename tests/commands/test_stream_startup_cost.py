@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+
 from sage_stream.cli import run
 from sage_stream.engine import stream as engine_stream
 
@@ -26,12 +28,11 @@ def test_what_the_run_holds_is_frozen_while_it_runs_and_given_back_after(
     assert gc.get_freeze_count() == before
 
 
-def test_the_graph_validation_builds_is_the_one_the_plan_is_made_from(
-        git_repo, make_index, make_ticket, monkeypatch, capsys):
+@pytest.fixture
+def graphs_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every DependencyGraph built, in order."""
     from sage_stream.graph import dependency_graph
 
-    index = make_index(git_repo, [make_ticket("ID-1", command=["true"], allow_empty=True),
-                                  make_ticket("ID-2", command=["true"], allow_empty=True, dependencies=["ID-1"])])
     built: list[int] = []
     real_init = dependency_graph.DependencyGraph.__init__
 
@@ -40,33 +41,30 @@ def test_the_graph_validation_builds_is_the_one_the_plan_is_made_from(
         real_init(self, tickets, **kwargs)
 
     monkeypatch.setattr(dependency_graph.DependencyGraph, "__init__", counting_init)
+    return built
+
+
+def test_the_graph_validation_builds_is_the_one_the_plan_is_made_from(
+        git_repo, make_index, make_ticket, graphs_built, capsys):
+    index = make_index(git_repo, [make_ticket("ID-1", command=["true"], allow_empty=True),
+                                  make_ticket("ID-2", command=["true"], allow_empty=True, dependencies=["ID-1"])])
     assert run(["stream", "--auto", "--plain", "--agent", "exec", "--sandbox", "none", "--index", str(index)]) == 0
-    assert built == [2]  # once, by validation; the plan reuses it (100,000 tickets: 0.6 s)
+    assert graphs_built == [2]  # once, by validation; the plan reuses it (100,000 tickets: 0.6 s)
     assert "landed" in capsys.readouterr().out
 
 
 def test_the_plan_the_run_announces_is_what_it_can_reach_and_auto_workers_reuse_the_graph(
-        git_repo, make_index, make_ticket, monkeypatch, capsys):
+        git_repo, make_index, make_ticket, graphs_built, capsys):
     import json
-
-    from sage_stream.graph import dependency_graph
 
     parked = make_ticket("GATE", state="DEFERRED", defer_reason={"category": "blocked", "message": "by hand",
                                                                   "retryable": False})
     index = make_index(git_repo, [make_ticket("ID-1", command=["true"], allow_empty=True), parked,
                                   make_ticket("ID-2", command=["true"], allow_empty=True, dependencies=["GATE"]),
                                   make_ticket("ID-3", command=["true"], allow_empty=True, dependencies=["ID-1"])])
-    built: list[int] = []
-    real_init = dependency_graph.DependencyGraph.__init__
-
-    def counting_init(self, tickets, **kwargs):
-        built.append(len(tickets))
-        real_init(self, tickets, **kwargs)
-
-    monkeypatch.setattr(dependency_graph.DependencyGraph, "__init__", counting_init)
     assert run(["stream", "--auto", "--parallel=auto", "--json", "--agent", "exec", "--sandbox", "none",
                 "--index", str(index)]) == 0
-    assert built == [4]  # --parallel=auto's analysis too uses the graph validation built
+    assert graphs_built == [4]  # --parallel=auto's analysis too uses the graph validation built
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     started = next(event for event in events if event["event"] == "run_started")
     assert list(started["tickets"]) == ["ID-1", "ID-3"]  # not GATE, nor ID-2 behind it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from sage_stream.engine.local_runner import START_AGAIN_TRIES
@@ -42,12 +43,18 @@ def one_ticket() -> list[dict]:
              "validation_type": "generic", "description": "write a file", "allow_empty": True}]
 
 
-def test_a_locked_database_at_start_is_started_again_and_the_ticket_lands(tmp_path: Path) -> None:
+def stream_with_fake_opencode(tmp_path: Path, *, locked_runs: int) -> tuple[subprocess.CompletedProcess, list, Path]:
+    """`sage stream` of one ticket with the fake `opencode`: the run, its events, the count of agent runs."""
     repo = make_repo(tmp_path, one_ticket(), '[agent]\npreset = "opencode"\n')
     runs = tmp_path / "runs.txt"
-    fake_opencode(tmp_path / "bin", runs, locked_runs=2)
+    fake_opencode(tmp_path / "bin", runs, locked_runs=locked_runs)
     done, events = run_stream(repo, tmp_path / "home", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin",
                               "--sandbox", "none")
+    return done, events, runs
+
+
+def test_a_locked_database_at_start_is_started_again_and_the_ticket_lands(tmp_path: Path) -> None:
+    done, events, runs = stream_with_fake_opencode(tmp_path, locked_runs=2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert runs.read_text().count("run") == 3  # locked twice, then it ran
     assert [e["ticket"] for e in events if e["event"] == "ticket_landed"] == ["T-1"]
@@ -58,11 +65,7 @@ def test_a_locked_database_at_start_is_started_again_and_the_ticket_lands(tmp_pa
 
 
 def test_a_database_locked_every_time_defers_the_ticket_after_the_tries(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, one_ticket(), '[agent]\npreset = "opencode"\n')
-    runs = tmp_path / "runs.txt"
-    fake_opencode(tmp_path / "bin", runs, locked_runs=99)
-    done, events = run_stream(repo, tmp_path / "home", f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin",
-                              "--sandbox", "none")
+    done, events, runs = stream_with_fake_opencode(tmp_path, locked_runs=99)
     assert runs.read_text().count("run") == 1 + START_AGAIN_TRIES
     deferred = [e for e in events if e["event"] == "ticket_deferred"]
     assert len(deferred) == 1 and deferred[0]["retryable"] is True
