@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from math import isfinite
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -120,3 +123,36 @@ def output_json(value: object, *, entries: int) -> str:
     if entries <= PRETTY_JSON_LIMIT:
         return json.dumps(value, indent=2, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def compact_json(value: object) -> str:
+    """`value` as `output_json` writes it above PRETTY_JSON_LIMIT entries: one compact line."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_texts(values: Sequence[object]) -> list[str]:
+    """Each value as `compact_json` writes it, for a column of one kind of value.
+
+    For a big `--json` output written column by column (`json_objects`): a column of
+    strings or of finite floats is encoded by one C-level pass (json's own string encoder,
+    `float.__repr__` as json uses it); any other column encodes each distinct value once.
+    """
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return list(map(encode_basestring, values))  # type: ignore[arg-type]
+    if kinds == {float} and all(map(isfinite, values)):  # type: ignore[arg-type]
+        return list(map(float.__repr__, values))  # type: ignore[arg-type]
+    keys = list(zip(map(type, values), values))  # True == 1 == 1.0: tell them apart by type
+    try:
+        encoded = {key: compact_json(key[1]) for key in set(keys)}
+    except TypeError:  # unhashable values (lists, dicts): each on its own
+        return list(map(compact_json, values))
+    return list(map(encoded.__getitem__, keys))
+
+
+def json_objects(columns: Mapping[str, Sequence[str]]) -> str:
+    """A JSON array of objects, one per row, with the keys of `columns` in their order,
+    from columns of values already encoded (`json_texts`): what `compact_json` writes for
+    the same list of dicts, built a row at a time by one `%` each."""
+    row = "{" + ",".join(f"{compact_json(key).replace('%', '%%')}:%s" for key in columns) + "}"
+    return "[" + ",".join(map(row.__mod__, zip(*columns.values()))) + "]"

@@ -8,7 +8,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from sage_stream.text import clip_tail, epoch_of, format_duration, iso_utc, now_iso, one_line, parse_timestamp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sage_stream.text import (
+    clip_tail,
+    compact_json,
+    epoch_of,
+    format_duration,
+    iso_utc,
+    json_objects,
+    json_texts,
+    now_iso,
+    one_line,
+    parse_timestamp,
+)
 
 T0 = 1795252443.0  # 2026-11-21T09:14:03Z
 
@@ -115,3 +129,25 @@ def test_the_live_log_shows_a_killed_agent_in_that_one_form() -> None:
         line = describe(ev.Event(kind=ev.AGENT_FINISHED, ticket="T-1",
                                  data={"outcome": "timeout", "returncode": code, "duration_s": 3, "success": False}))
         assert "(killed by SIGTERM (exit 143))" in line
+
+
+# ---------------------------------------------------------------- JSON written column by column
+
+_SCALARS = [st.text(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.integers(), st.none()]
+_COLUMN = st.one_of(
+    *(st.lists(kind, max_size=6) for kind in _SCALARS),  # one kind of value: the fast paths
+    st.lists(st.one_of(*_SCALARS), max_size=6),  # mixed: True, 1 and 1.0 are told apart
+    st.lists(st.lists(st.text(), max_size=2), max_size=4),  # unhashable
+)
+
+
+@given(_COLUMN)
+def test_a_column_is_encoded_as_json_encodes_each_value(values: list[object]) -> None:
+    assert json_texts(values) == [compact_json(value) for value in values]
+
+
+@given(st.integers(0, 5).flatmap(lambda rows: st.dictionaries(
+    st.text(max_size=4), st.lists(st.one_of(*_SCALARS), min_size=rows, max_size=rows), min_size=1, max_size=4)))
+def test_rows_from_encoded_columns_are_the_text_of_the_list_of_dicts(columns: dict[str, list[object]]) -> None:
+    rows = [dict(zip(columns, row)) for row in zip(*columns.values())]
+    assert json_objects({key: json_texts(values) for key, values in columns.items()}) == compact_json(rows)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
+from functools import cached_property
+from itertools import chain, repeat
+from operator import eq
 from typing import Any
 
 import click
@@ -18,7 +21,7 @@ from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import analyze
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.text import output_json
+from sage_stream.text import PRETTY_JSON_LIMIT, compact_json, json_objects, json_texts, output_json
 from sage_stream.tickets.store import resolve_index_path
 
 FORMATS = ("mermaid", "dot", "json", "svg", "html")
@@ -53,17 +56,27 @@ class GraphView:
         if graph is None:
             graph = DependencyGraph(tickets)
         analysis = analyze(tickets, graph=graph)
-        # the first ticket of each id, in index order; edges by dependency in index order,
-        # each dependency's dependents in index order (the order networkx gave them in)
+        self.graph = graph
+        # the first ticket of each id, in index order
         self.tickets: list[Ticket] = list(graph.nodes.tickets)
-        self.edges: list[tuple[str, str]] = [
-            (dependency, dependent) for dependency, dependents in graph.dependents.items()
-            for dependent in dependents
-        ]
         self.critical_path = analysis.critical_path
         self.critical_path_minutes = analysis.critical_path_minutes
         self.critical_nodes = set(self.critical_path)
         self.critical_edges = set(zip(self.critical_path, self.critical_path[1:]))
+
+    @cached_property
+    def edge_nodes(self) -> tuple[list[int], list[int]]:
+        """(dependencies, dependents) of every edge as node numbers: by dependency in index
+        order, each dependency's dependents in index order (the order networkx gave them in)."""
+        after = self.graph.dependent_nodes
+        return (list(chain.from_iterable(map(repeat, range(len(after)), map(len, after)))),
+                list(chain.from_iterable(after)))
+
+    @cached_property
+    def edges(self) -> list[tuple[str, str]]:
+        """Every edge as (dependency, dependent) ids, in the order of `edge_nodes`."""
+        ids = self.graph.nodes.ids
+        return list(zip(*(map(ids.__getitem__, ends) for ends in self.edge_nodes)))
 
 
 @click.command("graph")
@@ -174,7 +187,36 @@ def dot_text(text: str) -> str:
 
 
 def as_json(view: GraphView) -> str:
-    data: dict[str, Any] = {
+    edge_count = len(view.edge_nodes[0])
+    if len(view.tickets) + edge_count <= PRETTY_JSON_LIMIT:
+        return output_json(graph_json(view), entries=len(view.tickets) + edge_count)
+    # a big graph: the same text as compact_json(graph_json(view)), encoded column by
+    # column (at 100,000 tickets and 150,000 edges, 0.2 s instead of 0.75)
+    nodes = view.graph.nodes
+    ids = json_texts(nodes.ids)
+    path = list(map(view.graph.position.__getitem__, view.critical_path))
+    critical, following = set(path), dict(zip(path, path[1:]))
+    dependencies, dependents = view.edge_nodes
+    node_rows = json_objects({
+        "id": ids, "title": json_texts(nodes.titles), "state": list(map(_STATE_JSON.__getitem__, nodes.states)),
+        "priority": json_texts(nodes.priorities), "estimate": json_texts(nodes.estimates),
+        "critical": [_JSON_BOOL[node in critical] for node in range(len(ids))],
+    })
+    edge_rows = json_objects({
+        "from": list(map(ids.__getitem__, dependencies)), "to": list(map(ids.__getitem__, dependents)),
+        "critical": list(map(_JSON_BOOL.__getitem__, map(eq, map(following.get, dependencies), dependents))),
+    })
+    return (f'{{"nodes":{node_rows},"edges":{edge_rows},"critical_path":{compact_json(view.critical_path)},'
+            f'"critical_path_minutes":{compact_json(view.critical_path_minutes)}}}')
+
+
+_JSON_BOOL = {False: "false", True: "true"}
+_STATE_JSON = {state: compact_json(state.value) for state in State}
+
+
+def graph_json(view: GraphView) -> dict[str, Any]:
+    """Every node, every edge, the critical path and its length (`sage graph --format json`)."""
+    return {
         "nodes": [
             {"id": t.id, "title": t.title, "state": t.state.value, "priority": t.priority,
              "estimate": t.estimate, "critical": t.id in view.critical_nodes}
@@ -187,7 +229,6 @@ def as_json(view: GraphView) -> str:
         "critical_path": view.critical_path,
         "critical_path_minutes": view.critical_path_minutes,
     }
-    return output_json(data, entries=len(data["nodes"]) + len(data["edges"]))
 
 
 def _one_line(text: str | None) -> str:

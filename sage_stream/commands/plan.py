@@ -11,16 +11,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import compress
+from operator import not_
 from typing import Any
 
 import click
 
 from sage_stream.errors import EXIT_OK
-from sage_stream.graph.analysis import Analysis, analyze, remaining_estimates
+from sage_stream.graph.analysis import Analysis, analyze, priority_rank
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.graph.ordering import startable_count
 from sage_stream.graph.simulate import WITHIN_BEST, WorkerPlan, plan_workers, recommend_workers, simulate
-from sage_stream.process.cpus import WorkerDecision, decide_workers
+from sage_stream.process.cpus import MAX_AUTO_WORKERS, WorkerDecision, decide_workers
 from sage_stream.tickets.models import Ticket
 from sage_stream.tickets.store import IndexView, resolve_index_path
 
@@ -60,7 +62,8 @@ def command(workers: int | None, as_json: bool, index_path: str | None) -> int:
         loaded, graph = read_sound_index(resolve_index_path(index_path))
         prediction = predict(loaded.tickets, extra_workers=workers, graph=graph)
         prediction.auto_workers = decide_workers(
-            None, startable_count(loaded.tickets, datetime.now(timezone.utc)), useful=prediction.useful_workers)
+            None, startable_count(loaded.tickets, datetime.now(timezone.utc), at_most=MAX_AUTO_WORKERS),
+            useful=prediction.useful_workers)
     shown = [row for row in prediction.rows if workers is None or row.workers == workers]
     if as_json:
         click.echo(json.dumps(plan_json(loaded, prediction, shown), indent=2))
@@ -78,11 +81,13 @@ def predict(
     if graph is None:
         graph = DependencyGraph(tickets)
     analysis = analyze(tickets, graph=graph)
-    estimates = remaining_estimates(tickets)
-    first = graph.first
-    dependencies = {ticket_id: first[ticket_id].dependencies for ticket_id in estimates}
-    ranks = {ticket_id: first[ticket_id].priority_rank for ticket_id in estimates}
-    files = {ticket_id: first[ticket_id].files for ticket_id in estimates}  # overlapping ones never run at once
+    # every unfinished ticket (the first of each id), from the graph's columns
+    nodes, unfinished = graph.nodes, list(map(not_, graph.completed))
+    ids = list(compress(nodes.ids, unfinished))
+    estimates = dict(zip(ids, compress(nodes.estimates, unfinished)))
+    dependencies = dict(zip(ids, compress(nodes.dependencies, unfinished)))
+    ranks = dict(zip(ids, map(priority_rank, compress(nodes.priorities, unfinished))))
+    files = dict(zip(ids, compress(nodes.files, unfinished)))  # overlapping ones never run at once
     plans = plan_workers(estimates, dependencies, max_workers=PLANNED_WORKERS, priority_rank=ranks, files=files)
     if extra_workers is not None and extra_workers > PLANNED_WORKERS:
         schedule = simulate(estimates, dependencies, extra_workers, priority_rank=ranks, files=files)

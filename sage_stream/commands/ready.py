@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable, Mapping
+from operator import attrgetter
 from typing import Any
 
 import click
 
 from sage_stream.errors import EXIT_OK
 from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
-from sage_stream.graph.dependency_graph import gc_paused, read_sound_index
+from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.graph.ordering import is_retryable
 from sage_stream.tickets.models import State, Ticket
 from sage_stream.text import output_json
@@ -18,6 +19,7 @@ from sage_stream.tickets.store import IndexView, resolve_index_path
 
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
 _LINE_BREAKING = frozenset({"Cc", "Zl", "Zp"})
+_TICKET_ID = attrgetter("ticket_id")
 
 
 @click.command("ready")
@@ -28,12 +30,11 @@ def command(as_json: bool, index_path: str | None) -> int:
     """Show what would start next, in order, and why blocked tickets wait."""
     with gc_paused():  # short-lived and allocation-heavy on a big index: see gc_paused
         loaded, graph = read_sound_index(resolve_index_path(index_path))
-        first = graph.first
         analysis = analyze(loaded.tickets, graph=graph)
         if as_json:
-            output = output_json(ready_json(loaded, first, analysis), entries=len(first))
+            output = output_json(ready_json(loaded, graph, analysis), entries=len(graph.nodes.ids))
         else:
-            output = ready_text(first, analysis)
+            output = ready_text(graph, analysis)
     click.echo(output)
     return EXIT_OK
 
@@ -61,9 +62,9 @@ def one_line(text: str | None) -> str:
 # ---------------------------------------------------------------- text
 
 
-def ready_text(first: Mapping[str, Ticket], analysis: Analysis) -> str:
-    in_progress = [t for t in first.values() if t.state is State.IN_PROGRESS]
-    deferred = [t for t in first.values() if t.state is State.DEFERRED and not is_retryable(t)]
+def ready_text(graph: DependencyGraph, analysis: Analysis) -> str:
+    first = graph.first
+    in_progress, deferred = _in_progress(graph), _deferred_for_good(graph)
     lines = [_summary(first, analysis, len(in_progress), len(deferred))]
     if analysis.ready:
         lines.append(f"\nReady to start ({len(analysis.ready)}), in this order:")
@@ -74,8 +75,9 @@ def ready_text(first: Mapping[str, Ticket], analysis: Analysis) -> str:
             lines.append(f"  {number:>{width}}. {ticket_id}  {one_line(ticket.title)}  ({reason})")
     if analysis.blocked:
         lines.append(f"\nBlocked ({len(analysis.blocked)}):")
-        reason = BlockedReasons()
-        lines += [f"  {b.ticket_id}  {one_line(first[b.ticket_id].title)}  ({one_line(reason(b))})"
+        reason, title = BlockedReasons(), graph.nodes.titles
+        position = graph.position
+        lines += [f"  {b.ticket_id}  {one_line(title[position[b.ticket_id]])}  ({one_line(reason(b))})"
                   for b in analysis.blocked]
     if in_progress:
         lines.append(f"\nIn progress ({len(in_progress)}):")
@@ -103,7 +105,7 @@ class BlockedReasons:
         self._described: dict[tuple[tuple[str, ...], bool], str] = {}
 
     def __call__(self, blocked: BlockedTicket) -> str:
-        root_ids = tuple(cause.ticket_id for cause in blocked.root_causes)
+        root_ids = tuple(map(_TICKET_ID, blocked.root_causes))
         if blocked.ticket_id in root_ids:  # it waits for itself (its not_before): described on its own
             return blocked_reason(blocked)
         key = (root_ids, blocked.more_root_causes)
@@ -113,6 +115,23 @@ class BlockedReasons:
         if not blocked.waiting_on or set(blocked.waiting_on) == set(root_ids):
             return described
         return f"waits on {', '.join(blocked.waiting_on)}; {described}"
+
+
+def _in_progress(graph: DependencyGraph) -> list[Ticket]:
+    """The IN_PROGRESS tickets, in index order."""
+    states = graph.nodes.states
+    if State.IN_PROGRESS not in states:  # the usual case: one pass in C
+        return []
+    return [ticket for ticket, state in zip(graph.nodes.tickets, states) if state is State.IN_PROGRESS]
+
+
+def _deferred_for_good(graph: DependencyGraph) -> list[Ticket]:
+    """The DEFERRED tickets waiting for `sage retry` (not retried by themselves), in index order."""
+    states = graph.nodes.states
+    if State.DEFERRED not in states:
+        return []
+    return [ticket for ticket, state in zip(graph.nodes.tickets, states)
+            if state is State.DEFERRED and not is_retryable(ticket)]
 
 
 def _summary(first: Mapping[str, Ticket], analysis: Analysis, in_progress: int, deferred: int) -> str:
@@ -141,7 +160,9 @@ def _defer_text(ticket: Ticket) -> str:
 # ---------------------------------------------------------------- json
 
 
-def ready_json(loaded: IndexView, first: Mapping[str, Ticket], analysis: Analysis) -> dict[str, Any]:
+def ready_json(loaded: IndexView, graph: DependencyGraph, analysis: Analysis) -> dict[str, Any]:
+    first = graph.first
+
     def ready_item(ticket_id: str) -> dict[str, Any]:
         ticket = first[ticket_id]
         level = analysis.bottom_level.get(ticket_id, ticket.estimate)
@@ -154,13 +175,12 @@ def ready_json(loaded: IndexView, first: Mapping[str, Ticket], analysis: Analysi
         "index": str(loaded.path),
         "ready": [ready_item(ticket_id) for ticket_id in analysis.ready],
         "blocked": [_blocked_json(first, blocked, reason) for blocked in analysis.blocked],
-        "in_progress": [{"id": t.id, "title": t.title}
-                        for t in first.values() if t.state is State.IN_PROGRESS],
+        "in_progress": [{"id": t.id, "title": t.title} for t in _in_progress(graph)],
         "deferred": [
             {"id": t.id, "title": t.title,
              "category": t.defer_reason.category if t.defer_reason else None,
              "message": t.defer_reason.message if t.defer_reason else None}
-            for t in first.values() if t.state is State.DEFERRED and not is_retryable(t)
+            for t in _deferred_for_good(graph)
         ],
         "critical_path": analysis.critical_path,
         "critical_path_minutes": analysis.critical_path_minutes,

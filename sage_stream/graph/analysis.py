@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
 from itertools import compress, repeat
-from operator import add, and_, is_, itemgetter, not_
+from operator import add, and_, gt, is_, itemgetter, not_
 from typing import TYPE_CHECKING
 
 from sage_stream.graph.columns import Columns
@@ -178,7 +178,7 @@ def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
         recommended = recommend_worker_count(
             dict(zip(compress(nodes.ids, unfinished), estimates)),
             dict(zip(unfinished_ids, map(nodes.dependencies.__getitem__, unfinished_nodes))),
-            priority_rank=dict(zip(unfinished_ids, map(_priority_rank, map(nodes.priorities.__getitem__,
+            priority_rank=dict(zip(unfinished_ids, map(priority_rank, map(nodes.priorities.__getitem__,
                                                                            unfinished_nodes)))),
             # tickets whose `files` overlap never run at once (the scheduler's rule)
             files=(dict(zip(unfinished_ids, map(nodes.files.__getitem__, unfinished_nodes)))
@@ -205,7 +205,7 @@ def _analyze(graph: DependencyGraph, now: datetime | None) -> Analysis:
 # ---------------------------------------------------------------- internals
 
 
-def _priority_rank(priority: str | None) -> int:
+def priority_rank(priority: str | None) -> int:
     """`Ticket.priority_rank` of a priority: 0 for P0 ... 4 for P4, 5 for anything else."""
     return _PRIORITY_RANK.get(priority, len(PRIORITIES))  # type: ignore[arg-type]
 
@@ -286,15 +286,14 @@ def _critical_path(
     return [ids[node] for node in path if unfinished[node]]
 
 
-def _in_start_order(nodes: Columns, startable: Sequence[int], levels: Sequence[float]) -> list[str]:
-    """The ids of `startable` in start order: (priority rank, -bottom level, id), the order
-    of `ordering.ready_order_key`. Three stable sorts, last key first: each compares
+def _in_start_order(nodes: Columns, startable: Iterable[int], levels: Sequence[float]) -> list[int]:
+    """`startable` (node numbers) in start order: (priority rank, -bottom level, id), the
+    order of `ordering.ready_order_key`. Three stable sorts, last key first: each compares
     plain strings, floats or ints, which python sorts several times faster than tuples."""
-    ids = nodes.ids
-    order = sorted(startable, key=ids.__getitem__)
+    order = sorted(startable, key=nodes.ids.__getitem__)
     order.sort(key=levels.__getitem__, reverse=True)  # stable: equal levels keep the id order
     ranks = list(map(_PRIORITY_RANK.get, map(nodes.priorities.__getitem__, order), repeat(len(PRIORITIES))))
-    return list(map(ids.__getitem__, map(itemgetter(1), sorted(zip(ranks, order), key=itemgetter(0)))))
+    return list(map(itemgetter(1), sorted(zip(ranks, order), key=itemgetter(0))))
 
 
 def _unfinished_at(levels: list[float], level: float, unfinished: Sequence[bool]) -> list[int]:
@@ -337,7 +336,7 @@ class _RemainingWork:
         self.now = now
         self.unblocked_nodes = self._unblocked(is_unfinished)
         startable = self._startable(self.unblocked_nodes)
-        self.ready = _in_start_order(graph.nodes, startable, levels)
+        self.ready = list(map(graph.nodes.ids.__getitem__, _in_start_order(graph.nodes, startable, levels)))
         self.blocked_count = self._startable_count() - len(self.ready)  # every ready one is startable
 
     @cached_property
@@ -387,11 +386,29 @@ class _RemainingWork:
         tickets = columns.tickets
         return [node for node in nodes if is_startable(tickets[node], self.now)]
 
-    def waiting_on(self, ticket_id: str) -> list[str]:
-        """Its unfinished or missing dependencies, each once."""
-        completed = self.completed
-        before = [d for d in self.first[ticket_id].dependencies if d not in completed and d != ticket_id]
-        return list(dict.fromkeys(before)) if len(before) > 1 else before
+    def _waiting_on(self) -> list[Sequence[str]]:
+        """Per node: the ids of its unfinished or missing dependencies, each once, as
+        written (an empty tuple for most; only those of unfinished nodes are read)."""
+        nodes = self.graph.nodes
+        waiting: list[Sequence[str]] = [()] * len(nodes.ids)
+        if not self.graph.every_dependency_known:  # missing ones too: ticket by ticket
+            completed, ids = self.completed, nodes.ids
+            for node in self.unfinished_nodes:
+                ticket_id = ids[node]
+                before = [d for d in nodes.dependencies[node] if d not in completed and d != ticket_id]
+                waiting[node] = list(dict.fromkeys(before)) if len(before) > 1 else before
+            return waiting
+        # the edges between unfinished tickets, grouped by dependent, in written order
+        ids = nodes.ids
+        for dependent, dependency in zip(*self.graph.unfinished_edges):
+            before = waiting[dependent]
+            if before:
+                before.append(ids[dependency])  # type: ignore[attr-defined]
+            else:
+                waiting[dependent] = [ids[dependency]]
+        for node in compress(range(len(waiting)), map(gt, map(len, waiting), repeat(1))):
+            waiting[node] = list(dict.fromkeys(waiting[node]))  # a dependency written twice
+        return waiting
 
     def start_order(self, ticket_id: str) -> tuple[int, float, str]:
         return ready_order_key(self.first[ticket_id], self.bottom_level[ticket_id])
@@ -413,54 +430,51 @@ class _RemainingWork:
         return unprocessed + sum(1 for ticket_id in deferred if is_startable_state(self.first[ticket_id]))
 
     def blocked(self) -> list[BlockedTicket]:
-        ready = set(self.ready)
-        blocked_ids = [
-            ticket_id for ticket_id in self.unfinished
-            if ticket_id not in ready and is_startable_state(self.first[ticket_id])
-        ]
-        waiting: dict[str, list[str]] = {}  # waiting_on of every unfinished ticket, computed once
+        nodes = self.graph.nodes
+        ids, states = nodes.ids, nodes.states
+        ready = set(map(self.graph.position.__getitem__, self.ready))
+        unprocessed = State.UNPROCESSED
+        if State.DEFERRED in states:
+            blocked = [node for node in self.unfinished_nodes if node not in ready and (
+                states[node] is unprocessed or is_retryable(nodes.tickets[node]))]
+        else:
+            blocked = [node for node in self.unfinished_nodes if node not in ready and states[node] is unprocessed]
+        waiting = self._waiting_on()
         roots = self._roots(waiting)
         causes: dict[str, RootCause] = {}  # one shared RootCause per root
-        return [
-            self._blocked(ticket_id, roots, causes, waiting[ticket_id])
-            for ticket_id in sorted(blocked_ids, key=self.start_order)
-        ]
+        listed: dict[tuple[tuple[str, ...], bool], tuple[RootCause, ...]] = {}  # per set of roots
+        result = []
+        for node in _in_start_order(nodes, blocked, self.levels):
+            ticket_id = ids[node]
+            found = roots.get(ticket_id) or ((ticket_id,), False)  # else: waits for its not_before
+            root_causes = listed.get(found)
+            if root_causes is None:
+                root_causes = listed[found] = tuple(self._cause(root, causes) for root in found[0])
+            result.append(BlockedTicket(ticket_id, list(waiting[node]), list(root_causes), found[1]))
+        return result
 
-    def _roots(self, waiting: dict[str, list[str]]) -> dict[str, tuple[tuple[str, ...], bool]]:
-        """Non-root id -> (its first ROOT_CAUSES_KEPT root ids, whether there are more);
-        fills `waiting` with each unfinished ticket's `waiting_on` on the way."""
+    def _roots(self, waiting: Sequence[Sequence[str]]) -> dict[str, tuple[tuple[str, ...], bool]]:
+        """Non-root id -> (its first ROOT_CAUSES_KEPT root ids, whether there are more), in
+        one pass over the unfinished tickets in topological order."""
+        nodes = self.graph.nodes
+        ids, states = nodes.ids, nodes.states
+        unprocessed, in_progress = State.UNPROCESSED, State.IN_PROGRESS
         roots: dict[str, tuple[tuple[str, ...], bool]] = {}
-        for ticket_id in self.unfinished:
-            before = waiting[ticket_id] = self.waiting_on(ticket_id)
-            if self._is_root(self.first[ticket_id], before):
+        for node in self.unfinished_nodes:
+            before = waiting[node]
+            if not before:  # waits on nothing unfinished: a root
+                continue
+            state = states[node]
+            if state is not unprocessed and (state is in_progress or not is_retryable(nodes.tickets[node])):
+                continue  # in progress, or DEFERRED until `sage retry`: a root
+            if len(before) == 1:  # a chain: share the tuple, do not copy it
+                roots[ids[node]] = roots.get(before[0]) or ((before[0],), False)
                 continue
             below = [roots.get(d) or ((d,), False) for d in before]  # a root (or missing) stands for itself
-            if len(below) == 1:  # a chain: share the tuple, do not copy it
-                roots[ticket_id] = below[0]
-                continue
-            found = set().union(*(ids for ids, _ in below))
+            found = set().union(*(root_ids for root_ids, _ in below))
             more = any(truncated for _, truncated in below) or len(found) > ROOT_CAUSES_KEPT
-            roots[ticket_id] = (tuple(sorted(found)[:ROOT_CAUSES_KEPT]), more)
+            roots[ids[node]] = (tuple(sorted(found)[:ROOT_CAUSES_KEPT]), more)
         return roots
-
-    def _blocked(
-        self, ticket_id: str, roots: Mapping[str, tuple[tuple[str, ...], bool]], causes: dict[str, RootCause],
-        waiting_on: list[str],
-    ) -> BlockedTicket:
-        ids, more = roots.get(ticket_id) or ((ticket_id,), False)  # else: waits for its not_before
-        return BlockedTicket(
-            ticket_id=ticket_id,
-            waiting_on=waiting_on,
-            root_causes=[self._cause(root, causes) for root in ids],
-            more_root_causes=more,
-        )
-
-    def _is_root(self, ticket: Ticket, before: Sequence[str]) -> bool:
-        if ticket.state is State.IN_PROGRESS:
-            return True
-        if ticket.state is State.DEFERRED and not is_retryable(ticket):
-            return True
-        return not before
 
     def _cause(self, ticket_id: str, causes: dict[str, RootCause]) -> RootCause:
         cause = causes.get(ticket_id)

@@ -103,14 +103,31 @@ class DependencyGraph:
         return list(map(self.nodes.ids.__getitem__, self.node_order))
 
     @cached_property
+    def dependent_nodes(self) -> list[list[int]]:
+        """Per node: the nodes that depend on it, in index order, each once.
+
+        One pass over the edges. They come grouped by dependent, so a node's dependents
+        arrive in the order of `node_order` and a dependency written twice by one ticket
+        arrives twice in a row; only when that order is not the index order are the
+        lists sorted (and their repeats dropped) afterwards."""
+        after: list[list[int]] = [[] for _ in range(len(self.nodes.ids))]
+        if self.in_index_order:
+            for dependency, dependent in zip(self.edge_dependency, self.edge_dependent):
+                later = after[dependency]
+                if not later or later[-1] != dependent:
+                    later.append(dependent)
+            return after
+        for dependency, dependent in zip(self.edge_dependency, self.edge_dependent):
+            after[dependency].append(dependent)
+        return [sorted(set(later)) if len(later) > 1 else later for later in after]
+
+    @cached_property
     def dependents(self) -> dict[str, list[str]]:
-        """Id -> the ids that depend on it, in index order, each once; only ids with dependents."""
+        """Id -> the ids that depend on it, in index order, each once; only ids with
+        dependents, in index order (`dependent_nodes` by id)."""
         ids = self.nodes.ids
-        after: dict[int, list[int]] = {}
-        for dependency, dependent in sorted(set(zip(self.edge_dependency, self.edge_dependent))):
-            after.setdefault(dependency, []).append(dependent)
-        return {ids[node]: [ids[later] for later in later_nodes]
-                for node, later_nodes in sorted(after.items())}
+        return {ids[node]: list(map(ids.__getitem__, later))
+                for node, later in enumerate(self.dependent_nodes) if later}
 
     @cached_property
     def completed(self) -> list[bool]:

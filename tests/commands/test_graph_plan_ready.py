@@ -387,6 +387,28 @@ def test_graph_json_of_a_big_index_is_one_compact_line_with_every_entry(
     assert data["critical_path_minutes"] == count
 
 
+def test_big_graph_json_is_the_text_json_writes_for_the_same_graph(tmp_path: Path) -> None:
+    # written column by column above the limit: the very text json.dumps gives the dicts
+    from sage_stream.commands.graph import GraphView, as_json, graph_json
+    from sage_stream.graph.dependency_graph import read_sound_index
+    from sage_stream.text import compact_json
+
+    tickets: list[dict[str, Any]] = [
+        {"id": "Z-1", "title": 'quote " back \\ slash, tab\t, é, \u2028, emoji \U0001F600, 100% \x00',
+         "state": "COMPLETED", "estimate": 0.1},
+        {"id": "Y-1", "title": "", "priority": "P0", "estimate": 1e-7, "dependencies": ["Z-1"]},
+        {"id": "X-1", "title": "x", "state": "IN_PROGRESS", "priority": "odd", "estimate": 12345678.9},
+        {"id": "W-1", "state": "DEFERRED", "dependencies": ["Y-1", "X-1", "Y-1"], "estimate": 3},
+    ]
+    tickets += chain_of(PRETTY_JSON_LIMIT // 2)
+    tickets[-1]["dependencies"] = ["W-1", "C-00003"]
+    loaded, graph = read_sound_index(write_index(tmp_path, tickets))
+    view = GraphView(loaded.tickets, graph)
+    assert len(view.tickets) + len(view.edges) > PRETTY_JSON_LIMIT
+    assert as_json(view) == compact_json(graph_json(view))
+    assert len(view.critical_path) > 2 and '"critical":true' in as_json(view)
+
+
 # ---------------------------------------------------------------- big outputs: shared work, no teardown
 
 

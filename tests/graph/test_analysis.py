@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 from typing import Any
 
@@ -284,3 +285,85 @@ def test_huge_backlogs_take_the_worker_count_from_the_lower_bounds(monkeypatch: 
     assert analysis.recommended_workers_rule == RULE_LOWER_BOUND
     # critical path 8 min, 14 min of work: 2 workers (bound 8) already reach the path
     assert analysis.recommended_workers == recommend_by_lower_bound(8, 14) == 2
+
+
+# ---------------------------------------------------------------- blocked tickets against their definition
+
+
+def blocked_by_definition(tickets: list[Ticket], analysis: analysis_module.Analysis) -> list[BlockedTicket]:
+    """Ticket by ticket, as the docs say: a blocked ticket is unfinished, in a state the
+    scheduler starts from, and not ready; it waits on its unfinished or missing
+    dependencies; its roots are every root found below them (a missing dependency, a
+    ticket in progress or DEFERRED until `sage retry`, or one waiting on nothing),
+    the ROOT_CAUSES_KEPT smallest ids kept."""
+    first: dict[str, Ticket] = {}
+    for one in tickets:
+        first.setdefault(one.id, one)
+    done = {tid for tid, one in first.items() if one.state.value == "COMPLETED"}
+
+    def waiting_on(one: Ticket) -> list[str]:
+        return list(dict.fromkeys(d for d in one.dependencies if d not in done and d != one.id))
+
+    def is_root(tid: str) -> bool:
+        one = first.get(tid)
+        if one is None or one.state.value == "IN_PROGRESS" or not waiting_on(one):
+            return True
+        return one.state.value == "DEFERRED" and not analysis_module.is_retryable(one)
+
+    def roots(tid: str) -> set[str]:
+        found, seen, todo = set(), set(), list(waiting_on(first[tid]))
+        while todo:
+            below = todo.pop()
+            if below in seen:
+                continue
+            seen.add(below)
+            if is_root(below):
+                found.add(below)
+            else:
+                todo += waiting_on(first[below])
+        return found
+
+    def cause(tid: str) -> RootCause:
+        one = first.get(tid)
+        if one is None:
+            return RootCause(tid, "MISSING", "not in the index")
+        return RootCause(tid, one.state.value, analysis_module.root_reason(one, NOW))
+
+    blocked = [one for tid, one in first.items() if tid not in done and tid not in analysis.ready
+               and analysis_module.is_startable_state(one)]
+    blocked.sort(key=lambda one: (one.priority_rank, -analysis.bottom_level[one.id], one.id))
+    result = []
+    for one in blocked:
+        found = sorted(roots(one.id)) if waiting_on(one) else [one.id]
+        result.append(BlockedTicket(one.id, waiting_on(one), [cause(tid) for tid in found[:ROOT_CAUSES_KEPT]],
+                                    len(found) > ROOT_CAUSES_KEPT))
+    return result
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_blocked_tickets_are_those_of_the_definition(seed: int) -> None:
+    rng = random.Random(seed)
+    count = rng.randint(1, 40)
+    later = "2026-02-01T00:00:00Z"
+    tickets = []
+    for n in range(count):
+        deps = [f"T-{rng.randrange(n)}" for _ in range(rng.randint(0, 3))] if n else []
+        if deps and rng.random() < 0.2:
+            deps.append(deps[0])  # written twice
+        if seed % 2 and rng.random() < 0.1:
+            deps.append(rng.choice(["GONE-1", "GONE-2"]))  # not in the index
+        state = rng.choice(["UNPROCESSED"] * 4 + ["COMPLETED"] * 3 + ["IN_PROGRESS", "DEFERRED"])
+        fields: dict[str, Any] = {"priority": rng.choice(["P0", "P1", "P2", None]), "estimate": rng.choice([1, 2, 5])}
+        if state == "DEFERRED":
+            fields["defer_reason"] = {"message": "tests failed", "retryable": rng.random() < 0.5}
+        if rng.random() < 0.1:
+            fields["not_before"] = later
+        tickets.append(ticket(f"T-{n}", *deps, state=state, **fields))
+    if seed % 3 == 0:
+        rng.shuffle(tickets)  # not in dependency order
+    if seed % 4 == 0:  # a wide fan-in: more roots than are kept
+        tickets += [ticket(f"R-{n}", state="IN_PROGRESS") for n in range(ROOT_CAUSES_KEPT + 2)]
+        tickets.append(ticket("Z-1", *(f"R-{n}" for n in range(ROOT_CAUSES_KEPT + 2)), tickets[0].id))
+    analysis = analyze(tickets, NOW)
+    assert analysis.blocked == blocked_by_definition(tickets, analysis)
+    assert analysis.blocked_count == len(analysis.blocked)

@@ -387,3 +387,21 @@ def test_unfinished_edges_and_a_completed_ticket_waiting_on_unfinished_work() ->
     unsound = DependencyGraph([ticket("A-1"), ticket("A-2", "A-1", state="COMPLETED")])
     assert unsound.completed_depends_on_unfinished
     assert unsound.unfinished_edges == ([], [])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_dependents_are_each_tickets_dependents_in_index_order_each_once(seed: int) -> None:
+    rng = random.Random(seed)
+    tickets = layered(30)
+    for one in rng.sample(tickets[1:], 8):  # some written twice, some out of place
+        one.dependencies.append(one.dependencies[0])
+    if seed % 2:
+        rng.shuffle(tickets)
+    graph = DependencyGraph(tickets)
+    expected = {}
+    for before in tickets:
+        after = [t.id for t in tickets if before.id in t.dependencies]
+        if after:
+            expected[before.id] = after
+    assert graph.dependents == expected
+    assert list(graph.dependents) == list(expected)  # dependencies in index order too
