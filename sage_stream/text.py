@@ -119,34 +119,75 @@ on 100,000 tickets it took 6 of 9 s; the compact one is json's C encoder."""
 
 def output_json(value: object, *, entries: int) -> str:
     """`value` as JSON for `--json` output: indented up to PRETTY_JSON_LIMIT entries,
-    compact (no spaces, one line) above; the same content either way."""
+    compact (no spaces, one line) above; the same content either way. `JsonRows` may
+    stand anywhere for their list of objects; a compact object whose values include
+    some is written piece by piece, the rows column by column (`JsonRows.compact`)."""
     if entries <= PRETTY_JSON_LIMIT:
-        return json.dumps(value, indent=2, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return json.dumps(value, indent=2, ensure_ascii=False, default=_rows_as_list)
+    if isinstance(value, dict) and any(isinstance(item, JsonRows) for item in value.values()):
+        return "{" + ",".join(
+            f"{compact_json(key)}:{item.compact() if isinstance(item, JsonRows) else compact_json(item)}"
+            for key, item in value.items()) + "}"
+    return compact_json(value)
 
 
 def compact_json(value: object) -> str:
     """`value` as `output_json` writes it above PRETTY_JSON_LIMIT entries: one compact line."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_rows_as_list)
+
+
+class JsonRows:
+    """A list of JSON objects with the same keys, held as one column of values per key.
+
+    For the big lists of `--json` outputs (100,000 tickets): written compact, each
+    column is encoded by a pass over it (`json_texts`) and each row by one `%`
+    (`json_objects`), several times faster than json's encoder on the list of dicts,
+    to the same text. A value shared by many rows (one list object) is encoded once.
+    """
+
+    def __init__(self, columns: Mapping[str, Sequence[object]]) -> None:
+        if len({len(column) for column in columns.values()}) > 1:
+            raise ValueError("every column of JsonRows must have one value per row")
+        self.columns = columns
+
+    def as_list(self) -> list[dict[str, object]]:
+        return [dict(zip(self.columns, row)) for row in zip(*self.columns.values())]
+
+    def compact(self) -> str:
+        return json_objects({key: json_texts(column) for key, column in self.columns.items()})
+
+
+def _rows_as_list(value: object) -> object:
+    if isinstance(value, JsonRows):
+        return value.as_list()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def json_texts(values: Sequence[object]) -> list[str]:
     """Each value as `compact_json` writes it, for a column of one kind of value.
 
-    For a big `--json` output written column by column (`json_objects`): a column of
-    strings or of finite floats is encoded by one C-level pass (json's own string encoder,
-    `float.__repr__` as json uses it); any other column encodes each distinct value once.
+    A column of strings or of finite floats is encoded by one C-level pass (json's own
+    string encoder, `float.__repr__` as json uses it), a column of lists of strings by
+    one such pass per list; any other column encodes each distinct value once (an
+    unhashable one: each object once).
     """
     kinds = set(map(type, values))
     if kinds == {str}:
         return list(map(encode_basestring, values))  # type: ignore[arg-type]
     if kinds == {float} and all(map(isfinite, values)):  # type: ignore[arg-type]
         return list(map(float.__repr__, values))  # type: ignore[arg-type]
-    keys = list(zip(map(type, values), values))  # True == 1 == 1.0: tell them apart by type
+    if kinds == {list}:
+        try:
+            return ["[" + ",".join(map(encode_basestring, value)) + "]" for value in values]  # type: ignore[call-overload]
+        except TypeError:  # not only strings: below
+            pass
     try:
+        keys = list(zip(map(type, values), values))  # True == 1 == 1.0: tell them apart by type
         encoded = {key: compact_json(key[1]) for key in set(keys)}
-    except TypeError:  # unhashable values (lists, dicts): each on its own
-        return list(map(compact_json, values))
+    except TypeError:  # unhashable values (lists, dicts): each object once
+        objects = {id(value): value for value in values}
+        texts = {identity: compact_json(value) for identity, value in objects.items()}
+        return [texts[id(value)] for value in values]
     return list(map(encoded.__getitem__, keys))
 
 

@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sage_stream.text import (
+    PRETTY_JSON_LIMIT,
+    JsonRows,
     clip_tail,
     compact_json,
     epoch_of,
@@ -21,6 +23,7 @@ from sage_stream.text import (
     json_texts,
     now_iso,
     one_line,
+    output_json,
     parse_timestamp,
 )
 
@@ -151,3 +154,20 @@ def test_a_column_is_encoded_as_json_encodes_each_value(values: list[object]) ->
 def test_rows_from_encoded_columns_are_the_text_of_the_list_of_dicts(columns: dict[str, list[object]]) -> None:
     rows = [dict(zip(columns, row)) for row in zip(*columns.values())]
     assert json_objects({key: json_texts(values) for key, values in columns.items()}) == compact_json(rows)
+
+
+def test_rows_held_as_columns_are_written_as_their_list_of_objects_small_or_big() -> None:
+    shared = [{"id": "R-1", "why": "in progress"}]  # one object in many rows: encoded once, same text
+    for count in (2, PRETTY_JSON_LIMIT + 1):
+        columns = {"id": [f"T-{n}" for n in range(count)], "n": list(map(float, range(count))),
+                   "on": [["A", f"B-{n}"] for n in range(count)], "roots": [shared] * count,
+                   "odd": [None if n % 2 else True for n in range(count)]}
+        plain = {"index": "x.json", "rows": [dict(zip(columns, row)) for row in zip(*columns.values())], "n": 1}
+        written = output_json({"index": "x.json", "rows": JsonRows(columns), "n": 1}, entries=count)
+        assert written == output_json(plain, entries=count)
+        assert json.loads(written) == plain
+
+
+def test_rows_need_one_value_per_row_in_every_column() -> None:
+    with pytest.raises(ValueError, match="one value per row"):
+        JsonRows({"id": ["T-1", "T-2"], "title": ["one"]})

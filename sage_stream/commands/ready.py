@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -14,7 +14,7 @@ from sage_stream.graph.analysis import Analysis, BlockedTicket, analyze
 from sage_stream.graph.dependency_graph import DependencyGraph, gc_paused, read_sound_index
 from sage_stream.graph.ordering import is_retryable
 from sage_stream.tickets.models import State, Ticket
-from sage_stream.text import output_json
+from sage_stream.text import JsonRows, output_json
 from sage_stream.tickets.store import IndexView, resolve_index_path
 
 # Unicode categories that break a line or start an escape: Cc (C0, DEL, C1), Zl, Zp
@@ -161,20 +161,11 @@ def _defer_text(ticket: Ticket) -> str:
 
 
 def ready_json(loaded: IndexView, graph: DependencyGraph, analysis: Analysis) -> dict[str, Any]:
-    first = graph.first
-
-    def ready_item(ticket_id: str) -> dict[str, Any]:
-        ticket = first[ticket_id]
-        level = analysis.bottom_level.get(ticket_id, ticket.estimate)
-        return {"id": ticket_id, "title": ticket.title, "state": ticket.state.value,
-                "priority": ticket.priority, "estimate": ticket.estimate, "bottom_level": level,
-                "reason": ready_reason(ticket, level)}
-
-    reason = BlockedReasons()
+    """`sage ready --json`: the ready and the blocked tickets as rows of columns (`JsonRows`)."""
     return {
         "index": str(loaded.path),
-        "ready": [ready_item(ticket_id) for ticket_id in analysis.ready],
-        "blocked": [_blocked_json(first, blocked, reason) for blocked in analysis.blocked],
+        "ready": _ready_rows(graph, analysis),
+        "blocked": _blocked_rows(graph, analysis.blocked),
         "in_progress": [{"id": t.id, "title": t.title} for t in _in_progress(graph)],
         "deferred": [
             {"id": t.id, "title": t.title,
@@ -188,15 +179,33 @@ def ready_json(loaded: IndexView, graph: DependencyGraph, analysis: Analysis) ->
     }
 
 
-def _blocked_json(
-    first: Mapping[str, Ticket], blocked: BlockedTicket, reason: Callable[[BlockedTicket], str]
-) -> dict[str, Any]:
-    return {
-        "id": blocked.ticket_id,
-        "title": first[blocked.ticket_id].title,
-        "waiting_on": blocked.waiting_on,
-        "root_causes": [{"id": cause.ticket_id, "state": cause.state, "reason": cause.reason}
-                        for cause in blocked.root_causes],
-        "more_root_causes": blocked.more_root_causes,
-        "reason": reason(blocked),
-    }
+def _ready_rows(graph: DependencyGraph, analysis: Analysis) -> JsonRows:
+    tickets = list(map(graph.first.__getitem__, analysis.ready))
+    levels = [analysis.bottom_level.get(ticket.id, ticket.estimate) for ticket in tickets]
+    return JsonRows({
+        "id": analysis.ready, "title": [t.title for t in tickets], "state": [t.state.value for t in tickets],
+        "priority": [t.priority for t in tickets], "estimate": [t.estimate for t in tickets],
+        "bottom_level": levels, "reason": list(map(ready_reason, tickets, levels)),
+    })
+
+
+def _blocked_rows(graph: DependencyGraph, blocked: list[BlockedTicket]) -> JsonRows:
+    reason, titles, position = BlockedReasons(), graph.nodes.titles, graph.position
+    listed: dict[tuple[str, ...], list[dict[str, str]]] = {}  # one list per set of root causes, shared
+
+    def root_causes(ticket: BlockedTicket) -> list[dict[str, str]]:
+        key = tuple(map(_TICKET_ID, ticket.root_causes))
+        causes = listed.get(key)
+        if causes is None:
+            causes = listed[key] = [{"id": cause.ticket_id, "state": cause.state, "reason": cause.reason}
+                                    for cause in ticket.root_causes]
+        return causes
+
+    return JsonRows({
+        "id": [b.ticket_id for b in blocked],
+        "title": [titles[position[b.ticket_id]] for b in blocked],
+        "waiting_on": [b.waiting_on for b in blocked],
+        "root_causes": list(map(root_causes, blocked)),
+        "more_root_causes": [b.more_root_causes for b in blocked],
+        "reason": list(map(reason, blocked)),
+    })
