@@ -5,7 +5,8 @@ Each round runs, one after the other, `python -c 'json.load(...)'` and every com
 every source tree given (this one, and with `--old SRC` an older checkout put first on
 PYTHONPATH), output to /dev/null; the table has the median wall time over the rounds, the
 ratio to json.load's median, and the largest peak RSS (the child's own ru_maxrss, from
-wait4). The index is bench/gen_index.py's layered DAG in a git repository under
+wait4). "models only" is the floor under every command: the imports and `read_index`
+(the file parsed and validated into its pydantic models), nothing computed. The index is bench/gen_index.py's layered DAG in a git repository under
 bench/out/readonly/ (30% COMPLETED: `ready` lists every blocked ticket with its root causes).
 
     python bench/bench_readonly.py --tickets 100000 --runs 5
@@ -31,6 +32,9 @@ from bench_cli_startup import NEW_SOURCE, child_environment  # noqa: E402
 from gen_index import write_index  # noqa: E402
 
 OUT = HERE / "out" / "readonly"
+READ_INDEX_ONLY = ("import gc, os, sys; gc.disable(); from pathlib import Path; "
+                   "import sage_stream.cli, sage_stream.graph.analysis; "
+                   "from sage_stream.tickets.store import read_index; read_index(Path(sys.argv[1])); os._exit(0)")
 COMMANDS = (("ready",), ("ready", "--json"), ("plan",), ("graph", "--format", "json"))
 
 
@@ -75,6 +79,11 @@ def main() -> None:
     }
     for label, source in sources.items():
         compileall.compile_dir(source / "sage_stream", quiet=1)
+        # what every command pays before it computes anything: the imports, and the index
+        # read and validated into its models (the garbage collector off, no freeing at the
+        # end, as the commands run)
+        variants[f"models only: read_index ({label})"] = ([python, "-c", READ_INDEX_ONLY, str(index)],
+                                                          child_environment(source))
         for command in COMMANDS:
             variants[f"sage {' '.join(command)} ({label})"] = (
                 [python, "-m", "sage_stream", *command], child_environment(source))

@@ -388,7 +388,7 @@ class _RemainingWork:
 
     def _waiting_on(self) -> list[Sequence[str]]:
         """Per node: the ids of its unfinished or missing dependencies, each once, as
-        written (an empty tuple for most; only those of unfinished nodes are read)."""
+        written: a list of its own, or an empty tuple (only unfinished nodes are read)."""
         nodes = self.graph.nodes
         waiting: list[Sequence[str]] = [()] * len(nodes.ids)
         if not self.graph.every_dependency_known:  # missing ones too: ticket by ticket
@@ -450,7 +450,7 @@ class _RemainingWork:
             root_causes = listed.get(found)
             if root_causes is None:
                 root_causes = listed[found] = tuple(self._cause(root, causes) for root in found[0])
-            result.append(BlockedTicket(ticket_id, list(waiting[node]), list(root_causes), found[1]))
+            result.append(BlockedTicket(ticket_id, waiting[node] or [], list(root_causes), found[1]))
         return result
 
     def _roots(self, waiting: Sequence[Sequence[str]]) -> dict[str, tuple[tuple[str, ...], bool]]:
