@@ -4,9 +4,11 @@ index, against a plain `json.load` of the same file (issue 11's target: <= 3x at
 Each round runs, one after the other, `python -c 'json.load(...)'` and every command for
 every source tree given (this one, and with `--old SRC` an older checkout put first on
 PYTHONPATH), output to /dev/null; the table has the median wall time over the rounds, the
-ratio to json.load's median, and the largest peak RSS (the child's own ru_maxrss, from
-wait4). "models only" is the floor under every command: the imports and `read_index`
-(the file parsed and validated into its pydantic models), nothing computed. The index is bench/gen_index.py's layered DAG in a git repository under
+ratio to json.load's median, the median CPU time (user and system, from wait4: steadier
+than the wall time on a shared machine) and its ratio, and the largest peak RSS (the
+child's own ru_maxrss). "models only" is the floor under every command: the imports and
+`read_index` (the file parsed and validated into its pydantic models), nothing computed.
+The index is bench/gen_index.py's layered DAG in a git repository under
 bench/out/readonly/ (30% COMPLETED: `ready` lists every blocked ticket with its root causes).
 
     python bench/bench_readonly.py --tickets 100000 --runs 5
@@ -48,8 +50,8 @@ def prepare_repository(count: int) -> Path:
     return index
 
 
-def run_child(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, the child's peak RSS in MB)."""
+def run_child(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds, the child's peak RSS in MB, its CPU seconds: user and system)."""
     with open(os.devnull, "wb") as sink:
         start = time.perf_counter()
         child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=sink, stderr=subprocess.PIPE)
@@ -60,7 +62,7 @@ def run_child(argv: list[str], *, cwd: Path, env: dict[str, str]) -> tuple[float
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{argv} exited {child.returncode}:\n{errors.decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:
@@ -87,21 +89,23 @@ def main() -> None:
         for command in COMMANDS:
             variants[f"sage {' '.join(command)} ({label})"] = (
                 [python, "-m", "sage_stream", *command], child_environment(source))
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in variants}
     load_before = os.getloadavg()[0]
     for _ in range(options.runs):
         for name, (argv, env) in variants.items():
             samples[name].append(run_child(argv, cwd=repo, env=env))
     load_after = os.getloadavg()[0]
-    floor = statistics.median(wall for wall, _ in samples["json.load"])
+    floor = statistics.median(wall for wall, _, _ in samples["json.load"])
+    cpu_floor = statistics.median(cpu for _, _, cpu in samples["json.load"])
     print(f"{options.tickets:,} tickets ({index.stat().st_size / 1e6:.1f} MB), median of {options.runs} "
           f"interleaved runs, load average {load_before:.2f} -> {load_after:.2f}")
-    print("| command | median wall | x json.load | peak RSS |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| command | median wall | x json.load | median CPU | x json.load's | peak RSS |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, values in samples.items():
-        wall = statistics.median(value for value, _ in values)
-        peak = max(value for _, value in values)
-        print(f"| {name} | {wall:.2f} s | {wall / floor:.1f}x | {peak:.0f} MB |")
+        wall = statistics.median(value for value, _, _ in values)
+        cpu = statistics.median(value for _, _, value in values)
+        peak = max(value for _, value, _ in values)
+        print(f"| {name} | {wall:.2f} s | {wall / floor:.1f}x | {cpu:.2f} s | {cpu / cpu_floor:.1f}x | {peak:.0f} MB |")
 
 
 if __name__ == "__main__":
