@@ -12,6 +12,7 @@ no view cuts it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from itertools import pairwise
@@ -47,12 +48,58 @@ def has_own_changes(git: Git, path: Path, target: str) -> bool:
     along wrote the files, then failed to write the index). Such a checkout is caught up
     later (engine/recovery.py)."""
     history = git.first_parent_history(f"refs/heads/{target}", limit=HISTORY_LIMIT, trailer=TRAILER)
-    behind = landings_behind(history, lambda entry: git.index_matches(path, entry.commit, excluding=(SAGE_DIR,)))
+    behind = _landings_behind_of(git, path, history)
     if behind is None:
         return True
     if not git.has_unstaged_changes(path, excluding=(SAGE_DIR,)):
         return False
     return files_of_landing(git, path, history, behind, excluding=(SAGE_DIR,)) is None
+
+
+_BEHIND: dict[tuple[object, ...], str | None] = {}
+"""`landings_behind` of a checkout, by (its index file's identity, the target's head): a
+landing that waits asks again every POLL_S seconds, and each answer is up to
+HISTORY_LIMIT `git diff-index` when the checkout holds changes of its own."""
+_BEHIND_KEPT = 64
+_BEHIND_LOCK = threading.Lock()
+
+
+def _landings_behind_of(git: Git, path: Path, history: list[HistoryEntry]) -> str | None:
+    """`landings_behind` for the checkout at `path`, worked out once for as long as neither
+    its index file nor the target's head moves."""
+    identity = index_identity(path)
+    key = (identity, history[0].commit if history else None)
+    with _BEHIND_LOCK:  # the lander's thread and the run's loop both ask
+        if identity is not None and key in _BEHIND:
+            return _BEHIND[key]
+    behind = landings_behind(history, lambda entry: git.index_matches(path, entry.commit, excluding=(SAGE_DIR,)))
+    if identity is not None:
+        with _BEHIND_LOCK:
+            if len(_BEHIND) >= _BEHIND_KEPT:
+                del _BEHIND[next(iter(_BEHIND))]  # the oldest
+            _BEHIND[key] = behind
+    return behind
+
+
+def index_identity(path: Path) -> tuple[object, ...] | None:
+    """The index file of the checkout at `path` as (path, device, inode, size, mtime): git
+    writes it anew (a lock file renamed over it) whenever it changes, so the same identity
+    is the same content. None when it cannot be read. Found as git's layout has it: the
+    checkout's `.git` directory, or the directory its `.git` file names (`gitdir: ...`,
+    relative to the checkout or absolute), which a linked work tree has."""
+    dot_git = path / ".git"
+    try:
+        if dot_git.is_file():
+            first = dot_git.read_text(encoding="utf-8").splitlines()[0]
+            if not first.startswith("gitdir:"):
+                return None
+            index = path / first[len("gitdir:"):].strip() / "index"
+        else:
+            index = dot_git / "index"
+        found = index.stat()
+    except (OSError, UnicodeDecodeError, IndexError):
+        return None
+    return (str(index), found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def files_of_landing(git: Git, path: Path, history: list[HistoryEntry], behind: str, *,
