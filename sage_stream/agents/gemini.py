@@ -73,6 +73,7 @@ from sage_stream.agents import cli_support
 from sage_stream.agents.base import (
     AgentJob,
     AgentResult,
+    AgentState,
     Invocation,
     ResultBlock,
     ResultFile,
@@ -125,9 +126,11 @@ def cli_version(executable: str | None = None) -> str | None:
 class GeminiAgent(CliAgent):
     name = "gemini"
     executable = EXECUTABLE
-    state_dirs = (".gemini",)  # settings, sessions (tmp/), installation id
     own_environment = OWN_ENVIRONMENT
     credentials = CREDENTIALS
+
+    def state(self, env: Mapping[str, str]) -> AgentState:
+        return AgentState(dirs=(gemini_home(env),))  # settings, sessions (tmp/), installation id, projects
 
     def invocation(self, job: AgentJob) -> Invocation:
         env = {**standard_environment(job, self.passthrough), **TRUST_WORKSPACE}

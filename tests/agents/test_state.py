@@ -22,6 +22,7 @@ HOME = {"HOME": "/home/u"}
     ("codex", HOME, AgentState(dirs=(Path("/home/u/.codex"),))),
     ("codex", {**HOME, "CODEX_HOME": "/srv/codex"}, AgentState(dirs=(Path("/srv/codex"),))),
     ("gemini", HOME, AgentState(dirs=(Path("/home/u/.gemini"),))),
+    ("gemini", {**HOME, "GEMINI_CLI_HOME": "/srv/g"}, AgentState(dirs=(Path("/srv/g/.gemini"),))),
     ("aider", HOME, AgentState(dirs=(Path("/home/u/.aider"),))),
     ("exec", HOME, AgentState()),
 ])
