@@ -10,8 +10,8 @@ it). All five real-CLI suites (these and tests/e2e/test_real_clis.py for claude 
 
 Each test makes a repository with three tickets (TKT-C depends on TKT-A), starts the fake
 for the CLI's API on 127.0.0.1, and runs `python -m sage_stream stream --auto --parallel=2
---reuse-sessions --agent NAME --json` with HOME (and Gemini's home) in a temporary
-directory. The fake answers each ticket with a file-writing tool call (an edit block for
+--reuse-sessions --agent NAME --json` with HOME (and Gemini's home) in a fresh directory
+under ~/.cache/sage-stream/e2e-homes (not under /tmp: see HOMES), removed afterwards. The fake answers each ticket with a file-writing tool call (an edit block for
 Aider) and then a final message ending with a SAGE-RESULT block.
 """
 
@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ cli_cache.PINNED.setdefault("gemini", CliPackage("gemini", "@google/gemini-cli",
 AIDER_VERSION = "0.86.2"
 AIDER_INSTALL_TIMEOUT_S = 900
 RUN_TIMEOUT_S = 900
+HOMES = Path.home() / ".cache" / "sage-stream" / "e2e-homes"
+"""Where each run's HOME is made: not under the temporary directory, where Codex refuses to
+put the helper binaries its own sandbox runs commands through ("Refusing to create helper
+binaries under temporary dir"; every command then failed with `execvp codex-linux-sandbox`)."""
 PRICES = {"input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015}  # Aider prints a cost with these
 FAKE_COST = 1000 * PRICES["input_cost_per_token"] + 100 * PRICES["output_cost_per_token"]  # per fake answer
 TOKENS_PER_TICKET = {"codex": 2200, "gemini": 2200, "aider": 1100}
@@ -226,8 +231,16 @@ class Run:
 
 def run_stream(cli: Cli, executable: Path, script: Script, tickets: list[dict], tmp: Path,
                *extra_config: str) -> tuple[Run, FakeModelServer]:
-    home = tmp / "home"
-    home.mkdir()
+    HOMES.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="home-", dir=HOMES))
+    try:
+        return _run_stream(cli, executable, script, tickets, tmp, home, *extra_config)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _run_stream(cli: Cli, executable: Path, script: Script, tickets: list[dict], tmp: Path, home: Path,
+                *extra_config: str) -> tuple[Run, FakeModelServer]:
     with cli.server(script) as server:
         setup = cli.setup(server, home)
         repo = make_repo(tmp, tickets, setup.config + "".join(extra_config))
