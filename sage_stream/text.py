@@ -178,7 +178,8 @@ def json_texts(values: Sequence[object]) -> list[str]:
         return list(map(float.__repr__, values))  # type: ignore[arg-type]
     if kinds == {list}:
         try:
-            return ["[" + ",".join(map(encode_basestring, value)) + "]" for value in values]  # type: ignore[call-overload]
+            return ["[" + ",".join(map(encode_basestring, value)) + "]"  # type: ignore[call-overload]
+                    for value in values]
         except TypeError:  # not only strings: below
             pass
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from sage_stream.engine.settings import (
 )
 from sage_stream.errors import EXIT_OK, EXIT_SETUP, SageError
 from sage_stream.paths import SagePaths
-from sage_stream.tickets.models import Ticket
+from sage_stream.tickets.models import State, Ticket
 from sage_stream.tickets.store import IndexStore, IndexView, gc_paused, resolve_index_path
 
 if TYPE_CHECKING:
@@ -109,6 +110,8 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
                 if not ready:
                     _say_what_is_parked(run, plan)
                 reachable = plan.reachable()  # every ticket this run may start: its plan, and what predictions count
+                if ready:
+                    _say_what_is_left_out(run, plan, reachable)
                 tickets_meta = {tid: {"title": ticket.title, "estimate": ticket.estimate,
                                       "deps": list(ticket.dependencies)} for tid, ticket in reachable.items()}
                 predicted = _predicted_makespan(reachable, settings.workers, settings.schedule)
@@ -183,6 +186,28 @@ def _say_what_is_parked(run, plan: DispatchPlan) -> None:
 
     for line in describe_parked(parked_tickets(_selected(plan), datetime.now(timezone.utc))):
         run.emit(ev.MESSAGE, None, level="warning", text=f"nothing is ready: {line}")
+
+
+def _say_what_is_left_out(run, plan: DispatchPlan, reachable: Mapping[str, Ticket]) -> None:
+    """Some tickets are ready, but not every unfinished one can be reached: say how many are
+    left for a later run, what they wait on (a time, `sage retry`), and where to look."""
+    from sage_stream.engine import events as ev
+    from sage_stream.graph.parked import describe_parked, parked_tickets
+
+    pending = plan.pending()
+    left_out = len(pending) - len(reachable)
+    if left_out <= 0:
+        return
+    its = "it is, or waits on, a ticket" if left_out == 1 else "they are, or wait on, tickets"
+    run.emit(ev.MESSAGE, None, level="info", text=(
+        f"{left_out} of the {len(pending)} unfinished ticket{'s' if len(pending) != 1 else ''} "
+        f"{'is' if left_out == 1 else 'are'} left for a later run: {its} this run cannot start;"
+        " `sage ready` says which and why"))
+    # only DEFERRED tickets and those told to wait can be parked: a pass over those few
+    candidates = [plan.tickets[tid] for tid in pending
+                  if plan.tickets[tid].state is State.DEFERRED or plan.tickets[tid].not_before]
+    for line in describe_parked(parked_tickets(candidates, datetime.now(timezone.utc))):
+        run.emit(ev.MESSAGE, None, level="info", text=line)
 
 
 def _say_which_identity(run, git: Git) -> None:

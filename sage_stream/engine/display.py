@@ -167,7 +167,8 @@ def _describe_run_started(data: dict[str, Any]) -> str:
     target = f" onto {one_line(data.get('target'), 80)}{why}" if data.get("target") else ""
     return (f"run {one_line(data.get('run_id'), 60)}{target}: {_workers_text(data.get('workers'))} "
             f"({one_line(data.get('workers_reason') or 'no reason given', LINE_WIDTH)}), "
-            f"{count} tickets ({ready_count} ready), schedule {one_line(data.get('schedule'), 40)}, "
+            f"{count} ticket{'s' if count != 1 else ''} ({ready_count} ready), "
+            f"schedule {one_line(data.get('schedule'), 40)}, "
             f"agent {one_line(data.get('agent'), 40)}{predicted}{_page_text(data)}")
 
 

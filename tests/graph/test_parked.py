@@ -67,3 +67,25 @@ def test_predictions_leave_out_parked_tickets_and_what_waits_on_them(git_repo, m
     run(["stream", "--dry-run", "--json", "--agent", "exec", "--sandbox", "none", "--index", str(index)])
     dry = json.loads(capsys.readouterr().out)
     assert dry["order"] == ["V-1", "W-1"] and dry["predicted_makespan_minutes"] == 8.0
+
+
+def test_a_run_with_work_to_do_says_what_it_leaves_for_a_later_run(git_repo, make_index, capsys) -> None:
+    ready = {"id": "V-1", "title": "v", "state": "UNPROCESSED", "priority": "P1", "type": "implementation",
+             "validation_type": "generic", "dependencies": [], "command": ["true"], "allow_empty": True}
+    index = make_index(git_repo, [deferred("S-1", retryable=False), {**ready, "id": "U-1", "dependencies": ["S-1"]},
+                                  {**ready, "id": "U-2", "dependencies": ["U-1"]}, ready])
+    code = run(["stream", "--auto", "--plain", "--agent", "exec", "--sandbox", "none", "--index", str(index)])
+    out = capsys.readouterr().out
+    assert code == 0 and "landed V-1" in out
+    assert ("3 of the 4 unfinished tickets are left for a later run: they are, or wait on, tickets this run"
+            " cannot start; `sage ready` says which and why") in out
+    assert "1 ticket is DEFERRED until you retry it (S-1)" in out and "`sage retry S-1`" in out
+    assert "nothing is ready" not in out
+
+
+def test_a_run_that_can_reach_everything_says_nothing_of_later_runs(git_repo, make_index, capsys) -> None:
+    ready = {"id": "V-1", "title": "v", "state": "UNPROCESSED", "priority": "P1", "type": "implementation",
+             "validation_type": "generic", "dependencies": [], "command": ["true"], "allow_empty": True}
+    index = make_index(git_repo, [ready, {**ready, "id": "V-2", "dependencies": ["V-1"]}])
+    assert run(["stream", "--auto", "--plain", "--agent", "exec", "--sandbox", "none", "--index", str(index)]) == 0
+    assert "later run" not in capsys.readouterr().out
