@@ -239,11 +239,12 @@ def _say_what_the_agent_lacks(run, settings: StreamSettings) -> None:
 
 
 def _agent_checks(name: str, options: StreamOptions, config, plan: DispatchPlan) -> list:
-    """The dry run checks the agent that will run (--agent too): CLI, version, credentials."""
+    """The dry run checks the agent that will run (--agent too): CLI, version, credentials;
+    for `exec`, the `command` of every ticket the run can start (not of those it leaves parked)."""
     from sage_stream.validation.agent_readiness import agent_readiness
 
     return agent_readiness(name, config.agent.model_dump(), chosen_by="--agent" if options.agent else "[agent] preset",
-                           tickets=[plan.tickets[tid] for tid in plan.pending()])
+                           tickets=list(plan.reachable().values()))
 
 
 def _warn_about_dirty_checkouts(run, git, target: str) -> None:

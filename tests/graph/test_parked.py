@@ -89,3 +89,21 @@ def test_a_run_that_can_reach_everything_says_nothing_of_later_runs(git_repo, ma
     index = make_index(git_repo, [ready, {**ready, "id": "V-2", "dependencies": ["V-1"]}])
     assert run(["stream", "--auto", "--plain", "--agent", "exec", "--sandbox", "none", "--index", str(index)]) == 0
     assert "later run" not in capsys.readouterr().out
+
+
+def test_a_dry_run_of_exec_asks_a_command_only_of_the_tickets_the_run_can_start(
+    git_repo, make_index, capsys
+) -> None:
+    # S-1 waits for `sage retry` and U-1 behind it: the run never starts them, so it does not
+    # halt for their missing `command` (it lands V-1), and the dry run says the same
+    ready = {"id": "V-1", "title": "v", "state": "UNPROCESSED", "priority": "P1", "type": "implementation",
+             "validation_type": "generic", "dependencies": [], "command": ["true"], "allow_empty": True}
+    unready = {key: value for key, value in ready.items() if key != "command"}
+    index = make_index(git_repo, [deferred("S-1", retryable=False), {**unready, "id": "U-1", "dependencies": ["S-1"]},
+                                  ready])
+    argv = ["stream", "--auto", "--agent", "exec", "--sandbox", "none", "--index", str(index)]
+    assert run([*argv, "--dry-run"]) == 0
+    assert "ok    exec: every ticket to run has a `command`" in capsys.readouterr().out
+    assert run([*argv, "--plain"]) == 0 and "landed V-1" in capsys.readouterr().out
+    index_data = json.loads(index.read_text())
+    assert [t["state"] for t in index_data["tickets"]] == ["DEFERRED", "UNPROCESSED", "COMPLETED"]
