@@ -67,7 +67,7 @@ _BEHIND_LOCK = threading.Lock()
 def _landings_behind_of(git: Git, path: Path, history: list[HistoryEntry]) -> str | None:
     """`landings_behind` for the checkout at `path`, worked out once for as long as neither
     its index file nor the target's head moves."""
-    identity = index_identity(path)
+    identity = git.index_identity(path)
     key = (identity, history[0].commit if history else None)
     with _BEHIND_LOCK:  # the lander's thread and the run's loop both ask
         if identity is not None and key in _BEHIND:
@@ -79,27 +79,6 @@ def _landings_behind_of(git: Git, path: Path, history: list[HistoryEntry]) -> st
                 del _BEHIND[next(iter(_BEHIND))]  # the oldest
             _BEHIND[key] = behind
     return behind
-
-
-def index_identity(path: Path) -> tuple[object, ...] | None:
-    """The index file of the checkout at `path` as (path, device, inode, size, mtime): git
-    writes it anew (a lock file renamed over it) whenever it changes, so the same identity
-    is the same content. None when it cannot be read. Found as git's layout has it: the
-    checkout's `.git` directory, or the directory its `.git` file names (`gitdir: ...`,
-    relative to the checkout or absolute), which a linked work tree has."""
-    dot_git = path / ".git"
-    try:
-        if dot_git.is_file():
-            first = dot_git.read_text(encoding="utf-8").splitlines()[0]
-            if not first.startswith("gitdir:"):
-                return None
-            index = path / first[len("gitdir:"):].strip() / "index"
-        else:
-            index = dot_git / "index"
-        found = index.stat()
-    except (OSError, UnicodeDecodeError, IndexError):
-        return None
-    return (str(index), found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
 
 def files_of_landing(git: Git, path: Path, history: list[HistoryEntry], behind: str, *,

@@ -303,6 +303,26 @@ class Git(HistoryCommands, UserConfigCommands, RemoteCommands):
         return self.run("diff-index", "--cached", "--quiet", commit, *spec, cwd=worktree,
                         check=False).returncode == 0
 
+    def index_identity(self, worktree: Path) -> tuple[object, ...] | None:
+        """The index file of `worktree` as (path, device, inode, size, mtime): git writes it
+        anew (a lock file renamed over it) whenever it changes, so the same identity is the
+        same content. No git process: found as git's layout has it, the work tree's `.git`
+        directory, or the directory its `.git` file names (`gitdir: ...`, relative or
+        absolute), as a linked work tree has. None when it cannot be read."""
+        dot_git = worktree / ".git"
+        try:
+            if dot_git.is_file():
+                first = dot_git.read_text(encoding="utf-8").splitlines()[0]
+                if not first.startswith("gitdir:"):
+                    return None
+                index = worktree / first[len("gitdir:"):].strip() / "index"
+            else:
+                index = dot_git / "index"
+            found = index.stat()
+        except (OSError, UnicodeDecodeError, IndexError):
+            return None
+        return (str(index), found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
     def worktrees(self) -> list[WorktreeInfo]:
         """The registered work trees. Under the worktree lock: `worktree list` read while a
         `worktree add` is half done dies ("failed to read .../commondir"); a work tree

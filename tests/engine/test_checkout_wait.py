@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sage_stream.engine import checkout_wait
-from sage_stream.engine.checkout_wait import dirty_checkouts, has_own_changes, index_identity
+from sage_stream.engine.checkout_wait import dirty_checkouts, has_own_changes
 from sage_stream.git import Git
 
 
@@ -75,6 +75,7 @@ def test_a_checkout_merely_behind_landings_is_told_apart_as_before(git_repo: Pat
 def test_the_index_of_a_linked_work_tree_is_found_through_its_git_file(git_repo: Path, tmp_path: Path) -> None:
     linked = tmp_path / "linked"
     sh(git_repo, "worktree", "add", "-q", "-b", "other", str(linked))
+    index_identity = Git(git_repo).index_identity
     own, main = index_identity(linked), index_identity(git_repo)
     assert own is not None and main is not None and own[0] != main[0]
     assert Path(str(own[0])).parent.parent.name == "worktrees"
