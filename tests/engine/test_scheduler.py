@@ -160,6 +160,13 @@ def test_a_failed_ticket_blocks_its_dependents_and_the_rest_goes_on():
     assert plan.blocked_by_failures() == {"T-2": ["T-1"]}
 
 
+def test_only_the_selected_tickets_behind_a_failure_are_said_to_be_blocked_by_it():
+    tickets = [ticket("T-1"), ticket("T-2", deps=["T-1"]), ticket("T-3", deps=["T-1", "T-4"]), ticket("T-4")]
+    plan = make_plan(tickets, only=frozenset({"T-1", "T-3", "T-4"}))
+    FakeRunner(plan, workers=2, fail={"T-1", "T-4"}).run()
+    assert plan.blocked_by_failures() == {"T-3": ["T-1", "T-4"]}  # T-2 is not in this run
+
+
 def test_a_conflict_reruns_the_ticket_then_gives_up_after_the_limit():
     plan = make_plan([ticket("C-1")], max_reruns=1)
     plan.started("C-1")
@@ -400,6 +407,7 @@ def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) 
         assert plan.ready() == ready_by_scan(plan)
         assert plan.may_start_more() == may_start_more_by_scan(plan)
         assert list(plan.reachable()) == reachable_by_scan(plan)
+        assert plan.blocked_by_failures() == blocked_by_failures_by_scan(plan)
         running = sorted(plan.running)
         if kind == "start":
             for tid in plan.next_to_start(2):
@@ -410,6 +418,14 @@ def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) 
     assert plan.ready() == ready_by_scan(plan)
     assert plan.may_start_more() == may_start_more_by_scan(plan)
     assert list(plan.reachable()) == reachable_by_scan(plan)
+    assert plan.blocked_by_failures() == blocked_by_failures_by_scan(plan)
+
+
+def blocked_by_failures_by_scan(plan: DispatchPlan) -> dict[str, list[str]]:
+    """By definition: every ticket of the run not done, failed or running with a failed dependency."""
+    return {tid: [dep for dep in t.dependencies if dep in plan.failed] for tid, t in plan.tickets.items()
+            if tid not in plan.done | plan.failed | plan.running and (plan.only is None or tid in plan.only)
+            and any(dep in plan.failed for dep in t.dependencies)}
 
 
 def test_a_landing_looks_at_its_dependents_only(monkeypatch: pytest.MonkeyPatch) -> None:
