@@ -36,6 +36,7 @@ from sage_stream.tickets.index_text import (
     WrittenIndex,
     content_checksum,
     file_identity,
+    laid_out_ticket_bounds,
     ticket_bounds,
     ticket_spans,
 )
@@ -461,11 +462,14 @@ class IndexStore:
         if data is None or zlib.crc32(data) != checksum:
             return None
         text = data.decode("utf-8-sig")
-        bounds = ticket_bounds(text)
+        bounds = laid_out_ticket_bounds(text, layout)
+        if bounds is None or len(bounds) != 2 * len(loaded.index.tickets):
+            bounds = ticket_bounds(text)
         frame = _frame_around(text, bounds, layout) if bounds else None
         if frame is None or bounds is None or not frame.surrounds(text, bounds):
             return None
-        return WrittenIndex.of_text(frame, bounds, text, loaded.index.tickets, layout, identity, data)
+        return WrittenIndex.of_text(frame, bounds, text, loaded.index.tickets, layout, identity, data,
+                                    loaded.by_id())
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
@@ -487,18 +491,19 @@ class IndexStore:
                 written = self._written_as_loaded()  # read and compared just now, under this lock
                 on_disk = written is not None
             self._loaded = None
-            if written is None or not on_disk:
+            originals: list[dict[str, Any] | None] = []
+            if written is not None and on_disk:
+                _missing_tickets(edits, written.positions, self.path)
+                originals = [written.raw_ticket(written.positions[ticket_id]) for ticket_id in edits]
+            items = [item for item in originals if item is not None]
+            if written is None or not on_disk or len(items) != len(edits):  # read, check and write it all
                 edited: set[int] = set()
                 loaded = self._modify_in_full(lambda raw: edited.update(_edit_raw(raw, edits, self.path)),
                                               edited=edited)
                 return self._written.by_id if self._written is not None else loaded.by_id()
-            _missing_tickets(edits, written.positions, self.path)
             replaced: dict[int, tuple[bytes, Ticket]] = {}
-            items = []
-            for ticket_id, edit in edits.items():
-                item = written.raw_ticket(written.positions[ticket_id])
+            for edit, item in zip(edits.values(), items):
                 edit(item)
-                items.append(item)
             models = _validate({"tickets": items}, self.path).tickets
             for ticket_id, item, model in zip(edits, items, models):
                 replaced[written.positions[ticket_id]] = (written.encode(item), model)
