@@ -398,7 +398,7 @@ def _print_dry_run(loaded: IndexView, plan, ready: list[str], settings: StreamSe
     click.echo(f"predicted makespan: {schedule_result.makespan:.1f} min of agent time "
                f"for {len(pending)} ticket{'' if len(pending) == 1 else 's'} "
                f"({sum(durations.values()):.1f} min of work)")
-    left_out = len(plan.pending()) - len(pending)
+    left_out = plan.pending_count() - len(pending)
     if left_out:
         click.echo(f"not counted: {left_out} ticket{'' if left_out == 1 else 's'} this run cannot start "
                    "(parked until a later time or `sage retry`, or waiting on one that is)")

@@ -508,7 +508,7 @@ class StreamRun:
         for ticket_id, waiting in sorted(self.plan.blocked_by_failures().items()):
             self.emit(ev.MESSAGE, ticket_id, level="info",
                       text=f"{ticket_id} not started: blocked by {self.plan.describe_failed(waiting)}")
-        return self.report.finish(remaining=len(self.plan.pending()), interrupted=self.stopping.interrupted,
+        return self.report.finish(remaining=self.plan.pending_count(), interrupted=self.stopping.interrupted,
                                   halt_exit=self.halt_exit, halted=self.halted.reason if self.halted else None)
 
 

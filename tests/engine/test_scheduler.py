@@ -408,6 +408,7 @@ def test_the_ready_set_kept_as_things_happen_is_the_one_a_full_scan_finds(case) 
         assert plan.may_start_more() == may_start_more_by_scan(plan)
         assert list(plan.reachable()) == reachable_by_scan(plan)
         assert plan.blocked_by_failures() == blocked_by_failures_by_scan(plan)
+        assert plan.pending_count() == len(plan.pending())
         running = sorted(plan.running)
         if kind == "start":
             for tid in plan.next_to_start(2):
