@@ -469,7 +469,7 @@ class IndexStore:
         if frame is None or bounds is None or not frame.surrounds(text, bounds):
             return None
         return WrittenIndex.of_text(frame, bounds, text, loaded.index.tickets, layout, identity, data,
-                                    loaded.by_id())
+                                    loaded.by_id())  # a new dict each time, the load's own made once
 
     def modify(self, mutate: Callable[[dict[str, Any]], None]) -> LoadedIndex:
         """Re-read the file under the lock, let `mutate` change the raw JSON, check it, write it.
