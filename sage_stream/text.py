@@ -163,17 +163,22 @@ def _rows_as_list(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+_JSON_BOOLS = {False: "false", True: "true"}
+
+
 def json_texts(values: Sequence[object]) -> list[str]:
     """Each value as `compact_json` writes it, for a column of one kind of value.
 
-    A column of strings or of finite floats is encoded by one C-level pass (json's own
-    string encoder, `float.__repr__` as json uses it), a column of lists of strings by
-    one such pass per list; any other column encodes each distinct value once (an
-    unhashable one: each object once).
+    A column of strings (str enums too), of finite floats or of booleans is encoded by one
+    C-level pass (json's own string encoder, `float.__repr__` as json uses it, a lookup), a
+    column of lists of strings by one such pass per list; any other column encodes each
+    distinct value once (an unhashable one: each object once).
     """
     kinds = set(map(type, values))
-    if kinds == {str}:
+    if all(issubclass(kind, str) for kind in kinds):  # str, or a str enum (its value is its text)
         return list(map(encode_basestring, values))  # type: ignore[arg-type]
+    if kinds == {bool}:
+        return list(map(_JSON_BOOLS.__getitem__, values))  # type: ignore[arg-type]
     if kinds == {float} and all(map(isfinite, values)):  # type: ignore[arg-type]
         return list(map(float.__repr__, values))  # type: ignore[arg-type]
     if kinds == {list}:

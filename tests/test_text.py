@@ -26,6 +26,7 @@ from sage_stream.text import (
     output_json,
     parse_timestamp,
 )
+from sage_stream.tickets.models import State
 
 T0 = 1795252443.0  # 2026-11-21T09:14:03Z
 
@@ -136,7 +137,8 @@ def test_the_live_log_shows_a_killed_agent_in_that_one_form() -> None:
 
 # ---------------------------------------------------------------- JSON written column by column
 
-_SCALARS = [st.text(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.integers(), st.none()]
+_SCALARS = [st.text(), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.integers(), st.none(),
+            st.sampled_from(State)]  # a str enum: written as its value
 _COLUMN = st.one_of(
     *(st.lists(kind, max_size=6) for kind in _SCALARS),  # one kind of value: the fast paths
     st.lists(st.one_of(*_SCALARS), max_size=6),  # mixed: True, 1 and 1.0 are told apart

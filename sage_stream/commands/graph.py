@@ -199,7 +199,7 @@ def graph_json(view: GraphView) -> dict[str, Any]:
     dependencies, dependents = view.edge_nodes
     return {
         "nodes": JsonRows({
-            "id": nodes.ids, "title": nodes.titles, "state": [state.value for state in nodes.states],
+            "id": nodes.ids, "title": nodes.titles, "state": nodes.states,  # str enums: written as their values
             "priority": nodes.priorities, "estimate": nodes.estimates,
             "critical": list(map(critical.__contains__, range(len(nodes.ids)))),
         }),
