@@ -129,6 +129,7 @@ def _run_locked(settings: StreamSettings, store: IndexStore, git: Git, *, wait: 
             release_after_remote_stop(recovery, stopped.message)
             raise
         finally:
+            run.runner.close()  # a Dask client, say: not left reconnecting once the run is over
             display.close()
             wait_until_freed()  # the index files the run replaced (durable.py): no descriptor outlives it
     finally:

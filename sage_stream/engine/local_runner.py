@@ -156,6 +156,9 @@ class LocalRunner:
             thread.join()
         return warnings
 
+    def close(self) -> None:
+        pass  # nothing held beyond the attempts' threads, which end with their attempts
+
     # ------------------------------------------------------------ a ticket's thread
 
     def _run(self, running: _Running) -> None:

@@ -168,6 +168,9 @@ class Runner(Protocol):
     def finish_releases(self, releases: list[SlotRelease]) -> list[tuple[str, str]]:
         """Reset slots at the end of the run; returns (ticket, warning) for those that failed."""
 
+    def close(self) -> None:
+        """The run is over: let go of what the runner holds (a connection to a cluster)."""
+
 
 def finished_attempt(spec: AttemptSpec, message: AttemptDone | AttemptCrashed, workspace: Workspace | None, *,
                      now: datetime) -> FinishedAttempt:

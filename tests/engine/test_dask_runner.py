@@ -106,6 +106,20 @@ def test_attempt_numbers_on_the_hub_are_never_reused_and_a_received_one_never_la
     assert git(repo, "rev-parse", "refs/sage/attempts/T1/2").strip() == stale  # never moved (never forced)
 
 
+def test_a_run_leaves_no_client_connected_to_the_cluster(repo, cluster, capsys, monkeypatch):
+    """Left open, the run's client outlived it and, once the cluster was gone, spent 10 s
+    trying to reconnect (in a process that goes on, a test run or a host program)."""
+    from sage_stream.engine import dask_runner
+
+    clients = []
+    real = dask_runner._connect
+    monkeypatch.setattr(dask_runner, "_connect", lambda settings: clients.append(real(settings)) or clients[-1])
+    write_index(repo, [make_ticket("T1", write_file_cmd("a.txt", "a\n"))])
+    code, events = stream(repo, capsys, "--executor", dask_url(cluster))
+    assert code == 0, events
+    assert len(clients) == 1 and clients[0].status == "closed"
+
+
 def test_a_failed_attempt_is_kept_on_the_hub_and_not_landed(repo, cluster, capsys):
     fail = ["python3", "-c", "import pathlib, sys; pathlib.Path('half.txt').write_text('half'); print('half done');"
                              " sys.exit(3)"]
