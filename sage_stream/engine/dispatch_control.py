@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from sage_stream.text import iso_utc
 
+_JITTER = _random.Random()  # its own: a run never moves the random state of whoever hosts it
+
 RATE_LIMIT_KINDS = ("rate_limit", "quota")
 
 REQUEUE = "requeue"  # back to ready; dispatch is (or stays) paused
@@ -68,7 +70,7 @@ class DispatchControl:
         policy: RateLimitPolicy | None = None,
         *,
         clock: Callable[[], float] = time.time,
-        random: Callable[[], float] = _random.random,
+        random: Callable[[], float] = _JITTER.random,
     ) -> None:
         self.configured = max(1, workers)
         self.workers = self.configured

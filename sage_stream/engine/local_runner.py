@@ -61,6 +61,8 @@ from sage_stream.process.sandbox import Sandbox, wrote_read_only
 from sage_stream.process.supervise import EXITED, AgentExit, AgentLaunch, run_agent
 from sage_stream.process.tree import stop_slot_strays
 
+_JITTER = random.Random()  # its own: a run never moves the random state of whoever hosts it
+
 START_AGAIN_TRIES = 3
 START_AGAIN_DELAY_S = 1.0
 """An agent that could not get going for a moment's local reason (`AgentResult.start_again`:
@@ -263,7 +265,7 @@ class LocalRunner:
         self.guard.turn_started(ticket_id)
         try:
             for again in range(START_AGAIN_TRIES + 1):
-                if again and running.cancel.wait(START_AGAIN_DELAY_S * again * random.uniform(0.5, 1.5)):
+                if again and running.cancel.wait(START_AGAIN_DELAY_S * again * _JITTER.uniform(0.5, 1.5)):
                     break  # (stopped while waiting: the last result stands)
                 exit = run_agent(launch, cancel=running.cancel, on_line=on_line,
                                  on_start=lambda pid, created: self._delete_landed_branches(running))
