@@ -25,6 +25,7 @@ transport:
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import queue
 import threading
@@ -141,8 +142,12 @@ class DaskRunner:
         return []
 
     def close(self) -> None:
+        """Close the client this runner opened, once the run is over: the run's outcome is
+        in the index and its record already, and a scheduler gone meanwhile leaves nothing
+        to close (distributed's CommClosedError is an OSError)."""
         if self._owns_client:
-            self.client.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                self.client.close()
 
     # ------------------------------------------------------------ one ticket
 

@@ -120,6 +120,22 @@ def test_a_run_leaves_no_client_connected_to_the_cluster(repo, cluster, capsys, 
     assert len(clients) == 1 and clients[0].status == "closed"
 
 
+def test_closing_after_the_scheduler_went_away_is_quiet(repo, monkeypatch):
+    """The run's outcome is recorded before its runner is closed: a scheduler that is gone
+    by then makes no traceback at the very end of the run."""
+    from distributed.comm.core import CommClosedError
+
+    from sage_stream.engine import dask_runner
+
+    class GoneClient(RecordingClient):
+        def close(self):
+            raise CommClosedError("in <TCP (closed)>: Stream is closed")
+
+    monkeypatch.setattr(dask_runner, "_connect", lambda settings: GoneClient())
+    runner, _ = runner_with(None, repo)  # the runner opens (and owns) its client
+    runner.close()
+
+
 def test_a_failed_attempt_is_kept_on_the_hub_and_not_landed(repo, cluster, capsys):
     fail = ["python3", "-c", "import pathlib, sys; pathlib.Path('half.txt').write_text('half'); print('half done');"
                              " sys.exit(3)"]
